@@ -1,0 +1,123 @@
+"""One frozen, validated run configuration, and where the database comes from.
+
+Config flows one way: the CLI (or a library caller) builds a :class:`RunConfig`
+once; the core never sees flags. The target is chosen first-match-wins:
+``--dsn``; ``DATABASE_URL``; the seed's ``DB_NAME``/``USER_NAME``/``PASSWORD``/
+``HOST``/``PORT`` (environment over ``.env``); libpq's ``PG*`` variables; else
+``None``, meaning "start the embedded server".
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv.parser import parse_stream
+
+from poolbench.errors import ConfigError
+from poolbench.target import ConnectionTarget
+
+SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
+                  "HOST": "host", "PORT": "port"}
+LIBPQ_VARIABLES = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
+                   "PGPASSWORD": "password", "PGDATABASE": "dbname", "PGSSLMODE": "sslmode"}
+DEFAULT_STRATEGIES = ("psycopg2:none", "psycopg2:threaded")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def read_env_file(path: Path, *, explicit: bool) -> dict[str, str]:
+    """Read a ``.env`` file; a missing default file is empty, anything else wrong is an error."""
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"--env-file: {path} does not exist; give an existing file")
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--env-file: cannot read {path} ({exc.__class__.__name__}); "
+                          "check its permissions and encoding") from None
+    values: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(f"--env-file: {path} line {binding.original.line} is not "
+                              "KEY=VALUE; fix or remove that line")
+        if binding.key is not None:
+            values[binding.key] = binding.value or ""
+    return values
+
+
+def resolve_target(*, dsn: str | None, env_file: Path | None,
+                   environ: Mapping[str, str]) -> ConnectionTarget | None:
+    """Pick the database by the documented precedence; ``None`` means embedded."""
+    if dsn:
+        return ConnectionTarget.from_dsn(dsn, source="--dsn")
+    file_values = read_env_file(env_file or Path(".env"), explicit=env_file is not None)
+    merged = {**file_values, **environ}
+    if merged.get("DATABASE_URL"):
+        where = "DATABASE_URL" if environ.get("DATABASE_URL") else "DATABASE_URL in .env"
+        return ConnectionTarget.from_dsn(merged["DATABASE_URL"], source=where)
+    seed = {ours: merged[name] for name, ours in SEED_VARIABLES.items() if merged.get(name)}
+    if seed:
+        return ConnectionTarget.from_keywords(source="DB_NAME/USER_NAME/PASSWORD/HOST/PORT",
+                                              **seed)
+    libpq = {ours: environ[name] for name, ours in LIBPQ_VARIABLES.items() if environ.get(name)}
+    if libpq:
+        return ConnectionTarget.from_keywords(source="PG* environment variables", **libpq)
+    return None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one ``poolbench run`` needs; validated on construction.
+
+    ``target`` of ``None`` means: start the embedded server for this run.
+    """
+
+    target: ConnectionTarget | None = None
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    rows: int = 1000
+    workers: int = 50
+    pool_min: int = 1
+    pool_max: int = 50
+    warmup: int = 1
+    trials: int = 3
+    table: str = "users"
+    out_dir: Path = field(default_factory=lambda: Path("reports"))
+    acquire_timeout_s: float = 30.0
+    chart: bool = True
+    keep_server: bool = False
+    show_password: bool = False
+
+    def __post_init__(self) -> None:
+        for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
+                                     ("--trials", self.trials, 1), ("--warmup", self.warmup, 0),
+                                     ("--pool-min", self.pool_min, 0),
+                                     ("--pool-max", self.pool_max, 1)):
+            if not isinstance(value, int) or value < least:
+                raise ConfigError(f"{option} must be a whole number >= {least}, got {value!r}")
+        if self.pool_min > self.pool_max:
+            raise ConfigError(f"--pool-min ({self.pool_min}) is above --pool-max "
+                              f"({self.pool_max}); lower --pool-min or raise --pool-max")
+        if not self.acquire_timeout_s > 0:
+            raise ConfigError("--acquire-timeout must be a number of seconds > 0")
+        if not IDENTIFIER.match(self.table):
+            raise ConfigError(f"--table {self.table!r} is not a valid identifier; use letters, "
+                              "digits and _ (at most 63, not starting with a digit)")
+        if not self.strategies:
+            raise ConfigError("--strategies is empty; name at least one, e.g. psycopg:pool")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ConfigError("--strategies names a strategy twice; name each once")
+
+    def public_dict(self) -> dict[str, object]:
+        """The config as JSON-ready data, with the target's password masked."""
+        return {
+            "target": self.target.masked() if self.target else "embedded",
+            "target_source": self.target.source if self.target else "embedded",
+            "strategies": list(self.strategies), "rows": self.rows, "workers": self.workers,
+            "pool_min": self.pool_min, "pool_max": self.pool_max, "warmup": self.warmup,
+            "trials": self.trials, "table": self.table, "out_dir": str(self.out_dir),
+            "acquire_timeout_s": self.acquire_timeout_s,
+        }

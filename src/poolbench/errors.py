@@ -1,0 +1,62 @@
+"""Error types of poolbench.
+
+Library code raises these; only ``cli.py`` turns them into a message and an exit
+code. Every message names the cause and the fix in one line, and never carries
+a password (messages are built from masked targets only).
+"""
+
+from __future__ import annotations
+
+
+class PoolbenchError(Exception):
+    """Base of every error poolbench reports to a user; ``exit_code`` is the CLI's."""
+
+    exit_code = 1
+
+
+class ConfigError(PoolbenchError):
+    """A flag, environment variable or ``.env`` value is invalid (usage error)."""
+
+    exit_code = 2
+
+
+class ConnectError(PoolbenchError):
+    """The database could not be reached or refused us (refused, auth, missing db)."""
+
+    exit_code = 3
+
+
+class SchemaConflict(PoolbenchError):
+    """The target table exists with a shape other than the seed's; nothing was touched."""
+
+    exit_code = 4
+
+
+class PermissionProblem(PoolbenchError):
+    """The role lacks a privilege the run needs (e.g. CREATE on the schema)."""
+
+    exit_code = 4
+
+
+class CapacityError(PoolbenchError):
+    """The run would need more connections than the server allows."""
+
+    exit_code = 2
+
+
+class StrategyUnavailable(PoolbenchError):
+    """A strategy's driver is not installed (or the strategy name is unknown)."""
+
+    exit_code = 2
+
+
+class ServerError(PoolbenchError):
+    """The embedded PostgreSQL could not be started or stopped."""
+
+    exit_code = 5
+
+
+class DataIntegrityError(PoolbenchError):
+    """The end-of-run check found rows of ours left or rows of others changed."""
+
+    exit_code = 6

@@ -1,0 +1,211 @@
+"""The embedded PostgreSQL: pgserver's binaries, run the way production runs.
+
+pgserver's own ``get_server`` listens on a Unix socket with trust auth; a new
+connection there costs a fraction of what it costs in production, which would
+flatter the no-pool strategies. So we use its binaries (and its helpers for
+running as root), but start the server ourselves: TCP on 127.0.0.1 at a free
+port, ``scram-sha-256`` for every connection, ``max_connections`` sized for the
+run, in a temporary directory removed at stop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from types import TracebackType
+
+import psycopg
+
+from poolbench.errors import ServerError
+from poolbench.target import ConnectionTarget
+
+SYSTEM_USER = "pgserver"  # pgserver's own choice of user when started by root
+SUPERUSER = "postgres"
+DATABASE = "poolbench"
+
+
+def pgserver_bin_dir() -> Path:
+    """Directory of the PostgreSQL binaries (postgres, pg_ctl, pgbench...) pgserver ships."""
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR when pgserver is imported; not ours to fix.
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedServer:
+    """A throw-away PostgreSQL server; use as a context manager or call start/stop.
+
+    ``settings`` are extra ``postgresql.conf`` lines (e.g. for tests). The server
+    is stopped and its directory removed by :meth:`stop` unless ``keep`` is set.
+    """
+
+    def __init__(self, *, max_connections: int = 100, settings: dict[str, str] | None = None,
+                 keep: bool = False, port: int | None = None) -> None:
+        self.max_connections = max_connections
+        self.settings = dict(settings or {})
+        self.keep = keep
+        self.port = port
+        self.bin_dir = pgserver_bin_dir()
+        self.root: Path | None = None
+        self.target: ConnectionTarget | None = None
+        self._run_as: str | None = SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.root is not None, "server not started"
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        assert self.root is not None, "server not started"
+        return self.root / "server.log"
+
+    @property
+    def pgbench(self) -> Path:
+        return self.bin_dir / "pgbench"
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> ConnectionTarget:
+        """initdb, configure, start, create the ``poolbench`` database; return its target."""
+        self.root = Path(tempfile.mkdtemp(prefix="poolbench-pg-"))
+        password = secrets.token_urlsafe(24)
+        try:
+            self._prepare_permissions()
+            self._initdb(password)
+            self._configure()
+            self._pg_ctl("start")
+            target = ConnectionTarget.from_keywords(
+                source="embedded server", host="127.0.0.1", port=str(self.port),
+                user=SUPERUSER, password=password, dbname="postgres")
+            with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            self.target = ConnectionTarget(target.with_params(dbname=DATABASE).params,
+                                           "embedded server", embedded=True)
+        except BaseException:
+            self.stop(force_remove=True)
+            raise
+        return self.target
+
+    def stop(self, *, force_remove: bool = False) -> None:
+        """Stop the server (fast shutdown) and remove its directory unless kept."""
+        if self.root is None:
+            return
+        if self.keep and not force_remove:
+            return
+        if (self.data_dir / "postmaster.pid").exists():
+            try:
+                self._pg_ctl("stop", "-m", "fast")
+            except ServerError:
+                pass  # already down; the directory is removed all the same
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data (for fault tests)."""
+        self._pg_ctl("stop", "-m", "fast")
+        self._pg_ctl("start")
+
+    def stop_command(self) -> str:
+        """The shell command that stops a kept server."""
+        cmd = f"{self.bin_dir / 'pg_ctl'} -D {self.data_dir} stop"
+        return f"su {self._run_as} -c '{cmd}'" if self._run_as else cmd
+
+    # -- steps -----------------------------------------------------------------
+
+    def _prepare_permissions(self) -> None:
+        """PostgreSQL refuses to run as root: as pgserver does, run as user ``pgserver``."""
+        assert self.root is not None
+        if self._run_as is None:
+            return
+        import pwd
+        import stat
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+        ensure_user_exists(self._run_as)
+        ensure_prefix_permissions(self.bin_dir)
+        read = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(self.bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(self.bin_dir.parent / "lib", read)
+        ensure_folder_permissions(self.bin_dir.parent / "share", read)
+        ensure_prefix_permissions(self.root)
+        entry = pwd.getpwnam(self._run_as)
+        os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self, password: str) -> None:
+        assert self.root is not None
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        if self._run_as:
+            import pwd
+
+            entry = pwd.getpwnam(self._run_as)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        try:
+            self._run(self.bin_dir / "initdb", "-D", str(self.data_dir), "-U", SUPERUSER,
+                      "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
+                      f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync", "--no-instructions")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _configure(self) -> None:
+        assert self.root is not None
+        self.port = self.port or free_port()
+        lines = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "max_connections": str(self.max_connections),
+            "unix_socket_directories": f"'{self.root}'",
+            "password_encryption": "'scram-sha-256'",
+        }
+        if self.stat_statements_available():
+            lines["shared_preload_libraries"] = "'pg_stat_statements'"
+        lines.update(self.settings)
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# poolbench embedded server\n")
+            conf.writelines(f"{k} = {v}\n" for k, v in lines.items())
+
+    def stat_statements_available(self) -> bool:
+        """pgserver's build ships no contrib modules; use pg_stat_statements only if present."""
+        return (self.bin_dir.parent / "lib" / "postgresql" / "pg_stat_statements.so").exists()
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        self._run(self.bin_dir / "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
+                  "-w", "-t", "60", *extra, action)
+
+    def _run(self, *args: str | Path) -> None:
+        try:
+            subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True,
+                           user=self._run_as, timeout=120, stdin=subprocess.DEVNULL)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            log = self.log_file.read_text()[-500:] if self.root and self.log_file.exists() else ""
+            last = (detail.strip() or log.strip() or "no output").splitlines()[-1]
+            raise ServerError(f"embedded PostgreSQL: {Path(str(args[0])).name} failed ({last}); "
+                              "see --debug, or pass --dsn to use your own server") from None

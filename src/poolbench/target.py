@@ -1,0 +1,138 @@
+"""Where the database is: one parsed, validated connection target.
+
+Every driver gets its parameters from here, and every place that shows a target
+to a person (console, JSON, logs, charts, errors) uses :meth:`ConnectionTarget.masked`,
+so the password has one way in and no way out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from poolbench.errors import ConfigError
+
+MASK = "***"
+APPLICATION_NAME = "poolbench"
+
+# libpq sslmode -> asyncpg's ``ssl`` argument (asyncpg accepts the same words).
+_ASYNC_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+@dataclass(frozen=True)
+class ConnectionTarget:
+    """libpq keyword parameters of one database, plus where they came from.
+
+    ``source`` names the flag or variable that chose this target, so error
+    messages can point at what to fix.
+    """
+
+    params: tuple[tuple[str, str], ...]
+    source: str
+    embedded: bool = field(default=False, compare=False)
+
+    @classmethod
+    def from_dsn(cls, dsn: str, *, source: str) -> ConnectionTarget:
+        """Parse a URI or ``key=value`` DSN; raise ConfigError naming ``source`` if invalid."""
+        try:
+            parsed = conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            reason = redact(str(exc).strip().splitlines()[0], _password_guess(dsn))
+            raise ConfigError(
+                f"{source}: cannot parse the DSN ({reason}); use postgresql://user@host:port/dbname"
+            ) from None
+        return cls.from_keywords(source=source, **{k: str(v) for k, v in parsed.items()})
+
+    @classmethod
+    def from_keywords(cls, *, source: str, **params: str | None) -> ConnectionTarget:
+        """Build from libpq keywords (``host``, ``port``, ``user``, ``password``, ``dbname``...)."""
+        clean = {k: str(v) for k, v in params.items() if v not in (None, "")}
+        if "port" in clean:
+            _check_port(clean["port"], source)
+        return cls(params=tuple(sorted(clean.items())), source=source)
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return dict(self.params).get(key, default)
+
+    @property
+    def password(self) -> str | None:
+        return self.get("password")
+
+    @property
+    def dbname(self) -> str:
+        return self.get("dbname") or self.get("user") or "postgres"
+
+    def with_params(self, **changes: str) -> ConnectionTarget:
+        merged = dict(self.params) | changes
+        return ConnectionTarget(tuple(sorted(merged.items())), self.source, self.embedded)
+
+    def conninfo(self) -> str:
+        """A libpq conninfo string for psycopg/psycopg2 (contains the password)."""
+        params = dict(self.params)
+        params.setdefault("application_name", APPLICATION_NAME)
+        return make_conninfo("", **params)
+
+    def asyncpg_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for ``asyncpg.connect`` / ``create_pool``."""
+        p = dict(self.params)
+        kwargs: dict[str, object] = {
+            "server_settings": {"application_name": p.get("application_name", APPLICATION_NAME)}
+        }
+        for ours, theirs in (("host", "host"), ("user", "user"), ("password", "password"),
+                             ("dbname", "database")):
+            if ours in p:
+                kwargs[theirs] = p[ours]
+        if "port" in p:
+            kwargs["port"] = int(p["port"])
+        if p.get("sslmode") in _ASYNC_SSL_MODES:
+            kwargs["ssl"] = p["sslmode"]
+        if "connect_timeout" in p:
+            kwargs["timeout"] = float(p["connect_timeout"])
+        return kwargs
+
+    def masked(self, *, show_password: bool = False) -> str:
+        """The target as a URI a person can read; the password is ``***`` unless asked."""
+        p = dict(self.params)
+        user = quote(p.get("user", ""), safe="")
+        password = p.get("password")
+        if password is not None:
+            user += ":" + (quote(password, safe="") if show_password else MASK)
+        host = p.get("host", "")
+        if ":" in host and not host.startswith("/"):
+            host = f"[{host}]"
+        netloc = (user + "@" if user else "") + quote(host, safe="/")
+        if "port" in p:
+            netloc += f":{p['port']}"
+        rest = {k: v for k, v in p.items() if k not in {"user", "password", "host", "port", "dbname"}}
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(rest.items()))
+        return f"postgresql://{netloc}/{quote(p.get('dbname', ''), safe='')}" + (
+            f"?{query}" if query else ""
+        )
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """Replace every occurrence of each secret (and its URL-quoted form) by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK).replace(quote(secret, safe=""), MASK)
+    return text
+
+
+def _password_guess(dsn: str) -> str | None:
+    """Best-effort password of a DSN that libpq could not parse, so errors can hide it."""
+    if "://" in dsn:
+        netloc = dsn.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+            return netloc.rsplit("@", 1)[0].split(":", 1)[1]
+    for token in dsn.split():
+        if token.startswith("password="):
+            return token.split("=", 1)[1].strip("'")
+    return None
+
+
+def _check_port(port: str, source: str) -> None:
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{source}: port {port!r} is not a number from 1 to 65535; fix the port")
