@@ -1,0 +1,188 @@
+"""The command line only: parse flags, build the config, call the library, print.
+
+The one place that maps errors to exit codes and one-line messages.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from poolbench import api
+from poolbench.config import DEFAULT_STRATEGIES, RunConfig, resolve_target
+from poolbench.errors import DataIntegrityError, PoolbenchError
+from poolbench.events import RunEvents
+from poolbench.report.console import render
+from poolbench.server import EmbeddedServer
+from poolbench.strategies import parse_strategy_names
+from poolbench.target import redact
+
+
+class ProgressView:
+    """A rich progress bar per strategy and phase, fed by run events."""
+
+    def __init__(self, console: Console, rows: int, trials: int) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                                 transient=False)
+        self.rows, self.trials = rows, trials
+        self.tasks: dict[tuple[str, str], int] = {}
+        self.current: int | None = None
+
+    def subscribe(self, events: RunEvents) -> None:
+        events.strategy_started.add_listener(self._strategy_started)
+        events.phase_started.add_listener(self._phase_started)
+        events.progress.add_listener(self._advance)
+
+    def _strategy_started(self, strategy: str, trials: int) -> None:
+        for phase in ("create", "read", "update", "delete"):
+            self.tasks[(strategy, phase)] = self.progress.add_task(
+                f"{strategy:<18} {phase:<6}", total=self.rows * trials)
+
+    def _phase_started(self, strategy: str, trial: int, warmup: bool, phase: str,
+                       total: int) -> None:
+        self.current = self.tasks[(strategy, phase)]
+        label = "warm-up" if warmup else f"trial {trial + 1}"
+        self.progress.update(self.current, description=f"{strategy:<18} {phase:<6} {label}")
+
+    def _advance(self, advance: int) -> None:
+        if self.current is not None and advance:
+            self.progress.advance(self.current, advance)
+
+
+def _fail(message: str, code: int, secrets: tuple[str | None, ...] = ()) -> None:
+    click.echo(f"poolbench: error: {redact(message, *secrets)}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="poolbench")
+def cli() -> None:
+    """Measure what connection pooling does for a PostgreSQL CRUD workload."""
+
+
+@cli.command()
+@click.option("--dsn", help="PostgreSQL URI or key=value DSN (overrides every other source).")
+@click.option("--env-file", type=click.Path(path_type=Path),
+              help="A .env file with DB_NAME, USER_NAME, PASSWORD, HOST, PORT [default: ./.env].")
+@click.option("--strategies", default=",".join(DEFAULT_STRATEGIES), show_default=True,
+              help="Comma-separated driver:pool names, or 'all'.")
+@click.option("-n", "--rows", type=int, default=1000, show_default=True,
+              help="Rows each trial creates, reads, updates and deletes.")
+@click.option("-w", "--workers", type=int, default=50, show_default=True,
+              help="Concurrent workers (threads, or asyncio tasks for asyncpg).")
+@click.option("--pool-min", type=int, default=1, show_default=True)
+@click.option("--pool-max", type=int, default=50, show_default=True)
+@click.option("--warmup", type=int, default=1, show_default=True,
+              help="Trials run first and not counted.")
+@click.option("--trials", type=int, default=3, show_default=True, help="Counted trials.")
+@click.option("--acquire-timeout", type=float, default=30.0, show_default=True,
+              help="Seconds a worker may wait for a pooled connection.")
+@click.option("--table", default="users", show_default=True, help="Table to benchmark on.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
+              show_default=True, help="Folder for the chart, results.json and results.csv.")
+@click.option("--no-chart", is_flag=True, help="Skip the PNG chart.")
+@click.option("--keep-server", is_flag=True,
+              help="Keep the embedded server running after the run and print its DSN.")
+@click.option("--show-password", is_flag=True, help="Show the password in a printed DSN.")
+@click.option("--debug", is_flag=True, help="Print tracebacks (passwords still masked).")
+def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, workers: int,
+        pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
+        table: str, out_dir: Path, no_chart: bool, keep_server: bool, show_password: bool,
+        debug: bool) -> None:
+    """Run the CRUD benchmark for each strategy and report it."""
+    target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
+    config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
+                       workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
+                       trials=trials, acquire_timeout_s=acquire_timeout, table=table,
+                       out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
+                       show_password=show_password)
+    out = Console()
+    err = Console(stderr=True)
+    events = RunEvents()
+    view = ProgressView(err, rows, warmup + trials)
+    view.subscribe(events)
+    kept: list[EmbeddedServer] = []
+    if target is not None:
+        err.print(f"database: {target.masked(show_password=show_password)} ({target.source})",
+                  highlight=False)
+    with view.progress:
+        results = api.run(config, events=events, on_server=kept.append)
+    render(results, out)
+    out.print(f"Reports written to {out_dir}/ (crud_performance_comparison.png, results.json, "
+              "results.csv)" if not no_chart else f"Reports written to {out_dir}/", highlight=False)
+    if keep_server and kept:
+        server = kept[0]
+        assert server.target is not None
+        out.print(f"Embedded server kept: {server.target.masked(show_password=show_password)}",
+                  highlight=False)
+        out.print(f"Stop it with: {server.stop_command()}", highlight=False)
+    if results.verification is not None and not results.verification.ok:
+        raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
+                                 f"remaining rows carry the prefix {results.run_tag}_")
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), help="TCP port [default: a free one].")
+@click.option("--max-connections", type=click.IntRange(5, 10000), default=200, show_default=True)
+@click.option("--show-password", is_flag=True, help="Print the DSN with its password.")
+def server(port: int | None, max_connections: int, show_password: bool) -> None:
+    """Start an embedded PostgreSQL in the foreground and print its DSN (Ctrl-C stops it)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedServer(max_connections=max_connections, port=port) as srv:
+        assert srv.target is not None
+        click.echo(srv.target.masked(show_password=show_password))
+        click.echo(f"PostgreSQL at {srv.data_dir}; Ctrl-C to stop and remove it.", err=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every error becomes one line on stderr and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    secrets = _secrets_in(args)
+    try:
+        cli.main(args=args, prog_name="poolbench", standalone_mode=False)
+    except PoolbenchError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(str(exc), exc.exit_code, secrets)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        _fail(exc.format_message(), 2, secrets)
+    except (KeyboardInterrupt, click.Abort):
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if debug:
+            click.echo(redact(traceback.format_exc(), *secrets), err=True)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", 1,
+              secrets)
+
+
+def _secrets_in(args: list[str]) -> tuple[str | None, ...]:
+    """Passwords the command line or environment carries, so no message can echo them."""
+    found: list[str | None] = [os.environ.get("PASSWORD"), os.environ.get("PGPASSWORD")]
+    for i, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--dsn=") else (
+            args[i + 1] if arg == "--dsn" and i + 1 < len(args) else None)
+        if value:
+            from poolbench.target import ConnectionTarget
+
+            try:
+                found.append(ConnectionTarget.from_dsn(value, source="--dsn").password)
+            except PoolbenchError:
+                continue
+    return tuple(found)

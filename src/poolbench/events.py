@@ -1,0 +1,42 @@
+"""Run events: the runner fires them, and does not know who listens.
+
+Progress bars, exporters that rewrite partial results, and (later) samplers
+subscribe with ``add_listener``; the runner only calls ``fire``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EventHook:
+    """A list of listeners called in order with keyword arguments."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[..., Any]] = []
+
+    def add_listener(self, listener: Callable[..., Any]) -> Callable[..., Any]:
+        self._listeners.append(listener)
+        return listener
+
+    def fire(self, **kwargs: Any) -> None:
+        for listener in self._listeners:
+            listener(**kwargs)
+
+
+@dataclass
+class RunEvents:
+    """Hooks of one run. Keyword arguments each hook fires with are documented per field."""
+
+    #: strategy: str, trials: int
+    strategy_started: EventHook = field(default_factory=EventHook)
+    #: strategy: str, trial: int, warmup: bool, phase: str, total: int
+    phase_started: EventHook = field(default_factory=EventHook)
+    #: advance: int (operations finished since the last event, ok or failed)
+    progress: EventHook = field(default_factory=EventHook)
+    #: measurement: PhaseMeasurement
+    phase_finished: EventHook = field(default_factory=EventHook)
+    #: results: RunResults (partial: every strategy finished so far)
+    strategy_finished: EventHook = field(default_factory=EventHook)

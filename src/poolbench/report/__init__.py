@@ -1,0 +1,77 @@
+"""Exporters: one module per output format, each a class with ``filename`` and ``write``.
+
+Exporters read :class:`~poolbench.results.RunResults` only. The
+:class:`ExportManager` rewrites every file after each strategy, so a crash
+or interrupt keeps the results gathered so far (marked ``partial``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from poolbench.errors import ConfigError
+from poolbench.events import RunEvents
+from poolbench.results import RunResults
+
+
+class Exporter(Protocol):
+    filename: str
+
+    def write(self, results: RunResults, path: Path) -> None: ...
+
+
+def check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed and prove a file can be written there, before any run."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".poolbench-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write to {out_dir} ({exc.strerror or exc}); "
+                          "choose a writable folder") from None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_exporters(*, chart: bool) -> list[Exporter]:
+    from poolbench.report.csv_export import CsvExporter
+    from poolbench.report.json_export import JsonExporter
+
+    exporters: list[Exporter] = [JsonExporter(), CsvExporter()]
+    if chart:
+        from poolbench.report.chart import ChartExporter
+
+        exporters.append(ChartExporter())
+    return exporters
+
+
+class ExportManager:
+    """Writes every file exporter's output into one folder whenever results change."""
+
+    def __init__(self, out_dir: Path, *, chart: bool = True) -> None:
+        self.out_dir = out_dir
+        self.exporters = file_exporters(chart=chart)
+        self.written: list[Path] = []
+
+    def subscribe(self, events: RunEvents) -> None:
+        events.strategy_finished.add_listener(self.write_all)
+
+    def write_all(self, results: RunResults) -> None:
+        self.written = []
+        for exporter in self.exporters:
+            path = self.out_dir / exporter.filename
+            exporter.write(results, path)
+            self.written.append(path)

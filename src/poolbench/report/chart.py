@@ -1,0 +1,61 @@
+"""``crud_performance_comparison.png``: grouped bars per phase, one bar per strategy.
+
+Three panels read left to right: median seconds per phase (whiskers: min..max
+over trials), throughput, and p99 latency. Nothing here computes a statistic.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from poolbench.report import atomic_write
+from poolbench.results import RunResults
+from poolbench.workload import PHASES
+
+
+class ChartExporter:
+    filename = "crud_performance_comparison.png"
+
+    def write(self, results: RunResults, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        strategies = results.strategies
+        fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), constrained_layout=True)
+        width = 0.8 / max(len(strategies), 1)
+        panels = (
+            ("Median time per phase", "seconds (lower is better)", lambda p: p.median_s),
+            ("Throughput", "operations per second (higher is better)",
+             lambda p: p.throughput_ops_s),
+            ("p99 latency per operation", "milliseconds (lower is better)",
+             lambda p: p.latency.p99_us / 1000),
+        )
+        for ax, (title, ylabel, value) in zip(axes, panels):
+            for i, s in enumerate(strategies):
+                xs = [PHASES.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
+                      for p in s.phases]
+                ys = [value(p) for p in s.phases]
+                yerr = None
+                if ax is axes[0]:
+                    yerr = [[p.median_s - p.min_s for p in s.phases],
+                            [p.max_s - p.median_s for p in s.phases]]
+                ax.bar(xs, ys, width, label=s.name, yerr=yerr, capsize=3)
+            ax.set_xticks(range(len(PHASES)), PHASES)
+            ax.set_xlabel("CRUD phase")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0].legend(title="driver:pool", fontsize="small")
+        cfg = results.config
+        server = results.environment.get("server", {})
+        fig.suptitle(
+            f"poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool {cfg['pool_min']}.."
+            f"{cfg['pool_max']}, median of {cfg['trials']} trials — PostgreSQL "
+            f"{server.get('server_version', '?')}" + ("  [PARTIAL]" if results.partial else ""))
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        atomic_write(path, buf.getvalue())

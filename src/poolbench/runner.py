@@ -1,0 +1,245 @@
+"""Drives workers through the four phases of each trial, and times them.
+
+Sync strategies run on a ``ThreadPoolExecutor`` of ``--workers`` threads (as in
+the seed); async strategies on ``--workers`` asyncio tasks in one event loop.
+Either way each worker pulls the next operation from a shared iterator and
+records into its own :class:`OperationRecorder`; the phase clock starts once
+all workers exist and stops when the last one finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from poolbench.events import RunEvents
+from poolbench.metrics import MissingRow, OperationRecorder, PhaseMeasurement, now_ns
+from poolbench.strategies.base import AsyncStrategy, Strategy, SyncStrategy
+from poolbench.workload import PHASES, Statement, Workload
+
+PROGRESS_EVERY = 16  # operations a worker finishes between two progress events
+Params = list[tuple[object, ...]]
+OnProgress = Callable[[int], None]
+
+
+def _checked(statement: Statement, result: int | None) -> int | None:
+    """The row a statement must have touched: an id for create/read, 1 for update/delete."""
+    if result is None or (not statement.returns_row and result != 1):
+        raise MissingRow(f"{statement.phase}: no row where the run's own insert put one")
+    return result
+
+
+@dataclass
+class PhaseRun:
+    """Raw outcome of one phase: wall-clock seconds, per-worker recorders, per-item results."""
+
+    elapsed_s: float
+    recorders: list[OperationRecorder]
+    results: list[int | None]
+
+
+class PhaseExecutor(Protocol):
+    def open(self) -> float: ...
+    def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
+        ...
+    def close(self) -> None: ...
+
+
+class ThreadExecutor:
+    """Runs a sync strategy on a pool of threads kept for the whole strategy."""
+
+    def __init__(self, strategy: SyncStrategy, workers: int) -> None:
+        self.strategy = strategy
+        self.workers = workers
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poolbench")
+
+    def open(self) -> float:
+        t0 = now_ns()
+        self.strategy.open()
+        return (now_ns() - t0) / 1e9
+
+    def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
+        results: list[int | None] = [None] * len(params)
+        items = iter(range(len(params)))
+        ready = threading.Barrier(self.workers + 1)
+
+        def worker() -> OperationRecorder:
+            rec = OperationRecorder()
+            ready.wait()
+            done = 0
+            for i in items:
+                results[i] = self._operation(statement, params[i], rec)
+                done += 1
+                if done % PROGRESS_EVERY == 0:
+                    on_progress(PROGRESS_EVERY)
+            on_progress(done % PROGRESS_EVERY)
+            return rec
+
+        futures = [self._threads.submit(worker) for _ in range(self.workers)]
+        ready.wait()  # every thread exists and waits: start the clock now
+        t0 = now_ns()
+        recorders = [f.result() for f in futures]
+        return PhaseRun((now_ns() - t0) / 1e9, recorders, results)
+
+    def _operation(self, statement: Statement, params: tuple[object, ...],
+                   rec: OperationRecorder) -> int | None:
+        s = self.strategy
+        t0 = now_ns()
+        try:
+            conn = s.acquire()
+        except Exception as exc:
+            rec.fail(exc)
+            return None
+        t1 = now_ns()
+        result = error = None
+        try:
+            result = s.execute(conn, statement, params)
+        except Exception as exc:
+            error = exc
+        t2 = now_ns()
+        try:
+            s.release(conn)
+        except Exception as exc:
+            error = error or exc
+        t3 = now_ns()
+        return _settle(statement, result, error, rec, (t0, t1, t2, t3))
+
+    def close(self) -> None:
+        try:
+            self.strategy.close()
+        finally:
+            self._threads.shutdown(wait=True)
+
+
+class AsyncioExecutor:
+    """Runs an async strategy as tasks on one event loop owned by this executor."""
+
+    def __init__(self, strategy: AsyncStrategy, workers: int) -> None:
+        self.strategy = strategy
+        self.workers = workers
+        self._loop = asyncio.new_event_loop()
+
+    def open(self) -> float:
+        t0 = now_ns()
+        self._loop.run_until_complete(self.strategy.open())
+        return (now_ns() - t0) / 1e9
+
+    def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
+        return self._loop.run_until_complete(self._phase(statement, params, on_progress))
+
+    async def _phase(self, statement: Statement, params: Params,
+                     on_progress: OnProgress) -> PhaseRun:
+        results: list[int | None] = [None] * len(params)
+        items = iter(range(len(params)))
+
+        async def worker() -> OperationRecorder:
+            rec = OperationRecorder()
+            done = 0
+            for i in items:
+                results[i] = await self._operation(statement, params[i], rec)
+                done += 1
+                if done % PROGRESS_EVERY == 0:
+                    on_progress(PROGRESS_EVERY)
+            on_progress(done % PROGRESS_EVERY)
+            return rec
+
+        t0 = now_ns()
+        recorders = await asyncio.gather(*(worker() for _ in range(self.workers)))
+        return PhaseRun((now_ns() - t0) / 1e9, list(recorders), results)
+
+    async def _operation(self, statement: Statement, params: tuple[object, ...],
+                         rec: OperationRecorder) -> int | None:
+        s = self.strategy
+        t0 = now_ns()
+        try:
+            conn = await s.acquire()
+        except Exception as exc:
+            rec.fail(exc)
+            return None
+        t1 = now_ns()
+        result = error = None
+        try:
+            result = await s.execute(conn, statement, params)
+        except Exception as exc:
+            error = exc
+        t2 = now_ns()
+        try:
+            await s.release(conn)
+        except Exception as exc:
+            error = error or exc
+        t3 = now_ns()
+        return _settle(statement, result, error, rec, (t0, t1, t2, t3))
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self.strategy.close())
+        finally:
+            self._loop.close()
+
+
+def _settle(statement: Statement, result: int | None, error: BaseException | None,
+            rec: OperationRecorder, times: tuple[int, int, int, int]) -> int | None:
+    """Record one operation; return its result even when it failed late (so a row that
+    was created is still known, and deleted, even if its connection broke on release)."""
+    if error is None:
+        try:
+            _checked(statement, result)
+        except MissingRow as exc:
+            error = exc
+    if error is None:
+        rec.record(*times)
+    else:
+        rec.fail(error)
+    return result
+
+
+def make_executor(strategy: Strategy, workers: int) -> PhaseExecutor:
+    if isinstance(strategy, AsyncStrategy):
+        return AsyncioExecutor(strategy, workers)
+    return ThreadExecutor(strategy, workers)
+
+
+@dataclass(frozen=True)
+class StrategyMeasurement:
+    """Everything measured for one strategy: open time, each phase of each trial, counters."""
+
+    strategy: Strategy
+    open_s: float
+    phases: tuple[PhaseMeasurement, ...]
+    stats: dict[str, int]
+
+
+def run_strategy(strategy: Strategy, *, workload: Workload, rows: int, workers: int,
+                 warmup: int, trials: int, events: RunEvents) -> StrategyMeasurement:
+    """Open the strategy, run warm-up then counted trials of the four phases, close it."""
+    statements = workload.statements()
+    executor = make_executor(strategy, workers)
+    measured: list[PhaseMeasurement] = []
+    events.strategy_started.fire(strategy=strategy.name, trials=warmup + trials)
+    try:
+        open_s = executor.open()
+        for trial in range(warmup + trials):
+            params: dict[str, Params] = {"create": workload.create_params(trial, rows)}
+            ids: list[int] = []
+            for phase in PHASES:
+                if phase != "create":
+                    params[phase] = (workload.update_params(trial, ids) if phase == "update"
+                                     else [(i,) for i in ids])
+                events.phase_started.fire(strategy=strategy.name, trial=trial,
+                                          warmup=trial < warmup, phase=phase,
+                                          total=len(params[phase]))
+                run = executor.run_phase(statements[phase], params[phase],
+                                         lambda n: events.progress.fire(advance=n))
+                if phase == "create":
+                    ids = [r for r in run.results if r is not None]
+                m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=trial < warmup,
+                                           elapsed_s=run.elapsed_s, recorders=run.recorders)
+                measured.append(m)
+                events.phase_finished.fire(measurement=m)
+    finally:
+        executor.close()
+    return StrategyMeasurement(strategy, open_s, tuple(measured), strategy.stats())

@@ -1,0 +1,97 @@
+"""The one interface every connection strategy implements.
+
+A strategy is *how a worker gets a connection*: open once, then per operation
+``acquire`` (timed apart: the pool wait, or the connect for ``none``), ``execute``
+one statement, ``release``; ``close`` at the end; ``stats`` for counters. Sync
+strategies are driven by threads, async ones by asyncio tasks; the two ABCs
+differ only in ``async``, and everything else (timing, recording, phases) is
+shared by the runner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from poolbench.target import ConnectionTarget
+from poolbench.workload import Statement
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    target: ConnectionTarget
+    workers: int
+    pool_min: int
+    pool_max: int
+    acquire_timeout_s: float
+
+
+class AcquireTimeout(Exception):
+    """No pooled connection became free within ``--acquire-timeout``."""
+
+
+class StrategyInfo:
+    """Class-level facts shared by both kinds of strategy."""
+
+    name: ClassVar[str]
+    driver: ClassVar[str]  # the importable package the strategy needs
+    pooled: ClassVar[bool]
+    is_async: ClassVar[bool]
+    per_operation: ClassVar[str]  # what happens per operation, shown in README and JSON
+
+    def __init__(self, settings: StrategySettings) -> None:
+        self.settings = settings
+        self.connections_opened = 0
+
+    @classmethod
+    def connections_needed(cls, settings: StrategySettings) -> int:
+        """Server connections this strategy can hold at once."""
+        return min(settings.workers, settings.pool_max) if cls.pooled else settings.workers
+
+    def stats(self) -> dict[str, int]:
+        """Counters with units in their names (``connections_opened``...)."""
+        return {"connections_opened": self.connections_opened}
+
+
+class SyncStrategy(StrategyInfo, ABC):
+    is_async = False
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def acquire(self) -> Any: ...
+
+    @abstractmethod
+    def release(self, conn: Any) -> None: ...
+
+    @abstractmethod
+    def execute(self, conn: Any, statement: Statement, params: tuple[object, ...]) -> int | None:
+        """Run one statement; return the first column of its row, or its row count."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class AsyncStrategy(StrategyInfo, ABC):
+    is_async = True
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def acquire(self) -> Any: ...
+
+    @abstractmethod
+    async def release(self, conn: Any) -> None: ...
+
+    @abstractmethod
+    async def execute(self, conn: Any, statement: Statement,
+                      params: tuple[object, ...]) -> int | None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+Strategy = SyncStrategy | AsyncStrategy

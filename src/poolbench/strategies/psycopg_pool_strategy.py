@@ -1,0 +1,50 @@
+"""``psycopg:pool``: psycopg 3 with ``psycopg_pool.ConnectionPool``.
+
+Connections are autocommit (psycopg_pool's docs: a connection returned in a
+transaction is rolled back, which would cost a round trip per operation).
+``getconn`` waits up to ``--acquire-timeout`` and raises ``PoolTimeout``.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from poolbench.strategies.base import SyncStrategy
+from poolbench.strategies.psycopg_none import execute
+from poolbench.workload import Statement
+
+
+class PsycopgPool(SyncStrategy):
+    name = "psycopg:pool"
+    driver = "psycopg_pool"
+    pooled = True
+    per_operation = ("ConnectionPool.getconn() (waits, bounded by --acquire-timeout), "
+                     "autocommit statement (auto-prepared after 5 uses), putconn()")
+
+    def open(self) -> None:
+        s = self.settings
+        self.pool = ConnectionPool(s.target.conninfo(), min_size=s.pool_min, max_size=s.pool_max,
+                                   kwargs={"autocommit": True}, timeout=s.acquire_timeout_s,
+                                   open=False, name="poolbench")
+        self.pool.open(wait=s.pool_min > 0, timeout=max(30.0, s.acquire_timeout_s))
+
+    def acquire(self) -> psycopg.Connection:
+        return self.pool.getconn()
+
+    def release(self, conn: psycopg.Connection) -> None:
+        self.pool.putconn(conn)
+
+    def execute(self, conn: psycopg.Connection, statement: Statement,
+                params: tuple[object, ...]) -> int | None:
+        return execute(conn, statement, params)
+
+    def close(self) -> None:
+        self._final_stats = self.pool.get_stats()
+        self.pool.close()
+
+    def stats(self) -> dict[str, int]:
+        """psycopg_pool's own counters (``connections_num``, ``requests_wait_ms``...)."""
+        final = getattr(self, "_final_stats", {})
+        return {"connections_opened": int(final.get("connections_num", 0)),
+                **{f"pool_{k}": int(v) for k, v in final.items()}}

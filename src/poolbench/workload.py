@@ -1,0 +1,162 @@
+"""The seed's ``users`` table and the four CRUD phases: every SQL statement lives here.
+
+Each run owns its rows through a *run tag* (``pb`` + 8 hex digits) that prefixes
+every username and email it creates. Reads, updates and deletes address rows by
+the ids the run's own inserts returned; the end-of-run sweep deletes by tag
+prefix. A row without the tag is never written.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from poolbench.errors import PermissionProblem, SchemaConflict
+
+PHASES: tuple[str, ...] = ("create", "read", "update", "delete")
+
+# The seed's DDL, verbatim but for the quoted table name.
+CREATE_TABLE = """CREATE TABLE {table} (
+  id SERIAL PRIMARY KEY,
+  username VARCHAR(50) UNIQUE NOT NULL,
+  email VARCHAR(100) UNIQUE NOT NULL,
+  created_at TIMESTAMP WITH TIME ZONE DEFAULT NOW()
+)"""
+
+# (name, type as format_type prints it, NOT NULL) per column, in order.
+EXPECTED_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("id", "integer", True),
+    ("username", "character varying(50)", True),
+    ("email", "character varying(100)", True),
+    ("created_at", "timestamp with time zone", False),
+)
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier the way PostgreSQL's quote_ident does (always quoted)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def new_run_tag() -> str:
+    return "pb" + secrets.token_hex(4)
+
+
+RUN_TAG = re.compile(r"^pb[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One phase's SQL, written with ``%s`` placeholders (psycopg, psycopg2)."""
+
+    phase: str
+    sql: str
+    returns_row: bool
+
+    @property
+    def numbered_sql(self) -> str:
+        """The same SQL with ``$1, $2...`` placeholders (asyncpg, pgbench scripts)."""
+        parts = self.sql.split("%s")
+        return parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], start=1))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The statements and row naming of one run against one table."""
+
+    table: str
+    run_tag: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.run_tag}_"
+
+    def statements(self) -> dict[str, Statement]:
+        t = quote_ident(self.table)
+        return {
+            "create": Statement("create", f"INSERT INTO {t} (username, email) VALUES (%s, %s) "
+                                          "RETURNING id", True),
+            "read": Statement("read", f"SELECT id, username, email, created_at FROM {t} "
+                                      "WHERE id = %s", True),
+            "update": Statement("update", f"UPDATE {t} SET email = %s WHERE id = %s", False),
+            "delete": Statement("delete", f"DELETE FROM {t} WHERE id = %s", False),
+        }
+
+    def username(self, trial: int, index: int) -> str:
+        return f"{self.run_tag}_{trial}_{index}"
+
+    def create_params(self, trial: int, rows: int) -> list[tuple[object, ...]]:
+        return [(self.username(trial, i), f"{self.username(trial, i)}@poolbench.invalid")
+                for i in range(rows)]
+
+    def update_params(self, trial: int, ids: list[int]) -> list[tuple[object, ...]]:
+        return [(f"{self.username(trial, i)}.u@poolbench.invalid", row_id)
+                for i, row_id in enumerate(ids)]
+
+
+# -- table management (admin connection, autocommit) ------------------------------
+
+
+def ensure_table(conn: psycopg.Connection, table: str) -> bool:
+    """Create the table if missing (returns True), else check it has the seed's shape.
+
+    Raises SchemaConflict (touching nothing) for another shape, PermissionProblem
+    when the role may not create it.
+    """
+    if conn.execute("SELECT to_regclass(%s)", (quote_ident(table),)).fetchone()[0] is None:
+        try:
+            conn.execute(CREATE_TABLE.format(table=quote_ident(table)))
+        except pg_errors.InsufficientPrivilege:
+            user = conn.info.user
+            raise PermissionProblem(
+                f"role {user!r} may not create table {table!r} ({conn.info.dbname}); "
+                f"GRANT CREATE ON SCHEMA public TO {user}, or create the table with the seed's "
+                "DDL (see README)") from None
+        return True
+    check_shape(conn, table)
+    return False
+
+
+def check_shape(conn: psycopg.Connection, table: str) -> None:
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull, atthasdef "
+        "FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum", (quote_ident(table),)).fetchall()
+    found = tuple((name, typ, notnull) for name, typ, notnull, _ in rows)
+    id_has_default = bool(rows) and rows[0][0] == "id" and rows[0][3]
+    if found != EXPECTED_COLUMNS or not id_has_default:
+        shape = ", ".join(f"{n} {t}" for n, t, _ in found)
+        raise SchemaConflict(
+            f"table {table!r} exists with another shape ({shape}); poolbench left it untouched. "
+            "Use --table NAME to benchmark on a table of its own")
+
+
+@dataclass(frozen=True)
+class TableSnapshot:
+    """Count and digest of every row the run does not own (ordered by id, all columns)."""
+
+    rows: int
+    digest: str
+
+
+def snapshot_others(conn: psycopg.Connection, table: str, prefix: str) -> TableSnapshot:
+    t = quote_ident(table)
+    count, digest = conn.execute(
+        f"SELECT count(*), md5(coalesce(string_agg(md5(t::text), ',' ORDER BY t.id), '')) "
+        f"FROM {t} t WHERE NOT starts_with(t.username, %s)", (prefix,)).fetchone()
+    return TableSnapshot(rows=int(count), digest=str(digest))
+
+
+def count_own_rows(conn: psycopg.Connection, table: str, prefix: str) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {quote_ident(table)} "
+                            "WHERE starts_with(username, %s)", (prefix,)).fetchone()[0])
+
+
+def delete_own_rows(conn: psycopg.Connection, table: str, prefix: str) -> int:
+    """Delete every row whose username carries the run's tag; return how many."""
+    cur = conn.execute(f"DELETE FROM {quote_ident(table)} WHERE starts_with(username, %s)",
+                       (prefix,))
+    return cur.rowcount
