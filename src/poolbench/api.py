@@ -66,7 +66,8 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
     with ExitStack() as stack:
         target = config.target
         if target is None:
-            needed = max(c.connections_needed(settings_for(ConnectionTarget((), ""))) for c in classes)
+            needed = max(c.connections_needed(workers=config.workers, pool_max=config.pool_max)
+                         for c in classes)
             server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
                                     keep=config.keep_server)
             target = server.start()
@@ -76,8 +77,9 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
         settings = settings_for(target)
         admin = stack.enter_context(connect_admin(target))
         facts = server_facts(admin)
-        check_capacity(admin, {c.name: c.connections_needed(settings) for c in classes},
-                       config.workers)
+        check_capacity(admin, {c.name: c.connections_needed(workers=config.workers,
+                                                            pool_max=config.pool_max)
+                               for c in classes}, config.workers)
         ensure_table(admin, config.table)
         workload = Workload(config.table, new_run_tag())
         before = snapshot_others(admin, config.table, workload.prefix)

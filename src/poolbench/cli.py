@@ -105,7 +105,9 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
                        trials=trials, acquire_timeout_s=acquire_timeout, table=table,
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
-    out = Console()
+    # A pipe or file gets the full table, not rich's 80-column default.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+    out = Console(width=width)
     err = Console(stderr=True)
     events = RunEvents()
     view = ProgressView(err, rows, warmup + trials)

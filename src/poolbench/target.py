@@ -106,7 +106,8 @@ class ConnectionTarget:
         netloc = (user + "@" if user else "") + quote(host, safe="/")
         if "port" in p:
             netloc += f":{p['port']}"
-        rest = {k: v for k, v in p.items() if k not in {"user", "password", "host", "port", "dbname"}}
+        shown = {"user", "password", "host", "port", "dbname"}
+        rest = {k: v for k, v in p.items() if k not in shown}
         query = "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(rest.items()))
         return f"postgresql://{netloc}/{quote(p.get('dbname', ''), safe='')}" + (
             f"?{query}" if query else ""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-
-import psycopg
-from psycopg import errors as pg_errors
+from typing import Any
 
 from poolbench.errors import PermissionProblem, SchemaConflict
+
+INSUFFICIENT_PRIVILEGE = "42501"
 
 PHASES: tuple[str, ...] = ("create", "read", "update", "delete")
 
@@ -97,22 +97,37 @@ class Workload:
                 for i, row_id in enumerate(ids)]
 
 
-# -- table management (admin connection, autocommit) ------------------------------
+# -- table management (an autocommit DB-API connection: psycopg 3 or psycopg2) -----
 
 
-def ensure_table(conn: psycopg.Connection, table: str) -> bool:
+def _query(conn: Any, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+
+
+def _rowcount(conn: Any, sql: str, params: tuple[object, ...]) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return int(cur.rowcount)
+
+
+def ensure_table(conn: Any, table: str) -> bool:
     """Create the table if missing (returns True), else check it has the seed's shape.
 
     Raises SchemaConflict (touching nothing) for another shape, PermissionProblem
     when the role may not create it.
     """
-    if conn.execute("SELECT to_regclass(%s)", (quote_ident(table),)).fetchone()[0] is None:
+    if _query(conn, "SELECT to_regclass(%s)", (quote_ident(table),))[0][0] is None:
         try:
-            conn.execute(CREATE_TABLE.format(table=quote_ident(table)))
-        except pg_errors.InsufficientPrivilege:
-            user = conn.info.user
+            _query(conn, CREATE_TABLE.format(table=quote_ident(table)))
+        except Exception as exc:
+            if INSUFFICIENT_PRIVILEGE not in (getattr(exc, "sqlstate", None),
+                                              getattr(exc, "pgcode", None)):
+                raise
+            user, db = _query(conn, "SELECT current_user, current_database()")[0]
             raise PermissionProblem(
-                f"role {user!r} may not create table {table!r} ({conn.info.dbname}); "
+                f"role {user!r} may not create table {table!r} in database {db!r}; "
                 f"GRANT CREATE ON SCHEMA public TO {user}, or create the table with the seed's "
                 "DDL (see README)") from None
         return True
@@ -120,11 +135,11 @@ def ensure_table(conn: psycopg.Connection, table: str) -> bool:
     return False
 
 
-def check_shape(conn: psycopg.Connection, table: str) -> None:
-    rows = conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod), attnotnull, atthasdef "
+def check_shape(conn: Any, table: str) -> None:
+    rows = _query(
+        conn, "SELECT attname, format_type(atttypid, atttypmod), attnotnull, atthasdef "
         "FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
-        "AND NOT attisdropped ORDER BY attnum", (quote_ident(table),)).fetchall()
+        "AND NOT attisdropped ORDER BY attnum", (quote_ident(table),))
     found = tuple((name, typ, notnull) for name, typ, notnull, _ in rows)
     id_has_default = bool(rows) and rows[0][0] == "id" and rows[0][3]
     if found != EXPECTED_COLUMNS or not id_has_default:
@@ -142,21 +157,20 @@ class TableSnapshot:
     digest: str
 
 
-def snapshot_others(conn: psycopg.Connection, table: str, prefix: str) -> TableSnapshot:
+def snapshot_others(conn: Any, table: str, prefix: str) -> TableSnapshot:
     t = quote_ident(table)
-    count, digest = conn.execute(
-        f"SELECT count(*), md5(coalesce(string_agg(md5(t::text), ',' ORDER BY t.id), '')) "
-        f"FROM {t} t WHERE NOT starts_with(t.username, %s)", (prefix,)).fetchone()
+    count, digest = _query(
+        conn, f"SELECT count(*), md5(coalesce(string_agg(md5(t::text), ',' ORDER BY t.id), '')) "
+        f"FROM {t} t WHERE NOT starts_with(t.username, %s)", (prefix,))[0]
     return TableSnapshot(rows=int(count), digest=str(digest))
 
 
-def count_own_rows(conn: psycopg.Connection, table: str, prefix: str) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM {quote_ident(table)} "
-                            "WHERE starts_with(username, %s)", (prefix,)).fetchone()[0])
+def count_own_rows(conn: Any, table: str, prefix: str) -> int:
+    return int(_query(conn, f"SELECT count(*) FROM {quote_ident(table)} "
+                            "WHERE starts_with(username, %s)", (prefix,))[0][0])
 
 
-def delete_own_rows(conn: psycopg.Connection, table: str, prefix: str) -> int:
+def delete_own_rows(conn: Any, table: str, prefix: str) -> int:
     """Delete every row whose username carries the run's tag; return how many."""
-    cur = conn.execute(f"DELETE FROM {quote_ident(table)} WHERE starts_with(username, %s)",
-                       (prefix,))
-    return cur.rowcount
+    return _rowcount(conn, f"DELETE FROM {quote_ident(table)} WHERE starts_with(username, %s)",
+                     (prefix,))

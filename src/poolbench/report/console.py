@@ -57,7 +57,7 @@ def render(results: RunResults, console: Console) -> None:
                           f"{v.other_rows_after} other rows unchanged.", style="green",
                           highlight=False)
         else:
+            same = v.other_rows_digest_before == v.other_rows_digest_after
             console.print(f"[red]Data check FAILED: {v.own_rows_left} rows of run "
                           f"{results.run_tag} remain; other rows {v.other_rows_before} -> "
-                          f"{v.other_rows_after}, digest "
-                          f"{'unchanged' if v.other_rows_digest_before == v.other_rows_digest_after else 'changed'}[/]")
+                          f"{v.other_rows_after}, digest {'unchanged' if same else 'changed'}[/]")

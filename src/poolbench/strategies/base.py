@@ -45,9 +45,9 @@ class StrategyInfo:
         self.connections_opened = 0
 
     @classmethod
-    def connections_needed(cls, settings: StrategySettings) -> int:
+    def connections_needed(cls, *, workers: int, pool_max: int) -> int:
         """Server connections this strategy can hold at once."""
-        return min(settings.workers, settings.pool_max) if cls.pooled else settings.workers
+        return min(workers, pool_max) if cls.pooled else workers
 
     def stats(self) -> dict[str, int]:
         """Counters with units in their names (``connections_opened``...)."""
