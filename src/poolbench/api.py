@@ -77,6 +77,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
         settings = settings_for(target)
         admin = stack.enter_context(connect_admin(target))
         facts = server_facts(admin)
+        events.connected.fire(target=target, server=facts)
         check_capacity(admin, {c.name: c.connections_needed(workers=config.workers,
                                                             pool_max=config.pool_max)
                                for c in classes}, config.workers)
@@ -103,13 +104,12 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
                 # Whatever happened, the run's rows go: a sweep by run tag on our own connection.
                 leftover = delete_own_rows(admin, config.table, workload.prefix)
             done += (strategy_result(measurement, leftover_rows_deleted=leftover),)
-            if cls is not classes[-1]:
-                events.strategy_finished.fire(results=assemble(done, partial=True))
+            events.strategy_finished.fire(results=assemble(done, partial=True))
         after = snapshot_others(admin, config.table, workload.prefix)
         verification = Verification(
             own_rows_left=count_own_rows(admin, config.table, workload.prefix),
             other_rows_before=before.rows, other_rows_after=after.rows,
             other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
         results = assemble(done, partial=False, verification=verification)
-        events.strategy_finished.fire(results=results)
+        events.run_finished.fire(results=results)
         return results

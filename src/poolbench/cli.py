@@ -43,6 +43,7 @@ class ProgressView:
         events.progress.add_listener(self._advance)
 
     def _strategy_started(self, strategy: str, trials: int) -> None:
+        self.progress.start()  # idempotent; started late so errors before it print alone
         for phase in ("create", "read", "update", "delete"):
             self.tasks[(strategy, phase)] = self.progress.add_task(
                 f"{strategy:<18} {phase:<6}", total=self.rows * trials)
@@ -113,11 +114,15 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     view = ProgressView(err, rows, warmup + trials)
     view.subscribe(events)
     kept: list[EmbeddedServer] = []
-    if target is not None:
-        err.print(f"database: {target.masked(show_password=show_password)} ({target.source})",
-                  highlight=False)
-    with view.progress:
+    events.connected.add_listener(lambda target, server: err.print(
+        f"database: {target.masked(show_password=show_password)} ({target.source}), "
+        f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
+        highlight=False))
+    try:
         results = api.run(config, events=events, on_server=kept.append)
+    finally:
+        if view.progress.live.is_started:
+            view.progress.stop()
     render(results, out)
     out.print(f"Reports written to {out_dir}/ (crud_performance_comparison.png, results.json, "
               "results.csv)" if not no_chart else f"Reports written to {out_dir}/", highlight=False)

@@ -30,6 +30,8 @@ class EventHook:
 class RunEvents:
     """Hooks of one run. Keyword arguments each hook fires with are documented per field."""
 
+    #: target: ConnectionTarget, server: dict (version and settings), after the first connect
+    connected: EventHook = field(default_factory=EventHook)
     #: strategy: str, trials: int
     strategy_started: EventHook = field(default_factory=EventHook)
     #: strategy: str, trial: int, warmup: bool, phase: str, total: int
@@ -40,3 +42,5 @@ class RunEvents:
     phase_finished: EventHook = field(default_factory=EventHook)
     #: results: RunResults (partial: every strategy finished so far)
     strategy_finished: EventHook = field(default_factory=EventHook)
+    #: results: RunResults (final; ``partial`` is set if the run was cut short)
+    run_finished: EventHook = field(default_factory=EventHook)

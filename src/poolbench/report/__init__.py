@@ -59,19 +59,28 @@ def file_exporters(*, chart: bool) -> list[Exporter]:
 
 
 class ExportManager:
-    """Writes every file exporter's output into one folder whenever results change."""
+    """Writes every file exporter's output into one folder whenever results change.
+
+    The chart costs about a second to draw, so partial results (after each
+    strategy but the last) get JSON and CSV only; the chart is drawn for the
+    final results, complete or partial.
+    """
 
     def __init__(self, out_dir: Path, *, chart: bool = True) -> None:
         self.out_dir = out_dir
-        self.exporters = file_exporters(chart=chart)
-        self.written: list[Path] = []
+        self.exporters = file_exporters(chart=False)
+        self.final_exporters = file_exporters(chart=chart)
 
     def subscribe(self, events: RunEvents) -> None:
-        events.strategy_finished.add_listener(self.write_all)
+        events.strategy_finished.add_listener(self.write_partial)
+        events.run_finished.add_listener(self.write_final)
 
-    def write_all(self, results: RunResults) -> None:
-        self.written = []
-        for exporter in self.exporters:
-            path = self.out_dir / exporter.filename
-            exporter.write(results, path)
-            self.written.append(path)
+    def write_partial(self, results: RunResults) -> None:
+        self._write(self.exporters, results)
+
+    def write_final(self, results: RunResults) -> None:
+        self._write(self.final_exporters, results)
+
+    def _write(self, exporters: list[Exporter], results: RunResults) -> None:
+        for exporter in exporters:
+            exporter.write(results, self.out_dir / exporter.filename)

@@ -24,7 +24,7 @@ class ChartExporter:
         import matplotlib.pyplot as plt
 
         strategies = results.strategies
-        fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), constrained_layout=True)
+        fig, axes = plt.subplots(1, 3, figsize=(16, 6.2), constrained_layout=True)
         width = 0.8 / max(len(strategies), 1)
         panels = (
             ("Median time per phase", "seconds (lower is better)", lambda p: p.median_s),
@@ -48,7 +48,9 @@ class ChartExporter:
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             ax.grid(axis="y", alpha=0.3)
-        axes[0].legend(title="driver:pool", fontsize="small")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, title="driver:pool", loc="outside lower center",
+                   ncols=min(len(labels), 7), fontsize="small")
         cfg = results.config
         server = results.environment.get("server", {})
         fig.suptitle(

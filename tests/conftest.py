@@ -1,0 +1,84 @@
+"""One real embedded PostgreSQL per test session, and helpers to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from poolbench.server import EmbeddedServer
+from poolbench.target import ConnectionTarget
+from poolbench.workload import quote_ident
+
+# Variables that would pick a database behind the test's back.
+DB_VARIABLES = ("DATABASE_URL", "DB_NAME", "USER_NAME", "PASSWORD", "HOST", "PORT", "PGHOST",
+                "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSERVICE")
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(max_connections=120) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def target(server: EmbeddedServer) -> ConnectionTarget:
+    assert server.target is not None
+    return server.target
+
+
+@pytest.fixture
+def admin(target: ConnectionTarget) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def table(admin: psycopg.Connection) -> Iterator[str]:
+    """A fresh table name for one test; dropped afterwards."""
+    name = "t_" + secrets.token_hex(4)
+    yield name
+    admin.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
+
+
+def seed_table(conn: psycopg.Connection, table: str, rows: int) -> None:
+    """The seed's table with ``rows`` pre-existing rows that are not poolbench's."""
+    conn.execute(f"CREATE TABLE {quote_ident(table)} (id SERIAL PRIMARY KEY, "
+                 "username VARCHAR(50) UNIQUE NOT NULL, email VARCHAR(100) UNIQUE NOT NULL, "
+                 "created_at TIMESTAMP WITH TIME ZONE DEFAULT NOW())")
+    conn.execute(f"INSERT INTO {quote_ident(table)} (username, email) "
+                 "SELECT 'user' || g, 'user' || g || '@example.com' "
+                 "FROM generate_series(1, %s) g", (rows,))
+
+
+def table_contents(conn: psycopg.Connection, table: str) -> list[tuple[object, ...]]:
+    return conn.execute(f"SELECT * FROM {quote_ident(table)} ORDER BY id").fetchall()
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in DB_VARIABLES}
+    env.update(extra)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 300) -> CliResult:
+    proc = subprocess.run([sys.executable, "-m", "poolbench", *args], cwd=cwd,
+                          env=env or clean_env(), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,110 @@
+"""Each error case: one line naming cause and fix, its exit code, no traceback, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import clean_env, run_cli, table_contents
+
+from poolbench.server import free_port
+from poolbench.target import ConnectionTarget
+
+
+def assert_one_line_error(result, code: int, *needles: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    # The only other line allowed is the "database: ..." note printed once connected.
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and not line.startswith("database: ")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("poolbench: error: ")
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_connection_refused(tmp_path: Path) -> None:
+    dsn = f"postgresql://u:pw@127.0.0.1:{free_port()}/db"
+    result = run_cli("run", "--dsn", dsn, cwd=tmp_path)
+    assert_one_line_error(result, 3, "connection refused", "host/port")
+
+
+def test_authentication_failed(tmp_path: Path, target: ConnectionTarget) -> None:
+    bad = target.with_params(password="not-the-password")
+    result = run_cli("run", "--dsn", bad.conninfo(), cwd=tmp_path)
+    assert_one_line_error(result, 3, "authentication failed", "password")
+    assert "not-the-password" not in result.stderr
+
+
+def test_database_missing(tmp_path: Path, target: ConnectionTarget) -> None:
+    result = run_cli("run", "--dsn", target.with_params(dbname="nope").conninfo(), cwd=tmp_path)
+    assert_one_line_error(result, 3, "database 'nope' does not exist", "createdb")
+
+
+def test_no_permission_to_create_table(tmp_path: Path, target: ConnectionTarget,
+                                       admin: psycopg.Connection) -> None:
+    admin.execute("DROP ROLE IF EXISTS pb_reader")
+    admin.execute("CREATE ROLE pb_reader LOGIN PASSWORD 'reader-pw'")
+    try:
+        dsn = target.with_params(user="pb_reader", password="reader-pw").conninfo()
+        result = run_cli("run", "--dsn", dsn, "--table", "forbidden", cwd=tmp_path)
+        assert_one_line_error(result, 4, "may not create table 'forbidden'", "GRANT CREATE")
+        assert admin.execute("SELECT to_regclass('forbidden')").fetchone()[0] is None
+    finally:
+        admin.execute("DROP ROLE pb_reader")
+
+
+def test_more_workers_than_max_connections(tmp_path: Path, target: ConnectionTarget) -> None:
+    result = run_cli("run", "--dsn", target.conninfo(), "-w", "500", "--table", "never",
+                     cwd=tmp_path)
+    assert_one_line_error(result, 2, "needs 500 connections", "max_connections=120",
+                          "--workers")
+
+
+def test_missing_driver(tmp_path: Path, target: ConnectionTarget) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "asyncpg.py").write_text("raise ModuleNotFoundError(\"No module named 'asyncpg'\", "
+                                       "name='asyncpg')\n")
+    env = clean_env(PYTHONPATH=str(shadow))
+    result = run_cli("run", "--dsn", target.conninfo(), "--strategies", "asyncpg:pool",
+                     cwd=tmp_path, env=env)
+    assert_one_line_error(result, 2, "asyncpg:pool needs the Python package 'asyncpg'",
+                          "pip install asyncpg")
+
+
+def test_schema_conflict_is_refused_untouched(tmp_path: Path, target: ConnectionTarget,
+                                              admin: psycopg.Connection, table: str) -> None:
+    admin.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, name text)')
+    admin.execute(f"INSERT INTO \"{table}\" VALUES (1, 'alice'), (2, 'bob')")
+    before = table_contents(admin, table)
+    result = run_cli("run", "--dsn", target.conninfo(), "--table", table, cwd=tmp_path)
+    assert_one_line_error(result, 4, "exists with another shape", "--table")
+    assert table_contents(admin, table) == before
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["-n", "0"], "-n/--rows"),
+    (["-w", "-3"], "-w/--workers"),
+    (["--trials", "0"], "--trials"),
+    (["--pool-min", "9", "--pool-max", "4"], "--pool-min"),
+    (["--strategies", "psycopg3:magic"], "unknown strategy"),
+    (["--table", "users; drop table x"], "--table"),
+    (["--dsn", "postgresql://u:secretpw@host:99999/db"], "port"),
+    (["--dsn", "host=1 = 2"], "--dsn"),
+    (["--rows", "many"], "rows"),
+])
+def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = run_cli("run", *args, cwd=tmp_path)
+    assert_one_line_error(result, 2, needle)
+    assert "secretpw" not in result.stderr
+
+
+def test_unwritable_output_folder_is_refused_before_the_run(tmp_path: Path,
+                                                            target: ConnectionTarget) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("run", "--dsn", target.conninfo(), "--out", str(blocker / "sub"),
+                     cwd=tmp_path)
+    assert_one_line_error(result, 2, "--out")

@@ -1,0 +1,85 @@
+"""The real CLI writes PNG, JSON and CSV; JSON matches its schema and what the console printed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import run_cli
+
+from poolbench.metrics import LatencySummary, decode_histogram
+from poolbench.target import ConnectionTarget
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget):
+    cwd = tmp_path_factory.mktemp("run")
+    result = run_cli("run", "--dsn", target.conninfo(), "-n", "40", "-w", "4", "--trials", "2",
+                     "--table", "report_users", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result, cwd / "reports"
+
+
+def test_writes_chart_json_and_csv(cli_run) -> None:
+    _, out = cli_run
+    png = (out / "crud_performance_comparison.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    assert (out / "results.json").exists() and (out / "results.csv").exists()
+
+
+def test_json_matches_schema(cli_run) -> None:
+    _, out = cli_run
+    schema = json.loads(resources.files("poolbench").joinpath("results.schema.json").read_text())
+    data = json.loads((out / "results.json").read_text())
+    jsonschema.validate(data, schema)
+    assert data["partial"] is False and data["verification"]["ok"] is True
+    assert data["config"]["target"].count("***") == 1
+
+
+def test_console_numbers_are_the_json_numbers(cli_run) -> None:
+    result, out = cli_run
+    data = json.loads((out / "results.json").read_text())
+    c = data["comparison"]
+    assert (f"Without Pooling: {c['no_pool_s']:.2f}s, With Pooling: {c['pooled_s']:.2f}s, "
+            f"Performance Gain: {c['gain_pct']:.2f}%") in result.stdout
+    for strategy in data["strategies"]:
+        for phase in strategy["phases"]:
+            row = (rf"{phase['phase']}\s+│\s+{phase['median_s']:.3f}\s+│.*"
+                   rf"{phase['throughput_ops_s']:,.0f}\s+│\s+"
+                   rf"{phase['latency']['p50_us'] / 1000:.2f}"
+                   rf"\s+│\s+{phase['latency']['p99_us'] / 1000:.2f}")
+            assert re.search(row, result.stdout), (strategy["name"], phase["phase"])
+
+
+def test_printed_percentiles_recompute_from_raw_histograms(cli_run) -> None:
+    _, out = cli_run
+    data = json.loads((out / "results.json").read_text())
+    for strategy in data["strategies"]:
+        for phase in strategy["phases"]:
+            hist = decode_histogram(phase["histogram_latency_us"])
+            recomputed = LatencySummary.of(hist)
+            assert recomputed.p99_us == phase["latency"]["p99_us"]
+            assert recomputed.count == phase["ops"]
+
+
+def test_csv_has_one_row_per_strategy_phase_and_trial(cli_run) -> None:
+    _, out = cli_run
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * 4 * 3  # 2 strategies, 4 phases, 1 warm-up + 2 trials
+    data = json.loads((out / "results.json").read_text())
+    first = data["strategies"][0]["phases"][0]["trials"][1]
+    assert float(rows[1]["elapsed_s"]) == pytest.approx(first["elapsed_s"], abs=1e-6)
+    assert rows[0]["warmup"] == "1" and rows[1]["warmup"] == "0"
+
+
+def test_password_never_written(cli_run, target: ConnectionTarget) -> None:
+    result, out = cli_run
+    assert target.password
+    for artefact in [result.stdout, result.stderr,
+                     *(p.read_bytes().decode("latin-1") for p in Path(out).iterdir())]:
+        assert target.password not in artefact

@@ -1,0 +1,62 @@
+"""Every strategy completes the four phases with the right counts and leaves the table as it was."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import seed_table, table_contents
+
+from poolbench import RunConfig, run
+from poolbench.strategies import REGISTRY
+from poolbench.target import ConnectionTarget
+
+ROWS = 60
+WORKERS = 6
+
+
+@pytest.mark.parametrize("strategy", list(REGISTRY))
+def test_strategy_runs_all_phases_and_leaves_table_unchanged(
+        strategy: str, target: ConnectionTarget, admin: psycopg.Connection, table: str) -> None:
+    seed_table(admin, table, 25)
+    before = table_contents(admin, table)
+
+    results = run(RunConfig(target=target, strategies=(strategy,), rows=ROWS, workers=WORKERS,
+                            pool_max=WORKERS, warmup=1, trials=2, table=table, out_dir=None))
+
+    (s,) = results.strategies
+    assert [p.phase for p in s.phases] == ["create", "read", "update", "delete"]
+    for p in s.phases:
+        assert len(p.trials) == 3 and [t.warmup for t in p.trials] == [True, False, False]
+        if strategy == "psycopg2:simple":
+            # Documented as not thread-safe: failures may happen, but each is counted.
+            assert all(t.ops + sum(t.errors.values()) <= ROWS for t in p.trials)
+        else:
+            assert p.errors == {}, p.errors
+            assert p.ops == 2 * ROWS
+            assert p.latency.count == 2 * ROWS
+            assert 0 < p.latency.p50_us <= p.latency.p99_us <= p.latency.max_us
+            assert p.acquire.p50_us <= p.latency.p50_us
+    assert results.verification is not None and results.verification.ok
+    assert results.verification.other_rows_after == 25
+    assert table_contents(admin, table) == before
+    opened = s.stats["connections_opened"]
+    if not s.pooled:
+        assert opened == 3 * 4 * ROWS
+    elif strategy.startswith("psycopg2:"):
+        # psycopg2's pools close a returned connection when minconn are already idle.
+        assert 1 <= opened <= 3 * 4 * ROWS
+    else:
+        assert 1 <= opened <= WORKERS
+
+
+def test_rows_of_others_with_colliding_names_are_never_touched(
+        target: ConnectionTarget, admin: psycopg.Connection, table: str) -> None:
+    """A pre-existing row whose name looks like a run's is not deleted by the sweep."""
+    seed_table(admin, table, 3)
+    admin.execute(f'INSERT INTO "{table}" (username, email) VALUES '
+                  "('pb00000000_0_0', 'pb00000000_0_0@poolbench.invalid')")
+    before = table_contents(admin, table)
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=20, workers=4,
+                            warmup=0, trials=1, table=table, out_dir=None))
+    assert results.verification is not None and results.verification.ok
+    assert table_contents(admin, table) == before
