@@ -7,6 +7,7 @@ before the first write to the database, which is creating the table if missing.
 
 from __future__ import annotations
 
+import threading
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 from poolbench.admin import check_capacity, connect_admin, server_facts
 from poolbench.config import RunConfig
 from poolbench.environment import manifest
+from poolbench.errors import Interrupted
 from poolbench.events import RunEvents
 from poolbench.report import ExportManager, check_writable
 from poolbench.results import (
@@ -44,14 +46,18 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run(config: RunConfig, *, events: RunEvents | None = None,
-        on_server: object = None) -> RunResults:
+def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object = None,
+        stop: threading.Event | None = None) -> RunResults:
     """Run every configured strategy; write exports after each; return the results.
 
     ``on_server``, if given, is called with the :class:`EmbeddedServer` once it
-    is up (the CLI uses it to print a kept server's DSN).
+    is up (the CLI uses it to print a kept server's DSN). Setting ``stop`` (the
+    CLI does on SIGINT/SIGTERM) ends the run early: workers stop, the run's rows
+    are deleted, partial results are written, and :class:`Interrupted` is raised
+    carrying them.
     """
     events = events or RunEvents()
+    stop = stop or threading.Event()
     classes = [load_strategy(name) for name in config.strategies]
     if config.out_dir is not None:
         check_writable(config.out_dir)
@@ -84,6 +90,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
         ensure_table(admin, config.table)
         workload = Workload(config.table, new_run_tag())
         before = snapshot_others(admin, config.table, workload.prefix)
+        events.run_started.fire(run_tag=workload.run_tag, table=config.table)
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)
 
@@ -96,10 +103,12 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
 
         done: tuple[StrategyResult, ...] = ()
         for cls in classes:
+            if stop.is_set():
+                break
             try:
                 measurement = run_strategy(cls(settings), workload=workload, rows=config.rows,
                                            workers=config.workers, warmup=config.warmup,
-                                           trials=config.trials, events=events)
+                                           trials=config.trials, events=events, stop=stop)
             finally:
                 # Whatever happened, the run's rows go: a sweep by run tag on our own connection.
                 leftover = delete_own_rows(admin, config.table, workload.prefix)
@@ -110,6 +119,9 @@ def run(config: RunConfig, *, events: RunEvents | None = None,
             own_rows_left=count_own_rows(admin, config.table, workload.prefix),
             other_rows_before=before.rows, other_rows_after=after.rows,
             other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
-        results = assemble(done, partial=False, verification=verification)
+        results = assemble(done, partial=stop.is_set(), verification=verification)
         events.run_finished.fire(results=results)
+        if stop.is_set():
+            raise Interrupted(f"interrupted; partial results written, rows of run "
+                              f"{workload.run_tag} deleted", results)
         return results

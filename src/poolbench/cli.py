@@ -5,11 +5,13 @@ The one place that maps errors to exit codes and one-line messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -17,8 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from poolbench import api
+from poolbench.admin import connect_admin
 from poolbench.config import DEFAULT_STRATEGIES, RunConfig, resolve_target
-from poolbench.errors import DataIntegrityError, PoolbenchError
+from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.report.console import render
 from poolbench.server import EmbeddedServer
@@ -57,6 +60,48 @@ class ProgressView:
     def _advance(self, advance: int) -> None:
         if self.current is not None and advance:
             self.progress.advance(self.current, advance)
+
+
+class _InterruptHandler:
+    """First SIGINT/SIGTERM: ask the run to stop cleanly. Second: exit at once, saying
+    how to remove the rows the run may have left."""
+
+    def __init__(self, stop: threading.Event, servers: list[EmbeddedServer]) -> None:
+        self.stop = stop
+        self.servers = servers
+        self.signum: int | None = None
+        self.run_tag: str | None = None
+        self.table = "users"
+
+    def run_started(self, run_tag: str, table: str) -> None:
+        self.run_tag, self.table = run_tag, table
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            self.stop.set()
+            os.write(2, b"poolbench: stopping: finishing current operations, deleting this "
+                        b"run's rows, writing partial results (again to exit at once)\n")
+            return
+        message = "poolbench: interrupted again; exiting now."
+        if self.servers:
+            for server in self.servers:  # an embedded server's rows go with the server
+                server.stop(force_remove=True)
+        elif self.run_tag:
+            message += (f" Rows of run {self.run_tag} may remain; remove them with: poolbench "
+                        f"cleanup --run-tag {self.run_tag} --table {self.table} "
+                        "(same database settings as the run)")
+        os.write(2, message.encode() + b"\n")
+        os._exit(128 + signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _fail(message: str, code: int, secrets: tuple[str | None, ...] = ()) -> None:
@@ -118,8 +163,19 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
         f"database: {target.masked(show_password=show_password)} ({target.source}), "
         f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
         highlight=False))
+    stop = threading.Event()
+    interrupt = _InterruptHandler(stop, kept)
+    events.run_started.add_listener(interrupt.run_started)
     try:
-        results = api.run(config, events=events, on_server=kept.append)
+        with interrupt.installed():
+            results = api.run(config, events=events, on_server=kept.append, stop=stop)
+    except Interrupted as exc:
+        if view.progress.live.is_started:
+            view.progress.stop()
+        if exc.results is not None:
+            render(exc.results, out)
+        exc.exit_code = 128 + (interrupt.signum or signal.SIGINT)
+        raise
     finally:
         if view.progress.live.is_started:
             view.progress.stop()
@@ -135,6 +191,42 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     if results.verification is not None and not results.verification.ok:
         raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
                                  f"remaining rows carry the prefix {results.run_tag}_")
+
+
+@cli.command()
+@click.option("--run-tag", required=True, help="The tag of the run whose rows to delete.")
+@click.option("--table", default="users", show_default=True)
+@click.option("--dsn", help="PostgreSQL URI or key=value DSN of the run's database.")
+@click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")
+def cleanup(run_tag: str, table: str, dsn: str | None, env_file: Path | None) -> None:
+    """Delete the rows a dead run left (usernames starting with its tag), and only those."""
+    from poolbench.config import IDENTIFIER
+    from poolbench.workload import (
+        RUN_TAG,
+        Workload,
+        count_own_rows,
+        delete_own_rows,
+        quote_ident,
+    )
+
+    if not RUN_TAG.match(run_tag):
+        raise ConfigError(f"--run-tag {run_tag!r} is not a run tag (pb + 8 hex digits, as "
+                          "printed by the run); nothing deleted")
+    if not IDENTIFIER.match(table):
+        raise ConfigError(f"--table {table!r} is not a valid identifier")
+    target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
+    if target is None:
+        raise ConfigError("cleanup needs the database the run used: give --dsn, DATABASE_URL, "
+                          "the seed's .env variables or PG* (an embedded server is gone with "
+                          "its rows)")
+    prefix = Workload(table, run_tag).prefix
+    with connect_admin(target) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (quote_ident(table),)).fetchone()[0] is None:
+            raise ConfigError(f"--table {table!r} does not exist in {target.masked()}; "
+                              "give the table the run used")
+        deleted = delete_own_rows(conn, table, prefix)
+        left = count_own_rows(conn, table, prefix)
+    click.echo(f"deleted {deleted} rows of run {run_tag} from {table}; {left} left")
 
 
 @cli.command()

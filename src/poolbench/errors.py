@@ -60,3 +60,16 @@ class DataIntegrityError(PoolbenchError):
     """The end-of-run check found rows of ours left or rows of others changed."""
 
     exit_code = 6
+
+
+class Interrupted(PoolbenchError):
+    """The run was stopped by a signal; rows were swept and partial results written.
+
+    ``results`` holds the partial :class:`~poolbench.results.RunResults`.
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, results: object = None) -> None:
+        super().__init__(message)
+        self.results = results

@@ -32,6 +32,8 @@ class RunEvents:
 
     #: target: ConnectionTarget, server: dict (version and settings), after the first connect
     connected: EventHook = field(default_factory=EventHook)
+    #: run_tag: str, table: str — the tag every row of this run carries
+    run_started: EventHook = field(default_factory=EventHook)
     #: strategy: str, trials: int
     strategy_started: EventHook = field(default_factory=EventHook)
     #: strategy: str, trial: int, warmup: bool, phase: str, total: int

@@ -176,16 +176,18 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
 
 def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int) -> StrategyResult:
     s = m.strategy
+    # An interrupted strategy may lack counted trials for some phases: those are left out.
     phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
-                   if any(x.phase == p for x in m.phases))
+                   if any(x.phase == p and not x.warmup for x in m.phases))
     return StrategyResult(name=s.name, pooled=s.pooled, is_async=s.is_async,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
                           stats=m.stats, leftover_rows_deleted=leftover_rows_deleted)
 
 
 def comparison(strategies: tuple[StrategyResult, ...]) -> Comparison | None:
-    no_pool = next((s for s in strategies if not s.pooled), None)
-    pooled = [s for s in strategies if s.pooled]
+    complete = [s for s in strategies if len(s.phases) == len(PHASES)]
+    no_pool = next((s for s in complete if not s.pooled), None)
+    pooled = [s for s in complete if s.pooled]
     if no_pool is None or not pooled:
         return None
     best = min(pooled, key=lambda s: s.total_median_s)

@@ -43,6 +43,8 @@ class PhaseRun:
 
 
 class PhaseExecutor(Protocol):
+    strategy: Strategy
+
     def open(self) -> float: ...
     def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
         ...
@@ -52,9 +54,10 @@ class PhaseExecutor(Protocol):
 class ThreadExecutor:
     """Runs a sync strategy on a pool of threads kept for the whole strategy."""
 
-    def __init__(self, strategy: SyncStrategy, workers: int) -> None:
+    def __init__(self, strategy: SyncStrategy, workers: int, stop: threading.Event) -> None:
         self.strategy = strategy
         self.workers = workers
+        self.stop = stop
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poolbench")
 
     def open(self) -> float:
@@ -72,6 +75,8 @@ class ThreadExecutor:
             ready.wait()
             done = 0
             for i in items:
+                if self.stop.is_set():
+                    break
                 results[i] = self._operation(statement, params[i], rec)
                 done += 1
                 if done % PROGRESS_EVERY == 0:
@@ -118,9 +123,10 @@ class ThreadExecutor:
 class AsyncioExecutor:
     """Runs an async strategy as tasks on one event loop owned by this executor."""
 
-    def __init__(self, strategy: AsyncStrategy, workers: int) -> None:
+    def __init__(self, strategy: AsyncStrategy, workers: int, stop: threading.Event) -> None:
         self.strategy = strategy
         self.workers = workers
+        self.stop = stop
         self._loop = asyncio.new_event_loop()
 
     def open(self) -> float:
@@ -140,6 +146,8 @@ class AsyncioExecutor:
             rec = OperationRecorder()
             done = 0
             for i in items:
+                if self.stop.is_set():
+                    break
                 results[i] = await self._operation(statement, params[i], rec)
                 done += 1
                 if done % PROGRESS_EVERY == 0:
@@ -197,49 +205,73 @@ def _settle(statement: Statement, result: int | None, error: BaseException | Non
     return result
 
 
-def make_executor(strategy: Strategy, workers: int) -> PhaseExecutor:
+def make_executor(strategy: Strategy, workers: int, stop: threading.Event) -> PhaseExecutor:
     if isinstance(strategy, AsyncStrategy):
-        return AsyncioExecutor(strategy, workers)
-    return ThreadExecutor(strategy, workers)
+        return AsyncioExecutor(strategy, workers, stop)
+    return ThreadExecutor(strategy, workers, stop)
 
 
 @dataclass(frozen=True)
 class StrategyMeasurement:
-    """Everything measured for one strategy: open time, each phase of each trial, counters."""
+    """Everything measured for one strategy: open time, each phase of each trial, counters.
+
+    ``interrupted`` is set when the stop event cut the strategy short; the phase
+    that was cut is not among ``phases`` (its figures would describe part of a phase).
+    """
 
     strategy: Strategy
     open_s: float
     phases: tuple[PhaseMeasurement, ...]
     stats: dict[str, int]
+    interrupted: bool = False
 
 
 def run_strategy(strategy: Strategy, *, workload: Workload, rows: int, workers: int,
-                 warmup: int, trials: int, events: RunEvents) -> StrategyMeasurement:
-    """Open the strategy, run warm-up then counted trials of the four phases, close it."""
+                 warmup: int, trials: int, events: RunEvents,
+                 stop: threading.Event | None = None) -> StrategyMeasurement:
+    """Open the strategy, run warm-up then counted trials of the four phases, close it.
+
+    Setting ``stop`` makes every worker finish its current operation and stop;
+    the strategy then closes and returns what it measured, marked interrupted.
+    """
+    stop = stop or threading.Event()
     statements = workload.statements()
-    executor = make_executor(strategy, workers)
+    executor = make_executor(strategy, workers, stop)
     measured: list[PhaseMeasurement] = []
     events.strategy_started.fire(strategy=strategy.name, trials=warmup + trials)
+    open_s = 0.0
     try:
         open_s = executor.open()
         for trial in range(warmup + trials):
-            params: dict[str, Params] = {"create": workload.create_params(trial, rows)}
-            ids: list[int] = []
-            for phase in PHASES:
-                if phase != "create":
-                    params[phase] = (workload.update_params(trial, ids) if phase == "update"
-                                     else [(i,) for i in ids])
-                events.phase_started.fire(strategy=strategy.name, trial=trial,
-                                          warmup=trial < warmup, phase=phase,
-                                          total=len(params[phase]))
-                run = executor.run_phase(statements[phase], params[phase],
-                                         lambda n: events.progress.fire(advance=n))
-                if phase == "create":
-                    ids = [r for r in run.results if r is not None]
-                m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=trial < warmup,
-                                           elapsed_s=run.elapsed_s, recorders=run.recorders)
-                measured.append(m)
-                events.phase_finished.fire(measurement=m)
+            if not _run_trial(executor, statements, workload, trial, trial < warmup, rows,
+                              events, stop, measured):
+                break
     finally:
         executor.close()
-    return StrategyMeasurement(strategy, open_s, tuple(measured), strategy.stats())
+    return StrategyMeasurement(strategy, open_s, tuple(measured), strategy.stats(),
+                               interrupted=stop.is_set())
+
+
+def _run_trial(executor: PhaseExecutor, statements: dict[str, Statement], workload: Workload,
+               trial: int, warmup: bool, rows: int, events: RunEvents, stop: threading.Event,
+               measured: list[PhaseMeasurement]) -> bool:
+    """Run the four phases of one trial; False if the stop event cut it short."""
+    name = executor.strategy.name
+    ids: list[int] = []
+    for phase in PHASES:
+        params = (workload.create_params(trial, rows) if phase == "create"
+                  else workload.update_params(trial, ids) if phase == "update"
+                  else [(i,) for i in ids])
+        events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase=phase,
+                                  total=len(params))
+        run = executor.run_phase(statements[phase], params,
+                                 lambda n: events.progress.fire(advance=n))
+        if stop.is_set():
+            return False
+        if phase == "create":
+            ids = [r for r in run.results if r is not None]
+        m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=warmup,
+                                   elapsed_s=run.elapsed_s, recorders=run.recorders)
+        measured.append(m)
+        events.phase_finished.fire(measurement=m)
+    return True
