@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from poolbench.events import RunEvents
 from poolbench.metrics import MissingRow, OperationRecorder, PhaseMeasurement, now_ns
@@ -77,7 +77,7 @@ class ThreadExecutor:
             for i in items:
                 if self.stop.is_set():
                     break
-                results[i] = self._operation(statement, params[i], rec)
+                results[i] = drive(operation(self.strategy, statement, params[i], rec))
                 done += 1
                 if done % PROGRESS_EVERY == 0:
                     on_progress(PROGRESS_EVERY)
@@ -89,29 +89,6 @@ class ThreadExecutor:
         t0 = now_ns()
         recorders = [f.result() for f in futures]
         return PhaseRun((now_ns() - t0) / 1e9, recorders, results)
-
-    def _operation(self, statement: Statement, params: tuple[object, ...],
-                   rec: OperationRecorder) -> int | None:
-        s = self.strategy
-        t0 = now_ns()
-        try:
-            conn = s.acquire()
-        except Exception as exc:
-            rec.fail(exc)
-            return None
-        t1 = now_ns()
-        result = error = None
-        try:
-            result = s.execute(conn, statement, params)
-        except Exception as exc:
-            error = exc
-        t2 = now_ns()
-        try:
-            s.release(conn)
-        except Exception as exc:
-            error = error or exc
-        t3 = now_ns()
-        return _settle(statement, result, error, rec, (t0, t1, t2, t3))
 
     def close(self) -> None:
         try:
@@ -148,7 +125,7 @@ class AsyncioExecutor:
             for i in items:
                 if self.stop.is_set():
                     break
-                results[i] = await self._operation(statement, params[i], rec)
+                results[i] = await drive_async(operation(self.strategy, statement, params[i], rec))
                 done += 1
                 if done % PROGRESS_EVERY == 0:
                     on_progress(PROGRESS_EVERY)
@@ -159,34 +136,78 @@ class AsyncioExecutor:
         recorders = await asyncio.gather(*(worker() for _ in range(self.workers)))
         return PhaseRun((now_ns() - t0) / 1e9, list(recorders), results)
 
-    async def _operation(self, statement: Statement, params: tuple[object, ...],
-                         rec: OperationRecorder) -> int | None:
-        s = self.strategy
-        t0 = now_ns()
-        try:
-            conn = await s.acquire()
-        except Exception as exc:
-            rec.fail(exc)
-            return None
-        t1 = now_ns()
-        result = error = None
-        try:
-            result = await s.execute(conn, statement, params)
-        except Exception as exc:
-            error = exc
-        t2 = now_ns()
-        try:
-            await s.release(conn)
-        except Exception as exc:
-            error = error or exc
-        t3 = now_ns()
-        return _settle(statement, result, error, rec, (t0, t1, t2, t3))
-
     def close(self) -> None:
         try:
             self._loop.run_until_complete(self.strategy.close())
         finally:
             self._loop.close()
+
+
+Step = Callable[[], Any]
+OperationSteps = Generator[Step, Any, "int | None"]
+
+
+def operation(strategy: Strategy, statement: Statement, params: tuple[object, ...],
+              rec: OperationRecorder) -> OperationSteps:
+    """One timed operation, written once for sync and async strategies.
+
+    A generator that yields the driver calls (acquire, execute, release) as
+    zero-argument callables; :func:`drive` calls them, :func:`drive_async` awaits
+    them, and either sends back the result or throws the exception in.
+    """
+    t0 = now_ns()
+    try:
+        conn = yield strategy.acquire
+    except Exception as exc:
+        rec.fail(exc)
+        return None
+    t1 = now_ns()
+    result = error = None
+    try:
+        result = yield lambda: strategy.execute(conn, statement, params)
+    except Exception as exc:
+        error = exc
+    t2 = now_ns()
+    try:
+        yield lambda: strategy.release(conn)
+    except Exception as exc:
+        error = error or exc
+    t3 = now_ns()
+    return _settle(statement, result, error, rec, (t0, t1, t2, t3))
+
+
+class _Finished(NamedTuple):
+    value: int | None
+
+
+def _advance(steps: OperationSteps, value: Any, error: BaseException | None) -> Step | _Finished:
+    """Send a step's result (or throw its error) into the operation; get its next step."""
+    try:
+        return steps.send(value) if error is None else steps.throw(error)
+    except StopIteration as done:
+        return _Finished(done.value)
+
+
+def drive(steps: OperationSteps) -> int | None:
+    """Run an operation's steps by calling them (sync strategies)."""
+    value, error = None, None
+    while not isinstance(step := _advance(steps, value, error), _Finished):
+        try:
+            value, error = step(), None
+        except Exception as exc:
+            value, error = None, exc
+    return step.value
+
+
+async def drive_async(steps: OperationSteps) -> int | None:
+    """Run an operation's steps by awaiting them (async strategies)."""
+    value, error = None, None
+    while not isinstance(step := _advance(steps, value, error), _Finished):
+        try:
+            value, error = await step(), None
+        except Exception as exc:
+            value, error = None, exc
+    return step.value
 
 
 def _settle(statement: Statement, result: int | None, error: BaseException | None,
