@@ -29,7 +29,6 @@ from poolbench.results import (
 from poolbench.runner import run_strategy
 from poolbench.server import EmbeddedServer
 from poolbench.strategies import StrategySettings, load_strategy
-from poolbench.target import ConnectionTarget
 from poolbench.workload import (
     Workload,
     count_own_rows,
@@ -63,11 +62,6 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         check_writable(config.out_dir)
         ExportManager(config.out_dir, chart=config.chart).subscribe(events)
 
-    def settings_for(target: ConnectionTarget) -> StrategySettings:
-        return StrategySettings(target=target, workers=config.workers, pool_min=config.pool_min,
-                                pool_max=config.pool_max,
-                                acquire_timeout_s=config.acquire_timeout_s)
-
     started = _now()
     with ExitStack() as stack:
         target = config.target
@@ -80,7 +74,9 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             stack.callback(server.stop)
             if callable(on_server):
                 on_server(server)
-        settings = settings_for(target)
+        settings = StrategySettings(target=target, workers=config.workers,
+                                    pool_min=config.pool_min, pool_max=config.pool_max,
+                                    acquire_timeout_s=config.acquire_timeout_s)
         admin = stack.enter_context(connect_admin(target))
         facts = server_facts(admin)
         events.connected.fire(target=target, server=facts)

@@ -26,7 +26,7 @@ from poolbench.events import RunEvents
 from poolbench.report.console import render
 from poolbench.server import EmbeddedServer
 from poolbench.strategies import parse_strategy_names
-from poolbench.target import redact
+from poolbench.target import ConnectionTarget, redact
 
 
 class ProgressView:
@@ -278,8 +278,6 @@ def _secrets_in(args: list[str]) -> tuple[str | None, ...]:
         value = arg.split("=", 1)[1] if arg.startswith("--dsn=") else (
             args[i + 1] if arg == "--dsn" and i + 1 < len(args) else None)
         if value:
-            from poolbench.target import ConnectionTarget
-
             try:
                 found.append(ConnectionTarget.from_dsn(value, source="--dsn").password)
             except PoolbenchError:
