@@ -26,13 +26,6 @@ Params = list[tuple[object, ...]]
 OnProgress = Callable[[int], None]
 
 
-def _checked(statement: Statement, result: int | None) -> int | None:
-    """The row a statement must have touched: an id for create/read, 1 for update/delete."""
-    if result is None or (not statement.returns_row and result != 1):
-        raise MissingRow(f"{statement.phase}: no row where the run's own insert put one")
-    return result
-
-
 @dataclass
 class PhaseRun:
     """Raw outcome of one phase: wall-clock seconds, per-worker recorders, per-item results."""
@@ -214,11 +207,9 @@ def _settle(statement: Statement, result: int | None, error: BaseException | Non
             rec: OperationRecorder, times: tuple[int, int, int, int]) -> int | None:
     """Record one operation; return its result even when it failed late (so a row that
     was created is still known, and deleted, even if its connection broke on release)."""
-    if error is None:
-        try:
-            _checked(statement, result)
-        except MissingRow as exc:
-            error = exc
+    # The row a statement must have touched: an id for create/read, 1 for update/delete.
+    if error is None and (result is None or (not statement.returns_row and result != 1)):
+        error = MissingRow(f"{statement.phase}: no row where the run's own insert put one")
     if error is None:
         rec.record(*times)
     else:
