@@ -166,19 +166,20 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, kept)
     events.run_started.add_listener(interrupt.run_started)
+    interrupted: Interrupted | None = None
     try:
         with interrupt.installed():
             results = api.run(config, events=events, on_server=kept.append, stop=stop)
     except Interrupted as exc:
-        if view.progress.live.is_started:
-            view.progress.stop()
-        if exc.results is not None:
-            render(exc.results, out)
-        exc.exit_code = 128 + (interrupt.signum or signal.SIGINT)
-        raise
+        interrupted = exc
     finally:
         if view.progress.live.is_started:
             view.progress.stop()
+    if interrupted is not None:
+        if interrupted.results is not None:
+            render(interrupted.results, out)
+        interrupted.exit_code = 128 + (interrupt.signum or signal.SIGINT)
+        raise interrupted
     render(results, out)
     out.print(f"Reports written to {out_dir}/ (crud_performance_comparison.png, results.json, "
               "results.csv)" if not no_chart else f"Reports written to {out_dir}/", highlight=False)
