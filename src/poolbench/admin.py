@@ -5,22 +5,79 @@ Used for setup, the end-of-run sweep and verification, never for measured work.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import psycopg
 
 from poolbench.errors import CapacityError, ConnectError
 from poolbench.target import ConnectionTarget, redact
 
 CONNECT_TIMEOUT_S = "10"
+# The admin connection's name: fault injectors that terminate the benchmark's
+# backends (application_name 'poolbench') leave this one alone, and the
+# server cross-check can tell its own traffic apart.
+ADMIN_APPLICATION_NAME = "poolbench-admin"
+RECONNECT_FOR_S = 60.0  # how long the admin session keeps retrying after the server drops it
+RECONNECT_PAUSE_S = 0.25
+
+T = TypeVar("T")
 
 
 def connect_admin(target: ConnectionTarget) -> psycopg.Connection:
     """An autocommit psycopg connection, or ConnectError naming cause and fix."""
     try:
         return psycopg.connect(target.with_params(
-            connect_timeout=target.get("connect_timeout") or CONNECT_TIMEOUT_S).conninfo(),
-            autocommit=True)
+            connect_timeout=target.get("connect_timeout") or CONNECT_TIMEOUT_S,
+            application_name=target.get("application_name") or ADMIN_APPLICATION_NAME,
+        ).conninfo(), autocommit=True)
     except psycopg.Error as exc:
         raise ConnectError(describe_connect_error(exc, target)) from None
+
+
+class AdminSession:
+    """The run's own connection, reconnected when the server drops it.
+
+    Only idempotent work goes through :meth:`call` (snapshots, counts, the sweep
+    by run tag), so running it again on a fresh connection after a backend was
+    terminated or the server restarted is safe. ``statements`` counts what this
+    session sent, so the server cross-check can subtract the admin's own traffic.
+    """
+
+    def __init__(self, target: ConnectionTarget, *, reconnect_for_s: float = RECONNECT_FOR_S):
+        self.target = target
+        self.reconnect_for_s = reconnect_for_s
+        self.reconnects = 0
+        self.statements = 0
+        self._conn: psycopg.Connection | None = connect_admin(target)
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect_admin(self.target)
+            self.reconnects += 1
+        return self._conn
+
+    def call(self, work: Callable[[psycopg.Connection], T], *, statements: int = 1) -> T:
+        """Run ``work(conn)``; if the connection is lost, retry on a fresh one for a while."""
+        deadline = time.monotonic() + self.reconnect_for_s
+        while True:
+            try:
+                result = work(self.conn)
+                self.statements += statements
+                return result
+            except (psycopg.OperationalError, ConnectError):
+                if self._conn is not None and not self._conn.closed:
+                    raise  # the connection is fine: a real error, not a lost server
+                if time.monotonic() > deadline:
+                    raise
+                self._conn = None
+                time.sleep(RECONNECT_PAUSE_S)  # the server is restarting; ask again shortly
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
 def describe_connect_error(exc: BaseException, target: ConnectionTarget) -> str:
@@ -65,16 +122,24 @@ def connections_in_use(conn: psycopg.Connection) -> int:
                             "WHERE backend_type = 'client backend'").fetchone()[0])
 
 
-def check_capacity(conn: psycopg.Connection, needs: dict[str, int], workers: int) -> None:
+def check_capacity(conn: psycopg.Connection, needs: dict[str, int], workers: int, *,
+                   pool_max: int | None = None) -> None:
     """Refuse before the run if a strategy would hold more connections than are free.
 
     ``needs`` maps strategy name to the connections it can hold at once; the
-    admin connection is already counted among those in use.
+    admin connection is already counted among those in use. ``pool_max`` (when a
+    pooled strategy runs) may not exceed what the server allows at all: a pool
+    that could grow past ``max_connections`` is a misconfiguration even when
+    this run's workers would not fill it.
     """
     facts = server_facts(conn)
     max_conn = int(facts["max_connections"])
     reserved = 0 if facts["is_superuser"] else (int(facts["superuser_reserved_connections"])
                                                 + int(facts["reserved_connections"]))
+    if pool_max is not None and pool_max > max_conn - reserved:
+        raise CapacityError(
+            f"--pool-max {pool_max} is above what the server allows (max_connections="
+            f"{max_conn}, {reserved} reserved); lower --pool-max to at most {max_conn - reserved}")
     in_use = connections_in_use(conn)
     free = max_conn - reserved - in_use
     for name, needed in needs.items():

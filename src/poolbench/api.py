@@ -8,12 +8,14 @@ before the first write to the database, which is creating the table if missing.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from poolbench.admin import check_capacity, connect_admin, server_facts
+from poolbench.admin import AdminSession, check_capacity, server_facts
 from poolbench.config import RunConfig
+from poolbench.crosscheck import CrossCheck, ServerCounters, ServerProbe, compare
 from poolbench.environment import manifest
 from poolbench.errors import Interrupted
 from poolbench.events import RunEvents
@@ -26,9 +28,10 @@ from poolbench.results import (
     comparison,
     strategy_result,
 )
-from poolbench.runner import run_strategy
+from poolbench.runner import StrategyMeasurement, run_strategy
 from poolbench.server import EmbeddedServer
 from poolbench.strategies import StrategySettings, load_strategy
+from poolbench.target import ConnectionTarget
 from poolbench.workload import (
     Workload,
     count_own_rows,
@@ -66,26 +69,32 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     with ExitStack() as stack:
         target = config.target
         if target is None:
-            needed = max(c.connections_needed(workers=config.workers, pool_max=config.pool_max)
-                         for c in classes)
+            needed = max(max(c.connections_needed(workers=config.workers,
+                                                  pool_max=config.pool_max),
+                             config.pool_max if c.pooled else 0) for c in classes)
             server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
                                     keep=config.keep_server)
             target = server.start()
             stack.callback(server.stop)
             if callable(on_server):
                 on_server(server)
-        settings = StrategySettings(target=target, workers=config.workers,
-                                    pool_min=config.pool_min, pool_max=config.pool_max,
+        settings = StrategySettings(target=_strategy_target(config, target),
+                                    workers=config.workers, pool_min=config.pool_min,
+                                    pool_max=config.pool_max,
                                     acquire_timeout_s=config.acquire_timeout_s)
-        admin = stack.enter_context(connect_admin(target))
-        facts = server_facts(admin)
+        admin = AdminSession(target)
+        stack.callback(admin.close)
+        facts = admin.call(server_facts)
         events.connected.fire(target=target, server=facts)
-        check_capacity(admin, {c.name: c.connections_needed(workers=config.workers,
-                                                            pool_max=config.pool_max)
-                               for c in classes}, config.workers)
-        ensure_table(admin, config.table)
+        admin.call(lambda c: check_capacity(
+            c, {cls.name: cls.connections_needed(workers=config.workers,
+                                                 pool_max=config.pool_max)
+                for cls in classes}, config.workers,
+            pool_max=config.pool_max if any(cls.pooled for cls in classes) else None))
+        admin.call(lambda c: ensure_table(c, config.table))
         workload = Workload(config.table, new_run_tag())
-        before = snapshot_others(admin, config.table, workload.prefix)
+        before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
+        probe = ServerProbe(admin, config.table)
         events.run_started.fire(run_tag=workload.run_tag, table=config.table)
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)
@@ -97,22 +106,32 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                               config=public.public_dict(), environment=env, strategies=done,
                               comparison=comparison(done), verification=verification)
 
+        def sweep() -> int:
+            # Whatever happened, the run's rows go: a sweep by run tag, on a fresh
+            # connection if the server dropped ours.
+            return admin.call(lambda c: delete_own_rows(c, config.table, workload.prefix))
+
         done: tuple[StrategyResult, ...] = ()
         for cls in classes:
             if stop.is_set():
                 break
+            counters_before = probe.snapshot()
             try:
-                measurement = run_strategy(cls(settings), workload=workload, rows=config.rows,
-                                           workers=config.workers, warmup=config.warmup,
-                                           trials=config.trials, events=events, stop=stop)
-            finally:
-                # Whatever happened, the run's rows go: a sweep by run tag on our own connection.
-                leftover = delete_own_rows(admin, config.table, workload.prefix)
-            done += (strategy_result(measurement, leftover_rows_deleted=leftover),)
+                measurement = run_strategy(cls, settings, workload=workload, rows=config.rows,
+                                           warmup=config.warmup, trials=config.trials,
+                                           events=events, stop=stop, pace=config.pace,
+                                           processes=config.processes)
+            except BaseException:
+                sweep()
+                raise
+            check = _cross_check(probe, counters_before, measurement)
+            done += (strategy_result(measurement, leftover_rows_deleted=sweep(),
+                                     server=check),)
             events.strategy_finished.fire(results=assemble(done, partial=True))
-        after = snapshot_others(admin, config.table, workload.prefix)
+        after = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
         verification = Verification(
-            own_rows_left=count_own_rows(admin, config.table, workload.prefix),
+            own_rows_left=admin.call(lambda c: count_own_rows(c, config.table,
+                                                              workload.prefix)),
             other_rows_before=before.rows, other_rows_after=after.rows,
             other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
         results = assemble(done, partial=stop.is_set(), verification=verification)
@@ -121,3 +140,30 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             raise Interrupted(f"interrupted; partial results written, rows of run "
                               f"{workload.run_tag} deleted", results)
         return results
+
+
+def _strategy_target(config: RunConfig, target: ConnectionTarget) -> ConnectionTarget:
+    """The target the strategies connect to: the run's, plus ``--statement-timeout``."""
+    if config.statement_timeout_s is None:
+        return target
+    return target.with_settings(statement_timeout=str(round(config.statement_timeout_s * 1000)))
+
+
+def _cross_check(probe: ServerProbe, before: ServerCounters,
+                 m: StrategyMeasurement) -> CrossCheck | None:
+    """The server's counters over one strategy against ours (warm-up included).
+
+    None for an interrupted strategy: the server counted the cut phase, we did not.
+    """
+    if m.interrupted:
+        return None
+    quiet = probe.wait_quiet()
+    after = probe.snapshot()
+    ops: Counter[str] = Counter()
+    attempts = 0
+    for phase in m.phases:
+        ops[phase.phase] += phase.ops
+        attempts += phase.ops + sum(phase.errors.values())
+    return compare(before, after, ops=dict(ops), attempts=attempts,
+                   connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
+                   probe=probe)

@@ -32,7 +32,7 @@ from poolbench.target import ConnectionTarget, redact
 class ProgressView:
     """A rich progress bar per strategy and phase, fed by run events."""
 
-    def __init__(self, console: Console, rows: int, trials: int) -> None:
+    def __init__(self, console: Console, rows: int | None, trials: int) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                                  transient=False)
@@ -49,7 +49,8 @@ class ProgressView:
         self.progress.start()  # idempotent; started late so errors before it print alone
         for phase in ("create", "read", "update", "delete"):
             self.tasks[(strategy, phase)] = self.progress.add_task(
-                f"{strategy:<18} {phase:<6}", total=self.rows * trials)
+                f"{strategy:<18} {phase:<6}",
+                total=self.rows * trials if self.rows else None)
 
     def _phase_started(self, strategy: str, trial: int, warmup: bool, phase: str,
                        total: int) -> None:
@@ -132,6 +133,16 @@ def cli() -> None:
 @click.option("--trials", type=int, default=3, show_default=True, help="Counted trials.")
 @click.option("--acquire-timeout", type=float, default=30.0, show_default=True,
               help="Seconds a worker may wait for a pooled connection.")
+@click.option("--statement-timeout", type=float, default=None,
+              help="Seconds a statement may run (server statement_timeout) [default: server's].")
+@click.option("--duration", type=float, default=None,
+              help="Run create, read and update for this many seconds each instead of -n rows "
+                   "(pgbench -T).")
+@click.option("--rate", type=float, default=None,
+              help="Open loop: schedule this many operations per second (pgbench -R); "
+                   "latency is also reported from each operation's scheduled start.")
+@click.option("--processes", type=int, default=1, show_default=True,
+              help="Spread the workers (and the pool: --pool-max/P each) over P processes.")
 @click.option("--table", default="users", show_default=True, help="Table to benchmark on.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
               show_default=True, help="Folder for the chart, results.json and results.csv.")
@@ -142,13 +153,16 @@ def cli() -> None:
 @click.option("--debug", is_flag=True, help="Print tracebacks (passwords still masked).")
 def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
-        table: str, out_dir: Path, no_chart: bool, keep_server: bool, show_password: bool,
-        debug: bool) -> None:
+        statement_timeout: float | None, duration: float | None, rate: float | None,
+        processes: int, table: str, out_dir: Path, no_chart: bool, keep_server: bool,
+        show_password: bool, debug: bool) -> None:
     """Run the CRUD benchmark for each strategy and report it."""
     target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
     config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
                        workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
-                       trials=trials, acquire_timeout_s=acquire_timeout, table=table,
+                       trials=trials, acquire_timeout_s=acquire_timeout,
+                       statement_timeout_s=statement_timeout, duration_s=duration, rate=rate,
+                       processes=processes, table=table,
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
     # A pipe or file gets the full table, not rich's 80-column default.
@@ -156,7 +170,7 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     out = Console(width=width)
     err = Console(stderr=True)
     events = RunEvents()
-    view = ProgressView(err, rows, warmup + trials)
+    view = ProgressView(err, None if duration else rows, warmup + trials)
     view.subscribe(events)
     kept: list[EmbeddedServer] = []
     events.connected.add_listener(lambda target, server: err.print(

@@ -18,6 +18,7 @@ from pathlib import Path
 from dotenv.parser import parse_stream
 
 from poolbench.errors import ConfigError
+from poolbench.phase import Pace
 from poolbench.target import ConnectionTarget
 
 SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
@@ -87,6 +88,10 @@ class RunConfig:
     table: str = "users"
     out_dir: Path = field(default_factory=lambda: Path("reports"))
     acquire_timeout_s: float = 30.0
+    statement_timeout_s: float | None = None
+    duration_s: float | None = None
+    rate: float | None = None
+    processes: int = 1
     chart: bool = True
     keep_server: bool = False
     show_password: bool = False
@@ -95,14 +100,26 @@ class RunConfig:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
                                      ("--trials", self.trials, 1), ("--warmup", self.warmup, 0),
                                      ("--pool-min", self.pool_min, 0),
-                                     ("--pool-max", self.pool_max, 1)):
+                                     ("--pool-max", self.pool_max, 1),
+                                     ("--processes", self.processes, 1)):
             if not isinstance(value, int) or value < least:
                 raise ConfigError(f"{option} must be a whole number >= {least}, got {value!r}")
         if self.pool_min > self.pool_max:
             raise ConfigError(f"--pool-min ({self.pool_min}) is above --pool-max "
                               f"({self.pool_max}); lower --pool-min or raise --pool-max")
-        if not self.acquire_timeout_s > 0:
-            raise ConfigError("--acquire-timeout must be a number of seconds > 0")
+        for option, number, unit in (("--acquire-timeout", self.acquire_timeout_s, "seconds"),
+                                     ("--statement-timeout", self.statement_timeout_s, "seconds"),
+                                     ("--duration", self.duration_s, "seconds"),
+                                     ("--rate", self.rate, "operations per second")):
+            if number is not None and not (isinstance(number, (int, float)) and number > 0
+                                           and number != float("inf")):
+                raise ConfigError(f"{option} must be a number of {unit} > 0, got {number!r}")
+        if self.processes > self.workers:
+            raise ConfigError(f"--processes ({self.processes}) is above -w/--workers "
+                              f"({self.workers}); each process needs a worker")
+        if self.processes > self.pool_max:
+            raise ConfigError(f"--processes ({self.processes}) is above --pool-max "
+                              f"({self.pool_max}); each process needs a pool of at least one")
         if not IDENTIFIER.match(self.table):
             raise ConfigError(f"--table {self.table!r} is not a valid identifier; use letters, "
                               "digits and _ (at most 63, not starting with a digit)")
@@ -110,6 +127,10 @@ class RunConfig:
             raise ConfigError("--strategies is empty; name at least one, e.g. psycopg:pool")
         if len(set(self.strategies)) != len(self.strategies):
             raise ConfigError("--strategies names a strategy twice; name each once")
+
+    @property
+    def pace(self) -> Pace:
+        return Pace(duration_s=self.duration_s, rate=self.rate)
 
     def public_dict(self) -> dict[str, object]:
         """The config as JSON-ready data, with the target's password masked."""
@@ -120,4 +141,6 @@ class RunConfig:
             "pool_min": self.pool_min, "pool_max": self.pool_max, "warmup": self.warmup,
             "trials": self.trials, "table": self.table, "out_dir": str(self.out_dir),
             "acquire_timeout_s": self.acquire_timeout_s,
+            "statement_timeout_s": self.statement_timeout_s, "duration_s": self.duration_s,
+            "rate": self.rate, "processes": self.processes,
         }

@@ -12,6 +12,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
+from poolbench.crosscheck import CrossCheck
 from poolbench.metrics import (
     LatencySummary,
     PhaseMeasurement,
@@ -45,7 +46,11 @@ class PhaseResult:
 
     ``throughput_ops_s`` is the median of the per-trial throughputs (ops / seconds).
     ``acquire`` is the wait for a pooled connection, or the connect for ``none``;
-    ``execute`` is the statement alone.
+    ``execute`` is the statement alone. With ``--rate``, ``latency`` counts from
+    each operation's actual start and ``scheduled`` from the time it was due
+    (coordinated omission shows as the gap between the two); otherwise
+    ``scheduled`` is None. ``held_too_long`` counts connections kept out of the
+    pool longer than ``--acquire-timeout`` (leak detection, as HikariCP's).
     """
 
     phase: str
@@ -62,6 +67,9 @@ class PhaseResult:
     histogram_latency_us: str
     histogram_acquire_us: str
     histogram_execute_us: str
+    scheduled: LatencySummary | None = None
+    histogram_scheduled_us: str | None = None
+    held_too_long: int = 0
 
     @property
     def error_count(self) -> int:
@@ -78,6 +86,11 @@ class StrategyResult:
     phases: tuple[PhaseResult, ...]
     stats: dict[str, int]
     leftover_rows_deleted: int  # own rows the end-of-strategy sweep had to delete
+    server: CrossCheck | None = None  # the server's own counts over this strategy
+
+    @property
+    def held_too_long(self) -> int:
+        return sum(p.held_too_long for p in self.phases)
 
     @property
     def total_median_s(self) -> float:
@@ -137,6 +150,9 @@ class RunResults:
         for strategy, raw in zip(self.strategies, data["strategies"]):
             raw["total_median_s"] = strategy.total_median_s
             raw["error_count"] = strategy.error_count
+            raw["held_too_long"] = strategy.held_too_long
+            if strategy.server is not None:
+                raw["server"]["ok"] = strategy.server.ok
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
         return data
@@ -160,7 +176,8 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
     for m in counted:
         errors.update(m.errors)
     merged = {kind: merge_histograms([getattr(m, kind) for m in counted])
-              for kind in ("latency", "acquire", "execute")}
+              for kind in ("latency", "acquire", "execute", "scheduled")}
+    paced = merged["scheduled"].get_total_count() > 0
     return PhaseResult(
         phase=phase, trials=trials, median_s=median(seconds), min_s=min(seconds),
         max_s=max(seconds), ops=sum(m.ops for m in counted),
@@ -171,17 +188,22 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
         execute=LatencySummary.of(merged["execute"]),
         histogram_latency_us=encode_histogram(merged["latency"]),
         histogram_acquire_us=encode_histogram(merged["acquire"]),
-        histogram_execute_us=encode_histogram(merged["execute"]))
+        histogram_execute_us=encode_histogram(merged["execute"]),
+        scheduled=LatencySummary.of(merged["scheduled"]) if paced else None,
+        histogram_scheduled_us=encode_histogram(merged["scheduled"]) if paced else None,
+        held_too_long=sum(m.held_too_long for m in counted))
 
 
-def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int) -> StrategyResult:
+def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
+                    server: CrossCheck | None = None) -> StrategyResult:
     s = m.strategy
     # An interrupted strategy may lack counted trials for some phases: those are left out.
     phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
                    if any(x.phase == p and not x.warmup for x in m.phases))
     return StrategyResult(name=s.name, pooled=s.pooled, is_async=s.is_async,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
-                          stats=m.stats, leftover_rows_deleted=leftover_rows_deleted)
+                          stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
+                          server=server)
 
 
 def comparison(strategies: tuple[StrategyResult, ...]) -> Comparison | None:

@@ -1,56 +1,85 @@
 """Drives workers through the four phases of each trial, and times them.
 
 Sync strategies run on a ``ThreadPoolExecutor`` of ``--workers`` threads (as in
-the seed); async strategies on ``--workers`` asyncio tasks in one event loop.
-Either way each worker pulls the next operation from a shared iterator and
-records into its own :class:`OperationRecorder`; the phase clock starts once
-all workers exist and stops when the last one finishes.
+the seed); async strategies on ``--workers`` asyncio tasks in one event loop;
+with ``--processes P`` either kind runs in P processes (see
+:mod:`poolbench.processes`). Each worker pulls the next operation from a shared
+:class:`~poolbench.phase.WorkSource` and records into its own
+:class:`OperationRecorder`; the phase clock starts once all workers exist and
+stops when the last one finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from poolbench.events import RunEvents
 from poolbench.metrics import MissingRow, OperationRecorder, PhaseMeasurement, now_ns
-from poolbench.strategies.base import AsyncStrategy, Strategy, SyncStrategy
+from poolbench.phase import Pace, PhaseSpec, WorkSource
+from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
 from poolbench.workload import PHASES, Statement, Workload
 
 PROGRESS_EVERY = 16  # operations a worker finishes between two progress events
-Params = list[tuple[object, ...]]
 OnProgress = Callable[[int], None]
+
+
+class StopFlag(Protocol):
+    """``threading.Event`` or ``multiprocessing.Event``: what workers check between operations."""
+
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass
 class PhaseRun:
-    """Raw outcome of one phase: wall-clock seconds, per-worker recorders, per-item results."""
+    """Raw outcome of one phase: wall-clock seconds, per-worker recorders, rows created."""
 
     elapsed_s: float
     recorders: list[OperationRecorder]
-    results: list[int | None]
+    created: list[int] = field(default_factory=list)
 
 
 class PhaseExecutor(Protocol):
-    strategy: Strategy
-
     def open(self) -> float: ...
-    def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
-        ...
+    def run_phase(self, spec: PhaseSpec, on_progress: OnProgress) -> PhaseRun: ...
     def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
+
+
+class _Worker:
+    """One worker's loop, shared by threads and tasks up to the call that runs an operation."""
+
+    def __init__(self, spec: PhaseSpec, source: WorkSource, leak_threshold_s: float) -> None:
+        self.spec = spec
+        self.source = source
+        self.rec = OperationRecorder(leak_threshold_s)
+        self.created: list[int] = []
+        self.keep = spec.phase == "create"
+        self.done = 0
+
+    def settle(self, result: int | None, on_progress: OnProgress) -> None:
+        if self.keep and result is not None:
+            self.created.append(result)
+        self.done += 1
+        if self.done % PROGRESS_EVERY == 0:
+            on_progress(PROGRESS_EVERY)
 
 
 class ThreadExecutor:
     """Runs a sync strategy on a pool of threads kept for the whole strategy."""
 
-    def __init__(self, strategy: SyncStrategy, workers: int, stop: threading.Event) -> None:
+    def __init__(self, strategy: SyncStrategy, workers: int, stop: StopFlag,
+                 leak_threshold_s: float) -> None:
         self.strategy = strategy
         self.workers = workers
         self.stop = stop
+        self.leak_threshold_s = leak_threshold_s
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poolbench")
 
     def open(self) -> float:
@@ -58,30 +87,30 @@ class ThreadExecutor:
         self.strategy.open()
         return (now_ns() - t0) / 1e9
 
-    def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
-        results: list[int | None] = [None] * len(params)
-        items = iter(range(len(params)))
-        ready = threading.Barrier(self.workers + 1)
+    def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
+                  start_ns: int | None = None) -> PhaseRun:
+        source = WorkSource(spec)
+        ready = threading.Barrier(self.workers + 1,
+                                 action=lambda: source.start(_sleep_until(start_ns)))
+        strategy, stop, statement = self.strategy, self.stop, spec.statement
 
-        def worker() -> OperationRecorder:
-            rec = OperationRecorder()
+        def worker() -> _Worker:
+            w = _Worker(spec, source, self.leak_threshold_s)
             ready.wait()
-            done = 0
-            for i in items:
-                if self.stop.is_set():
+            while not stop.is_set() and (item := source.next()) is not None:
+                params, scheduled = item
+                if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
+                        and stop.wait(delay / 1e9):
                     break
-                results[i] = drive(operation(self.strategy, statement, params[i], rec))
-                done += 1
-                if done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
-            on_progress(done % PROGRESS_EVERY)
-            return rec
+                w.settle(drive(operation(strategy, statement, params, w.rec, scheduled)),
+                         on_progress)
+            on_progress(w.done % PROGRESS_EVERY)
+            return w
 
         futures = [self._threads.submit(worker) for _ in range(self.workers)]
-        ready.wait()  # every thread exists and waits: start the clock now
-        t0 = now_ns()
-        recorders = [f.result() for f in futures]
-        return PhaseRun((now_ns() - t0) / 1e9, recorders, results)
+        ready.wait()  # every thread exists and waits: the clock starts now (barrier action)
+        finished = [f.result() for f in futures]
+        return _phase_run(source, finished)
 
     def close(self) -> None:
         try:
@@ -89,14 +118,19 @@ class ThreadExecutor:
         finally:
             self._threads.shutdown(wait=True)
 
+    def stats(self) -> dict[str, int]:
+        return self.strategy.stats()
+
 
 class AsyncioExecutor:
     """Runs an async strategy as tasks on one event loop owned by this executor."""
 
-    def __init__(self, strategy: AsyncStrategy, workers: int, stop: threading.Event) -> None:
+    def __init__(self, strategy: AsyncStrategy, workers: int, stop: StopFlag,
+                 leak_threshold_s: float) -> None:
         self.strategy = strategy
         self.workers = workers
         self.stop = stop
+        self.leak_threshold_s = leak_threshold_s
         self._loop = asyncio.new_event_loop()
 
     def open(self) -> float:
@@ -104,30 +138,33 @@ class AsyncioExecutor:
         self._loop.run_until_complete(self.strategy.open())
         return (now_ns() - t0) / 1e9
 
-    def run_phase(self, statement: Statement, params: Params, on_progress: OnProgress) -> PhaseRun:
-        return self._loop.run_until_complete(self._phase(statement, params, on_progress))
+    def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
+                  start_ns: int | None = None) -> PhaseRun:
+        return self._loop.run_until_complete(self._phase(spec, on_progress, start_ns))
 
-    async def _phase(self, statement: Statement, params: Params,
-                     on_progress: OnProgress) -> PhaseRun:
-        results: list[int | None] = [None] * len(params)
-        items = iter(range(len(params)))
+    async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
+                     start_ns: int | None) -> PhaseRun:
+        source = WorkSource(spec)
+        strategy, stop, statement = self.strategy, self.stop, spec.statement
 
-        async def worker() -> OperationRecorder:
-            rec = OperationRecorder()
-            done = 0
-            for i in items:
-                if self.stop.is_set():
-                    break
-                results[i] = await drive_async(operation(self.strategy, statement, params[i], rec))
-                done += 1
-                if done % PROGRESS_EVERY == 0:
-                    on_progress(PROGRESS_EVERY)
-            on_progress(done % PROGRESS_EVERY)
-            return rec
+        async def worker() -> _Worker:
+            w = _Worker(spec, source, self.leak_threshold_s)
+            while not stop.is_set() and (item := source.next()) is not None:
+                params, scheduled = item
+                if scheduled is not None and (delay := scheduled - now_ns()) > 0:
+                    await asyncio.sleep(delay / 1e9)
+                    if stop.is_set():
+                        break
+                w.settle(await drive_async(operation(strategy, statement, params, w.rec,
+                                                     scheduled)), on_progress)
+            on_progress(w.done % PROGRESS_EVERY)
+            return w
 
-        t0 = now_ns()
-        recorders = await asyncio.gather(*(worker() for _ in range(self.workers)))
-        return PhaseRun((now_ns() - t0) / 1e9, list(recorders), results)
+        if start_ns is not None and (delay := start_ns - now_ns()) > 0:
+            await asyncio.sleep(delay / 1e9)
+        source.start(start_ns)
+        finished = await asyncio.gather(*(worker() for _ in range(self.workers)))
+        return _phase_run(source, list(finished))
 
     def close(self) -> None:
         try:
@@ -135,13 +172,28 @@ class AsyncioExecutor:
         finally:
             self._loop.close()
 
+    def stats(self) -> dict[str, int]:
+        return self.strategy.stats()
+
+
+def _sleep_until(start_ns: int | None) -> int | None:
+    """Wait for a phase start set in advance (all processes start at once); pass it on."""
+    if start_ns is not None and (delay := start_ns - now_ns()) > 0:
+        time.sleep(delay / 1e9)
+    return start_ns
+
+
+def _phase_run(source: WorkSource, finished: list[_Worker]) -> PhaseRun:
+    elapsed = (now_ns() - source.start_ns) / 1e9
+    return PhaseRun(elapsed, [w.rec for w in finished], [i for w in finished for i in w.created])
+
 
 Step = Callable[[], Any]
 OperationSteps = Generator[Step, Any, "int | None"]
 
 
 def operation(strategy: Strategy, statement: Statement, params: tuple[object, ...],
-              rec: OperationRecorder) -> OperationSteps:
+              rec: OperationRecorder, scheduled: int | None = None) -> OperationSteps:
     """One timed operation, written once for sync and async strategies.
 
     A generator that yields the driver calls (acquire, execute, release) as
@@ -152,10 +204,11 @@ def operation(strategy: Strategy, statement: Statement, params: tuple[object, ..
     try:
         conn = yield strategy.acquire
     except Exception as exc:
-        rec.fail(exc)
+        rec.fail(exc, "acquire")
         return None
     t1 = now_ns()
     result = error = None
+    stage = "execute"
     try:
         result = yield lambda: strategy.execute(conn, statement, params)
     except Exception as exc:
@@ -164,9 +217,10 @@ def operation(strategy: Strategy, statement: Statement, params: tuple[object, ..
     try:
         yield lambda: strategy.release(conn)
     except Exception as exc:
-        error = error or exc
+        if error is None:
+            error, stage = exc, "release"
     t3 = now_ns()
-    return _settle(statement, result, error, rec, (t0, t1, t2, t3))
+    return _settle(statement, result, error, stage, rec, (t0, t1, t2, t3, scheduled))
 
 
 class _Finished(NamedTuple):
@@ -203,8 +257,8 @@ async def drive_async(steps: OperationSteps) -> int | None:
     return step.value
 
 
-def _settle(statement: Statement, result: int | None, error: BaseException | None,
-            rec: OperationRecorder, times: tuple[int, int, int, int]) -> int | None:
+def _settle(statement: Statement, result: int | None, error: BaseException | None, stage: str,
+            rec: OperationRecorder, times: tuple[int, int, int, int, int | None]) -> int | None:
     """Record one operation; return its result even when it failed late (so a row that
     was created is still known, and deleted, even if its connection broke on release)."""
     # The row a statement must have touched: an id for create/read, 1 for update/delete.
@@ -213,14 +267,21 @@ def _settle(statement: Statement, result: int | None, error: BaseException | Non
     if error is None:
         rec.record(*times)
     else:
-        rec.fail(error)
+        rec.fail(error, stage)
     return result
 
 
-def make_executor(strategy: Strategy, workers: int, stop: threading.Event) -> PhaseExecutor:
-    if isinstance(strategy, AsyncStrategy):
-        return AsyncioExecutor(strategy, workers, stop)
-    return ThreadExecutor(strategy, workers, stop)
+def make_executor(cls: type[Strategy], settings: StrategySettings, *, stop: StopFlag,
+                  processes: int = 1) -> PhaseExecutor:
+    """The executor for a strategy: threads, an event loop, or several processes of either."""
+    leak = settings.acquire_timeout_s
+    if processes > 1:
+        from poolbench.processes import ProcessExecutor
+
+        return ProcessExecutor(cls, settings, processes=processes, stop=stop)
+    if issubclass(cls, AsyncStrategy):
+        return AsyncioExecutor(cls(settings), settings.workers, stop, leak)
+    return ThreadExecutor(cls(settings), settings.workers, stop, leak)
 
 
 @dataclass(frozen=True)
@@ -231,57 +292,56 @@ class StrategyMeasurement:
     that was cut is not among ``phases`` (its figures would describe part of a phase).
     """
 
-    strategy: Strategy
+    strategy: type[Strategy]
     open_s: float
     phases: tuple[PhaseMeasurement, ...]
     stats: dict[str, int]
     interrupted: bool = False
 
 
-def run_strategy(strategy: Strategy, *, workload: Workload, rows: int, workers: int,
-                 warmup: int, trials: int, events: RunEvents,
-                 stop: threading.Event | None = None) -> StrategyMeasurement:
+def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
+                 rows: int, warmup: int, trials: int, events: RunEvents,
+                 stop: threading.Event | None = None, pace: Pace | None = None,
+                 processes: int = 1) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
     the strategy then closes and returns what it measured, marked interrupted.
     """
     stop = stop or threading.Event()
-    statements = workload.statements()
-    executor = make_executor(strategy, workers, stop)
+    pace = pace or Pace()
+    executor = make_executor(cls, settings, stop=stop, processes=processes)
     measured: list[PhaseMeasurement] = []
-    events.strategy_started.fire(strategy=strategy.name, trials=warmup + trials)
+    events.strategy_started.fire(strategy=cls.name, trials=warmup + trials)
     open_s = 0.0
     try:
         open_s = executor.open()
         for trial in range(warmup + trials):
-            if not _run_trial(executor, statements, workload, trial, trial < warmup, rows,
+            if not _run_trial(executor, cls.name, workload, trial, trial < warmup, rows, pace,
                               events, stop, measured):
                 break
     finally:
         executor.close()
-    return StrategyMeasurement(strategy, open_s, tuple(measured), strategy.stats(),
+    return StrategyMeasurement(cls, open_s, tuple(measured), executor.stats(),
                                interrupted=stop.is_set())
 
 
-def _run_trial(executor: PhaseExecutor, statements: dict[str, Statement], workload: Workload,
-               trial: int, warmup: bool, rows: int, events: RunEvents, stop: threading.Event,
+def _run_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
+               warmup: bool, rows: int, pace: Pace, events: RunEvents, stop: threading.Event,
                measured: list[PhaseMeasurement]) -> bool:
     """Run the four phases of one trial; False if the stop event cut it short."""
-    name = executor.strategy.name
-    ids: list[int] = []
+    statements = workload.statements()
+    ids: tuple[int, ...] = ()
     for phase in PHASES:
-        params = (workload.create_params(trial, rows) if phase == "create"
-                  else workload.update_params(trial, ids) if phase == "update"
-                  else [(i,) for i in ids])
+        spec = PhaseSpec.of(phase, statements[phase], workload, trial, rows=rows, ids=ids,
+                            pace=pace)
         events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase=phase,
-                                  total=len(params))
-        run = executor.run_phase(statements[phase], params,
-                                 lambda n: events.progress.fire(advance=n))
+                                  total=spec.expected)
+        run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
         if stop.is_set():
             return False
         if phase == "create":
-            ids = [r for r in run.results if r is not None]
+            ids = tuple(run.created)
         m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=warmup,
                                    elapsed_s=run.elapsed_s, recorders=run.recorders)
         measured.append(m)

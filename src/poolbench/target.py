@@ -69,6 +69,24 @@ class ConnectionTarget:
         merged = dict(self.params) | changes
         return ConnectionTarget(tuple(sorted(merged.items())), self.source, self.embedded)
 
+    def with_settings(self, **settings: str) -> ConnectionTarget:
+        """Add server settings sent at connect time (libpq ``options='-c key=value'``)."""
+        extra = " ".join(f"-c {k}={v}" for k, v in settings.items())
+        current = self.get("options")
+        return self.with_params(options=f"{current} {extra}" if current else extra)
+
+    def server_settings(self) -> dict[str, str]:
+        """The ``-c key=value`` settings of libpq's ``options``, as asyncpg wants them."""
+        tokens = (self.get("options") or "").split()
+        found: dict[str, str] = {}
+        for i, token in enumerate(tokens):
+            pair = (tokens[i + 1] if token == "-c" and i + 1 < len(tokens)
+                    else token[2:] if token.startswith(("-c", "--")) else "")
+            if "=" in pair:
+                key, value = pair.split("=", 1)
+                found[key.replace("-", "_")] = value
+        return found
+
     def conninfo(self) -> str:
         """A libpq conninfo string for psycopg/psycopg2 (contains the password)."""
         params = dict(self.params)
@@ -78,9 +96,9 @@ class ConnectionTarget:
     def asyncpg_kwargs(self) -> dict[str, object]:
         """Keyword arguments for ``asyncpg.connect`` / ``create_pool``."""
         p = dict(self.params)
-        kwargs: dict[str, object] = {
-            "server_settings": {"application_name": p.get("application_name", APPLICATION_NAME)}
-        }
+        kwargs: dict[str, object] = {"server_settings": {
+            **self.server_settings(),
+            "application_name": p.get("application_name", APPLICATION_NAME)}}
         for ours, theirs in (("host", "host"), ("user", "user"), ("password", "password"),
                              ("dbname", "database")):
             if ours in p:

@@ -88,13 +88,20 @@ class Workload:
     def username(self, trial: int, index: int) -> str:
         return f"{self.run_tag}_{trial}_{index}"
 
+    def create_row(self, trial: int, index: int) -> tuple[object, ...]:
+        """Parameters of the create statement for row ``index`` of a trial."""
+        name = self.username(trial, index)
+        return (name, f"{name}@poolbench.invalid")
+
+    def update_row(self, trial: int, index: int, row_id: int) -> tuple[object, ...]:
+        """Parameters of the update statement for the ``index``-th created row (unique email)."""
+        return (f"{self.username(trial, index)}.u@poolbench.invalid", row_id)
+
     def create_params(self, trial: int, rows: int) -> list[tuple[object, ...]]:
-        return [(self.username(trial, i), f"{self.username(trial, i)}@poolbench.invalid")
-                for i in range(rows)]
+        return [self.create_row(trial, i) for i in range(rows)]
 
     def update_params(self, trial: int, ids: list[int]) -> list[tuple[object, ...]]:
-        return [(f"{self.username(trial, i)}.u@poolbench.invalid", row_id)
-                for i, row_id in enumerate(ids)]
+        return [self.update_row(trial, i, row_id) for i, row_id in enumerate(ids)]
 
 
 # -- table management (an autocommit DB-API connection: psycopg 3 or psycopg2) -----

@@ -41,12 +41,18 @@ def render(results: RunResults, console: Console) -> None:
                           str(p.error_count) if p.error_count else "",
                           end_section=i == len(s.phases) - 1)
     console.print(table)
+    _render_paced(results, console)
+    _render_server(results, console)
     for s in results.strategies:
         if s.error_count:
             detail = ", ".join(f"{p.phase}: " + ", ".join(f"{k}×{v}" for k, v in p.errors.items())
                                for p in s.phases if p.errors)
             console.print(f"[yellow]{s.name}: {s.error_count} failed operations ({detail})[/]",
                           highlight=False)
+        if s.held_too_long:
+            console.print(f"[yellow]{s.name}: {s.held_too_long} connections were held longer "
+                          f"than --acquire-timeout ({results.config['acquire_timeout_s']} s) "
+                          "before being returned (possible leak)[/]", highlight=False)
         if s.leftover_rows_deleted:
             console.print(f"[yellow]{s.name}: {s.leftover_rows_deleted} of its rows were left "
                           "by failed deletes and removed by the end-of-strategy sweep[/]")
@@ -61,3 +67,43 @@ def render(results: RunResults, console: Console) -> None:
             console.print(f"[red]Data check FAILED: {v.own_rows_left} rows of run "
                           f"{results.run_tag} remain; other rows {v.other_rows_before} -> "
                           f"{v.other_rows_after}, digest {'unchanged' if same else 'changed'}[/]")
+
+
+def _render_paced(results: RunResults, console: Console) -> None:
+    """With --rate: latency from the scheduled start beside latency from the actual start."""
+    rows = [(s, p) for s in results.strategies for p in s.phases if p.scheduled is not None]
+    if not rows:
+        return
+    table = Table(title=f"open loop at {results.config['rate']:,.0f} ops/s — latency from the "
+                        "scheduled start (includes waiting for a worker) vs the actual start")
+    for col in ("strategy", "phase", "ops/s", "scheduled p50 ms", "scheduled p99 ms",
+                "actual p50 ms", "actual p99 ms"):
+        table.add_column(col, justify="left" if col in ("strategy", "phase") else "right")
+    for s, p in rows:
+        assert p.scheduled is not None
+        table.add_row(s.name, p.phase, f"{p.throughput_ops_s:,.0f}", _ms(p.scheduled.p50_us),
+                      _ms(p.scheduled.p99_us), _ms(p.latency.p50_us), _ms(p.latency.p99_us))
+    console.print(table)
+
+
+def _render_server(results: RunResults, console: Console) -> None:
+    """What the server itself counted per strategy, beside poolbench's own counts."""
+    checked = [s for s in results.strategies if s.server is not None]
+    if not checked:
+        return
+    table = Table(title="Server cross-check (pg_stat_database / pg_stat_user_tables; "
+                        "poolbench / server, warm-up included)")
+    names = [c.name for c in checked[0].server.checks]  # type: ignore[union-attr]
+    for col in ("strategy", *names, "server xacts/op", "agrees"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for s in checked:
+        x = s.server
+        assert x is not None
+        cells = [f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]"
+                 for c in x.checks]
+        table.add_row(s.name, *cells, f"{x.transactions_per_operation:.2f}",
+                      "yes" if x.ok else "[red]NO[/]")
+    console.print(table)
+    notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
+    for note in notes:
+        console.print(f"  note: {note}", style="dim", highlight=False)

@@ -1,0 +1,205 @@
+"""Server cross-check: what PostgreSQL itself counted while a strategy ran.
+
+The server publishes a backend's counters (``pg_stat_database``,
+``pg_stat_user_tables``) at most once a second, and an idle backend's only
+after about 10 seconds, so a snapshot taken right after a phase would miss
+pooled connections' last second of work. poolbench therefore compares per
+strategy: it snapshots before the strategy opens and again after its
+connections have closed (a backend flushes its counters as it exits, before
+it leaves ``pg_stat_activity``). Counters are attributed to phases by kind:
+rows inserted are creates, updated are updates, deleted are deletes.
+
+The admin connection's own statements also count as transactions. Each
+snapshot first calls ``pg_stat_force_next_flush()`` (PostgreSQL 15+), so every
+admin statement is published before the next read, and the exact number of
+them between two snapshots is subtracted. On older servers the transaction
+count is shown but not checked. ``pg_stat_statements`` calls are added when the
+extension is installed in the database.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+from poolbench.admin import AdminSession
+from poolbench.target import APPLICATION_NAME
+from poolbench.workload import quote_ident
+
+QUIET_TIMEOUT_S = 15.0  # longest wait for closed backends to leave pg_stat_activity
+QUIET_POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class ServerCounters:
+    """One snapshot of the server's counters for the run's database and table."""
+
+    xact_commit: int
+    xact_rollback: int
+    sessions: int | None  # PostgreSQL 14+
+    tup_inserted: int
+    tup_updated: int
+    tup_deleted: int
+    table_inserted: int
+    table_updated: int
+    table_deleted: int
+    maintenance_runs: int  # autovacuum + autoanalyze runs on every table of the database
+    statement_calls: dict[str, int] | None  # pg_stat_statements calls by verb, if installed
+    admin_statements: int  # statements the admin session had sent before this read
+    admin_sessions: int  # connections the admin session had opened again after losing one
+
+
+@dataclass(frozen=True)
+class Check:
+    """One compared figure: what poolbench counted against what the server counted."""
+
+    name: str
+    ours: int
+    server: int
+
+    @property
+    def ok(self) -> bool:
+        return self.ours == self.server
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """The server's deltas over one strategy, checked against poolbench's own counts.
+
+    ``transactions_per_operation`` is what each operation cost the server in
+    transactions (an extra rollback, BEGIN or reset shows up here); ``exact`` is
+    False where the server cannot give an exact figure, and ``notes`` say why.
+    """
+
+    checks: tuple[Check, ...]
+    transactions: int
+    operations: int
+    transactions_per_operation: float
+    database_deltas: dict[str, int]
+    statement_calls: dict[str, int] | None
+    exact: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def disagreements(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+
+class ServerProbe:
+    """Takes snapshots through the admin session; knows what this server can report."""
+
+    def __init__(self, admin: AdminSession, table: str) -> None:
+        self.admin = admin
+        self.table = table
+        facts = admin.call(lambda c: c.execute(
+            "SELECT current_setting('server_version_num')::int, "
+            "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'), "
+            "current_setting('track_counts')::bool").fetchone())
+        version, self.has_statements, self.track_counts = facts
+        self.can_flush = version >= 150000
+        self.has_sessions = version >= 140000
+
+    def wait_quiet(self) -> bool:
+        """Block until no benchmark backend is left (their counters are then published)."""
+        deadline = time.monotonic() + QUIET_TIMEOUT_S
+        while time.monotonic() < deadline:
+            left = self.admin.call(lambda c: c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = %s", (APPLICATION_NAME,)).fetchone()[0])
+            if left == 0:
+                return True
+            time.sleep(QUIET_POLL_S)
+        return False
+
+    def snapshot(self) -> ServerCounters:
+        if self.can_flush:
+            self.admin.call(lambda c: c.execute("SELECT pg_stat_force_next_flush()"))
+        before_read = self.admin.statements
+        sessions = "sessions" if self.has_sessions else "NULL::bigint"
+        row = self.admin.call(lambda c: c.execute(
+            f"SELECT d.xact_commit, d.xact_rollback, d.{sessions}, d.tup_inserted, "
+            "d.tup_updated, d.tup_deleted, coalesce(t.n_tup_ins, 0), coalesce(t.n_tup_upd, 0), "
+            "coalesce(t.n_tup_del, 0), (SELECT coalesce(sum(autovacuum_count + "
+            "autoanalyze_count), 0) FROM pg_stat_all_tables) "
+            "FROM pg_stat_database d LEFT JOIN pg_stat_user_tables t ON t.relid = "
+            "to_regclass(%s) WHERE d.datname = current_database()",
+            (quote_ident(self.table),)).fetchone())
+        calls = self._statement_calls() if self.has_statements else None
+        return ServerCounters(*(int(v) if v is not None else None for v in row),
+                              statement_calls=calls, admin_statements=before_read,
+                              admin_sessions=self.admin.reconnects)
+
+    def _statement_calls(self) -> dict[str, int] | None:
+        """pg_stat_statements calls on the run's table, by verb (no flush lag: counted at once)."""
+        try:
+            rows = self.admin.call(lambda c: c.execute(
+                "SELECT upper(split_part(ltrim(query), ' ', 1)), sum(calls)::bigint "
+                "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE "
+                "datname = current_database()) AND query LIKE %s GROUP BY 1",
+                (f"%{quote_ident(self.table)}%",)).fetchall())
+        except psycopg.Error:
+            return None  # not readable by this role: say nothing rather than guess
+        return {verb: int(n) for verb, n in rows}
+
+
+def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int],
+            attempts: int, connections_opened: int, quiet: bool,
+            probe: ServerProbe) -> CrossCheck:
+    """Deltas between two snapshots against poolbench's counts for the same strategy.
+
+    ``ops`` are successful operations per phase (warm-up included: the server saw
+    them too); ``attempts`` counts failed operations as well.
+    """
+    notes: list[str] = []
+    checks = [Check("rows inserted", ops.get("create", 0),
+                    after.table_inserted - before.table_inserted),
+              Check("rows updated", ops.get("update", 0),
+                    after.table_updated - before.table_updated),
+              Check("rows deleted", ops.get("delete", 0),
+                    after.table_deleted - before.table_deleted)]
+    admin_sessions = after.admin_sessions - before.admin_sessions
+    if after.sessions is not None and before.sessions is not None:
+        checks.append(Check("sessions opened", connections_opened,
+                            after.sessions - before.sessions - admin_sessions))
+    else:
+        notes.append("PostgreSQL < 14 has no pg_stat_database.sessions: connections not checked")
+    admin = after.admin_statements - before.admin_statements
+    transactions = (after.xact_commit - before.xact_commit
+                    + after.xact_rollback - before.xact_rollback - admin)
+    exact = probe.can_flush and quiet and probe.track_counts
+    if not probe.can_flush:
+        notes.append("PostgreSQL < 15 cannot publish the admin connection's counters on "
+                     "demand: transactions per operation are approximate")
+    if not quiet:
+        notes.append("benchmark backends were still connected after the strategy closed: "
+                     "the server may not have published all their counters yet")
+    if not probe.track_counts:
+        notes.append("track_counts is off on this server: it counted nothing")
+    maintenance = after.maintenance_runs - before.maintenance_runs
+    if maintenance:
+        notes.append(f"autovacuum/autoanalyze ran {maintenance} times meanwhile; their "
+                     "transactions are in the server's count")
+    if not probe.has_statements:
+        notes.append("pg_stat_statements is not installed in this database: statement calls "
+                     "not checked")
+    calls = None
+    if before.statement_calls is not None and after.statement_calls is not None:
+        calls = {verb: n - before.statement_calls.get(verb, 0)
+                 for verb, n in after.statement_calls.items()
+                 if n - before.statement_calls.get(verb, 0)}
+        for verb, phase in (("INSERT", "create"), ("UPDATE", "update"), ("DELETE", "delete")):
+            checks.append(Check(f"{verb} calls", ops.get(phase, 0), calls.get(verb, 0)))
+    database = {name: getattr(after, name) - getattr(before, name)
+                for name in ("xact_commit", "xact_rollback", "tup_inserted", "tup_updated",
+                             "tup_deleted")}
+    return CrossCheck(checks=tuple(checks), transactions=transactions, operations=attempts,
+                      transactions_per_operation=round(transactions / attempts, 3)
+                      if attempts else 0.0,
+                      database_deltas=database, statement_calls=calls, exact=exact,
+                      notes=tuple(notes))
