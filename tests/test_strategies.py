@@ -39,6 +39,13 @@ def test_strategy_runs_all_phases_and_leaves_table_unchanged(
     assert results.verification is not None and results.verification.ok
     assert results.verification.other_rows_after == 25
     assert table_contents(admin, table) == before
+    # What the server counted agrees exactly with what poolbench counted.
+    assert s.server is not None and s.server.ok, s.server
+    assert [c.name for c in s.server.checks][:4] == ["rows inserted", "rows updated",
+                                                     "rows deleted", "sessions opened"]
+    assert s.server.checks[0].server == 3 * ROWS - sum(s.phase("create").errors.values()) \
+        or strategy == "psycopg2:simple"
+    assert s.server.transactions >= s.server.operations
     opened = s.stats["connections_opened"]
     if not s.pooled:
         assert opened == 3 * 4 * ROWS

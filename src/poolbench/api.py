@@ -157,7 +157,7 @@ def _cross_check(probe: ServerProbe, before: ServerCounters,
     """
     if m.interrupted:
         return None
-    quiet = probe.wait_quiet()
+    quiet = probe.wait_quiet(since=before)
     after = probe.snapshot()
     ops: Counter[str] = Counter()
     attempts = 0

@@ -20,6 +20,7 @@ extension is installed in the database.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 
 import psycopg
@@ -42,6 +43,7 @@ class ServerCounters:
     tup_inserted: int
     tup_updated: int
     tup_deleted: int
+    taken_at: datetime
     table_inserted: int
     table_updated: int
     table_deleted: int
@@ -105,13 +107,18 @@ class ServerProbe:
         self.can_flush = version >= 150000
         self.has_sessions = version >= 140000
 
-    def wait_quiet(self) -> bool:
-        """Block until no benchmark backend is left (their counters are then published)."""
+    def wait_quiet(self, since: ServerCounters) -> bool:
+        """Block until the strategy's backends are gone (their counters are then published).
+
+        Only backends that started after ``since`` are waited for: another
+        session that merely shares the application name is not ours.
+        """
         deadline = time.monotonic() + QUIET_TIMEOUT_S
         while time.monotonic() < deadline:
             left = self.admin.call(lambda c: c.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = %s", (APPLICATION_NAME,)).fetchone()[0])
+                "AND application_name = %s AND backend_start >= %s",
+                (APPLICATION_NAME, since.taken_at)).fetchone()[0])
             if left == 0:
                 return True
             time.sleep(QUIET_POLL_S)
@@ -124,14 +131,15 @@ class ServerProbe:
         sessions = "sessions" if self.has_sessions else "NULL::bigint"
         row = self.admin.call(lambda c: c.execute(
             f"SELECT d.xact_commit, d.xact_rollback, d.{sessions}, d.tup_inserted, "
-            "d.tup_updated, d.tup_deleted, coalesce(t.n_tup_ins, 0), coalesce(t.n_tup_upd, 0), "
+            "d.tup_updated, d.tup_deleted, clock_timestamp(), coalesce(t.n_tup_ins, 0), coalesce(t.n_tup_upd, 0), "
             "coalesce(t.n_tup_del, 0), (SELECT coalesce(sum(autovacuum_count + "
             "autoanalyze_count), 0) FROM pg_stat_all_tables) "
             "FROM pg_stat_database d LEFT JOIN pg_stat_user_tables t ON t.relid = "
             "to_regclass(%s) WHERE d.datname = current_database()",
             (quote_ident(self.table),)).fetchone())
         calls = self._statement_calls() if self.has_statements else None
-        return ServerCounters(*(int(v) if v is not None else None for v in row),
+        return ServerCounters(*(v if v is None or isinstance(v, datetime) else int(v)
+                                for v in row),
                               statement_calls=calls, admin_statements=before_read,
                               admin_sessions=self.admin.reconnects)
 
