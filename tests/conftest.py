@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +37,21 @@ def target(server: EmbeddedServer) -> ConnectionTarget:
 
 @pytest.fixture
 def admin(target: ConnectionTarget) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+    # Not named 'poolbench': fault injectors terminate the benchmark's backends by that name.
+    with psycopg.connect(target.with_params(application_name="poolbench-test").conninfo(),
+                         autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def table(admin: psycopg.Connection) -> Iterator[str]:
-    """A fresh table name for one test; dropped afterwards."""
+def table(target: ConnectionTarget) -> Iterator[str]:
+    """A fresh table name for one test; dropped afterwards (on a connection of its own,
+    which a test that restarts the server has not broken)."""
     name = "t_" + secrets.token_hex(4)
     yield name
-    admin.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
+    with psycopg.connect(target.with_params(application_name="poolbench-test").conninfo(),
+                         autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {quote_ident(name)}")
 
 
 def seed_table(conn: psycopg.Connection, table: str, rows: int) -> None:
@@ -56,6 +62,25 @@ def seed_table(conn: psycopg.Connection, table: str, rows: int) -> None:
     conn.execute(f"INSERT INTO {quote_ident(table)} (username, email) "
                  "SELECT 'user' || g, 'user' || g || '@example.com' "
                  "FROM generate_series(1, %s) g", (rows,))
+
+
+def wait_for_run_rows(conn: psycopg.Connection, table: str, proc: subprocess.Popen,
+                      timeout_s: float = 60) -> None:
+    """Block until the run has created rows of its own (its usernames start with 'pb')."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
+        if conn.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE username LIKE %s",
+                        ("pb%",)).fetchone()[0]:
+            return
+    pytest.fail("the run never created a row")
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """The real CLI in the background, output captured."""
+    return subprocess.Popen([sys.executable, "-m", "poolbench", *args], cwd=cwd,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
 
 
 def table_contents(conn: psycopg.Connection, table: str) -> list[tuple[object, ...]]:

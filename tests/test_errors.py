@@ -94,6 +94,15 @@ def test_schema_conflict_is_refused_untouched(tmp_path: Path, target: Connection
     (["--dsn", "postgresql://u:secretpw@host:99999/db"], "port"),
     (["--dsn", "host=1 = 2"], "--dsn"),
     (["--rows", "many"], "rows"),
+    (["--duration", "0"], "--duration"),
+    (["--duration", "-5"], "--duration"),
+    (["--rate", "-1"], "--rate"),
+    (["--rate", "0"], "--rate"),
+    (["--processes", "0"], "--processes"),
+    (["--processes", "8", "-w", "4"], "--processes"),
+    (["--statement-timeout", "0"], "--statement-timeout"),
+    (["--acquire-timeout", "-1"], "--acquire-timeout"),
+    (["--env-file", "missing.env"], "--env-file"),
 ])
 def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], needle: str) -> None:
     result = run_cli("run", *args, cwd=tmp_path)
@@ -108,3 +117,32 @@ def test_unwritable_output_folder_is_refused_before_the_run(tmp_path: Path,
     result = run_cli("run", "--dsn", target.conninfo(), "--out", str(blocker / "sub"),
                      cwd=tmp_path)
     assert_one_line_error(result, 2, "--out")
+
+
+def test_malformed_env_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.env").write_text("DB_NAME=x\nthis line is not an assignment\n")
+    result = run_cli("run", "--env-file", "bad.env", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--env-file", "line 2")
+
+
+def test_unreadable_env_file(tmp_path: Path) -> None:
+    (tmp_path / "bin.env").write_bytes(b"DB_NAME=\xff\xfe\n")
+    result = run_cli("run", "--env-file", "bin.env", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--env-file", "cannot read")
+
+
+def test_pool_max_above_max_connections(tmp_path: Path, target: ConnectionTarget,
+                                        admin: psycopg.Connection) -> None:
+    result = run_cli("run", "--dsn", target.conninfo(), "--strategies", "psycopg:pool",
+                     "-w", "4", "--pool-max", "5000", "--table", "never_made", cwd=tmp_path)
+    assert_one_line_error(result, 2, "--pool-max 5000", "max_connections=120")
+    assert admin.execute("SELECT to_regclass('never_made')").fetchone()[0] is None
+
+
+def test_debug_traceback_never_shows_the_password(tmp_path: Path,
+                                                  target: ConnectionTarget) -> None:
+    bad = target.with_params(password="Sup3r-secret-pw")
+    result = run_cli("run", "--debug", "--dsn", bad.conninfo(), cwd=tmp_path)
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr  # --debug does print it...
+    assert "Sup3r-secret-pw" not in result.stderr + result.stdout  # ...masked

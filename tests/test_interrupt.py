@@ -12,28 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import clean_env, run_cli, seed_table, table_contents
+from conftest import clean_env, run_cli, seed_table, table_contents, wait_for_run_rows
 
 from poolbench.target import ConnectionTarget
-
-
-def wait_for_run_rows(conn: psycopg.Connection, table: str, proc: subprocess.Popen,
-                      timeout_s: float = 60) -> None:
-    """Block until the run has created rows of its own (its usernames start with 'pb')."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read()
-        if conn.execute(f'SELECT count(*) FROM "{table}" WHERE username LIKE %s',
-                        ("pb%",)).fetchone()[0]:
-            return
-    pytest.fail("the run never created a row")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleans_and_writes_partial_results(
         sig: signal.Signals, code: int, tmp_path: Path, target: ConnectionTarget,
         admin: psycopg.Connection, table: str) -> None:
-    seed_table(admin, table, 200)
+    seed_table(admin, table, 10_000)
     before = table_contents(admin, table)
     proc = subprocess.Popen(
         [sys.executable, "-m", "poolbench", "run", "--dsn", target.conninfo(), "--table", table,

@@ -92,7 +92,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                 for cls in classes}, config.workers,
             pool_max=config.pool_max if any(cls.pooled for cls in classes) else None))
         admin.call(lambda c: ensure_table(c, config.table))
-        workload = Workload(config.table, new_run_tag())
+        workload = _unused_workload(admin, config.table)
         before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
         probe = ServerProbe(admin, config.table)
         events.run_started.fire(run_tag=workload.run_tag, table=config.table)
@@ -140,6 +140,15 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             raise Interrupted(f"interrupted; partial results written, rows of run "
                               f"{workload.run_tag} deleted", results)
         return results
+
+
+def _unused_workload(admin: AdminSession, table: str) -> Workload:
+    """A run tag no row of the table carries yet: the sweep by tag then deletes only ours."""
+    while True:
+        workload = Workload(table, new_run_tag())
+        prefix = workload.prefix
+        if admin.call(lambda c, prefix=prefix: count_own_rows(c, table, prefix)) == 0:
+            return workload
 
 
 def _strategy_target(config: RunConfig, target: ConnectionTarget) -> ConnectionTarget:

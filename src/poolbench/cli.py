@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="poolbench", standalone_mode=False)
     except PoolbenchError as exc:
         if debug:
-            traceback.print_exc()
+            click.echo(redact(traceback.format_exc(), *secrets), err=True)
         _fail(str(exc), exc.exit_code, secrets)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

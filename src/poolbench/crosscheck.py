@@ -20,8 +20,8 @@ extension is installed in the database.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 
@@ -131,7 +131,8 @@ class ServerProbe:
         sessions = "sessions" if self.has_sessions else "NULL::bigint"
         row = self.admin.call(lambda c: c.execute(
             f"SELECT d.xact_commit, d.xact_rollback, d.{sessions}, d.tup_inserted, "
-            "d.tup_updated, d.tup_deleted, clock_timestamp(), coalesce(t.n_tup_ins, 0), coalesce(t.n_tup_upd, 0), "
+            "d.tup_updated, d.tup_deleted, clock_timestamp(), coalesce(t.n_tup_ins, 0), "
+            "coalesce(t.n_tup_upd, 0), "
             "coalesce(t.n_tup_del, 0), (SELECT coalesce(sum(autovacuum_count + "
             "autoanalyze_count), 0) FROM pg_stat_all_tables) "
             "FROM pg_stat_database d LEFT JOIN pg_stat_user_tables t ON t.relid = "
