@@ -30,7 +30,7 @@ def connect_admin(target: ConnectionTarget) -> psycopg.Connection:
     try:
         return psycopg.connect(target.with_params(
             connect_timeout=target.get("connect_timeout") or CONNECT_TIMEOUT_S,
-            application_name=target.get("application_name") or ADMIN_APPLICATION_NAME,
+            application_name=ADMIN_APPLICATION_NAME,
         ).conninfo(), autocommit=True)
     except psycopg.Error as exc:
         raise ConnectError(describe_connect_error(exc, target)) from None

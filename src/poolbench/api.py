@@ -31,7 +31,7 @@ from poolbench.results import (
 from poolbench.runner import StrategyMeasurement, run_strategy
 from poolbench.server import EmbeddedServer
 from poolbench.strategies import StrategySettings, load_strategy
-from poolbench.target import ConnectionTarget
+from poolbench.target import APPLICATION_NAME, ConnectionTarget
 from poolbench.workload import (
     Workload,
     count_own_rows,
@@ -94,7 +94,8 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         admin.call(lambda c: ensure_table(c, config.table))
         workload = _unused_workload(admin, config.table)
         before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
-        probe = ServerProbe(admin, config.table)
+        probe = ServerProbe(admin, config.table,
+                            target.get("application_name") or APPLICATION_NAME)
         events.run_started.fire(run_tag=workload.run_tag, table=config.table)
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)

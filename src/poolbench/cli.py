@@ -6,6 +6,7 @@ The one place that maps errors to exit codes and one-line messages.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -157,6 +158,8 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
         processes: int, table: str, out_dir: Path, no_chart: bool, keep_server: bool,
         show_password: bool, debug: bool) -> None:
     """Run the CRUD benchmark for each strategy and report it."""
+    # psycopg_pool logs each connection it discards; poolbench counts those as errors.
+    logging.getLogger("psycopg.pool").setLevel(logging.INFO if debug else logging.ERROR)
     target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
     config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
                        workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,

@@ -26,7 +26,6 @@ from datetime import datetime
 import psycopg
 
 from poolbench.admin import AdminSession
-from poolbench.target import APPLICATION_NAME
 from poolbench.workload import quote_ident
 
 QUIET_TIMEOUT_S = 15.0  # longest wait for closed backends to leave pg_stat_activity
@@ -96,9 +95,10 @@ class CrossCheck:
 class ServerProbe:
     """Takes snapshots through the admin session; knows what this server can report."""
 
-    def __init__(self, admin: AdminSession, table: str) -> None:
+    def __init__(self, admin: AdminSession, table: str, application_name: str) -> None:
         self.admin = admin
         self.table = table
+        self.application_name = application_name  # what the benchmark's connections are named
         facts = admin.call(lambda c: c.execute(
             "SELECT current_setting('server_version_num')::int, "
             "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'), "
@@ -117,8 +117,8 @@ class ServerProbe:
         while time.monotonic() < deadline:
             left = self.admin.call(lambda c: c.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = %s AND backend_start >= %s",
-                (APPLICATION_NAME, since.taken_at)).fetchone()[0])
+                "AND application_name = %s AND backend_start >= %s AND pid <> pg_backend_pid()",
+                (self.application_name, since.taken_at)).fetchone()[0])
             if left == 0:
                 return True
             time.sleep(QUIET_POLL_S)
