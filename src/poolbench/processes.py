@@ -109,7 +109,7 @@ class ProcessExecutor:
                 index = self.pipes.index(pipe)  # type: ignore[arg-type]
                 try:
                     kind, value = pipe.recv()
-                except EOFError:
+                except (EOFError, OSError):
                     kind, value = "error", ServerError(
                         f"worker process {index} died (exit code {self.children[index].exitcode})")
                 answers[index] = value

@@ -1,0 +1,82 @@
+"""--processes, --rate and --duration: same counts, held rates, both latencies, exact cleanup."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import seed_table, table_contents
+
+from poolbench import RunConfig, run
+from poolbench.target import ConnectionTarget
+from poolbench.workload import quote_ident
+
+
+def test_two_processes_report_the_same_operations_as_one(
+        target: ConnectionTarget, admin: psycopg.Connection, table: str) -> None:
+    seed_table(admin, table, 100)
+    before = table_contents(admin, table)
+    by_processes = {}
+    for processes in (1, 2):
+        results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"),
+                                rows=150, workers=6, pool_max=6, warmup=0, trials=1,
+                                table=table, out_dir=None, processes=processes))
+        by_processes[processes] = {(s.name, p.phase): (p.ops, p.latency.count)
+                                   for s in results.strategies for p in s.phases}
+        for s in results.strategies:
+            assert s.error_count == 0 and s.server is not None and s.server.ok, s.server
+            assert 2 <= s.stats["connections_opened"] <= 6  # two pools of 3, or one of 6
+    assert by_processes[1] == by_processes[2]
+    assert set(by_processes[2].values()) == {(150, 150)}
+    assert table_contents(admin, table) == before
+
+
+def test_rate_is_held_and_both_latencies_reported(target: ConnectionTarget, table: str) -> None:
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=1, workers=4,
+                            pool_max=4, warmup=0, trials=1, table=table, out_dir=None,
+                            rate=400.0, duration_s=3.0))
+    (s,) = results.strategies
+    for p in s.phases[:3]:  # create, read, update are paced for 3 s; delete follows the rows
+        assert p.throughput_ops_s == pytest.approx(400, rel=0.05), (p.phase, p.throughput_ops_s)
+        assert p.scheduled is not None and p.scheduled.count == p.ops == 1200
+        assert p.scheduled.p50_us >= p.latency.p50_us  # due no later than started
+    assert s.phase("delete").ops == s.phase("create").ops
+    assert results.verification is not None and results.verification.ok
+
+
+def test_stalled_pool_shows_in_scheduled_latency(target: ConnectionTarget,
+                                                 admin: psycopg.Connection, table: str) -> None:
+    """A pool of one and 50 ms inserts against 40 scheduled inserts a second: the backlog
+    grows, and only latency from the scheduled start shows it (coordinated omission)."""
+    seed_table(admin, table, 10)
+    admin.execute("CREATE FUNCTION pb_test_slow() RETURNS trigger LANGUAGE plpgsql AS "
+                  "$$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$")
+    try:
+        admin.execute(f"CREATE TRIGGER slow BEFORE INSERT ON {quote_ident(table)} "
+                      "FOR EACH ROW EXECUTE FUNCTION pb_test_slow()")
+        results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=60,
+                                workers=1, pool_min=1, pool_max=1, warmup=0, trials=1,
+                                table=table, out_dir=None, rate=40.0))
+    finally:
+        admin.execute(f"DROP TRIGGER IF EXISTS slow ON {quote_ident(table)}")
+        admin.execute("DROP FUNCTION pb_test_slow()")
+    create = results.strategies[0].phase("create")
+    assert create.ops == 60 and create.scheduled is not None
+    assert create.latency.p99_us < 150_000  # each insert itself takes ~50 ms
+    assert create.scheduled.p99_us > 5 * create.latency.p99_us  # the queue does not hide
+    assert create.throughput_ops_s < 25  # the pool, not the schedule, set the pace
+
+
+def test_duration_runs_for_a_time_and_deletes_every_row(
+        target: ConnectionTarget, admin: psycopg.Connection, table: str) -> None:
+    seed_table(admin, table, 50)
+    before = table_contents(admin, table)
+    results = run(RunConfig(target=target, strategies=("asyncpg:pool",), rows=1, workers=4,
+                            pool_max=4, warmup=0, trials=1, table=table, out_dir=None,
+                            duration_s=1.0))
+    (s,) = results.strategies
+    for phase in ("create", "read", "update"):
+        p = s.phase(phase)
+        assert 0.95 <= p.median_s <= 1.5 and p.ops > 100, (phase, p.median_s, p.ops)
+    assert s.phase("delete").ops == s.phase("create").ops
+    assert s.server is not None and s.server.ok
+    assert table_contents(admin, table) == before
