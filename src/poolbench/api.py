@@ -14,11 +14,13 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from poolbench.admin import AdminSession, check_capacity, server_facts
+from poolbench.calibrate import Calibration, calibrate, ratios
 from poolbench.config import RunConfig
 from poolbench.crosscheck import CrossCheck, ServerCounters, ServerProbe, compare
 from poolbench.environment import manifest
 from poolbench.errors import Interrupted
 from poolbench.events import RunEvents
+from poolbench.harness import harness_us_per_op
 from poolbench.report import ExportManager, check_writable
 from poolbench.results import (
     SCHEMA_VERSION,
@@ -100,12 +102,16 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)
 
+        harness = harness_us_per_op()
+
         def assemble(done: tuple[StrategyResult, ...], *, partial: bool,
-                     verification: Verification | None = None) -> RunResults:
+                     verification: Verification | None = None,
+                     calibration: Calibration | None = None) -> RunResults:
             return RunResults(schema_version=SCHEMA_VERSION, run_tag=workload.run_tag,
                               partial=partial, started_at=started, finished_at=_now(),
                               config=public.public_dict(), environment=env, strategies=done,
-                              comparison=comparison(done), verification=verification)
+                              comparison=comparison(done), verification=verification,
+                              calibration=calibration, harness_us_per_op=harness)
 
         def sweep() -> int:
             # Whatever happened, the run's rows go: a sweep by run tag, on a fresh
@@ -129,13 +135,23 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             done += (strategy_result(measurement, leftover_rows_deleted=sweep(),
                                      server=check),)
             events.strategy_finished.fire(results=assemble(done, partial=True))
+        calibrated = None
+        if config.baseline == "pgbench" and not stop.is_set():
+            events.calibration_started.fire(seconds=config.baseline_seconds * 6)
+            try:
+                calibrated = calibrate(admin, target, workload, clients=config.workers,
+                                       seconds=config.baseline_seconds)
+            finally:
+                sweep()
+            calibrated = replace(calibrated, ratios=ratios(calibrated, done))
         after = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
         verification = Verification(
             own_rows_left=admin.call(lambda c: count_own_rows(c, config.table,
                                                               workload.prefix)),
             other_rows_before=before.rows, other_rows_after=after.rows,
             other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
-        results = assemble(done, partial=stop.is_set(), verification=verification)
+        results = assemble(done, partial=stop.is_set(), verification=verification,
+                           calibration=calibrated)
         events.run_finished.fire(results=results)
         if stop.is_set():
             raise Interrupted(f"interrupted; partial results written, rows of run "

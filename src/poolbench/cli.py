@@ -144,6 +144,11 @@ def cli() -> None:
                    "latency is also reported from each operation's scheduled start.")
 @click.option("--processes", type=int, default=1, show_default=True,
               help="Spread the workers (and the pool: --pool-max/P each) over P processes.")
+@click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
+              help="After the strategies, run pgbench with the same statements and clients "
+                   "and report poolbench/pgbench ratios.")
+@click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
+              help="Seconds per pgbench run (6 runs: 3 scripts, persistent and -C).")
 @click.option("--table", default="users", show_default=True, help="Table to benchmark on.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
               show_default=True, help="Folder for the chart, results.json and results.csv.")
@@ -155,7 +160,8 @@ def cli() -> None:
 def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
         statement_timeout: float | None, duration: float | None, rate: float | None,
-        processes: int, table: str, out_dir: Path, no_chart: bool, keep_server: bool,
+        processes: int, baseline: str | None, baseline_seconds: float, table: str,
+        out_dir: Path, no_chart: bool, keep_server: bool,
         show_password: bool, debug: bool) -> None:
     """Run the CRUD benchmark for each strategy and report it."""
     # psycopg_pool logs each connection it discards; poolbench counts those as errors.
@@ -165,7 +171,8 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
                        workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
                        trials=trials, acquire_timeout_s=acquire_timeout,
                        statement_timeout_s=statement_timeout, duration_s=duration, rate=rate,
-                       processes=processes, table=table,
+                       processes=processes, baseline=baseline,
+                       baseline_seconds=baseline_seconds, table=table,
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
     # A pipe or file gets the full table, not rich's 80-column default.
@@ -180,6 +187,8 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
         f"database: {target.masked(show_password=show_password)} ({target.source}), "
         f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
         highlight=False))
+    events.calibration_started.add_listener(lambda seconds: err.print(
+        f"calibrating against pgbench (about {seconds:.0f} s)...", highlight=False))
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, kept)
     events.run_started.add_listener(interrupt.run_started)
@@ -209,6 +218,19 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     if results.verification is not None and not results.verification.ok:
         raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
                                  f"remaining rows carry the prefix {results.run_tag}_")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def calibrate(args: tuple[str, ...]) -> None:
+    """`poolbench run --baseline pgbench`: the run, then pgbench with the same statements
+    and clients on the same server, and poolbench/pgbench ratios. Takes run's options."""
+    if "-h" in args or "--help" in args:
+        click.echo("Usage: poolbench calibrate [RUN OPTIONS]  (same options as "
+                   "'poolbench run'; --baseline pgbench is implied)")
+        return
+    run.main(args=[*args, "--baseline", "pgbench"], prog_name="poolbench calibrate",
+             standalone_mode=False)
 
 
 @cli.command()

@@ -92,6 +92,8 @@ class RunConfig:
     duration_s: float | None = None
     rate: float | None = None
     processes: int = 1
+    baseline: str | None = None  # "pgbench": calibrate against pgbench after the strategies
+    baseline_seconds: float = 5.0
     chart: bool = True
     keep_server: bool = False
     show_password: bool = False
@@ -114,6 +116,10 @@ class RunConfig:
             if number is not None and not (isinstance(number, (int, float)) and number > 0
                                            and number != float("inf")):
                 raise ConfigError(f"{option} must be a number of {unit} > 0, got {number!r}")
+        if self.baseline not in (None, "pgbench"):
+            raise ConfigError(f"--baseline {self.baseline!r}: the only baseline is 'pgbench'")
+        if not self.baseline_seconds >= 1:
+            raise ConfigError("--baseline-seconds must be a number of seconds >= 1")
         if self.processes > self.workers:
             raise ConfigError(f"--processes ({self.processes}) is above -w/--workers "
                               f"({self.workers}); each process needs a worker")
@@ -142,5 +148,6 @@ class RunConfig:
             "trials": self.trials, "table": self.table, "out_dir": str(self.out_dir),
             "acquire_timeout_s": self.acquire_timeout_s,
             "statement_timeout_s": self.statement_timeout_s, "duration_s": self.duration_s,
-            "rate": self.rate, "processes": self.processes,
+            "rate": self.rate, "processes": self.processes, "baseline": self.baseline,
+            "baseline_seconds": self.baseline_seconds,
         }

@@ -44,5 +44,7 @@ class RunEvents:
     phase_finished: EventHook = field(default_factory=EventHook)
     #: results: RunResults (partial: every strategy finished so far)
     strategy_finished: EventHook = field(default_factory=EventHook)
+    #: seconds: float — pgbench calibration (--baseline pgbench) starts, about this long
+    calibration_started: EventHook = field(default_factory=EventHook)
     #: results: RunResults (final; ``partial`` is set if the run was cut short)
     run_finished: EventHook = field(default_factory=EventHook)

@@ -124,9 +124,10 @@ class OperationRecorder:
 
     def record(self, t0: int, t1: int, t2: int, t3: int, scheduled: int | None = None) -> None:
         self.ok += 1
-        self.latency[bucket_index((t3 - t0) // 1000 or 1)] += 1
-        self.acquire[bucket_index((t1 - t0) // 1000 or 1)] += 1
-        self.execute[bucket_index((t2 - t1) // 1000 or 1)] += 1
+        index = bucket_index
+        self.latency[index((t3 - t0) // 1000 or 1)] += 1
+        self.acquire[index((t1 - t0) // 1000 or 1)] += 1
+        self.execute[index((t2 - t1) // 1000 or 1)] += 1
         if scheduled is not None:
             self.scheduled[bucket_index((t3 - scheduled) // 1000 or 1)] += 1
         if t3 - t1 > self.leak_ns:

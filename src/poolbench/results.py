@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from poolbench.crosscheck import CrossCheck
 from poolbench.metrics import (
@@ -21,6 +22,9 @@ from poolbench.metrics import (
     merge_histograms,
 )
 from poolbench.runner import StrategyMeasurement
+
+if TYPE_CHECKING:
+    from poolbench.calibrate import Calibration
 from poolbench.workload import PHASES
 
 SCHEMA_VERSION = 1
@@ -143,6 +147,8 @@ class RunResults:
     strategies: tuple[StrategyResult, ...]
     comparison: Comparison | None
     verification: Verification | None
+    calibration: Calibration | None = None  # pgbench on the same server (--baseline pgbench)
+    harness_us_per_op: float | None = None  # poolbench's own work per operation, measured
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready data (the password is already masked in ``config``)."""

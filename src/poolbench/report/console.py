@@ -43,6 +43,11 @@ def render(results: RunResults, console: Console) -> None:
     console.print(table)
     _render_paced(results, console)
     _render_server(results, console)
+    _render_calibration(results, console)
+    if results.harness_us_per_op is not None:
+        console.print(f"poolbench's own work per operation (timing, recording, scheduling): "
+                      f"{results.harness_us_per_op:.2f} µs, measured this run", style="dim",
+                      highlight=False)
     for s in results.strategies:
         if s.error_count:
             detail = ", ".join(f"{p.phase}: " + ", ".join(f"{k}×{v}" for k, v in p.errors.items())
@@ -107,3 +112,29 @@ def _render_server(results: RunResults, console: Console) -> None:
     notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
     for note in notes:
         console.print(f"  note: {note}", style="dim", highlight=False)
+
+
+def _render_calibration(results: RunResults, console: Console) -> None:
+    """pgbench's figures on the same server, then each strategy as a ratio of them."""
+    cal = results.calibration
+    if cal is None:
+        return
+    table = Table(title=f"pgbench on the same server and statements — {cal.pgbench}")
+    for col in ("script", "connections", "clients", "tps", "p50 ms", "p99 ms", "connect ms"):
+        table.add_column(col, justify="left" if col in ("script", "connections") else "right")
+    for f in cal.figures:
+        table.add_row(f.script, "new per transaction (-C)" if f.connect_each else "persistent",
+                      str(f.clients), f"{f.tps:,.0f}", _ms(f.latency.p50_us),
+                      _ms(f.latency.p99_us), f"{f.connection_ms:.2f}")
+    console.print(table)
+    if not cal.ratios:
+        return
+    ratio_table = Table(title="poolbench / pgbench (throughput > 1: faster; latency > 1: slower)")
+    for col in ("strategy", "script", "vs pgbench", "throughput", "p50", "p99", "connect"):
+        ratio_table.add_column(col, justify="left" if col in ("strategy", "script",
+                                                               "vs pgbench") else "right")
+    for r in cal.ratios:
+        ratio_table.add_row(r.strategy, r.script, r.against, f"{r.throughput:.2f}x",
+                            f"{r.p50:.2f}x", f"{r.p99:.2f}x",
+                            f"{r.connect:.2f}x" if r.connect is not None else "")
+    console.print(ratio_table)

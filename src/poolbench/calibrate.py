@@ -1,0 +1,210 @@
+"""Calibration against pgbench: the same statements on the same server at the same client
+count, run by PostgreSQL's own load generator, so poolbench's figures have a reference.
+
+pgbench comes from the PostgreSQL binaries pgserver ships (or the one on PATH).
+It runs custom scripts on the run's table, never pgbench's own tables:
+
+- ``read``: ``SELECT id, username, email, created_at ... WHERE id = :id``;
+- ``update``: ``UPDATE ... SET email = ... WHERE id = :id``;
+- ``insert+delete``: an insert ``RETURNING id`` and the delete of that row.
+
+Reads and updates address rows created for the purpose (usernames carry the
+run tag, so the end-of-run sweep deletes them like any other row of the run).
+Each script runs once on persistent connections (``-M prepared``: pgbench's
+best case) and once with ``-C`` (a new connection per transaction, ``-M
+simple``). Latency percentiles come from pgbench's per-transaction log,
+bucketed like poolbench's own histograms.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from poolbench.admin import AdminSession
+from poolbench.errors import ConfigError, ServerError
+from poolbench.metrics import BucketCounts, LatencySummary, bucket_index
+from poolbench.results import StrategyResult
+from poolbench.target import ConnectionTarget, redact
+from poolbench.workload import Workload, quote_ident
+
+PGBENCH_APPLICATION_NAME = "poolbench-pgbench"
+MIN_READ_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class PgbenchFigure:
+    """One pgbench run: a script at a client count, persistent or connect-per-transaction."""
+
+    script: str
+    connect_each: bool
+    clients: int
+    seconds: float
+    transactions: int
+    tps: float  # pgbench's own figure (without initial connection time for persistent runs)
+    latency: LatencySummary  # per transaction (the insert+delete script: both statements)
+    connection_ms: float  # -C: average connection time; persistent: initial connection time
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """poolbench's figure divided by pgbench's, for one strategy and one script."""
+
+    strategy: str
+    script: str
+    against: str  # "persistent" or "connect"
+    throughput: float  # > 1: poolbench did more per second
+    p50: float  # > 1: poolbench was slower at the median
+    p99: float
+    connect: float | None = None  # no-pool strategies: mean connect time / pgbench -C's
+
+
+@dataclass(frozen=True)
+class Calibration:
+    pgbench: str  # path and version
+    figures: tuple[PgbenchFigure, ...]
+    ratios: tuple[Ratio, ...] = ()
+
+    def figure(self, script: str, *, connect_each: bool) -> PgbenchFigure:
+        return next(f for f in self.figures
+                    if f.script == script and f.connect_each == connect_each)
+
+
+def find_pgbench() -> Path:
+    """pgserver's pgbench (it ships with the embedded server's binaries), else PATH's."""
+    try:
+        from poolbench.server import pgserver_bin_dir
+
+        shipped = pgserver_bin_dir() / "pgbench"
+        if shipped.exists():
+            return shipped
+    except ImportError:
+        pass
+    found = shutil.which("pgbench")
+    if found is None:
+        raise ConfigError("--baseline pgbench: no pgbench found; pip install pgserver (it ships "
+                          "pgbench) or put PostgreSQL's pgbench on PATH")
+    return Path(found)
+
+
+def scripts(workload: Workload, first_id: int, last_id: int) -> dict[str, str]:
+    t = quote_ident(workload.table)
+    tag = f"'{workload.prefix}pgbench_'"  # run tag: the sweep deletes whatever is left
+    pick = f"\\set id random({first_id}, {last_id})\n"
+    return {
+        "read": pick + f"SELECT id, username, email, created_at FROM {t} WHERE id = :id;\n",
+        "update": pick + f"UPDATE {t} SET email = username || '.p@poolbench.invalid' "
+                         "WHERE id = :id;\n",
+        "insert+delete": (f"INSERT INTO {t} (username, email) VALUES ({tag} || txid_current(), "
+                          f"{tag} || txid_current() || '@poolbench.invalid') RETURNING id \\gset\n"
+                          f"DELETE FROM {t} WHERE id = :id;\n"),
+    }
+
+
+def create_rows(admin: AdminSession, workload: Workload, rows: int) -> tuple[int, int]:
+    """Rows for pgbench to read and update; their ids must be one unbroken range."""
+    t = quote_ident(workload.table)
+    first, last, count = admin.call(lambda c: c.execute(
+        f"WITH made AS (INSERT INTO {t} (username, email) SELECT %s || g, %s || g || "
+        "'@poolbench.invalid' FROM generate_series(1, %s) g RETURNING id) "
+        "SELECT min(id), max(id), count(*) FROM made",
+        (f"{workload.prefix}pgbench_r", f"{workload.prefix}pgbench_r", rows)).fetchone())
+    if last - first + 1 != count:
+        raise ServerError("--baseline pgbench: another session inserted into "
+                          f"{workload.table!r} meanwhile; calibrate on an idle table")
+    return int(first), int(last)
+
+
+def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str, *,
+                clients: int, seconds: float, connect_each: bool) -> PgbenchFigure:
+    """One pgbench run; the password goes through the environment, never the command line."""
+    with tempfile.TemporaryDirectory(prefix="poolbench-pgbench-") as tmp:
+        path = Path(tmp) / "script.sql"
+        path.write_text(script)
+        args = [str(pgbench), "-n", "-f", str(path), "-c", str(clients),
+                "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))),
+                "-M", "simple" if connect_each else "prepared", "-l",
+                f"--log-prefix={Path(tmp) / 'log'}", *(["-C"] if connect_each else [])]
+        for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user"), ("-d", "dbname")):
+            if target.get(key):
+                args += [flag, str(target.get(key))]
+        env = {**os.environ, "PGAPPNAME": PGBENCH_APPLICATION_NAME}
+        for key, var in (("password", "PGPASSWORD"), ("sslmode", "PGSSLMODE")):
+            if target.get(key):
+                env[var] = str(target.get(key))
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp,
+                              stdin=subprocess.DEVNULL, timeout=seconds * 4 + 120)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            raise ServerError(f"pgbench failed on the {name} script: "
+                              f"{redact(last, target.password)}")
+        counts = BucketCounts()
+        for log in Path(tmp).glob("log*"):
+            with log.open() as lines:
+                for line in lines:
+                    counts[bucket_index(int(line.split()[2]) or 1)] += 1
+    out = proc.stdout
+    tps = float(_find(r"^tps = ([\d.]+)", out))
+    conn_ms = float(_find(r"(?:average|initial) connection time = ([\d.]+) ms", out))
+    hist = counts.to_hdr()
+    return PgbenchFigure(script=name, connect_each=connect_each, clients=clients,
+                         seconds=seconds, transactions=int(hist.get_total_count()), tps=tps,
+                         latency=LatencySummary.of(hist), connection_ms=conn_ms)
+
+
+def _find(pattern: str, text: str) -> str:
+    match = re.search(pattern, text, re.MULTILINE)
+    if match is None:
+        raise ServerError(f"cannot read pgbench's output (looked for {pattern!r})")
+    return match.group(1)
+
+
+def calibrate(admin: AdminSession, target: ConnectionTarget, workload: Workload, *,
+              clients: int, seconds: float) -> Calibration:
+    """pgbench's figures for every script, persistent and with -C, at ``clients``."""
+    pgbench = find_pgbench()
+    version = subprocess.run([str(pgbench), "--version"], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+    first, last = create_rows(admin, workload, max(MIN_READ_ROWS, clients * 10))
+    figures = tuple(run_pgbench(pgbench, target, text, name, clients=clients, seconds=seconds,
+                                connect_each=connect_each)
+                    for name, text in scripts(workload, first, last).items()
+                    for connect_each in (False, True))
+    return Calibration(pgbench=f"{pgbench} ({version})", figures=figures)
+
+
+def ratios(calibration: Calibration, strategies: tuple[StrategyResult, ...]) -> tuple[Ratio, ...]:
+    """Each strategy against pgbench: pooled ones against persistent connections, no-pool
+    ones against ``-C``. The insert+delete script is compared with create then delete:
+    throughput of the pair (1 / (1/create + 1/delete)) and the sum of their latencies."""
+    found: list[Ratio] = []
+    for s in strategies:
+        phases = {p.phase: p for p in s.phases}
+        connect_each = not s.pooled
+        against = "connect" if connect_each else "persistent"
+        for script, names in (("read", ("read",)), ("update", ("update",)),
+                              ("insert+delete", ("create", "delete"))):
+            if not all(n in phases for n in names):
+                continue
+            ref = calibration.figure(script, connect_each=connect_each)
+            ours = [phases[n] for n in names]
+            if ref.tps <= 0 or not all(p.throughput_ops_s > 0 for p in ours) \
+                    or not ref.latency.p50_us:
+                continue
+            tps = 1 / sum(1 / p.throughput_ops_s for p in ours)
+            connect = None
+            if connect_each and ref.connection_ms > 0:
+                connect = round(sum(p.acquire.mean_us for p in ours) / len(ours) / 1000
+                                / ref.connection_ms, 3)
+            found.append(Ratio(
+                strategy=s.name, script=script, against=against,
+                throughput=round(tps / ref.tps, 3),
+                p50=round(sum(p.latency.p50_us for p in ours) / ref.latency.p50_us, 3),
+                p99=round(sum(p.latency.p99_us for p in ours) / max(ref.latency.p99_us, 1), 3),
+                connect=connect))
+    return tuple(found)
