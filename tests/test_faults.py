@@ -92,7 +92,7 @@ def test_server_restarted_mid_run(tmp_path: Path, server: EmbeddedServer,
     try:
         wait_for_run_rows(admin, table, proc)
         server.restart()
-        stdout, stderr = proc.communicate(timeout=300)
+        _, stderr = proc.communicate(timeout=300)
     finally:
         proc.kill()
     if proc.returncode != 0:  # allowed: a one-line error, never a traceback

@@ -80,3 +80,28 @@ def test_duration_runs_for_a_time_and_deletes_every_row(
     assert s.phase("delete").ops == s.phase("create").ops
     assert s.server is not None and s.server.ok
     assert table_contents(admin, table) == before
+
+
+def test_calibration_against_pgbench_returns_ratios(tmp_path, target: ConnectionTarget,
+                                                    admin: psycopg.Connection,
+                                                    table: str) -> None:
+    seed_table(admin, table, 100)
+    before = table_contents(admin, table)
+    results = run(RunConfig(target=target, strategies=("psycopg:pool", "psycopg2:none"),
+                            rows=100, workers=4, pool_max=4, warmup=0, trials=1, table=table,
+                            out_dir=None, baseline="pgbench", baseline_seconds=1))
+    cal = results.calibration
+    assert cal is not None and "pgbench" in cal.pgbench
+    assert {(f.script, f.connect_each) for f in cal.figures} == {
+        (s, c) for s in ("read", "update", "insert+delete") for c in (False, True)}
+    for f in cal.figures:
+        assert f.tps > 0 and f.transactions > 0 and f.latency.count == f.transactions
+        assert f.connection_ms > 0
+    assert {(r.strategy, r.against) for r in cal.ratios} == {("psycopg:pool", "persistent"),
+                                                              ("psycopg2:none", "connect")}
+    for r in cal.ratios:
+        assert r.throughput > 0 and r.p50 > 0
+        assert (r.connect is not None) == (r.strategy == "psycopg2:none")
+    assert results.harness_us_per_op is not None and results.harness_us_per_op > 0
+    assert results.verification is not None and results.verification.ok
+    assert table_contents(admin, table) == before

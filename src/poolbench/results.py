@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from poolbench.calibrate import Calibration
 from poolbench.workload import PHASES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)

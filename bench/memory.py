@@ -1,0 +1,67 @@
+"""Peak RSS of a real run's hot path after 10,000 and after 1,000,000 operations.
+
+Each size runs in a fresh process: psycopg:pool, 8 worker threads, point reads
+of 1,000 rows through the same executor and recorders as `poolbench run`.
+Run: python bench/memory.py
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import threading
+
+from _common import machine
+
+SIZES = (10_000, 1_000_000)
+
+
+def child(operations: int) -> None:
+    from poolbench.admin import AdminSession
+    from poolbench.calibrate import create_rows
+    from poolbench.phase import PhaseSpec
+    from poolbench.runner import ThreadExecutor
+    from poolbench.server import EmbeddedServer
+    from poolbench.strategies import StrategySettings, load_strategy
+    from poolbench.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+
+    with EmbeddedServer(max_connections=50) as server:
+        admin = AdminSession(server.target)
+        admin.call(lambda c: ensure_table(c, "users"))
+        workload = Workload("users", new_run_tag())
+        first, last = create_rows(admin, workload, 1000)
+        settings = StrategySettings(target=server.target, workers=8, pool_min=8, pool_max=8,
+                                    acquire_timeout_s=30)
+        executor = ThreadExecutor(load_strategy("psycopg:pool")(settings), 8, threading.Event(),
+                                  30.0)
+        spec = PhaseSpec("read", workload.statements()["read"], workload, 0, count=operations,
+                         ids=tuple(range(first, last + 1)))
+        executor.open()
+        run = executor.run_phase(spec, lambda n: None)
+        executor.close()
+        admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))
+        admin.close()
+    ops = sum(r.ok for r in run.recorders)
+    print(ops, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(int(sys.argv[2]))
+        return
+    print(f"machine: {machine()}")
+    peaks = {}
+    for size in SIZES:
+        out = subprocess.run([sys.executable, __file__, "--child", str(size)], check=True,
+                             capture_output=True, text=True).stdout.split()
+        ops, kib = int(out[-2]), int(out[-1])
+        peaks[size] = kib / 1024
+        print(f"{ops:>9,} operations: peak RSS {peaks[size]:.1f} MB")
+    growth = peaks[SIZES[1]] - peaks[SIZES[0]]
+    print(f"growth from {SIZES[0]:,} to {SIZES[1]:,} operations: {growth:.1f} MB "
+          "(target < 50 MB)")
+
+
+if __name__ == "__main__":
+    main()

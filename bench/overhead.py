@@ -1,0 +1,73 @@
+"""poolbench's read throughput and connect cost against pgbench's, on one embedded server.
+
+Prints: pgbench point-read tps at 8 clients vs each pooled strategy's read
+throughput at 8 workers (and the best with --processes 2); psycopg2:none's
+connect time vs pgbench -C; poolbench's own microseconds per operation.
+Run: python bench/overhead.py [seconds per measurement, default 5]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import machine
+
+from poolbench import RunConfig, run
+from poolbench.admin import AdminSession
+from poolbench.calibrate import create_rows, find_pgbench, run_pgbench, scripts
+from poolbench.harness import harness_us_per_op
+from poolbench.server import EmbeddedServer
+from poolbench.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+
+CLIENTS = 8
+POOLED = ("psycopg:pool", "asyncpg:pool", "psycopg2:threaded")
+
+
+def read_throughput(target, strategy: str, seconds: float, processes: int = 1) -> float:
+    results = run(RunConfig(target=target, strategies=(strategy,), rows=1, workers=CLIENTS,
+                            pool_min=CLIENTS, pool_max=CLIENTS, warmup=0, trials=1,
+                            duration_s=seconds, processes=processes, out_dir=None))
+    return results.strategies[0].phase("read").throughput_ops_s
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    print(f"machine: {machine()}")
+    with EmbeddedServer(max_connections=100) as server:
+        target = server.target
+        admin = AdminSession(target)
+        admin.call(lambda c: ensure_table(c, "users"))
+        workload = Workload("users", new_run_tag())
+        first, last = create_rows(admin, workload, 10_000)
+        texts = scripts(workload, first, last)
+        pgbench = find_pgbench()
+        ref = run_pgbench(pgbench, target, texts["read"], "read", clients=CLIENTS,
+                          seconds=seconds, connect_each=False)
+        ref_c = run_pgbench(pgbench, target, texts["read"], "read", clients=CLIENTS,
+                            seconds=seconds, connect_each=True)
+        admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))
+        print(f"pgbench read, {CLIENTS} clients, persistent: {ref.tps:,.0f} tps")
+        best = 0.0
+        for strategy in POOLED:
+            tps = read_throughput(target, strategy, seconds)
+            best = max(best, tps)
+            print(f"  {strategy:<18} read {tps:>9,.0f} ops/s = {tps / ref.tps:.2f}x pgbench")
+        for strategy in POOLED[:2]:
+            tps = read_throughput(target, strategy, seconds, processes=2)
+            best = max(best, tps)
+            print(f"  {strategy:<18} read {tps:>9,.0f} ops/s = {tps / ref.tps:.2f}x pgbench "
+                  "(--processes 2)")
+        print(f"best pooled read: {best / ref.tps:.2f}x pgbench (target >= 0.8x)")
+        results = run(RunConfig(target=target, strategies=("psycopg2:none",), rows=1000,
+                                workers=CLIENTS, warmup=0, trials=1, out_dir=None))
+        connect_ms = results.strategies[0].phase("read").acquire.mean_us / 1000
+        print(f"pgbench -C, {CLIENTS} clients: {ref_c.connection_ms:.2f} ms per connection; "
+              f"psycopg2:none: {connect_ms:.2f} ms = {connect_ms / ref_c.connection_ms:.2f}x "
+              "(target within 1.15x)")
+        admin.close()
+    own = min(harness_us_per_op() for _ in range(5))
+    print(f"poolbench's own work: {own:.2f} µs per operation (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()
