@@ -178,6 +178,11 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
                             after.sessions - before.sessions - admin_sessions))
     else:
         notes.append("PostgreSQL < 14 has no pg_stat_database.sessions: connections not checked")
+    failed = attempts - sum(ops.values())
+    if failed and any(c.server > c.ours for c in checks):
+        notes.append(f"{failed} operations failed; some of them committed on the server before "
+                     "their connection was lost (the reply never arrived), so the server counts "
+                     "more rows than poolbench counts successes")
     admin = after.admin_statements - before.admin_statements
     transactions = (after.xact_commit - before.xact_commit
                     + after.xact_rollback - before.xact_rollback - admin)
