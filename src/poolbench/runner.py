@@ -55,9 +55,7 @@ class PhaseExecutor(Protocol):
 class _Worker:
     """One worker's loop, shared by threads and tasks up to the call that runs an operation."""
 
-    def __init__(self, spec: PhaseSpec, source: WorkSource, leak_threshold_s: float) -> None:
-        self.spec = spec
-        self.source = source
+    def __init__(self, spec: PhaseSpec, leak_threshold_s: float) -> None:
         self.rec = OperationRecorder(leak_threshold_s)
         self.created: list[int] = []
         self.keep = spec.phase == "create"
@@ -95,7 +93,7 @@ class ThreadExecutor:
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
         def worker() -> _Worker:
-            w = _Worker(spec, source, self.leak_threshold_s)
+            w = _Worker(spec, self.leak_threshold_s)
             ready.wait()
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
@@ -148,7 +146,7 @@ class AsyncioExecutor:
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
         async def worker() -> _Worker:
-            w = _Worker(spec, source, self.leak_threshold_s)
+            w = _Worker(spec, self.leak_threshold_s)
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
                 if scheduled is not None and (delay := scheduled - now_ns()) > 0:
