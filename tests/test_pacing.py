@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from conftest import seed_table, table_contents
 
 from poolbench import RunConfig, run
+from poolbench.server import EmbeddedServer
 from poolbench.target import ConnectionTarget
 from poolbench.workload import quote_ident
 
@@ -105,3 +108,24 @@ def test_calibration_against_pgbench_returns_ratios(tmp_path, target: Connection
     assert results.harness_us_per_op is not None and results.harness_us_per_op > 0
     assert results.verification is not None and results.verification.ok
     assert table_contents(admin, table) == before
+
+
+DEBIAN_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
+@pytest.mark.skipif(not DEBIAN_BIN_DIRS, reason="no PostgreSQL with contrib on this machine "
+                    "(pgserver ships none): pg_stat_statements cannot be checked")
+def test_statement_calls_agree_with_pg_stat_statements(table: str) -> None:
+    """On a server with pg_stat_statements (Debian's, when installed), its calls join the
+    cross-check and agree exactly with poolbench's counts."""
+    with EmbeddedServer(max_connections=40, bin_dir=DEBIAN_BIN_DIRS[-1].parent) as server:
+        assert server.stat_statements_available() and server.target is not None
+        results = run(RunConfig(target=server.target, strategies=("psycopg:pool",
+                                                                   "psycopg2:none"),
+                                rows=50, workers=4, pool_max=4, warmup=0, trials=1,
+                                table=table, out_dir=None))
+    for s in results.strategies:
+        assert s.server is not None and s.server.ok, s.server
+        calls = {c.name: c for c in s.server.checks}
+        for verb in ("INSERT", "UPDATE", "DELETE"):
+            assert calls[f"{verb} calls"].server == 50

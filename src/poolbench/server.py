@@ -53,12 +53,14 @@ class EmbeddedServer:
     """
 
     def __init__(self, *, max_connections: int = 100, settings: dict[str, str] | None = None,
-                 keep: bool = False, port: int | None = None) -> None:
+                 keep: bool = False, port: int | None = None,
+                 bin_dir: Path | None = None) -> None:
         self.max_connections = max_connections
         self.settings = dict(settings or {})
         self.keep = keep
         self.port = port
-        self.bin_dir = pgserver_bin_dir()
+        # Another installation's binaries (tests use one with contrib, for pg_stat_statements).
+        self.bin_dir = bin_dir or pgserver_bin_dir()
         self.root: Path | None = None
         self.target: ConnectionTarget | None = None
         self._run_as: str | None = SYSTEM_USER if os.geteuid() == 0 else None
@@ -101,6 +103,9 @@ class EmbeddedServer:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
             self.target = ConnectionTarget(target.with_params(dbname=DATABASE).params,
                                            "embedded server", embedded=True)
+            if self.stat_statements_available():
+                with psycopg.connect(self.target.conninfo(), autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         except BaseException:
             self.stop(force_remove=True)
             raise
@@ -152,8 +157,9 @@ class EmbeddedServer:
         ensure_prefix_permissions(self.bin_dir)
         read = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(self.bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
-        ensure_folder_permissions(self.bin_dir.parent / "lib", read)
-        ensure_folder_permissions(self.bin_dir.parent / "share", read)
+        for shared in (self.bin_dir.parent / "lib", self.bin_dir.parent / "share"):
+            if shared.is_dir():  # pgserver's layout; a system install is readable already
+                ensure_folder_permissions(shared, read)
         ensure_prefix_permissions(self.root)
         entry = pwd.getpwnam(self._run_as)
         os.chown(self.root, entry.pw_uid, entry.pw_gid)
@@ -194,7 +200,8 @@ class EmbeddedServer:
 
     def stat_statements_available(self) -> bool:
         """pgserver's build ships no contrib modules; use pg_stat_statements only if present."""
-        return (self.bin_dir.parent / "lib" / "postgresql" / "pg_stat_statements.so").exists()
+        lib = self.bin_dir.parent / "lib"
+        return any((d / "pg_stat_statements.so").exists() for d in (lib / "postgresql", lib))
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
         self._run(self.bin_dir / "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file),
