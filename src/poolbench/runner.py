@@ -69,15 +69,28 @@ class _Worker:
             on_progress(PROGRESS_EVERY)
 
 
-class ThreadExecutor:
-    """Runs a sync strategy on a pool of threads kept for the whole strategy."""
+class _InProcessExecutor:
+    """What the thread and the event-loop executors share: their settings and counters."""
 
-    def __init__(self, strategy: SyncStrategy, workers: int, stop: StopFlag,
+    def __init__(self, strategy: Strategy, workers: int, stop: StopFlag,
                  leak_threshold_s: float) -> None:
         self.strategy = strategy
         self.workers = workers
         self.stop = stop
         self.leak_threshold_s = leak_threshold_s
+
+    def stats(self) -> dict[str, int]:
+        return self.strategy.stats()
+
+
+class ThreadExecutor(_InProcessExecutor):
+    """Runs a sync strategy on a pool of threads kept for the whole strategy."""
+
+    strategy: SyncStrategy
+
+    def __init__(self, strategy: SyncStrategy, workers: int, stop: StopFlag,
+                 leak_threshold_s: float) -> None:
+        super().__init__(strategy, workers, stop, leak_threshold_s)
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poolbench")
 
     def open(self) -> float:
@@ -116,19 +129,15 @@ class ThreadExecutor:
         finally:
             self._threads.shutdown(wait=True)
 
-    def stats(self) -> dict[str, int]:
-        return self.strategy.stats()
 
-
-class AsyncioExecutor:
+class AsyncioExecutor(_InProcessExecutor):
     """Runs an async strategy as tasks on one event loop owned by this executor."""
+
+    strategy: AsyncStrategy
 
     def __init__(self, strategy: AsyncStrategy, workers: int, stop: StopFlag,
                  leak_threshold_s: float) -> None:
-        self.strategy = strategy
-        self.workers = workers
-        self.stop = stop
-        self.leak_threshold_s = leak_threshold_s
+        super().__init__(strategy, workers, stop, leak_threshold_s)
         self._loop = asyncio.new_event_loop()
 
     def open(self) -> float:
@@ -169,9 +178,6 @@ class AsyncioExecutor:
             self._loop.run_until_complete(self.strategy.close())
         finally:
             self._loop.close()
-
-    def stats(self) -> dict[str, int]:
-        return self.strategy.stats()
 
 
 def _sleep_until(start_ns: int | None) -> int | None:
