@@ -18,13 +18,13 @@ SIZES = (10_000, 1_000_000)
 
 
 def child(operations: int) -> None:
-    from poolbench.admin import AdminSession
-    from poolbench.calibrate import create_rows
-    from poolbench.phase import PhaseSpec
-    from poolbench.runner import ThreadExecutor
-    from poolbench.server import EmbeddedServer
+    from poolbench.check.calibrate import create_rows
+    from poolbench.db.admin import AdminSession
+    from poolbench.db.server import EmbeddedServer
+    from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+    from poolbench.measure.executor import ThreadExecutor
+    from poolbench.measure.phase import PhaseSpec
     from poolbench.strategies import StrategySettings, load_strategy
-    from poolbench.workload import Workload, delete_own_rows, ensure_table, new_run_tag
 
     with EmbeddedServer(max_connections=50) as server:
         admin = AdminSession(server.target)

@@ -13,11 +13,11 @@ import sys
 from _common import machine
 
 from poolbench import RunConfig, run
-from poolbench.admin import AdminSession
-from poolbench.calibrate import create_rows, find_pgbench, run_pgbench, scripts
-from poolbench.harness import harness_us_per_op
-from poolbench.server import EmbeddedServer
-from poolbench.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
+from poolbench.db.admin import AdminSession
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.measure.harness import harness_us_per_op
 
 CLIENTS = 8
 POOLED = ("psycopg:pool", "asyncpg:pool", "psycopg2:threaded")

@@ -17,8 +17,8 @@ import psycopg2.pool
 from _common import machine
 
 from poolbench import RunConfig, run
-from poolbench.server import EmbeddedServer
-from poolbench.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
 
 ROWS, WORKERS = 1000, 50
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from poolbench.server import EmbeddedServer
-from poolbench.target import ConnectionTarget
-from poolbench.workload import quote_ident
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import ConnectionTarget
+from poolbench.db.workload import quote_ident
 
 # Variables that would pick a database behind the test's back.
 DB_VARIABLES = ("DATABASE_URL", "DB_NAME", "USER_NAME", "PASSWORD", "HOST", "PORT", "PGHOST",

@@ -9,8 +9,8 @@ import pytest
 from conftest import table_contents
 
 from poolbench import compat
+from poolbench.db.target import ConnectionTarget
 from poolbench.errors import SchemaConflict
-from poolbench.target import ConnectionTarget
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from conftest import clean_env, run_cli
 
 from poolbench.config import resolve_target
+from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError
-from poolbench.target import ConnectionTarget
 
 
 def seed_env_text(target: ConnectionTarget) -> str:

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from conftest import clean_env, run_cli, table_contents
 
-from poolbench.server import free_port
-from poolbench.target import ConnectionTarget
+from poolbench.db.server import free_port
+from poolbench.db.target import ConnectionTarget
 
 
 def assert_one_line_error(result, code: int, *needles: str) -> None:

@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from conftest import run_cli, seed_table, start_cli, table_contents, wait_for_run_rows
 
-from poolbench.server import EmbeddedServer
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import ConnectionTarget
+from poolbench.db.workload import quote_ident
 from poolbench.strategies import REGISTRY
-from poolbench.target import ConnectionTarget
-from poolbench.workload import quote_ident
 
 SEED_ROWS = 10_000
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from conftest import clean_env, run_cli, seed_table, table_contents, wait_for_run_rows
 
-from poolbench.target import ConnectionTarget
+from poolbench.db.target import ConnectionTarget
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

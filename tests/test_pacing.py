@@ -9,9 +9,9 @@ import pytest
 from conftest import seed_table, table_contents
 
 from poolbench import RunConfig, run
-from poolbench.server import EmbeddedServer
-from poolbench.target import ConnectionTarget
-from poolbench.workload import quote_ident
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import ConnectionTarget
+from poolbench.db.workload import quote_ident
 
 
 def test_two_processes_report_the_same_operations_as_one(

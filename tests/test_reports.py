@@ -12,8 +12,9 @@ import jsonschema
 import pytest
 from conftest import run_cli
 
-from poolbench.metrics import LatencySummary, decode_histogram
-from poolbench.target import ConnectionTarget
+from poolbench.db.target import ConnectionTarget
+from poolbench.measure.metrics import decode_histogram
+from poolbench.results import LatencySummary
 
 
 @pytest.fixture(scope="module")

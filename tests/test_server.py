@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from conftest import clean_env
 
-from poolbench.server import EmbeddedServer
-from poolbench.target import ConnectionTarget
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import ConnectionTarget
 
 
 def test_embedded_server_requires_scram_password_over_tcp(target: ConnectionTarget,

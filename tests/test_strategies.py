@@ -7,8 +7,8 @@ import pytest
 from conftest import seed_table, table_contents
 
 from poolbench import RunConfig, run
+from poolbench.db.target import ConnectionTarget
 from poolbench.strategies import REGISTRY
-from poolbench.target import ConnectionTarget
 
 ROWS = 60
 WORKERS = 6

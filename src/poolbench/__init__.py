@@ -8,6 +8,6 @@ Library use mirrors the CLI::
 
 from poolbench.api import run
 from poolbench.config import RunConfig
-from poolbench.target import ConnectionTarget
+from poolbench.db.target import ConnectionTarget
 
 __all__ = ["ConnectionTarget", "RunConfig", "run"]

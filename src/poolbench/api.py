@@ -13,28 +13,13 @@ from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from poolbench.admin import AdminSession, check_capacity, server_facts
-from poolbench.calibrate import Calibration, calibrate, ratios
+from poolbench.check.calibrate import calibrate, ratios
+from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
 from poolbench.config import RunConfig
-from poolbench.crosscheck import CrossCheck, ServerCounters, ServerProbe, compare
-from poolbench.environment import manifest
-from poolbench.errors import Interrupted
-from poolbench.events import RunEvents
-from poolbench.harness import harness_us_per_op
-from poolbench.report import ExportManager, check_writable
-from poolbench.results import (
-    SCHEMA_VERSION,
-    RunResults,
-    StrategyResult,
-    Verification,
-    comparison,
-    strategy_result,
-)
-from poolbench.runner import StrategyMeasurement, run_strategy
-from poolbench.server import EmbeddedServer
-from poolbench.strategies import StrategySettings, load_strategy
-from poolbench.target import APPLICATION_NAME, ConnectionTarget
-from poolbench.workload import (
+from poolbench.db.admin import AdminSession, check_capacity, server_facts
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import APPLICATION_NAME, ConnectionTarget
+from poolbench.db.workload import (
     Workload,
     count_own_rows,
     delete_own_rows,
@@ -42,6 +27,23 @@ from poolbench.workload import (
     new_run_tag,
     snapshot_others,
 )
+from poolbench.environment import manifest
+from poolbench.errors import Interrupted
+from poolbench.events import RunEvents
+from poolbench.measure.harness import harness_us_per_op
+from poolbench.measure.runner import StrategyMeasurement, run_strategy
+from poolbench.measure.summary import strategy_result
+from poolbench.report import ExportManager, check_writable
+from poolbench.results import (
+    SCHEMA_VERSION,
+    Calibration,
+    CrossCheck,
+    RunResults,
+    StrategyResult,
+    Verification,
+    comparison,
+)
+from poolbench.strategies import StrategySettings, load_strategy
 
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
 

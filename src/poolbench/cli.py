@@ -20,14 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from poolbench import api
-from poolbench.admin import connect_admin
 from poolbench.config import DEFAULT_STRATEGIES, RunConfig, resolve_target
+from poolbench.db.admin import connect_admin
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.report.console import render
-from poolbench.server import EmbeddedServer
 from poolbench.strategies import parse_strategy_names
-from poolbench.target import ConnectionTarget, redact
 
 
 class ProgressView:
@@ -241,7 +241,7 @@ def calibrate(args: tuple[str, ...]) -> None:
 def cleanup(run_tag: str, table: str, dsn: str | None, env_file: Path | None) -> None:
     """Delete the rows a dead run left (usernames starting with its tag), and only those."""
     from poolbench.config import IDENTIFIER
-    from poolbench.workload import (
+    from poolbench.db.workload import (
         RUN_TAG,
         Workload,
         count_own_rows,

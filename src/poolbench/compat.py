@@ -21,7 +21,8 @@ import psycopg2
 import psycopg2.pool
 
 from poolbench.config import SEED_VARIABLES, read_env_file
-from poolbench.workload import PHASES, Workload, ensure_table, new_run_tag
+from poolbench.db.workload import Workload, ensure_table, new_run_tag
+from poolbench.results import PHASES
 
 
 def _db_config_from_environment() -> dict[str, str]:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 from dotenv.parser import parse_stream
 
+from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError
-from poolbench.phase import Pace
-from poolbench.target import ConnectionTarget
 
 SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
                   "HOST": "host", "PORT": "port"}
@@ -68,6 +67,21 @@ def resolve_target(*, dsn: str | None, env_file: Path | None,
     if libpq:
         return ConnectionTarget.from_keywords(source="PG* environment variables", **libpq)
     return None
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How a run paces its phases.
+
+    ``duration_s``: create, read and update run for this long instead of a row
+    count (pgbench ``-T``); reads and updates cycle over the rows created, and
+    delete always removes every row created. ``rate``: open loop, operations are
+    *scheduled* at this many per second across all workers (pgbench ``-R``), and
+    latency is measured from the scheduled start as well as the actual one.
+    """
+
+    duration_s: float | None = None
+    rate: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,25 +9,114 @@ histograms) from which every printed number can be recomputed.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-from poolbench.crosscheck import CrossCheck
-from poolbench.metrics import (
-    LatencySummary,
-    PhaseMeasurement,
-    encode_histogram,
-    median,
-    merge_histograms,
-)
-from poolbench.runner import StrategyMeasurement
-
-if TYPE_CHECKING:
-    from poolbench.calibrate import Calibration
-from poolbench.workload import PHASES
+from hdrh.histogram import HdrHistogram
 
 SCHEMA_VERSION = 2
+PHASES: tuple[str, ...] = ("create", "read", "update", "delete")
+PERCENTILES = (50.0, 95.0, 99.0)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Figures of one histogram, in microseconds (HDR: 0.1% value precision)."""
+
+    count: int
+    mean_us: float
+    p50_us: int
+    p95_us: int
+    p99_us: int
+    max_us: int
+
+    @classmethod
+    def of(cls, hist: HdrHistogram) -> LatencySummary:
+        if hist.get_total_count() == 0:
+            return cls(0, 0.0, 0, 0, 0, 0)
+        p = hist.get_percentile_to_value_dict(list(PERCENTILES))
+        return cls(count=int(hist.get_total_count()), mean_us=round(hist.get_mean_value(), 1),
+                   p50_us=int(p[50.0]), p95_us=int(p[95.0]), p99_us=int(p[99.0]),
+                   max_us=int(hist.get_max_value()))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One compared figure: what poolbench counted against what the server counted."""
+
+    name: str
+    ours: int
+    server: int
+
+    @property
+    def ok(self) -> bool:
+        return self.ours == self.server
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """The server's deltas over one strategy, checked against poolbench's own counts.
+
+    ``transactions_per_operation`` is what each operation cost the server in
+    transactions (an extra rollback, BEGIN or reset shows up here); ``exact`` is
+    False where the server cannot give an exact figure, and ``notes`` say why.
+    """
+
+    checks: tuple[Check, ...]
+    transactions: int
+    operations: int
+    transactions_per_operation: float
+    database_deltas: dict[str, int]
+    statement_calls: dict[str, int] | None
+    exact: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def disagreements(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+
+@dataclass(frozen=True)
+class PgbenchFigure:
+    """One pgbench run: a script at a client count, persistent or connect-per-transaction."""
+
+    script: str
+    connect_each: bool
+    clients: int
+    seconds: float
+    transactions: int
+    tps: float  # pgbench's own figure (without initial connection time for persistent runs)
+    latency: LatencySummary  # per transaction (the insert+delete script: both statements)
+    connection_ms: float  # -C: average connection time; persistent: initial connection time
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """poolbench's figure divided by pgbench's, for one strategy and one script."""
+
+    strategy: str
+    script: str
+    against: str  # "persistent" or "connect"
+    throughput: float  # > 1: poolbench did more per second
+    p50: float  # > 1: poolbench was slower at the median
+    p99: float
+    connect: float | None = None  # no-pool strategies: mean connect time / pgbench -C's
+
+
+@dataclass(frozen=True)
+class Calibration:
+    pgbench: str  # path and version
+    figures: tuple[PgbenchFigure, ...]
+    ratios: tuple[Ratio, ...] = ()
+
+    def figure(self, script: str, *, connect_each: bool) -> PgbenchFigure:
+        return next(f for f in self.figures
+                    if f.script == script and f.connect_each == connect_each)
+
+
 
 
 @dataclass(frozen=True)
@@ -162,54 +251,6 @@ class RunResults:
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
         return data
-
-
-# -- builders (pure functions of measurements) -----------------------------------
-
-
-def trial_result(m: PhaseMeasurement) -> TrialResult:
-    return TrialResult(trial=m.trial, warmup=m.warmup, elapsed_s=m.elapsed_s, ops=m.ops,
-                       throughput_ops_s=m.ops / m.elapsed_s if m.elapsed_s > 0 else 0.0,
-                       errors=m.errors, latency=LatencySummary.of(m.latency),
-                       histogram_latency_us=encode_histogram(m.latency))
-
-
-def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResult:
-    counted = [m for m in measurements if not m.warmup]
-    trials = tuple(trial_result(m) for m in measurements)
-    seconds = [m.elapsed_s for m in counted]
-    errors: Counter[str] = Counter()
-    for m in counted:
-        errors.update(m.errors)
-    merged = {kind: merge_histograms([getattr(m, kind) for m in counted])
-              for kind in ("latency", "acquire", "execute", "scheduled")}
-    paced = merged["scheduled"].get_total_count() > 0
-    return PhaseResult(
-        phase=phase, trials=trials, median_s=median(seconds), min_s=min(seconds),
-        max_s=max(seconds), ops=sum(m.ops for m in counted),
-        throughput_ops_s=median([t.throughput_ops_s for t in trials if not t.warmup]),
-        errors=dict(sorted(errors.items())),
-        latency=LatencySummary.of(merged["latency"]),
-        acquire=LatencySummary.of(merged["acquire"]),
-        execute=LatencySummary.of(merged["execute"]),
-        histogram_latency_us=encode_histogram(merged["latency"]),
-        histogram_acquire_us=encode_histogram(merged["acquire"]),
-        histogram_execute_us=encode_histogram(merged["execute"]),
-        scheduled=LatencySummary.of(merged["scheduled"]) if paced else None,
-        histogram_scheduled_us=encode_histogram(merged["scheduled"]) if paced else None,
-        held_too_long=sum(m.held_too_long for m in counted))
-
-
-def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
-                    server: CrossCheck | None = None) -> StrategyResult:
-    s = m.strategy
-    # An interrupted strategy may lack counted trials for some phases: those are left out.
-    phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
-                   if any(x.phase == p and not x.warmup for x in m.phases))
-    return StrategyResult(name=s.name, pooled=s.pooled, is_async=s.is_async,
-                          per_operation=s.per_operation, open_s=m.open_s, phases=phases,
-                          stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
-                          server=server)
 
 
 def comparison(strategies: tuple[StrategyResult, ...]) -> Comparison | None:

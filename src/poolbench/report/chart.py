@@ -10,8 +10,7 @@ import io
 from pathlib import Path
 
 from poolbench.report import atomic_write
-from poolbench.results import RunResults
-from poolbench.workload import PHASES
+from poolbench.results import PHASES, RunResults
 
 
 class ChartExporter:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from poolbench.db.workload import Statement
 from poolbench.strategies import asyncpg_session
 from poolbench.strategies.base import AsyncStrategy
-from poolbench.workload import Statement
 
 
 class AsyncpgNoPool(AsyncStrategy):

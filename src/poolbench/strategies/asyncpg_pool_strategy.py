@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 
+from poolbench.db.workload import Statement
 from poolbench.strategies import asyncpg_session
 from poolbench.strategies.base import AsyncStrategy
-from poolbench.workload import Statement
 
 
 class AsyncpgPool(AsyncStrategy):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from poolbench.workload import Statement
+from poolbench.db.workload import Statement
 
 
 async def execute(conn: asyncpg.Connection, statement: Statement,

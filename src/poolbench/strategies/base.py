@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from poolbench.target import ConnectionTarget
-from poolbench.workload import Statement
+from poolbench.db.target import ConnectionTarget
+from poolbench.db.workload import Statement
 
 
 @dataclass(frozen=True)

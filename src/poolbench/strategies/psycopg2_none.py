@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import psycopg2.extensions
 
+from poolbench.db.workload import Statement
 from poolbench.strategies import psycopg2_session
 from poolbench.strategies.base import SyncStrategy
-from poolbench.workload import Statement
 
 
 class Psycopg2NoPool(SyncStrategy):

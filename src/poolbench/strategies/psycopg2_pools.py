@@ -17,9 +17,9 @@ from typing import Any
 import psycopg2.extensions
 import psycopg2.pool
 
+from poolbench.db.workload import Statement
 from poolbench.strategies import psycopg2_session
 from poolbench.strategies.base import AcquireTimeout, SyncStrategy
-from poolbench.workload import Statement
 
 
 def _counting_pool(base: type[psycopg2.pool.AbstractConnectionPool],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg2
 import psycopg2.extensions
 
-from poolbench.workload import Statement
+from poolbench.db.workload import Statement
 
 
 def connect(conninfo: str) -> psycopg2.extensions.connection:

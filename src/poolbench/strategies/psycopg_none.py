@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
+from poolbench.db.workload import Statement
 from poolbench.strategies.base import SyncStrategy
-from poolbench.workload import Statement
 
 
 def execute(conn: psycopg.Connection, statement: Statement,

@@ -10,9 +10,9 @@ from __future__ import annotations
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from poolbench.db.workload import Statement
 from poolbench.strategies.base import SyncStrategy
 from poolbench.strategies.psycopg_none import execute
-from poolbench.workload import Statement
 
 
 class PsycopgPool(SyncStrategy):

@@ -11,8 +11,8 @@ from typing import TypeVar
 
 import psycopg
 
+from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import CapacityError, ConnectError
-from poolbench.target import ConnectionTarget, redact
 
 CONNECT_TIMEOUT_S = "10"
 # The admin connection's name: fault injectors that terminate the benchmark's

@@ -17,7 +17,6 @@ from poolbench.errors import PermissionProblem, SchemaConflict
 
 INSUFFICIENT_PRIVILEGE = "42501"
 
-PHASES: tuple[str, ...] = ("create", "read", "update", "delete")
 
 # The seed's DDL, verbatim but for the quoted table name.
 CREATE_TABLE = """CREATE TABLE {table} (

@@ -23,62 +23,23 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from poolbench.admin import AdminSession
+from poolbench.db.admin import AdminSession
+from poolbench.db.target import ConnectionTarget, redact
+from poolbench.db.workload import Workload, quote_ident
 from poolbench.errors import ConfigError, ServerError
-from poolbench.metrics import BucketCounts, LatencySummary, bucket_index
-from poolbench.results import StrategyResult
-from poolbench.target import ConnectionTarget, redact
-from poolbench.workload import Workload, quote_ident
+from poolbench.measure.metrics import BucketCounts, bucket_index
+from poolbench.results import Calibration, LatencySummary, PgbenchFigure, Ratio, StrategyResult
 
 PGBENCH_APPLICATION_NAME = "poolbench-pgbench"
 MIN_READ_ROWS = 1000
 
 
-@dataclass(frozen=True)
-class PgbenchFigure:
-    """One pgbench run: a script at a client count, persistent or connect-per-transaction."""
-
-    script: str
-    connect_each: bool
-    clients: int
-    seconds: float
-    transactions: int
-    tps: float  # pgbench's own figure (without initial connection time for persistent runs)
-    latency: LatencySummary  # per transaction (the insert+delete script: both statements)
-    connection_ms: float  # -C: average connection time; persistent: initial connection time
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """poolbench's figure divided by pgbench's, for one strategy and one script."""
-
-    strategy: str
-    script: str
-    against: str  # "persistent" or "connect"
-    throughput: float  # > 1: poolbench did more per second
-    p50: float  # > 1: poolbench was slower at the median
-    p99: float
-    connect: float | None = None  # no-pool strategies: mean connect time / pgbench -C's
-
-
-@dataclass(frozen=True)
-class Calibration:
-    pgbench: str  # path and version
-    figures: tuple[PgbenchFigure, ...]
-    ratios: tuple[Ratio, ...] = ()
-
-    def figure(self, script: str, *, connect_each: bool) -> PgbenchFigure:
-        return next(f for f in self.figures
-                    if f.script == script and f.connect_each == connect_each)
-
-
 def find_pgbench() -> Path:
     """pgserver's pgbench (it ships with the embedded server's binaries), else PATH's."""
     try:
-        from poolbench.server import pgserver_bin_dir
+        from poolbench.db.server import pgserver_bin_dir
 
         shipped = pgserver_bin_dir() / "pgbench"
         if shipped.exists():

@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from poolbench.phase import PhaseSpec
-from poolbench.runner import ThreadExecutor
+from poolbench.db.workload import Statement, Workload
+from poolbench.measure.executor import ThreadExecutor
+from poolbench.measure.phase import PhaseSpec
 from poolbench.strategies.base import SyncStrategy
-from poolbench.workload import Statement, Workload
 
 SAMPLE_OPERATIONS = 20_000
 

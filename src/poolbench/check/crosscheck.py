@@ -20,13 +20,14 @@ extension is installed in the database.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
-from poolbench.admin import AdminSession
-from poolbench.workload import quote_ident
+from poolbench.db.admin import AdminSession
+from poolbench.db.workload import quote_ident
+from poolbench.results import Check, CrossCheck
 
 QUIET_TIMEOUT_S = 15.0  # longest wait for closed backends to leave pg_stat_activity
 QUIET_POLL_S = 0.01
@@ -50,46 +51,6 @@ class ServerCounters:
     statement_calls: dict[str, int] | None  # pg_stat_statements calls by verb, if installed
     admin_statements: int  # statements the admin session had sent before this read
     admin_sessions: int  # connections the admin session had opened again after losing one
-
-
-@dataclass(frozen=True)
-class Check:
-    """One compared figure: what poolbench counted against what the server counted."""
-
-    name: str
-    ours: int
-    server: int
-
-    @property
-    def ok(self) -> bool:
-        return self.ours == self.server
-
-
-@dataclass(frozen=True)
-class CrossCheck:
-    """The server's deltas over one strategy, checked against poolbench's own counts.
-
-    ``transactions_per_operation`` is what each operation cost the server in
-    transactions (an extra rollback, BEGIN or reset shows up here); ``exact`` is
-    False where the server cannot give an exact figure, and ``notes`` say why.
-    """
-
-    checks: tuple[Check, ...]
-    transactions: int
-    operations: int
-    transactions_per_operation: float
-    database_deltas: dict[str, int]
-    statement_calls: dict[str, int] | None
-    exact: bool
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-    @property
-    def disagreements(self) -> tuple[Check, ...]:
-        return tuple(c for c in self.checks if not c.ok)
 
 
 class ServerProbe:

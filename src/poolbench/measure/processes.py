@@ -21,9 +21,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from poolbench.errors import PoolbenchError, ServerError
-from poolbench.metrics import now_ns
-from poolbench.phase import PhaseSpec
-from poolbench.runner import OnProgress, PhaseRun, StopFlag, make_executor
+from poolbench.measure.executor import OnProgress, PhaseRun, StopFlag, in_process_executor
+from poolbench.measure.metrics import now_ns
+from poolbench.measure.phase import PhaseSpec
 from poolbench.strategies import load_strategy
 from poolbench.strategies.base import Strategy, StrategySettings
 
@@ -43,7 +43,7 @@ def process_settings(settings: StrategySettings, part: int, parts: int) -> Strat
 
 
 class ProcessExecutor:
-    """The executor protocol of :mod:`poolbench.runner`, over several processes."""
+    """The executor protocol of :mod:`poolbench.measure.runner`, over several processes."""
 
     def __init__(self, cls: type[Strategy], settings: StrategySettings, *, processes: int,
                  stop: StopFlag) -> None:
@@ -126,7 +126,7 @@ def _child_main(pipe: Connection, name: str, settings: StrategySettings, stop: S
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     executor = None
     try:
-        executor = make_executor(load_strategy(name), settings, stop=stop)
+        executor = in_process_executor(load_strategy(name), settings, stop=stop)
         while True:
             message = pipe.recv()
             if message[0] == "open":

@@ -12,25 +12,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from poolbench.metrics import now_ns
-from poolbench.workload import Statement, Workload
+from poolbench.config import Pace
+from poolbench.db.workload import Statement, Workload
+from poolbench.measure.metrics import now_ns
 
 Params = tuple[object, ...]
-
-
-@dataclass(frozen=True)
-class Pace:
-    """How a run paces its phases.
-
-    ``duration_s``: create, read and update run for this long instead of a row
-    count (pgbench ``-T``); reads and updates cycle over the rows created, and
-    delete always removes every row created. ``rate``: open loop, operations are
-    *scheduled* at this many per second across all workers (pgbench ``-R``), and
-    latency is measured from the scheduled start as well as the actual one.
-    """
-
-    duration_s: float | None = None
-    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +27,7 @@ class PhaseSpec:
     trial: int
     count: int | None  # operations in the phase; None: until the duration is up
     ids: tuple[int, ...] = ()  # rows the read/update/delete operations address
-    pace: Pace = Pace()
+    pace: Pace = Pace()  # noqa: RUF009 (frozen, so one shared default is safe)
     offset: int = 0  # this share's first operation number (--processes)
     stride: int = 1  # operation numbers step by the number of shares
 

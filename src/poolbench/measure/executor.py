@@ -1,12 +1,11 @@
-"""Drives workers through the four phases of each trial, and times them.
+"""Executors: the workers of one process, driving a strategy through one phase.
 
 Sync strategies run on a ``ThreadPoolExecutor`` of ``--workers`` threads (as in
-the seed); async strategies on ``--workers`` asyncio tasks in one event loop;
-with ``--processes P`` either kind runs in P processes (see
-:mod:`poolbench.processes`). Each worker pulls the next operation from a shared
-:class:`~poolbench.phase.WorkSource` and records into its own
-:class:`OperationRecorder`; the phase clock starts once all workers exist and
-stops when the last one finishes.
+the seed); async strategies on ``--workers`` asyncio tasks in one event loop.
+Each worker pulls the next operation from a shared
+:class:`~poolbench.measure.phase.WorkSource` and records into its own
+:class:`OperationRecorder`; the phase clock starts once every worker exists and
+waits, and stops when the last one finishes.
 """
 
 from __future__ import annotations
@@ -19,11 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from poolbench.events import RunEvents
-from poolbench.metrics import MissingRow, OperationRecorder, PhaseMeasurement, now_ns
-from poolbench.phase import Pace, PhaseSpec, WorkSource
+from poolbench.db.workload import Statement
+from poolbench.measure.metrics import MissingRow, OperationRecorder, now_ns
+from poolbench.measure.phase import PhaseSpec, WorkSource
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
-from poolbench.workload import PHASES, Statement, Workload
 
 PROGRESS_EVERY = 16  # operations a worker finishes between two progress events
 OnProgress = Callable[[int], None]
@@ -263,79 +261,11 @@ def _settle(statement: Statement, result: int | None, error: BaseException | Non
     return result
 
 
-def make_executor(cls: type[Strategy], settings: StrategySettings, *, stop: StopFlag,
-                  processes: int = 1) -> PhaseExecutor:
-    """The executor for a strategy: threads, an event loop, or several processes of either."""
-    leak = settings.acquire_timeout_s
-    if processes > 1:
-        from poolbench.processes import ProcessExecutor
 
-        return ProcessExecutor(cls, settings, processes=processes, stop=stop)
+def in_process_executor(cls: type[Strategy], settings: StrategySettings, *,
+                        stop: StopFlag) -> ThreadExecutor | AsyncioExecutor:
+    """Threads for a sync strategy, one event loop for an async one."""
+    leak = settings.acquire_timeout_s
     if issubclass(cls, AsyncStrategy):
         return AsyncioExecutor(cls(settings), settings.workers, stop, leak)
     return ThreadExecutor(cls(settings), settings.workers, stop, leak)
-
-
-@dataclass(frozen=True)
-class StrategyMeasurement:
-    """Everything measured for one strategy: open time, each phase of each trial, counters.
-
-    ``interrupted`` is set when the stop event cut the strategy short; the phase
-    that was cut is not among ``phases`` (its figures would describe part of a phase).
-    """
-
-    strategy: type[Strategy]
-    open_s: float
-    phases: tuple[PhaseMeasurement, ...]
-    stats: dict[str, int]
-    interrupted: bool = False
-
-
-def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
-                 rows: int, warmup: int, trials: int, events: RunEvents,
-                 stop: threading.Event | None = None, pace: Pace | None = None,
-                 processes: int = 1) -> StrategyMeasurement:
-    """Open the strategy, run warm-up then counted trials of the four phases, close it.
-
-    Setting ``stop`` makes every worker finish its current operation and stop;
-    the strategy then closes and returns what it measured, marked interrupted.
-    """
-    stop = stop or threading.Event()
-    pace = pace or Pace()
-    executor = make_executor(cls, settings, stop=stop, processes=processes)
-    measured: list[PhaseMeasurement] = []
-    events.strategy_started.fire(strategy=cls.name, trials=warmup + trials)
-    open_s = 0.0
-    try:
-        open_s = executor.open()
-        for trial in range(warmup + trials):
-            if not _run_trial(executor, cls.name, workload, trial, trial < warmup, rows, pace,
-                              events, stop, measured):
-                break
-    finally:
-        executor.close()
-    return StrategyMeasurement(cls, open_s, tuple(measured), executor.stats(),
-                               interrupted=stop.is_set())
-
-
-def _run_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
-               warmup: bool, rows: int, pace: Pace, events: RunEvents, stop: threading.Event,
-               measured: list[PhaseMeasurement]) -> bool:
-    """Run the four phases of one trial; False if the stop event cut it short."""
-    statements = workload.statements()
-    ids: tuple[int, ...] = ()
-    for phase in PHASES:
-        spec = PhaseSpec.of(phase, statements[phase], workload, trial, rows=rows, ids=ids,
-                            pace=pace)
-        events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase=phase,
-                                  total=spec.expected)
-        run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
-        if stop.is_set():
-            return False
-        if phase == "create":
-            ids = tuple(run.created)
-        m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=warmup,
-                                   elapsed_s=run.elapsed_s, recorders=run.recorders)
-        measured.append(m)
-        events.phase_finished.fire(measurement=m)
-    return True

@@ -18,7 +18,6 @@ from hdrh.histogram import HdrHistogram
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
-PERCENTILES = (50.0, 95.0, 99.0)
 
 
 def new_histogram() -> HdrHistogram:
@@ -167,27 +166,6 @@ class PhaseMeasurement:
                    ops=sum(r.ok for r in recorders), errors=dict(sorted(errors.items())),
                    held_too_long=sum(r.held_too_long for r in recorders),
                    **{kind: counts.to_hdr() for kind, counts in merged.items()})
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    """Figures of one histogram, in microseconds (HDR: 0.1% value precision)."""
-
-    count: int
-    mean_us: float
-    p50_us: int
-    p95_us: int
-    p99_us: int
-    max_us: int
-
-    @classmethod
-    def of(cls, hist: HdrHistogram) -> LatencySummary:
-        if hist.get_total_count() == 0:
-            return cls(0, 0.0, 0, 0, 0, 0)
-        p = hist.get_percentile_to_value_dict(list(PERCENTILES))
-        return cls(count=int(hist.get_total_count()), mean_us=round(hist.get_mean_value(), 1),
-                   p50_us=int(p[50.0]), p95_us=int(p[95.0]), p99_us=int(p[99.0]),
-                   max_us=int(hist.get_max_value()))
 
 
 def median(values: list[float]) -> float:

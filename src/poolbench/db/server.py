@@ -22,8 +22,8 @@ from types import TracebackType
 
 import psycopg
 
+from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ServerError
-from poolbench.target import ConnectionTarget
 
 SYSTEM_USER = "pgserver"  # pgserver's own choice of user when started by root
 SUPERUSER = "postgres"

@@ -1,0 +1,1 @@
+"""The database side: embedded server, admin session, connection targets, workload SQL."""

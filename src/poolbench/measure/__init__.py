@@ -1,0 +1,1 @@
+"""Measuring: executors (threads, asyncio, processes), phases, recorders, the harness."""

@@ -1,0 +1,92 @@
+"""Drives a strategy through its trials and phases, on the executor its settings ask for:
+threads or an event loop in this process (:mod:`poolbench.measure.executor`), or
+several processes of either (:mod:`poolbench.measure.processes`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from poolbench.config import Pace
+from poolbench.db.workload import Workload
+from poolbench.events import RunEvents
+from poolbench.measure.executor import PhaseExecutor, StopFlag, in_process_executor
+from poolbench.measure.metrics import PhaseMeasurement
+from poolbench.measure.phase import PhaseSpec
+from poolbench.measure.processes import ProcessExecutor
+from poolbench.results import PHASES
+from poolbench.strategies.base import Strategy, StrategySettings
+
+
+def make_executor(cls: type[Strategy], settings: StrategySettings, *, stop: StopFlag,
+                  processes: int = 1) -> PhaseExecutor:
+    """The executor for a strategy: threads, an event loop, or several processes of either."""
+    if processes > 1:
+        return ProcessExecutor(cls, settings, processes=processes, stop=stop)
+    return in_process_executor(cls, settings, stop=stop)
+
+
+@dataclass(frozen=True)
+class StrategyMeasurement:
+    """Everything measured for one strategy: open time, each phase of each trial, counters.
+
+    ``interrupted`` is set when the stop event cut the strategy short; the phase
+    that was cut is not among ``phases`` (its figures would describe part of a phase).
+    """
+
+    strategy: type[Strategy]
+    open_s: float
+    phases: tuple[PhaseMeasurement, ...]
+    stats: dict[str, int]
+    interrupted: bool = False
+
+
+def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
+                 rows: int, warmup: int, trials: int, events: RunEvents,
+                 stop: threading.Event | None = None, pace: Pace | None = None,
+                 processes: int = 1) -> StrategyMeasurement:
+    """Open the strategy, run warm-up then counted trials of the four phases, close it.
+
+    Setting ``stop`` makes every worker finish its current operation and stop;
+    the strategy then closes and returns what it measured, marked interrupted.
+    """
+    stop = stop or threading.Event()
+    pace = pace or Pace()
+    executor = make_executor(cls, settings, stop=stop, processes=processes)
+    measured: list[PhaseMeasurement] = []
+    events.strategy_started.fire(strategy=cls.name, trials=warmup + trials)
+    open_s = 0.0
+    try:
+        open_s = executor.open()
+        for trial in range(warmup + trials):
+            if not _run_trial(executor, cls.name, workload, trial, trial < warmup, rows, pace,
+                              events, stop, measured):
+                break
+    finally:
+        executor.close()
+    return StrategyMeasurement(cls, open_s, tuple(measured), executor.stats(),
+                               interrupted=stop.is_set())
+
+
+def _run_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
+               warmup: bool, rows: int, pace: Pace, events: RunEvents, stop: threading.Event,
+               measured: list[PhaseMeasurement]) -> bool:
+    """Run the four phases of one trial; False if the stop event cut it short."""
+    statements = workload.statements()
+    ids: tuple[int, ...] = ()
+    for phase in PHASES:
+        spec = PhaseSpec.of(phase, statements[phase], workload, trial, rows=rows, ids=ids,
+                            pace=pace)
+        events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase=phase,
+                                  total=spec.expected)
+        run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
+        if stop.is_set():
+            return False
+        if phase == "create":
+            ids = tuple(run.created)
+        m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=warmup,
+                                   elapsed_s=run.elapsed_s, recorders=run.recorders)
+        measured.append(m)
+        events.phase_finished.fire(measurement=m)
+    return True

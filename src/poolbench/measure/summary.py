@@ -1,0 +1,70 @@
+"""Measurements become results: the pure functions that build the result model.
+
+Everything printed is computed here, once: per-trial figures, medians over
+counted trials, merged histograms. Exporters only read what these return.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from poolbench.measure.metrics import (
+    PhaseMeasurement,
+    encode_histogram,
+    median,
+    merge_histograms,
+)
+from poolbench.measure.runner import StrategyMeasurement
+from poolbench.results import (
+    PHASES,
+    CrossCheck,
+    LatencySummary,
+    PhaseResult,
+    StrategyResult,
+    TrialResult,
+)
+
+
+def trial_result(m: PhaseMeasurement) -> TrialResult:
+    return TrialResult(trial=m.trial, warmup=m.warmup, elapsed_s=m.elapsed_s, ops=m.ops,
+                       throughput_ops_s=m.ops / m.elapsed_s if m.elapsed_s > 0 else 0.0,
+                       errors=m.errors, latency=LatencySummary.of(m.latency),
+                       histogram_latency_us=encode_histogram(m.latency))
+
+
+def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResult:
+    counted = [m for m in measurements if not m.warmup]
+    trials = tuple(trial_result(m) for m in measurements)
+    seconds = [m.elapsed_s for m in counted]
+    errors: Counter[str] = Counter()
+    for m in counted:
+        errors.update(m.errors)
+    merged = {kind: merge_histograms([getattr(m, kind) for m in counted])
+              for kind in ("latency", "acquire", "execute", "scheduled")}
+    paced = merged["scheduled"].get_total_count() > 0
+    return PhaseResult(
+        phase=phase, trials=trials, median_s=median(seconds), min_s=min(seconds),
+        max_s=max(seconds), ops=sum(m.ops for m in counted),
+        throughput_ops_s=median([t.throughput_ops_s for t in trials if not t.warmup]),
+        errors=dict(sorted(errors.items())),
+        latency=LatencySummary.of(merged["latency"]),
+        acquire=LatencySummary.of(merged["acquire"]),
+        execute=LatencySummary.of(merged["execute"]),
+        histogram_latency_us=encode_histogram(merged["latency"]),
+        histogram_acquire_us=encode_histogram(merged["acquire"]),
+        histogram_execute_us=encode_histogram(merged["execute"]),
+        scheduled=LatencySummary.of(merged["scheduled"]) if paced else None,
+        histogram_scheduled_us=encode_histogram(merged["scheduled"]) if paced else None,
+        held_too_long=sum(m.held_too_long for m in counted))
+
+
+def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
+                    server: CrossCheck | None = None) -> StrategyResult:
+    s = m.strategy
+    # An interrupted strategy may lack counted trials for some phases: those are left out.
+    phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
+                   if any(x.phase == p and not x.warmup for x in m.phases))
+    return StrategyResult(name=s.name, pooled=s.pooled, is_async=s.is_async,
+                          per_operation=s.per_operation, open_s=m.open_s, phases=phases,
+                          stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
+                          server=server)
