@@ -146,3 +146,78 @@ def test_debug_traceback_never_shows_the_password(tmp_path: Path,
     assert result.returncode == 3
     assert "Traceback" in result.stderr  # --debug does print it...
     assert "Sup3r-secret-pw" not in result.stderr + result.stdout  # ...masked
+
+
+def test_pool_min_above_workers_counts_in_the_capacity_check(
+        tmp_path: Path, target: ConnectionTarget, admin: psycopg.Connection) -> None:
+    """A pool opens --pool-min connections however few workers there are."""
+    result = run_cli("run", "--dsn", target.conninfo(), "--strategies", "psycopg:pool",
+                     "-w", "2", "--pool-min", "119", "--pool-max", "119",
+                     "--table", "never_made", cwd=tmp_path)
+    assert_one_line_error(result, 2, "needs 119 connections", "max_connections=120")
+    assert admin.execute("SELECT to_regclass('never_made')").fetchone()[0] is None
+
+
+def test_show_password_never_reveals_the_users_own_server(tmp_path: Path,
+                                                          target: ConnectionTarget) -> None:
+    assert target.password
+    result = run_cli("run", "--dsn", target.conninfo(), "--show-password", "-n", "5", "-w", "2",
+                     "--warmup", "0", "--trials", "1", "--no-chart", "--table", "show_pw",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "database: postgresql://postgres:***@" in result.stderr
+    assert target.password not in result.stdout + result.stderr
+
+
+# A stand-in for asyncpg whose create_pool fails with an error that echoes its arguments,
+# password included (as some driver errors do). It writes the password it got to a file,
+# so the test knows the embedded server's password too.
+SHADOW_ASYNCPG = '''
+import os, pathlib
+
+class Connection: ...
+
+async def connect(**kwargs):
+    raise RuntimeError(f"cannot connect with {kwargs}")
+
+async def create_pool(**kwargs):
+    pathlib.Path(os.environ["PB_SEEN_PASSWORD"]).write_text(kwargs["password"])
+    raise RuntimeError(f"cannot pool with {kwargs}")
+'''
+
+
+@pytest.mark.parametrize("source", ["--dsn", "DATABASE_URL", ".env DATABASE_URL",
+                                    ".env seed variables", "PG* variables", "embedded server",
+                                    "--dsn, --processes 2"])
+def test_unexpected_error_under_debug_masks_the_password_of_every_source(
+        source: str, tmp_path: Path, target: ConnectionTarget) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "asyncpg.py").write_text(SHADOW_ASYNCPG)
+    seen = tmp_path / "seen"
+    env = clean_env(PYTHONPATH=str(shadow), PB_SEEN_PASSWORD=str(seen))
+    dsn = target.conninfo()
+    host, port, password = target.get("host"), target.get("port"), target.password
+    seed = (f"DB_NAME=poolbench\nUSER_NAME=postgres\nPASSWORD={password}\nHOST={host}\n"
+            f"PORT={port}\n")
+    args = ["run", "--debug", "--strategies", "asyncpg:pool", "-w", "2", "--no-chart"]
+    if source.startswith("--dsn"):
+        args += ["--dsn", dsn]
+    if source.endswith("--processes 2"):
+        args += ["--processes", "2"]
+    if source == "DATABASE_URL":
+        env["DATABASE_URL"] = dsn
+    if source == ".env DATABASE_URL":
+        (tmp_path / ".env").write_text(f"DATABASE_URL={dsn}\n")
+    if source == ".env seed variables":
+        (tmp_path / ".env").write_text(seed)
+    if source == "PG* variables":
+        env.update(PGHOST=host, PGPORT=port, PGUSER="postgres", PGPASSWORD=password,
+                   PGDATABASE="poolbench")
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    secret = seen.read_text()
+    assert len(secret) >= 16  # the driver did get the password...
+    output = result.stdout + result.stderr
+    assert "cannot pool with" in output and "***" in output  # ...and its error was shown,
+    assert secret not in output  # masked

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -64,3 +65,56 @@ def test_cleanup_refuses_what_is_not_a_run_tag(tag: str, tmp_path: Path,
                                                target: ConnectionTarget) -> None:
     result = run_cli("cleanup", "--run-tag", tag, "--dsn", target.conninfo(), cwd=tmp_path)
     assert result.returncode == 2 and "--run-tag" in result.stderr
+
+
+def test_interrupted_run_whose_data_check_failed_exits_6(
+        tmp_path: Path, target: ConnectionTarget, admin: psycopg.Connection, table: str) -> None:
+    """Someone else changes a row mid-run, then the run is interrupted: the failed data
+    check outranks the interrupt."""
+    seed_table(admin, table, 100)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolbench", "run", "--dsn", target.conninfo(), "--table", table,
+         "-n", "100000", "-w", "4", "--strategies", "psycopg:pool", "--no-chart"],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_run_rows(admin, table, proc)
+        admin.execute(f"UPDATE \"{table}\" SET email = 'changed@example.com' WHERE id = 1")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 6, proc.stderr.read()
+    finally:
+        proc.kill()
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert data["partial"] is True and data["verification"]["ok"] is False
+    assert data["verification"]["own_rows_left"] == 0
+
+
+def test_ctrl_c_during_calibration_stops_pgbench_and_cleans_up(
+        tmp_path: Path, target: ConnectionTarget, admin: psycopg.Connection, table: str) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group: pgbench runs in a
+    session of its own, so poolbench stops it and finishes as after any interrupt."""
+    seed_table(admin, table, 1000)
+    before = table_contents(admin, table)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolbench", "calibrate", "--dsn", target.conninfo(), "--table",
+         table, "-n", "20", "-w", "2", "--warmup", "0", "--trials", "1",
+         "--strategies", "psycopg:pool", "--baseline-seconds", "60", "--no-chart"],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # its own group, as a shell gives a foreground job
+    try:
+        deadline = time.monotonic() + 60
+        while not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                "= 'poolbench-pgbench'").fetchone()[0]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        assert proc.wait(timeout=30) == 130, proc.stderr.read()
+        assert time.monotonic() - sent < 5
+    finally:
+        proc.kill()
+    assert subprocess.run(["pgrep", "-f", f"pgbench.*{target.get('port')}"],
+                          capture_output=True).returncode == 1  # no pgbench left
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert data["partial"] is True and data["calibration"] is None
+    assert data["verification"]["ok"] is True and data["verification"]["own_rows_left"] == 0
+    assert table_contents(admin, table) == before

@@ -6,14 +6,15 @@ import csv
 import json
 import re
 from importlib import resources
-from pathlib import Path
 
 import jsonschema
 import pytest
 from conftest import run_cli
 
+from poolbench import RunConfig, run
 from poolbench.db.target import ConnectionTarget
 from poolbench.measure.metrics import decode_histogram
+from poolbench.report.chart import ChartExporter
 from poolbench.results import LatencySummary
 
 
@@ -81,6 +82,26 @@ def test_csv_has_one_row_per_strategy_phase_and_trial(cli_run) -> None:
 def test_password_never_written(cli_run, target: ConnectionTarget) -> None:
     result, out = cli_run
     assert target.password
-    for artefact in [result.stdout, result.stderr,
-                     *(p.read_bytes().decode("latin-1") for p in Path(out).iterdir())]:
+    texts = [result.stdout, result.stderr, (out / "results.json").read_text(),
+             (out / "results.csv").read_text()]
+    assert "psycopg2:threaded" in texts[0] + texts[2] + texts[3]  # the artefacts have content
+    for artefact in texts:
         assert target.password not in artefact
+
+
+def test_chart_text_shows_the_run_and_never_the_password(target: ConnectionTarget,
+                                                         table: str) -> None:
+    """What a reader of the PNG sees is its text elements: titles, labels, legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    results = run(RunConfig(target=target, strategies=("psycopg:none", "psycopg:pool"), rows=20,
+                            workers=2, warmup=0, trials=1, table=table, out_dir=None))
+    fig = ChartExporter().figure(results)
+    try:
+        texts = [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+    finally:
+        plt.close(fig)
+    assert {"psycopg:none", "psycopg:pool", "create", "delete"} <= set(texts)
+    assert any("20 rows, 2 workers" in t for t in texts)
+    assert target.password and not any(target.password in t for t in texts)

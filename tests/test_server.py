@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 
@@ -41,9 +42,11 @@ def test_server_command_prints_masked_dsn_and_stops_on_sigterm(tmp_path) -> None
         line = proc.stdout.readline().strip()
         assert line.startswith("postgresql://postgres:***@127.0.0.1:")
         port = int(line.split(":")[3].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass  # listening while it runs...
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(host="127.0.0.1", port=port, connect_timeout=3)
+        with pytest.raises(ConnectionRefusedError):  # ...and nothing listens once stopped
+            socket.create_connection(("127.0.0.1", port), timeout=3)
     finally:
         proc.kill()

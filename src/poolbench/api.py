@@ -30,7 +30,8 @@ from poolbench.db.workload import (
 from poolbench.environment import manifest
 from poolbench.errors import Interrupted
 from poolbench.events import RunEvents
-from poolbench.measure.harness import harness_us_per_op
+from poolbench.measure.harness import executor_kind, harness_us_per_op
+from poolbench.measure.processes import share
 from poolbench.measure.runner import StrategyMeasurement, run_strategy
 from poolbench.measure.summary import strategy_result
 from poolbench.report import ExportManager, check_writable
@@ -74,6 +75,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         target = config.target
         if target is None:
             needed = max(max(c.connections_needed(workers=config.workers,
+                                                  pool_min=config.pool_min,
                                                   pool_max=config.pool_max),
                              config.pool_max if c.pooled else 0) for c in classes)
             server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
@@ -92,6 +94,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         events.connected.fire(target=target, server=facts)
         admin.call(lambda c: check_capacity(
             c, {cls.name: cls.connections_needed(workers=config.workers,
+                                                 pool_min=config.pool_min,
                                                  pool_max=config.pool_max)
                 for cls in classes}, config.workers,
             pool_max=config.pool_max if any(cls.pooled for cls in classes) else None))
@@ -104,7 +107,13 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)
 
-        harness = harness_us_per_op()
+        # The harness runs the path the strategies will: their executor kinds, one
+        # process's share of the workers, the run's progress hook (before any
+        # strategy starts, so progress views show nothing of it).
+        process_workers = share(config.workers, 0, config.processes)
+        harness = {kind: harness_us_per_op(kind, process_workers,
+                                           lambda n: events.progress.fire(advance=n))
+                   for kind in dict.fromkeys(executor_kind(c) for c in classes)}
 
         def assemble(done: tuple[StrategyResult, ...], *, partial: bool,
                      verification: Verification | None = None,
@@ -142,10 +151,11 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             events.calibration_started.fire(seconds=config.baseline_seconds * 6)
             try:
                 calibrated = calibrate(admin, target, workload, clients=config.workers,
-                                       seconds=config.baseline_seconds)
+                                       seconds=config.baseline_seconds, stop=stop)
             finally:
                 sweep()
-            calibrated = replace(calibrated, ratios=ratios(calibrated, done))
+            if calibrated is not None:
+                calibrated = replace(calibrated, ratios=ratios(calibrated, done))
         after = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
         verification = Verification(
             own_rows_left=admin.call(lambda c: count_own_rows(c, config.table,

@@ -27,6 +27,7 @@ from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.report.console import render
+from poolbench.results import RunResults
 from poolbench.strategies import parse_strategy_names
 
 
@@ -106,8 +107,24 @@ class _InterruptHandler:
                 signal.signal(s, handler)
 
 
-def _fail(message: str, code: int, secrets: tuple[str | None, ...] = ()) -> None:
-    click.echo(f"poolbench: error: {redact(message, *secrets)}", err=True)
+class Secrets:
+    """Passwords of the targets this invocation resolved or started, so that no message
+    or traceback can echo them. Filled by the commands, read by :func:`main`."""
+
+    def __init__(self) -> None:
+        self.passwords: list[str] = []
+
+    def add(self, target: ConnectionTarget | None) -> ConnectionTarget | None:
+        if target is not None and target.password:
+            self.passwords.append(target.password)
+        return target
+
+    def redact(self, text: str) -> str:
+        return redact(text, *self.passwords)
+
+
+def _fail(message: str, code: int, secrets: Secrets) -> None:
+    click.echo(f"poolbench: error: {secrets.redact(message)}", err=True)
     sys.exit(code)
 
 
@@ -155,9 +172,13 @@ def cli() -> None:
 @click.option("--no-chart", is_flag=True, help="Skip the PNG chart.")
 @click.option("--keep-server", is_flag=True,
               help="Keep the embedded server running after the run and print its DSN.")
-@click.option("--show-password", is_flag=True, help="Show the password in a printed DSN.")
+@click.option("--show-password", is_flag=True,
+              help="With --keep-server: show the kept server's password in its printed DSN "
+                   "(never the password of your own server).")
 @click.option("--debug", is_flag=True, help="Print tracebacks (passwords still masked).")
-def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, workers: int,
+@click.pass_obj
+def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: str, rows: int,
+        workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
         statement_timeout: float | None, duration: float | None, rate: float | None,
         processes: int, baseline: str | None, baseline_seconds: float, table: str,
@@ -166,7 +187,7 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     """Run the CRUD benchmark for each strategy and report it."""
     # psycopg_pool logs each connection it discards; poolbench counts those as errors.
     logging.getLogger("psycopg.pool").setLevel(logging.INFO if debug else logging.ERROR)
-    target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
+    target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
     config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
                        workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
                        trials=trials, acquire_timeout_s=acquire_timeout,
@@ -183,8 +204,10 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     view = ProgressView(err, None if duration else rows, warmup + trials)
     view.subscribe(events)
     kept: list[EmbeddedServer] = []
+    # --show-password reveals only a password poolbench made (a kept embedded server's).
     events.connected.add_listener(lambda target, server: err.print(
-        f"database: {target.masked(show_password=show_password)} ({target.source}), "
+        f"database: {target.masked(show_password=show_password and target.embedded)} "
+        f"({target.source}), "
         f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
         highlight=False))
     events.calibration_started.add_listener(lambda seconds: err.print(
@@ -195,7 +218,8 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     interrupted: Interrupted | None = None
     try:
         with interrupt.installed():
-            results = api.run(config, events=events, on_server=kept.append, stop=stop)
+            results = api.run(config, events=events, stop=stop,
+                              on_server=lambda s: kept.append(s) or secrets.add(s.target))
     except Interrupted as exc:
         interrupted = exc
     finally:
@@ -204,6 +228,7 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
     if interrupted is not None:
         if interrupted.results is not None:
             render(interrupted.results, out)
+            _check_data(interrupted.results)  # a failed data check outranks the interrupt
         interrupted.exit_code = 128 + (interrupt.signum or signal.SIGINT)
         raise interrupted
     render(results, out)
@@ -215,6 +240,10 @@ def run(dsn: str | None, env_file: Path | None, strategies: str, rows: int, work
         out.print(f"Embedded server kept: {server.target.masked(show_password=show_password)}",
                   highlight=False)
         out.print(f"Stop it with: {server.stop_command()}", highlight=False)
+    _check_data(results)
+
+
+def _check_data(results: RunResults) -> None:
     if results.verification is not None and not results.verification.ok:
         raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
                                  f"remaining rows carry the prefix {results.run_tag}_")
@@ -230,7 +259,7 @@ def calibrate(args: tuple[str, ...]) -> None:
                    "'poolbench run'; --baseline pgbench is implied)")
         return
     run.main(args=[*args, "--baseline", "pgbench"], prog_name="poolbench calibrate",
-             standalone_mode=False)
+             standalone_mode=False, obj=click.get_current_context().obj)
 
 
 @cli.command()
@@ -238,7 +267,9 @@ def calibrate(args: tuple[str, ...]) -> None:
 @click.option("--table", default="users", show_default=True)
 @click.option("--dsn", help="PostgreSQL URI or key=value DSN of the run's database.")
 @click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")
-def cleanup(run_tag: str, table: str, dsn: str | None, env_file: Path | None) -> None:
+@click.pass_obj
+def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
+            env_file: Path | None) -> None:
     """Delete the rows a dead run left (usernames starting with its tag), and only those."""
     from poolbench.config import IDENTIFIER
     from poolbench.db.workload import (
@@ -254,7 +285,7 @@ def cleanup(run_tag: str, table: str, dsn: str | None, env_file: Path | None) ->
                           "printed by the run); nothing deleted")
     if not IDENTIFIER.match(table):
         raise ConfigError(f"--table {table!r} is not a valid identifier")
-    target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
+    target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
     if target is None:
         raise ConfigError("cleanup needs the database the run used: give --dsn, DATABASE_URL, "
                           "the seed's .env variables or PG* (an embedded server is gone with "
@@ -273,12 +304,14 @@ def cleanup(run_tag: str, table: str, dsn: str | None, env_file: Path | None) ->
 @click.option("--port", type=click.IntRange(1, 65535), help="TCP port [default: a free one].")
 @click.option("--max-connections", type=click.IntRange(5, 10000), default=200, show_default=True)
 @click.option("--show-password", is_flag=True, help="Print the DSN with its password.")
-def server(port: int | None, max_connections: int, show_password: bool) -> None:
+@click.pass_obj
+def server(secrets: Secrets, port: int | None, max_connections: int, show_password: bool) -> None:
     """Start an embedded PostgreSQL in the foreground and print its DSN (Ctrl-C stops it)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedServer(max_connections=max_connections, port=port) as srv:
         assert srv.target is not None
+        secrets.add(srv.target)
         click.echo(srv.target.masked(show_password=show_password))
         click.echo(f"PostgreSQL at {srv.data_dir}; Ctrl-C to stop and remove it.", err=True)
         try:
@@ -288,38 +321,29 @@ def server(port: int | None, max_connections: int, show_password: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: every error becomes one line on stderr and an exit code."""
+    """Console entry point: every error becomes one line on stderr and an exit code.
+
+    Every message and ``--debug`` traceback is redacted with the passwords of the
+    targets the command resolved or started (whatever their source: ``--dsn``,
+    ``DATABASE_URL``, ``.env``, ``PG*``, the embedded server), in this one place.
+    """
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
-    secrets = _secrets_in(args)
+    secrets = Secrets()
     try:
-        cli.main(args=args, prog_name="poolbench", standalone_mode=False)
+        cli.main(args=args, prog_name="poolbench", standalone_mode=False, obj=secrets)
     except PoolbenchError as exc:
         if debug:
-            click.echo(redact(traceback.format_exc(), *secrets), err=True)
+            click.echo(secrets.redact(traceback.format_exc()), err=True)
         _fail(str(exc), exc.exit_code, secrets)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         _fail(exc.format_message(), 2, secrets)
     except (KeyboardInterrupt, click.Abort):
-        _fail("interrupted", 130)
+        _fail("interrupted", 130, secrets)
     except Exception as exc:
         if debug:
-            click.echo(redact(traceback.format_exc(), *secrets), err=True)
+            click.echo(secrets.redact(traceback.format_exc()), err=True)
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", 1,
               secrets)
-
-
-def _secrets_in(args: list[str]) -> tuple[str | None, ...]:
-    """Passwords the command line or environment carries, so no message can echo them."""
-    found: list[str | None] = [os.environ.get("PASSWORD"), os.environ.get("PGPASSWORD")]
-    for i, arg in enumerate(args):
-        value = arg.split("=", 1)[1] if arg.startswith("--dsn=") else (
-            args[i + 1] if arg == "--dsn" and i + 1 < len(args) else None)
-        if value:
-            try:
-                found.append(ConnectionTarget.from_dsn(value, source="--dsn").password)
-            except PoolbenchError:
-                continue
-    return tuple(found)

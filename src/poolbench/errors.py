@@ -56,6 +56,12 @@ class ServerError(PoolbenchError):
     exit_code = 5
 
 
+class WorkerProcessError(PoolbenchError):
+    """A ``--processes`` worker process failed with an unexpected error (text masked)."""
+
+    exit_code = 1
+
+
 class DataIntegrityError(PoolbenchError):
     """The end-of-run check found rows of ours left or rows of others changed."""
 

@@ -23,16 +23,19 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.db.workload import Workload, quote_ident
 from poolbench.errors import ConfigError, ServerError
+from poolbench.measure.executor import StopFlag
 from poolbench.measure.metrics import BucketCounts, bucket_index
 from poolbench.results import Calibration, LatencySummary, PgbenchFigure, Ratio, StrategyResult
 
 PGBENCH_APPLICATION_NAME = "poolbench-pgbench"
+STOP_POLL_S = 0.05  # how often a waiting run looks at its stop flag
 MIN_READ_ROWS = 1000
 
 
@@ -81,27 +84,60 @@ def create_rows(admin: AdminSession, workload: Workload, rows: int) -> tuple[int
     return int(first), int(last)
 
 
+def pgbench_command(pgbench: Path, target: ConnectionTarget, script: Path, log_prefix: Path, *,
+                    clients: int, seconds: float,
+                    connect_each: bool) -> tuple[list[str], dict[str, str]]:
+    """pgbench's arguments and environment for one run. The password goes through the
+    environment, never the command line; the database is the positional argument
+    (pgbench's ``-d`` is ``--debug``, not psql's ``--dbname``)."""
+    args = [str(pgbench), "-n", "-f", str(script), "-c", str(clients),
+            "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))),
+            "-M", "simple" if connect_each else "prepared", "-l",
+            f"--log-prefix={log_prefix}", *(["-C"] if connect_each else [])]
+    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+        if target.get(key):
+            args += [flag, str(target.get(key))]
+    args.append(target.dbname)
+    env = {**os.environ, "PGAPPNAME": PGBENCH_APPLICATION_NAME}
+    for key, var in (("password", "PGPASSWORD"), ("sslmode", "PGSSLMODE")):
+        if target.get(key):
+            env[var] = str(target.get(key))
+    return args, env
+
+
 def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str, *,
-                clients: int, seconds: float, connect_each: bool) -> PgbenchFigure:
-    """One pgbench run; the password goes through the environment, never the command line."""
+                clients: int, seconds: float, connect_each: bool,
+                stop: StopFlag | None = None) -> PgbenchFigure | None:
+    """One pgbench run, or None if ``stop`` was set meanwhile (pgbench is then stopped).
+
+    pgbench runs in a session of its own, so a terminal's Ctrl-C reaches poolbench
+    only, which stops pgbench and cleans up as after any interrupted phase.
+    """
     with tempfile.TemporaryDirectory(prefix="poolbench-pgbench-") as tmp:
         path = Path(tmp) / "script.sql"
         path.write_text(script)
-        args = [str(pgbench), "-n", "-f", str(path), "-c", str(clients),
-                "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))),
-                "-M", "simple" if connect_each else "prepared", "-l",
-                f"--log-prefix={Path(tmp) / 'log'}", *(["-C"] if connect_each else [])]
-        for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user"), ("-d", "dbname")):
-            if target.get(key):
-                args += [flag, str(target.get(key))]
-        env = {**os.environ, "PGAPPNAME": PGBENCH_APPLICATION_NAME}
-        for key, var in (("password", "PGPASSWORD"), ("sslmode", "PGSSLMODE")):
-            if target.get(key):
-                env[var] = str(target.get(key))
-        proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp,
-                              stdin=subprocess.DEVNULL, timeout=seconds * 4 + 120)
+        args, env = pgbench_command(pgbench, target, path, Path(tmp) / "log", clients=clients,
+                                    seconds=seconds, connect_each=connect_each)
+        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out_path.open("w") as out, err_path.open("w") as err:
+            proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=tmp,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.monotonic() + seconds * 4 + 120
+            while True:
+                try:
+                    proc.wait(timeout=STOP_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                        proc.kill()
+                        proc.wait()
+                        if stop is not None and stop.is_set():
+                            return None
+                        raise ServerError(f"pgbench did not finish the {name} script in time; "
+                                          "is the server overloaded?") from None
+        stdout, stderr = out_path.read_text(), err_path.read_text(errors="replace")
         if proc.returncode != 0:
-            last = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
+            last = (stderr.strip() or stdout.strip() or "no output").splitlines()[-1]
             raise ServerError(f"pgbench failed on the {name} script: "
                               f"{redact(last, target.password)}")
         counts = BucketCounts()
@@ -109,9 +145,8 @@ def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str,
             with log.open() as lines:
                 for line in lines:
                     counts[bucket_index(int(line.split()[2]) or 1)] += 1
-    out = proc.stdout
-    tps = float(_find(r"^tps = ([\d.]+)", out))
-    conn_ms = float(_find(r"(?:average|initial) connection time = ([\d.]+) ms", out))
+    tps = float(_find(r"^tps = ([\d.]+)", stdout))
+    conn_ms = float(_find(r"(?:average|initial) connection time = ([\d.]+) ms", stdout))
     hist = counts.to_hdr()
     return PgbenchFigure(script=name, connect_each=connect_each, clients=clients,
                          seconds=seconds, transactions=int(hist.get_total_count()), tps=tps,
@@ -126,17 +161,22 @@ def _find(pattern: str, text: str) -> str:
 
 
 def calibrate(admin: AdminSession, target: ConnectionTarget, workload: Workload, *,
-              clients: int, seconds: float) -> Calibration:
-    """pgbench's figures for every script, persistent and with -C, at ``clients``."""
+              clients: int, seconds: float, stop: StopFlag | None = None) -> Calibration | None:
+    """pgbench's figures for every script, persistent and with -C, at ``clients``;
+    None if ``stop`` was set before all of them ran."""
     pgbench = find_pgbench()
     version = subprocess.run([str(pgbench), "--version"], capture_output=True, text=True,
                              timeout=30).stdout.strip()
     first, last = create_rows(admin, workload, max(MIN_READ_ROWS, clients * 10))
-    figures = tuple(run_pgbench(pgbench, target, text, name, clients=clients, seconds=seconds,
-                                connect_each=connect_each)
-                    for name, text in scripts(workload, first, last).items()
-                    for connect_each in (False, True))
-    return Calibration(pgbench=f"{pgbench} ({version})", figures=figures)
+    figures: list[PgbenchFigure] = []
+    for name, text in scripts(workload, first, last).items():
+        for connect_each in (False, True):
+            figure = run_pgbench(pgbench, target, text, name, clients=clients, seconds=seconds,
+                                 connect_each=connect_each, stop=stop)
+            if figure is None:
+                return None
+            figures.append(figure)
+    return Calibration(pgbench=f"{pgbench} ({version})", figures=tuple(figures))
 
 
 def ratios(calibration: Calibration, strategies: tuple[StrategyResult, ...]) -> tuple[Ratio, ...]:

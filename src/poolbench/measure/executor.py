@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,9 @@ from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings,
 
 PROGRESS_EVERY = 16  # operations a worker finishes between two progress events
 OnProgress = Callable[[int], None]
+# Called once every worker of a phase exists and waits; returns the instant the phase
+# clock starts (``now_ns``), never one in the past: the processes' start barrier.
+StartGate = Callable[[], int]
 
 
 class StopFlag(Protocol):
@@ -36,11 +38,17 @@ class StopFlag(Protocol):
 
 @dataclass
 class PhaseRun:
-    """Raw outcome of one phase: wall-clock seconds, per-worker recorders, rows created."""
+    """Raw outcome of one phase: its clock (start and end on this machine's monotonic
+    clock), per-worker recorders, rows created."""
 
-    elapsed_s: float
+    start_ns: int
+    end_ns: int
     recorders: list[OperationRecorder]
     created: list[int] = field(default_factory=list)
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
 
 
 class PhaseExecutor(Protocol):
@@ -97,10 +105,9 @@ class ThreadExecutor(_InProcessExecutor):
         return (now_ns() - t0) / 1e9
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
-                  start_ns: int | None = None) -> PhaseRun:
+                  gate: StartGate = now_ns) -> PhaseRun:
         source = WorkSource(spec)
-        ready = threading.Barrier(self.workers + 1,
-                                 action=lambda: source.start(_sleep_until(start_ns)))
+        ready = threading.Barrier(self.workers + 1, action=lambda: source.start(gate()))
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
         def worker() -> _Worker:
@@ -144,16 +151,23 @@ class AsyncioExecutor(_InProcessExecutor):
         return (now_ns() - t0) / 1e9
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
-                  start_ns: int | None = None) -> PhaseRun:
-        return self._loop.run_until_complete(self._phase(spec, on_progress, start_ns))
+                  gate: StartGate = now_ns) -> PhaseRun:
+        return self._loop.run_until_complete(self._phase(spec, on_progress, gate))
 
     async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
-                     start_ns: int | None) -> PhaseRun:
+                     gate: StartGate) -> PhaseRun:
         source = WorkSource(spec)
+        waiting = 0
+        all_waiting, go = asyncio.Event(), asyncio.Event()
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
         async def worker() -> _Worker:
+            nonlocal waiting
             w = _Worker(spec, self.leak_threshold_s)
+            waiting += 1
+            if waiting == self.workers:
+                all_waiting.set()
+            await go.wait()
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
                 if scheduled is not None and (delay := scheduled - now_ns()) > 0:
@@ -165,10 +179,11 @@ class AsyncioExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        if start_ns is not None and (delay := start_ns - now_ns()) > 0:
-            await asyncio.sleep(delay / 1e9)
-        source.start(start_ns)
-        finished = await asyncio.gather(*(worker() for _ in range(self.workers)))
+        tasks = [asyncio.ensure_future(worker()) for _ in range(self.workers)]
+        await all_waiting.wait()  # every task exists and waits: the clock starts now
+        source.start(gate())
+        go.set()
+        finished = await asyncio.gather(*tasks)
         return _phase_run(source, list(finished))
 
     def close(self) -> None:
@@ -178,16 +193,9 @@ class AsyncioExecutor(_InProcessExecutor):
             self._loop.close()
 
 
-def _sleep_until(start_ns: int | None) -> int | None:
-    """Wait for a phase start set in advance (all processes start at once); pass it on."""
-    if start_ns is not None and (delay := start_ns - now_ns()) > 0:
-        time.sleep(delay / 1e9)
-    return start_ns
-
-
 def _phase_run(source: WorkSource, finished: list[_Worker]) -> PhaseRun:
-    elapsed = (now_ns() - source.start_ns) / 1e9
-    return PhaseRun(elapsed, [w.rec for w in finished], [i for w in finished for i in w.created])
+    return PhaseRun(source.start_ns, now_ns(), [w.rec for w in finished],
+                    [i for w in finished for i in w.created])
 
 
 def call_operation(strategy: SyncStrategy, statement: Statement, params: tuple[object, ...],
@@ -203,7 +211,7 @@ def call_operation(strategy: SyncStrategy, statement: Statement, params: tuple[o
     try:
         conn = strategy.acquire()
     except Exception as exc:
-        rec.fail(exc, "acquire")
+        rec.fail(exc, "acquire", t0, now_ns(), scheduled)
         return None
     t1 = now_ns()
     result = error = None
@@ -229,7 +237,7 @@ async def await_operation(strategy: AsyncStrategy, statement: Statement,
     try:
         conn = await strategy.acquire()
     except Exception as exc:
-        rec.fail(exc, "acquire")
+        rec.fail(exc, "acquire", t0, now_ns(), scheduled)
         return None
     t1 = now_ns()
     result = error = None
@@ -257,7 +265,8 @@ def _settle(statement: Statement, result: int | None, error: BaseException | Non
     if error is None:
         rec.record(*times)
     else:
-        rec.fail(error, stage)
+        t0, t1, _, t3, scheduled = times
+        rec.fail(error, stage, t0, t3, scheduled, held_ns=t3 - t1)
     return result
 
 

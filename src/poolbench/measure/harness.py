@@ -1,8 +1,11 @@
-"""poolbench's own cost per operation, measured: the same worker loop, clock reads and
-recording as a real run, around a strategy that does nothing.
+"""poolbench's own cost per operation, measured on the path a run takes: the same
+executor (``--workers`` threads, or tasks on one event loop), the same call or
+await of each step, clock reads, recording and progress callback, around a
+strategy whose every step returns at once.
 
-Reported with every run (``harness_us_per_op``), so a reader can see how much of
-a latency or a throughput limit is the load generator rather than the pool.
+Reported with every run (``harness_us_per_op``, per executor kind), so a reader
+can see how much of a latency or a throughput limit is the load generator
+rather than the pool.
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ import threading
 from typing import Any
 
 from poolbench.db.workload import Statement, Workload
-from poolbench.measure.executor import ThreadExecutor
+from poolbench.measure.executor import OnProgress, in_process_executor
 from poolbench.measure.phase import PhaseSpec
-from poolbench.strategies.base import SyncStrategy
+from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
 
 SAMPLE_OPERATIONS = 20_000
 
 
 class NullStrategy(SyncStrategy):
-    """A strategy whose every step returns at once (the row check still passes)."""
+    """A sync strategy whose every step returns at once (the row check still passes)."""
 
     name = "null"
     driver = ""
@@ -35,15 +38,42 @@ class NullStrategy(SyncStrategy):
     def close(self) -> None: ...
 
 
-def harness_us_per_op(operations: int = SAMPLE_OPERATIONS) -> float:
-    """Microseconds one worker spends per operation on everything but the driver."""
-    executor = ThreadExecutor(NullStrategy(None), 1, threading.Event(),  # type: ignore[arg-type]
-                              leak_threshold_s=float("inf"))
+class AsyncNullStrategy(AsyncStrategy):
+    """:class:`NullStrategy`, awaited: measures the asyncio path."""
+
+    name = "null-async"
+    driver = ""
+    pooled = True
+    per_operation = "nothing: measures poolbench itself"
+
+    async def open(self) -> None: ...
+    async def acquire(self) -> Any:
+        return None
+    async def release(self, conn: Any) -> None: ...
+    async def execute(self, conn: Any, statement: Statement, params: tuple[object, ...]) -> int:
+        return 1
+    async def close(self) -> None: ...
+
+
+def executor_kind(cls: type[Strategy]) -> str:
+    """How a strategy's workers run: ``threads`` or ``asyncio``."""
+    return "asyncio" if cls.is_async else "threads"
+
+
+def harness_us_per_op(kind: str, workers: int, on_progress: OnProgress,
+                      operations: int = SAMPLE_OPERATIONS) -> float:
+    """Microseconds of the run's path per operation, everything but the driver: ``operations``
+    spread over ``workers`` threads or tasks (wall time / operations, so it is the cost
+    per operation a saturated client pays, GIL contention included)."""
+    null = AsyncNullStrategy if kind == "asyncio" else NullStrategy
+    settings = StrategySettings(target=None, workers=workers, pool_min=0,  # type: ignore[arg-type]
+                                pool_max=workers, acquire_timeout_s=float("inf"))
+    executor = in_process_executor(null, settings, stop=threading.Event())
     spec = PhaseSpec("read", Statement("read", "", True), Workload("null", "pb00000000"), 0,
                      count=operations, ids=(1,))
     try:
         executor.open()
-        run = executor.run_phase(spec, lambda n: None)
+        run = executor.run_phase(spec, on_progress)
     finally:
         executor.close()
     return round(run.elapsed_s / operations * 1e6, 3)

@@ -46,6 +46,10 @@ def error_class(exc: BaseException) -> str:
     return f"{type(exc).__name__}[{code}]" if code else type(exc).__name__
 
 
+# The histograms every recorder keeps, and every phase result carries.
+HISTOGRAMS = ("latency", "acquire", "execute", "scheduled", "failed")
+
+
 class MissingRow(Exception):
     """A read/update/delete found no row where the run's own insert had put one."""
 
@@ -99,23 +103,27 @@ class BucketCounts(dict[int, int]):
 class OperationRecorder:
     """One worker's timings (nanosecond clock, counted in µs buckets) and errors for one phase.
 
-    ``latency`` is the whole operation (acquire + statement + release);
-    ``acquire`` is the wait for a pooled connection, or the connect for ``none``;
-    ``execute`` is the statement round trip(s), including the commit if any;
-    ``scheduled`` (open-loop ``--rate`` runs only) is the latency from the time the
-    operation was scheduled to start, which includes any wait for a free worker.
-    ``held_too_long`` counts connections kept out of the pool longer than the
-    leak threshold (HikariCP's leak detection).
+    Successful operations: ``latency`` is the whole operation (acquire +
+    statement + release); ``acquire`` is the wait for a pooled connection, or
+    the connect for ``none``; ``execute`` is the statement round trip(s).
+    ``failed`` is the whole time of each *failed* operation, from asking for a
+    connection to the failure (an acquire that timed out after 30 s counts
+    30 s here). ``scheduled`` (open-loop ``--rate`` runs only) counts every
+    operation, failed ones included, from the time it was due to its end, so a
+    stalled pool cannot hide. ``held_too_long`` counts connections kept out of
+    the pool longer than the leak threshold, whether the operation succeeded
+    or not (HikariCP's leak detection).
     """
 
-    __slots__ = ("acquire", "errors", "execute", "held_too_long", "latency", "leak_ns", "ok",
-                 "scheduled")
+    __slots__ = ("acquire", "errors", "execute", "failed", "held_too_long", "latency", "leak_ns",
+                 "ok", "scheduled")
 
     def __init__(self, leak_threshold_s: float = float("inf")) -> None:
         self.latency = BucketCounts()
         self.acquire = BucketCounts()
         self.execute = BucketCounts()
         self.scheduled = BucketCounts()
+        self.failed = BucketCounts()
         self.errors: Counter[str] = Counter()
         self.ok = 0
         self.held_too_long = 0
@@ -132,9 +140,16 @@ class OperationRecorder:
         if t3 - t1 > self.leak_ns:
             self.held_too_long += 1
 
-    def fail(self, exc: BaseException, stage: str) -> None:
-        """Count a failed operation by the step that failed and the error's class."""
+    def fail(self, exc: BaseException, stage: str, t0: int, t_end: int,
+             scheduled: int | None = None, held_ns: int = 0) -> None:
+        """Count a failed operation by the step that failed and the error's class, and
+        record its time (from ``t0`` to ``t_end``) in ``failed`` and ``scheduled``."""
         self.errors[f"{stage}: {error_class(exc)}"] += 1
+        self.failed[bucket_index((t_end - t0) // 1000 or 1)] += 1
+        if scheduled is not None:
+            self.scheduled[bucket_index((t_end - scheduled) // 1000 or 1)] += 1
+        if held_ns > self.leak_ns:
+            self.held_too_long += 1
 
 
 @dataclass(frozen=True)
@@ -151,13 +166,14 @@ class PhaseMeasurement:
     acquire: HdrHistogram
     execute: HdrHistogram
     scheduled: HdrHistogram
+    failed: HdrHistogram
     held_too_long: int = 0
 
     @classmethod
     def merge(cls, *, phase: str, trial: int, warmup: bool, elapsed_s: float,
               recorders: list[OperationRecorder]) -> PhaseMeasurement:
         errors: Counter[str] = Counter()
-        merged = {kind: BucketCounts() for kind in ("latency", "acquire", "execute", "scheduled")}
+        merged = {kind: BucketCounts() for kind in HISTOGRAMS}
         for r in recorders:
             errors.update(r.errors)
             for kind, counts in merged.items():

@@ -6,28 +6,35 @@ event loop) on its share: ``--workers``/P workers and a pool of ``--pool-max``/P
 connections (``--pool-min``/P kept open), remainders going to the first
 processes. Operations are numbered globally and process *p* takes numbers
 p, p+P, p+2P..., so rows, usernames and (with ``--rate``) schedules are the
-same as in one process. Every phase starts at one instant on the system-wide
-monotonic clock; per-worker recorders come back and merge exactly like
-threads' do.
+same as in one process. A phase starts behind a barrier: every process builds
+its workers, and reports ready when all of them wait; only then does the parent
+name a start instant a little ahead, and a process that gets it late starts
+when it gets it, never earlier (no backdated clock, no burst of overdue
+operations). The phase's time runs from the earliest start to the last finish
+on the system-wide monotonic clock; per-worker recorders come back and merge
+exactly like threads' do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import signal
+import time
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from poolbench.errors import PoolbenchError, ServerError
+from poolbench.db.target import redact
+from poolbench.errors import PoolbenchError, ServerError, WorkerProcessError
 from poolbench.measure.executor import OnProgress, PhaseRun, StopFlag, in_process_executor
 from poolbench.measure.metrics import now_ns
 from poolbench.measure.phase import PhaseSpec
 from poolbench.strategies import load_strategy
 from poolbench.strategies.base import Strategy, StrategySettings
 
-START_AHEAD_S = 0.05  # every process gets the phase, then all start at the same instant
+GO_AHEAD_S = 0.005  # every process waits at the barrier; all start this much after "go"
 POLL_S = 0.1  # how often the parent looks at its stop flag while children work
 
 
@@ -62,23 +69,37 @@ class ProcessExecutor:
             self.pipes.append(mine)
             self.children.append(child)
         self._stats: dict[str, int] = {}
+        self._answers: list[Any] = []
+        self._failed: set[int] = set()  # processes that reported an error (and ended)
 
     def open(self) -> float:
         return max(self._ask_all([("open",)] * len(self.pipes)))
 
-    def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
-                  start_ns: int | None = None) -> PhaseRun:
-        start = start_ns or now_ns() + int(START_AHEAD_S * 1e9)
+    def run_phase(self, spec: PhaseSpec, on_progress: OnProgress) -> PhaseRun:
         parts = len(self.pipes)
-        runs: list[PhaseRun] = self._ask_all(
-            [("phase", spec.share(p, parts), start) for p in range(parts)])
+        self._send_all([("phase", spec.share(p, parts)) for p in range(parts)])
+        failure = self._gather_or_failure()  # "ready": every process's workers wait
+        start = now_ns() + int(GO_AHEAD_S * 1e9)
+        self._send_all([("go", start)] * parts)  # sent even after a failure: no one hangs
+        if failure is not None:
+            self._gather_or_failure()
+            raise failure
+        runs: list[PhaseRun] = self._gather()
         recorders = [r for run in runs for r in run.recorders]
         on_progress(sum(r.ok + sum(r.errors.values()) for r in recorders))
-        return PhaseRun(max(run.elapsed_s for run in runs), recorders,
-                        [i for run in runs for i in run.created])
+        return PhaseRun(min(run.start_ns for run in runs), max(run.end_ns for run in runs),
+                        recorders, [i for run in runs for i in run.created])
 
     def close(self) -> None:
+        """Close every process's pool; a process that already failed has nothing to close
+        (its error was raised where it happened)."""
         try:
+            if self._failed:
+                for index, pipe in enumerate(self.pipes):
+                    if index not in self._failed:
+                        with contextlib.suppress(OSError):
+                            pipe.send(("close",))
+                return
             stats: list[dict[str, int]] = self._ask_all([("close",)] * len(self.pipes))
             for part in stats:
                 for key, value in part.items():
@@ -94,14 +115,27 @@ class ProcessExecutor:
 
     def _ask_all(self, messages: list[tuple[Any, ...]]) -> list[Any]:
         """Send each child its message; wait for every answer, passing on a stop request."""
-        answers: dict[int, Any] = {}
-        failure: BaseException | None = None
-        for index, (pipe, message) in enumerate(zip(self.pipes, messages)):
+        self._send_all(messages)
+        return self._gather()
+
+    def _send_all(self, messages: list[tuple[Any, ...]]) -> None:
+        for pipe, message in zip(self.pipes, messages):
             try:
                 pipe.send(message)
-            except OSError:  # the child is gone; its error was reported already
-                answers[index] = failure = failure or ServerError(
-                    f"worker process {index} is gone (exit code {self.children[index].exitcode})")
+            except OSError:  # the child is gone: _gather reports it
+                continue
+
+    def _gather(self) -> list[Any]:
+        failure = self._gather_or_failure()
+        if failure is not None:
+            raise failure
+        return self._answers
+
+    def _gather_or_failure(self) -> BaseException | None:
+        """One answer from every child (in ``_answers``), or the first child's failure;
+        on a failure, or a stop request, every child is asked to stop."""
+        answers: dict[int, Any] = {}
+        failure: BaseException | None = None
         while len(answers) < len(self.pipes):
             if self.outer_stop.is_set():
                 self.stop.set()
@@ -113,18 +147,28 @@ class ProcessExecutor:
                     kind, value = "error", ServerError(
                         f"worker process {index} died (exit code {self.children[index].exitcode})")
                 answers[index] = value
-                if kind == "error" and failure is None:
-                    failure = value
-                    self.stop.set()  # the others stop too
-        if failure is not None:
-            raise failure
-        return [answers[i] for i in range(len(self.pipes))]
+                if kind == "error":
+                    self._failed.add(index)
+                    if failure is None:
+                        failure = value
+                        self.stop.set()  # the others stop too
+        self._answers = [answers[i] for i in range(len(self.pipes))]
+        return failure
 
 
 def _child_main(pipe: Connection, name: str, settings: StrategySettings, stop: StopFlag) -> None:
     """A worker process: build the strategy's executor, then obey the parent's messages."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     executor = None
+
+    def gate() -> int:
+        """The start barrier: say every worker waits, then start at the parent's instant."""
+        pipe.send(("ready", None))
+        _, start = pipe.recv()
+        if (delay := start - now_ns()) > 0:
+            time.sleep(delay / 1e9)
+        return max(start, now_ns())
+
     try:
         executor = in_process_executor(load_strategy(name), settings, stop=stop)
         while True:
@@ -132,25 +176,27 @@ def _child_main(pipe: Connection, name: str, settings: StrategySettings, stop: S
             if message[0] == "open":
                 pipe.send(("ok", executor.open()))
             elif message[0] == "phase":
-                pipe.send(("ok", executor.run_phase(message[1], _ignore, message[2])))
+                pipe.send(("ok", executor.run_phase(message[1], _ignore, gate)))
             else:
                 executor.close()
                 pipe.send(("ok", executor.stats()))
                 return
     except BaseException as exc:
-        pipe.send(("error", _portable(exc)))
+        pipe.send(("error", _portable(exc, settings.target.password)))
 
 
 def _ignore(advance: int) -> None:
     """Progress inside a child is summed by the parent when the phase ends."""
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """The exception itself if it survives pickling (ours do), else a ServerError saying it."""
+def _portable(exc: BaseException, password: str | None) -> BaseException:
+    """The exception itself if it is ours and survives pickling (our messages never carry a
+    password), else a WorkerProcessError with its text, the password masked."""
     if isinstance(exc, PoolbenchError):
         try:
             pickle.loads(pickle.dumps(exc))
             return exc
         except Exception:
             pass
-    return ServerError(f"{type(exc).__name__}: {exc}")
+    return WorkerProcessError(redact(f"worker process: unexpected {type(exc).__name__}: {exc} "
+                                     "(rerun with --debug for details)", password))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from poolbench.measure.metrics import (
+    HISTOGRAMS,
     PhaseMeasurement,
     encode_histogram,
     median,
@@ -40,7 +41,7 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
     for m in counted:
         errors.update(m.errors)
     merged = {kind: merge_histograms([getattr(m, kind) for m in counted])
-              for kind in ("latency", "acquire", "execute", "scheduled")}
+              for kind in HISTOGRAMS}
     paced = merged["scheduled"].get_total_count() > 0
     return PhaseResult(
         phase=phase, trials=trials, median_s=median(seconds), min_s=min(seconds),
@@ -55,6 +56,8 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
         histogram_execute_us=encode_histogram(merged["execute"]),
         scheduled=LatencySummary.of(merged["scheduled"]) if paced else None,
         histogram_scheduled_us=encode_histogram(merged["scheduled"]) if paced else None,
+        failed=LatencySummary.of(merged["failed"]),
+        histogram_failed_us=encode_histogram(merged["failed"]),
         held_too_long=sum(m.held_too_long for m in counted))
 
 

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poolbench.report import atomic_write
 from poolbench.results import PHASES, RunResults
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class ChartExporter:
     filename = "crud_performance_comparison.png"
 
     def write(self, results: RunResults, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig = self.figure(results)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        atomic_write(path, buf.getvalue())
+
+    def figure(self, results: RunResults) -> Figure:
+        """The chart as a matplotlib figure (its text elements are what a reader sees)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -56,7 +70,4 @@ class ChartExporter:
             f"poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool {cfg['pool_min']}.."
             f"{cfg['pool_max']}, median of {cfg['trials']} trials — PostgreSQL "
             f"{server.get('server_version', '?')}" + ("  [PARTIAL]" if results.partial else ""))
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write(path, buf.getvalue())
+        return fig

@@ -45,9 +45,10 @@ class StrategyInfo:
         self.connections_opened = 0
 
     @classmethod
-    def connections_needed(cls, *, workers: int, pool_max: int) -> int:
-        """Server connections this strategy can hold at once."""
-        return min(workers, pool_max) if cls.pooled else workers
+    def connections_needed(cls, *, workers: int, pool_min: int, pool_max: int) -> int:
+        """Server connections this strategy can hold at once: a pool opens ``pool_min``
+        however few workers there are, and grows to at most one per worker."""
+        return max(min(workers, pool_max), pool_min) if cls.pooled else workers
 
     def stats(self) -> dict[str, int]:
         """Counters with units in their names (``connections_opened``...)."""

@@ -1,0 +1,73 @@
+"""poolbench's pgbench figure is what pgbench gives when run by hand."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from poolbench.check.calibrate import (
+    create_rows,
+    find_pgbench,
+    pgbench_command,
+    run_pgbench,
+    scripts,
+)
+from poolbench.db.admin import AdminSession
+from poolbench.db.target import ConnectionTarget
+from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+
+CLIENTS = 4
+SECONDS = 3
+
+
+def test_calibration_read_figure_matches_pgbench_run_by_hand(tmp_path, target: ConnectionTarget,
+                                                             table: str) -> None:
+    admin = AdminSession(target)
+    try:
+        admin.call(lambda c: ensure_table(c, table))
+        workload = Workload(table, new_run_tag())
+        first, last = create_rows(admin, workload, 1000)
+        script = scripts(workload, first, last)["read"]
+        pgbench = find_pgbench()
+
+        # pgbench as a person runs it: database as the positional argument.
+        path = tmp_path / "read.sql"
+        path.write_text(script)
+        by_hand = [str(pgbench), "-n", "-f", str(path), "-c", str(CLIENTS),
+                   "-j", str(min(CLIENTS, os.cpu_count() or 1)), "-T", str(SECONDS),
+                   "-M", "prepared", "-h", target.get("host"), "-p", target.get("port"),
+                   "-U", target.get("user"), target.dbname]
+        env = {**os.environ, "PGPASSWORD": target.password or ""}
+
+        def hand_tps() -> float:
+            out = subprocess.run(by_hand, env=env, capture_output=True, text=True, timeout=120,
+                                 check=True).stdout
+            return float(out.split("tps = ")[1].split()[0])
+
+        def our_tps() -> float:
+            figure = run_pgbench(pgbench, target, script, "read", clients=CLIENTS,
+                                 seconds=SECONDS, connect_each=False)
+            assert figure is not None
+            return figure.tps
+
+        hand_tps()  # warm the cache and the plans before either figure counts
+        # Alternated, best of two each: a 2-core machine's noise is one-sided (slower).
+        hand, ours = [], []
+        for _ in range(2):
+            hand.append(hand_tps())
+            ours.append(our_tps())
+        assert max(ours) == pytest.approx(max(hand), rel=0.10), (ours, hand)
+
+        # The command poolbench builds writes next to nothing on stderr (no --debug trace).
+        args, our_env = pgbench_command(pgbench, target, path, tmp_path / "log", clients=CLIENTS,
+                                    seconds=1, connect_each=False)
+        assert target.password not in " ".join(args)
+        probe = subprocess.run(args, env=our_env, capture_output=True, text=True, timeout=60,
+                               cwd=tmp_path)
+        assert probe.returncode == 0 and len(probe.stderr) < 1000, probe.stderr[:500]
+    finally:
+        admin.call(lambda c: delete_own_rows(c, table, workload.prefix))
+        admin.close()
+

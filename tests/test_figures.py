@@ -1,0 +1,147 @@
+"""Figures that must mean what they say: failed operations keep their time, the headline
+never crowns a failing pool, the processes' phase clock, the server's sessions on a shared
+database, and poolbench's own cost measured on the run's path."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from conftest import seed_table
+
+from poolbench import RunConfig, run
+from poolbench.db.target import ConnectionTarget
+from poolbench.db.workload import quote_ident
+from poolbench.events import RunEvents
+from poolbench.measure.harness import SAMPLE_OPERATIONS
+from poolbench.results import PHASES, LatencySummary, PhaseResult, StrategyResult, comparison
+
+
+@pytest.fixture
+def slow_table(admin: psycopg.Connection, table: str):
+    """Inserts into the table take 50 ms (a trigger)."""
+    seed_table(admin, table, 10)
+    admin.execute("CREATE OR REPLACE FUNCTION pb_fig_slow() RETURNS trigger LANGUAGE plpgsql "
+                  "AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$")
+    admin.execute(f"CREATE TRIGGER slow BEFORE INSERT ON {quote_ident(table)} "
+                  "FOR EACH ROW EXECUTE FUNCTION pb_fig_slow()")
+    yield table
+    admin.execute(f"DROP TRIGGER IF EXISTS slow ON {quote_ident(table)}")
+
+
+def test_stalled_open_loop_counts_failed_operations_in_scheduled_latency(
+        target: ConnectionTarget, slow_table: str) -> None:
+    """A pool of one, 50 ms inserts, 40 due a second and a 0.1 s acquire timeout: waiters
+    fail. Their time stays in the figures: in ``failed`` and in ``scheduled``."""
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=40, workers=4,
+                            pool_min=1, pool_max=1, warmup=0, trials=1, table=slow_table,
+                            out_dir=None, rate=40.0, acquire_timeout_s=0.1))
+    create = results.strategies[0].phase("create")
+    failed = create.error_count
+    assert failed > 0 and create.ops + failed == 40, create.errors
+    assert create.failed.count == failed
+    assert create.failed.p50_us >= 95_000  # each waited out the 0.1 s acquire timeout
+    assert create.scheduled is not None and create.scheduled.count == 40
+
+
+def _strategy(name: str, pooled: bool, seconds: float, errors: int) -> StrategyResult:
+    none = LatencySummary(0, 0.0, 0, 0, 0, 0)
+    phases = tuple(PhaseResult(
+        phase=p, trials=(), median_s=seconds, min_s=seconds, max_s=seconds, ops=10,
+        throughput_ops_s=10 / seconds, errors={"acquire: PoolTimeout": errors} if errors else {},
+        latency=none, acquire=none, execute=none, histogram_latency_us="",
+        histogram_acquire_us="", histogram_execute_us="", failed=none, histogram_failed_us="")
+        for p in PHASES)
+    return StrategyResult(name=name, pooled=pooled, is_async=False, per_operation="",
+                          open_s=0.0, phases=phases, stats={}, leftover_rows_deleted=0)
+
+
+def test_headline_never_crowns_a_pool_that_failed() -> None:
+    fails_fast = _strategy("psycopg2:simple", True, 0.1, errors=7)
+    clean = _strategy("psycopg:pool", True, 0.5, errors=0)
+    c = comparison((_strategy("psycopg2:none", False, 2.0, 0), fails_fast, clean))
+    assert c is not None and c.pooled == "psycopg:pool" and c.pooled_s == 2.0
+    assert c.excluded == {"psycopg2:simple": 28}
+    assert comparison((_strategy("psycopg2:none", False, 2.0, 0), fails_fast)) is None
+
+
+def test_processes_start_together_and_hold_the_rate(target: ConnectionTarget,
+                                                   table: str) -> None:
+    """Two processes behind one start barrier: the paced schedule holds without a burst,
+    and each phase lasts its duration, from the first start to the last finish."""
+    results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"), rows=1,
+                            workers=4, pool_max=4, warmup=0, trials=1, table=table,
+                            out_dir=None, processes=2, rate=200.0, duration_s=2.0))
+    for s in results.strategies:
+        for p in s.phases[:3]:
+            assert p.ops == 400 and p.error_count == 0, (s.name, p.phase, p.ops)
+            # the last of 400 operations is due at 1.995 s
+            assert 1.99 <= p.median_s < 2.25, (s.name, p.phase, p.median_s)
+            assert p.scheduled is not None
+            # No operation was overdue when its process started: no start-up burst.
+            assert p.scheduled.p99_us - p.latency.p99_us < 20_000, (p.scheduled, p.latency)
+        assert s.server is not None and s.server.ok
+
+
+def test_sessions_on_a_shared_database_are_shown_not_failed(target: ConnectionTarget,
+                                                            table: str) -> None:
+    """Another application connecting during the run makes pg_stat_database.sessions
+    database-wide: the check says so instead of failing."""
+    stop = threading.Event()
+    other = target.with_params(application_name="someone-else")
+
+    def churn() -> None:
+        held = None
+        while not stop.is_set():
+            with psycopg.connect(other.conninfo()):
+                pass
+            held = held or psycopg.connect(other.conninfo())  # one stays until the end
+            time.sleep(0.01)
+        if held is not None:
+            held.close()
+
+    thread = threading.Thread(target=churn)
+    events = RunEvents()
+    events.strategy_started.add_listener(lambda **_: thread.start())
+    try:
+        results = run(RunConfig(target=target, strategies=("psycopg:none",), rows=200,
+                                workers=4, warmup=0, trials=1, table=table, out_dir=None),
+                      events=events)
+    finally:
+        stop.set()
+        thread.join()
+    x = results.strategies[0].server
+    assert x is not None
+    sessions = next(c for c in x.checks if c.name == "sessions opened")
+    assert not sessions.exact and sessions.server > sessions.ours == 800
+    assert x.ok and any("database-wide" in n for n in x.notes)
+
+
+def test_sessions_are_exact_when_the_database_is_ours(target: ConnectionTarget,
+                                                      table: str) -> None:
+    results = run(RunConfig(target=target, strategies=("psycopg:none",), rows=50, workers=4,
+                            warmup=0, trials=1, table=table, out_dir=None))
+    x = results.strategies[0].server
+    assert x is not None
+    sessions = next(c for c in x.checks if c.name == "sessions opened")
+    assert sessions.exact and sessions.ours == sessions.server == 200
+
+
+def test_harness_runs_on_each_executor_kind_through_the_progress_hook(
+        target: ConnectionTarget, table: str) -> None:
+    """The harness runs on the run's executors (threads and asyncio here) and reports
+    through the run's own progress hook, before the first strategy starts."""
+    events = RunEvents()
+    before_start: list[int] = []
+    started = threading.Event()
+    events.strategy_started.add_listener(lambda **_: started.set())
+    events.progress.add_listener(lambda advance: None if started.is_set()
+                                 else before_start.append(advance))
+    results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"),
+                            rows=20, workers=8, pool_max=8, warmup=0, trials=1, table=table,
+                            out_dir=None), events=events)
+    assert results.harness_us_per_op is not None
+    assert set(results.harness_us_per_op) == {"threads", "asyncio"}
+    assert sum(before_start) == 2 * SAMPLE_OPERATIONS
