@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 
-from _common import machine
+from _common import Report
 
 SIZES = (10_000, 1_000_000)
 
@@ -50,17 +50,18 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         child(int(sys.argv[2]))
         return
-    print(f"machine: {machine()}")
+    report = Report("memory")
     peaks = {}
     for size in SIZES:
         out = subprocess.run([sys.executable, __file__, "--child", str(size)], check=True,
                              capture_output=True, text=True).stdout.split()
         ops, kib = int(out[-2]), int(out[-1])
         peaks[size] = kib / 1024
-        print(f"{ops:>9,} operations: peak RSS {peaks[size]:.1f} MB")
+        report.line(f"{ops:>9,} operations: peak RSS {peaks[size]:.1f} MB")
     growth = peaks[SIZES[1]] - peaks[SIZES[0]]
-    print(f"growth from {SIZES[0]:,} to {SIZES[1]:,} operations: {growth:.1f} MB "
-          "(target < 50 MB)")
+    report.line(f"growth from {SIZES[0]:,} to {SIZES[1]:,} operations: {growth:.1f} MB "
+                "(target < 50 MB)")
+    report.save()
 
 
 if __name__ == "__main__":

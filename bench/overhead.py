@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import machine
+from _common import Report
 
 from poolbench import RunConfig, run
 from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
@@ -32,7 +32,7 @@ def read_throughput(target, strategy: str, seconds: float, processes: int = 1) -
 
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
-    print(f"machine: {machine()}")
+    report = Report("overhead")
     with EmbeddedServer(max_connections=100) as server:
         target = server.target
         admin = AdminSession(target)
@@ -46,27 +46,31 @@ def main() -> None:
         ref_c = run_pgbench(pgbench, target, texts["read"], "read", clients=CLIENTS,
                             seconds=seconds, connect_each=True)
         admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))
-        print(f"pgbench read, {CLIENTS} clients, persistent: {ref.tps:,.0f} tps")
+        report.line(f"pgbench read, {CLIENTS} clients, persistent: {ref.tps:,.0f} tps")
         best = 0.0
         for strategy in POOLED:
             tps = read_throughput(target, strategy, seconds)
             best = max(best, tps)
-            print(f"  {strategy:<18} read {tps:>9,.0f} ops/s = {tps / ref.tps:.2f}x pgbench")
+            report.line(f"  {strategy:<18} read {tps:>9,.0f} ops/s = {tps / ref.tps:.2f}x pgbench")
         for strategy in POOLED:
             tps = read_throughput(target, strategy, seconds, processes=2)
             best = max(best, tps)
-            print(f"  {strategy:<18} read {tps:>9,.0f} ops/s = {tps / ref.tps:.2f}x pgbench "
-                  "(--processes 2)")
-        print(f"best pooled read: {best / ref.tps:.2f}x pgbench (target >= 0.8x)")
+            report.line(f"  {strategy:<18} read {tps:>9,.0f} ops/s = {tps / ref.tps:.2f}x "
+                        "pgbench (--processes 2)")
+        report.line(f"best pooled read: {best / ref.tps:.2f}x pgbench (target >= 0.8x)")
         results = run(RunConfig(target=target, strategies=("psycopg2:none",), rows=1000,
                                 workers=CLIENTS, warmup=0, trials=1, out_dir=None))
         connect_ms = results.strategies[0].phase("read").acquire.mean_us / 1000
-        print(f"pgbench -C, {CLIENTS} clients: {ref_c.connection_ms:.2f} ms per connection; "
+        report.line(f"pgbench -C, {CLIENTS} clients: {ref_c.connection_ms:.2f} ms per connection; "
               f"psycopg2:none: {connect_ms:.2f} ms = {connect_ms / ref_c.connection_ms:.2f}x "
               "(target within 1.15x)")
         admin.close()
-    own = min(harness_us_per_op() for _ in range(5))
-    print(f"poolbench's own work: {own:.2f} µs per operation (target <= 2)")
+    for kind in ("threads", "asyncio"):
+        for workers in (1, CLIENTS):
+            own = min(harness_us_per_op(kind, workers, lambda n: None) for _ in range(5))
+            report.line(f"poolbench's own work, {kind}, {workers} workers: {own:.2f} µs per "
+                        "operation, best of 5 (target <= 2)")
+    report.save()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2.pool
-from _common import machine
+from _common import Report
 
 from poolbench import RunConfig, run
 from poolbench.db.server import EmbeddedServer
@@ -52,7 +52,7 @@ def seed_design(conninfo: str, workload: Workload) -> float:
 
 
 def main() -> None:
-    print(f"machine: {machine()}")
+    report = Report("seed_job")
     with EmbeddedServer(max_connections=120) as server:
         import psycopg
 
@@ -66,10 +66,12 @@ def main() -> None:
                                 strategies=("psycopg:pool", "asyncpg:pool",
                                             "psycopg2:threaded")))
     best = min(results.strategies, key=lambda s: s.total_median_s)
-    print(f"seed's design (ThreadedConnectionPool, open read transactions): {seed_s:.2f} s")
+    report.line(f"seed's design (ThreadedConnectionPool, open read transactions): {seed_s:.2f} s")
     for s in results.strategies:
-        print(f"  poolbench {s.name:<18} {s.total_median_s:.2f} s")
-    print(f"best ({best.name}) is {seed_s / best.total_median_s:.1f}x faster (target >= 10x)")
+        report.line(f"  poolbench {s.name:<18} {s.total_median_s:.2f} s")
+    report.line(f"best ({best.name}) is {seed_s / best.total_median_s:.1f}x faster "
+                "(target >= 10x)")
+    report.save()
 
 
 if __name__ == "__main__":

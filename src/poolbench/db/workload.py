@@ -58,8 +58,16 @@ class Statement:
     @property
     def numbered_sql(self) -> str:
         """The same SQL with ``$1, $2...`` placeholders (asyncpg, pgbench scripts)."""
+        return self._numbered("$")
+
+    @property
+    def named_sql(self) -> str:
+        """The same SQL with ``:p1, :p2...`` placeholders (SQLAlchemy's ``text()``)."""
+        return self._numbered(":p")
+
+    def _numbered(self, mark: str) -> str:
         parts = self.sql.split("%s")
-        return parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], start=1))
+        return parts[0] + "".join(f"{mark}{i}{p}" for i, p in enumerate(parts[1:], start=1))
 
 
 @dataclass(frozen=True)

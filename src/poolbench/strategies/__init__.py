@@ -19,6 +19,14 @@ REGISTRY: dict[str, str] = {
     "psycopg:pool": "poolbench.strategies.psycopg_pool_strategy:PsycopgPool",
     "asyncpg:none": "poolbench.strategies.asyncpg_none:AsyncpgNoPool",
     "asyncpg:pool": "poolbench.strategies.asyncpg_pool_strategy:AsyncpgPool",
+    "psycopg-async:none": "poolbench.strategies.psycopg_async:PsycopgAsyncNoPool",
+    "psycopg-async:pool": "poolbench.strategies.psycopg_async:PsycopgAsyncPool",
+    "sqlalchemy:nullpool": "poolbench.strategies.sqlalchemy_engine:SqlalchemyNullPool",
+    "sqlalchemy:queuepool": "poolbench.strategies.sqlalchemy_engine:SqlalchemyQueuePool",
+    "sqlalchemy-asyncpg:nullpool":
+        "poolbench.strategies.sqlalchemy_engine:SqlalchemyAsyncpgNullPool",
+    "sqlalchemy-asyncpg:queuepool":
+        "poolbench.strategies.sqlalchemy_engine:SqlalchemyAsyncpgQueuePool",
 }
 
 

@@ -16,7 +16,7 @@ class AsyncpgNoPool(AsyncStrategy):
     per_operation = "asyncpg.connect() (TCP + auth), statement (prepared, unnamed), close()"
 
     async def open(self) -> None:
-        self._kwargs = self.settings.target.asyncpg_kwargs()
+        self._kwargs = self.settings.asyncpg_kwargs()
 
     async def acquire(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(**self._kwargs)

@@ -26,7 +26,7 @@ class AsyncpgPool(AsyncStrategy):
     async def open(self) -> None:
         s = self.settings
         self.pool = await asyncpg.create_pool(min_size=s.pool_min, max_size=s.pool_max,
-                                              init=self._count, **s.target.asyncpg_kwargs())
+                                              init=self._count, **s.asyncpg_kwargs())
 
     async def _count(self, conn: Any) -> None:
         self.connections_opened += 1

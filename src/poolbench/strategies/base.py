@@ -25,6 +25,19 @@ class StrategySettings:
     pool_min: int
     pool_max: int
     acquire_timeout_s: float
+    # False behind a transaction-mode pooler that cannot keep prepared statements
+    # (PgBouncer before 1.21): each driver's documented setting turns them off.
+    prepared_statements: bool = True
+
+    def psycopg_kwargs(self) -> dict[str, Any]:
+        """psycopg 3 connect arguments: autocommit, and no server-side prepares when off."""
+        off = {} if self.prepared_statements else {"prepare_threshold": None}
+        return {"autocommit": True, **off}
+
+    def asyncpg_kwargs(self) -> dict[str, Any]:
+        """asyncpg connect arguments; its statement cache off when prepares are off."""
+        off = {} if self.prepared_statements else {"statement_cache_size": 0}
+        return {**self.target.asyncpg_kwargs(), **off}
 
 
 class AcquireTimeout(Exception):

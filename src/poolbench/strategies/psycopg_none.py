@@ -28,7 +28,7 @@ class PsycopgNoPool(SyncStrategy):
         self._conninfo = self.settings.target.conninfo()
 
     def acquire(self) -> psycopg.Connection:
-        conn = psycopg.connect(self._conninfo, autocommit=True)
+        conn = psycopg.connect(self._conninfo, **self.settings.psycopg_kwargs())
         self.connections_opened += 1
         return conn
 

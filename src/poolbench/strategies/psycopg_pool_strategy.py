@@ -25,7 +25,7 @@ class PsycopgPool(SyncStrategy):
     def open(self) -> None:
         s = self.settings
         self.pool = ConnectionPool(s.target.conninfo(), min_size=s.pool_min, max_size=s.pool_max,
-                                   kwargs={"autocommit": True}, timeout=s.acquire_timeout_s,
+                                   kwargs=s.psycopg_kwargs(), timeout=s.acquire_timeout_s,
                                    open=False, name="poolbench")
         self.pool.open(wait=s.pool_min > 0, timeout=max(30.0, s.acquire_timeout_s))
 
@@ -44,7 +44,11 @@ class PsycopgPool(SyncStrategy):
         self.pool.close()
 
     def stats(self) -> dict[str, int]:
-        """psycopg_pool's own counters (``connections_num``, ``requests_wait_ms``...)."""
-        final = getattr(self, "_final_stats", {})
-        return {"connections_opened": int(final.get("connections_num", 0)),
-                **{f"pool_{k}": int(v) for k, v in final.items()}}
+        return pool_stats(getattr(self, "_final_stats", {}))
+
+
+def pool_stats(final: dict[str, int]) -> dict[str, int]:
+    """psycopg_pool's own counters (``connections_num``, ``requests_wait_ms``...), as taken
+    by ``get_stats()`` before the pool closed (shared with the async pool)."""
+    return {"connections_opened": int(final.get("connections_num", 0)),
+            **{f"pool_{k}": int(v) for k, v in final.items()}}
