@@ -62,6 +62,9 @@ def seed_table(conn: psycopg.Connection, table: str, rows: int) -> None:
     conn.execute(f"INSERT INTO {quote_ident(table)} (username, email) "
                  "SELECT 'user' || g, 'user' || g || '@example.com' "
                  "FROM generate_series(1, %s) g", (rows,))
+    # Publish these inserts now: an idle session's counters otherwise reach
+    # pg_stat_user_tables up to 10 s later, inside the run's cross-check window.
+    conn.execute("SELECT pg_stat_force_next_flush()")
 
 
 def wait_for_run_rows(conn: psycopg.Connection, table: str, proc: subprocess.Popen,

@@ -34,6 +34,8 @@ from poolbench.measure.harness import executor_kind, harness_us_per_op
 from poolbench.measure.processes import share
 from poolbench.measure.runner import StrategyMeasurement, run_strategy
 from poolbench.measure.summary import strategy_result
+from poolbench.poolers.pgbouncer import find_pgbouncer
+from poolbench.poolers.routes import open_route
 from poolbench.report import ExportManager, check_writable
 from poolbench.results import (
     SCHEMA_VERSION,
@@ -47,6 +49,9 @@ from poolbench.results import (
 from poolbench.strategies import StrategySettings, load_strategy
 
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
+# A no-pool client's next connect can reach PgBouncer before it has seen the last one
+# close: its max_client_conn leaves room for that churn and the admin console.
+PGBOUNCER_SPARE_CLIENTS = 100
 
 
 def _now() -> str:
@@ -66,6 +71,8 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes = [load_strategy(name) for name in config.strategies]
+    if any(route.startswith("pgbouncer:") for route in config.via):
+        find_pgbouncer(config.pgbouncer)  # missing: one line naming the install, nothing written
     if config.out_dir is not None:
         check_writable(config.out_dir)
         ExportManager(config.out_dir, chart=config.chart).subscribe(events)
@@ -92,11 +99,13 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         stack.callback(admin.close)
         facts = admin.call(server_facts)
         events.connected.fire(target=target, server=facts)
+        pooler_size = config.effective_pooler_size
         admin.call(lambda c: check_capacity(
-            c, {cls.name: cls.connections_needed(workers=config.workers,
-                                                 pool_min=config.pool_min,
-                                                 pool_max=config.pool_max)
-                for cls in classes}, config.workers,
+            c, {f"{cls.name}@{route}" if route != "direct" else cls.name:
+                cls.connections_needed(workers=config.workers, pool_min=config.pool_min,
+                                       pool_max=config.pool_max)
+                if route in ("direct", "pooler") else pooler_size
+                for cls in classes for route in config.via}, config.workers,
             pool_max=config.pool_max if any(cls.pooled for cls in classes) else None))
         admin.call(lambda c: ensure_table(c, config.table))
         workload = _unused_workload(admin, config.table)
@@ -130,21 +139,37 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             return admin.call(lambda c: delete_own_rows(c, config.table, workload.prefix))
 
         done: tuple[StrategyResult, ...] = ()
-        for cls in classes:
+        for cls, route_name in ((c, r) for c in classes for r in config.via):
             if stop.is_set():
                 break
-            counters_before = probe.snapshot()
             try:
-                measurement = run_strategy(cls, settings, workload=workload, rows=config.rows,
-                                           warmup=config.warmup, trials=config.trials,
-                                           events=events, stop=stop, pace=config.pace,
-                                           processes=config.processes)
+                with open_route(route_name, settings.target, pool_size=pooler_size,
+                                max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
+                                keep_prepared=config.keep_prepared,
+                                pooler=config.pooler_dsn, pgbouncer=config.pgbouncer) as route:
+                    counters_before = probe.snapshot()
+                    route.begin()
+                    measurement = run_strategy(
+                        cls, replace(settings, target=route.target,
+                                     prepared_statements=route.prepared_statements),
+                        workload=workload, rows=config.rows, warmup=config.warmup,
+                        trials=config.trials, events=events, stop=stop, pace=config.pace,
+                        processes=config.processes,
+                        label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
+                    pooler = route.end(attempts=_attempts(measurement),
+                                       extra=cls.extra_traffic(
+                                           prepared_statements=route.prepared_statements))
             except BaseException:
                 sweep()
                 raise
-            check = _cross_check(probe, counters_before, measurement)
-            done += (strategy_result(measurement, leftover_rows_deleted=sweep(),
-                                     server=check),)
+            # The route's PgBouncer has stopped: its server connections have exited and
+            # published their counters.
+            check = _cross_check(probe, counters_before, measurement,
+                                 through_pooler=route_name != "direct")
+            done += (strategy_result(measurement, leftover_rows_deleted=sweep(), server=check,
+                                     route=route_name,
+                                     prepared_statements=route.prepared_statements,
+                                     pooler=pooler),)
             events.strategy_finished.fire(results=assemble(done, partial=True))
         calibrated = None
         if config.baseline == "pgbench" and not stop.is_set():
@@ -187,8 +212,13 @@ def _strategy_target(config: RunConfig, target: ConnectionTarget) -> ConnectionT
     return target.with_settings(statement_timeout=str(round(config.statement_timeout_s * 1000)))
 
 
-def _cross_check(probe: ServerProbe, before: ServerCounters,
-                 m: StrategyMeasurement) -> CrossCheck | None:
+def _attempts(m: StrategyMeasurement) -> int:
+    """Operations a strategy attempted (successful and failed), warm-up included."""
+    return sum(p.ops + sum(p.errors.values()) for p in m.phases)
+
+
+def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement, *,
+                 through_pooler: bool = False) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included).
 
     None for an interrupted strategy: the server counted the cut phase, we did not.
@@ -198,10 +228,8 @@ def _cross_check(probe: ServerProbe, before: ServerCounters,
     quiet = probe.wait_quiet(since=before)
     after = probe.snapshot()
     ops: Counter[str] = Counter()
-    attempts = 0
     for phase in m.phases:
         ops[phase.phase] += phase.ops
-        attempts += phase.ops + sum(phase.errors.values())
-    return compare(before, after, ops=dict(ops), attempts=attempts,
+    return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
-                   probe=probe)
+                   probe=probe, through_pooler=through_pooler)

@@ -26,6 +26,7 @@ from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
+from poolbench.poolers.routes import parse_routes
 from poolbench.report.console import render
 from poolbench.results import RunResults
 from poolbench.strategies import parse_strategy_names
@@ -166,6 +167,19 @@ def cli() -> None:
                    "and report poolbench/pgbench ratios.")
 @click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
               help="Seconds per pgbench run (6 runs: 3 scripts, persistent and -C).")
+@click.option("--via", default="direct", show_default=True,
+              help="Routes, comma-separated: direct, pgbouncer:session, pgbouncer:transaction "
+                   "(a PgBouncer poolbench starts), pooler (--pooler-dsn). Every strategy runs "
+                   "over every route.")
+@click.option("--pooler-size", type=int, default=None,
+              help="PgBouncer's default_pool_size (server connections) [default: --pool-max].")
+@click.option("--pooler-dsn", default=None,
+              help="DSN of a pooler you run (PgBouncer, pgcat, ...), for the route 'pooler'.")
+@click.option("--pgbouncer-bin", type=click.Path(path_type=Path), default=None,
+              help="The pgbouncer executable [default: pgbouncer on PATH, else /usr/sbin].")
+@click.option("--keep-prepared", is_flag=True,
+              help="Keep the drivers' prepared statements behind a transaction pooler (by "
+                   "default they are turned off where the pooler cannot keep them).")
 @click.option("--table", default="users", show_default=True, help="Table to benchmark on.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
               show_default=True, help="Folder for the chart, results.json and results.csv.")
@@ -181,19 +195,26 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
         workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
         statement_timeout: float | None, duration: float | None, rate: float | None,
-        processes: int, baseline: str | None, baseline_seconds: float, table: str,
+        processes: int, baseline: str | None, baseline_seconds: float, via: str,
+        pooler_size: int | None, pooler_dsn: str | None, pgbouncer_bin: Path | None,
+        keep_prepared: bool, table: str,
         out_dir: Path, no_chart: bool, keep_server: bool,
         show_password: bool, debug: bool) -> None:
     """Run the CRUD benchmark for each strategy and report it."""
     # psycopg_pool logs each connection it discards; poolbench counts those as errors.
     logging.getLogger("psycopg.pool").setLevel(logging.INFO if debug else logging.ERROR)
     target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
+    pooler = secrets.add(ConnectionTarget.from_dsn(pooler_dsn, source="--pooler-dsn")
+                         if pooler_dsn else None)
     config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
                        workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
                        trials=trials, acquire_timeout_s=acquire_timeout,
                        statement_timeout_s=statement_timeout, duration_s=duration, rate=rate,
                        processes=processes, baseline=baseline,
                        baseline_seconds=baseline_seconds, table=table,
+                       via=parse_routes(via, pooler_dsn=pooler is not None),
+                       pooler_size=pooler_size, pooler_dsn=pooler, keep_prepared=keep_prepared,
+                       pgbouncer=pgbouncer_bin,
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
     # A pipe or file gets the full table, not rich's 80-column default.

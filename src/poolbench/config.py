@@ -111,6 +111,11 @@ class RunConfig:
     chart: bool = True
     keep_server: bool = False
     show_password: bool = False
+    via: tuple[str, ...] = ("direct",)  # routes: direct, pgbouncer:session/transaction, pooler
+    pooler_size: int | None = None  # PgBouncer's default_pool_size; None: --pool-max
+    pooler_dsn: ConnectionTarget | None = None  # a pooler the user runs (route "pooler")
+    keep_prepared: bool = False  # keep drivers' prepared statements behind a transaction pooler
+    pgbouncer: Path | None = None  # the pgbouncer executable; None: PATH, then /usr/sbin
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -143,6 +148,12 @@ class RunConfig:
         if not IDENTIFIER.match(self.table):
             raise ConfigError(f"--table {self.table!r} is not a valid identifier; use letters, "
                               "digits and _ (at most 63, not starting with a digit)")
+        if self.pooler_size is not None and (not isinstance(self.pooler_size, int)
+                                             or self.pooler_size < 1):
+            raise ConfigError(f"--pooler-size must be a whole number >= 1, got "
+                              f"{self.pooler_size!r}")
+        if "pooler" in self.via and self.pooler_dsn is None:
+            raise ConfigError("--via pooler needs --pooler-dsn (the pooler you run)")
         if not self.strategies:
             raise ConfigError("--strategies is empty; name at least one, e.g. psycopg:pool")
         if len(set(self.strategies)) != len(self.strategies):
@@ -163,5 +174,12 @@ class RunConfig:
             "acquire_timeout_s": self.acquire_timeout_s,
             "statement_timeout_s": self.statement_timeout_s, "duration_s": self.duration_s,
             "rate": self.rate, "processes": self.processes, "baseline": self.baseline,
-            "baseline_seconds": self.baseline_seconds,
+            "baseline_seconds": self.baseline_seconds, "via": list(self.via),
+            "pooler_size": self.effective_pooler_size,
+            "pooler_dsn": self.pooler_dsn.masked() if self.pooler_dsn else None,
+            "keep_prepared": self.keep_prepared,
         }
+
+    @property
+    def effective_pooler_size(self) -> int:
+        return self.pooler_size or self.pool_max

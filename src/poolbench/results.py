@@ -49,10 +49,12 @@ class Check:
     # False where the server's figure covers more than the run (another client's
     # sessions on a shared database): shown beside ours, not held against it.
     exact: bool = True
+    # True for a bound (server <= ours: a pool's connections against its size).
+    at_most: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.ours == self.server
+        return self.server <= self.ours if self.at_most else self.ours == self.server
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,35 @@ class CrossCheck:
     @property
     def disagreements(self) -> tuple[Check, ...]:
         return tuple(c for c in self.checks if c.exact and not c.ok)
+
+
+@dataclass(frozen=True)
+class PoolerCheck:
+    """A pooler's own counts over one strategy (PgBouncer's admin console), against ours.
+
+    ``checks``: transactions and queries it forwarded against the operations
+    poolbench attempted, and the server connections it held at most against its
+    pool size. ``clients_waiting_max`` and ``maxwait_us_max`` are the largest
+    ``cl_waiting`` and ``maxwait`` sampled while the strategy ran.
+    """
+
+    route: str
+    version: str
+    mode: str
+    pool_size: int
+    prepared_statements: bool
+    checks: tuple[Check, ...]
+    transactions: int
+    queries: int
+    server_connections_max: int
+    clients_waiting_max: int
+    maxwait_us_max: int
+    samples: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.exact)
 
 
 @dataclass(frozen=True)
@@ -188,6 +219,14 @@ class StrategyResult:
     stats: dict[str, int]
     leftover_rows_deleted: int  # own rows the end-of-strategy sweep had to delete
     server: CrossCheck | None = None  # the server's own counts over this strategy
+    route: str = "direct"  # direct, pgbouncer:session, pgbouncer:transaction or pooler
+    prepared_statements: bool = True  # False: turned off for a transaction pooler
+    pooler: PoolerCheck | None = None  # the pooler's own counts, on a pooler route
+
+    @property
+    def strategy(self) -> str:
+        """The registry name (``name`` is ``STRATEGY@ROUTE`` off the direct route)."""
+        return self.name.split("@", 1)[0]
 
     @property
     def held_too_long(self) -> int:
@@ -221,6 +260,10 @@ class Comparison:
     gain_pct: float
     no_pool_errors: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
+    # The fastest error-free strategy of every route (pooler routes included), if the
+    # run had more than the direct route.
+    best_overall: str | None = None
+    best_overall_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -265,22 +308,31 @@ class RunResults:
             raw["held_too_long"] = strategy.held_too_long
             if strategy.server is not None:
                 raw["server"]["ok"] = strategy.server.ok
+            if strategy.pooler is not None:
+                raw["pooler"]["ok"] = strategy.pooler.ok
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
         return data
 
 
 def comparison(strategies: tuple[StrategyResult, ...]) -> Comparison | None:
-    """The seed's headline, or None without a complete no-pool and an error-free pooled run."""
-    complete = [s for s in strategies if len(s.phases) == len(PHASES)]
+    """The seed's headline on the direct route, or None without a complete no-pool and an
+    error-free pooled run there; with pooler routes, also the best of all routes."""
+    every = [s for s in strategies if len(s.phases) == len(PHASES)]
+    complete = [s for s in every if s.route == "direct"]
     no_pool = next((s for s in complete if not s.pooled), None)
     pooled = [s for s in complete if s.pooled and not s.error_count]
     if no_pool is None or not pooled:
         return None
     best = min(pooled, key=lambda s: s.total_median_s)
     gain = (no_pool.total_median_s - best.total_median_s) / no_pool.total_median_s * 100
+    overall = None
+    if len(every) > len(complete):
+        overall = min((s for s in every if not s.error_count), key=lambda s: s.total_median_s)
     return Comparison(no_pool=no_pool.name, no_pool_s=no_pool.total_median_s, pooled=best.name,
                       pooled_s=best.total_median_s, gain_pct=gain,
                       no_pool_errors=no_pool.error_count,
                       excluded={s.name: s.error_count for s in complete
-                                if s.pooled and s.error_count})
+                                if s.pooled and s.error_count},
+                      best_overall=overall.name if overall else None,
+                      best_overall_s=overall.total_median_s if overall else None)

@@ -39,6 +39,18 @@ def pgserver_bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def service_user() -> str | None:
+    """The unprivileged user PostgreSQL and PgBouncer run as when poolbench runs as root
+    (both refuse root): pgserver's own choice, created if missing. None otherwise."""
+    if os.geteuid() != 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pgserver.utils import ensure_user_exists
+    ensure_user_exists(SYSTEM_USER)
+    return SYSTEM_USER
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -63,7 +75,7 @@ class EmbeddedServer:
         self.bin_dir = bin_dir or pgserver_bin_dir()
         self.root: Path | None = None
         self.target: ConnectionTarget | None = None
-        self._run_as: str | None = SYSTEM_USER if os.geteuid() == 0 else None
+        self._run_as = service_user()
 
     @property
     def data_dir(self) -> Path:
@@ -148,12 +160,7 @@ class EmbeddedServer:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from pgserver.utils import (
-                ensure_folder_permissions,
-                ensure_prefix_permissions,
-                ensure_user_exists,
-            )
-        ensure_user_exists(self._run_as)
+            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
         ensure_prefix_permissions(self.bin_dir)
         read = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(self.bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)

@@ -84,6 +84,7 @@ class _InProcessExecutor:
         self.workers = workers
         self.stop = stop
         self.leak_threshold_s = leak_threshold_s
+        self.opened = False
 
     def stats(self) -> dict[str, int]:
         return self.strategy.stats()
@@ -102,6 +103,7 @@ class ThreadExecutor(_InProcessExecutor):
     def open(self) -> float:
         t0 = now_ns()
         self.strategy.open()
+        self.opened = True
         return (now_ns() - t0) / 1e9
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
@@ -130,7 +132,8 @@ class ThreadExecutor(_InProcessExecutor):
 
     def close(self) -> None:
         try:
-            self.strategy.close()
+            if self.opened:  # a strategy whose open failed has nothing to close
+                self.strategy.close()
         finally:
             self._threads.shutdown(wait=True)
 
@@ -148,6 +151,7 @@ class AsyncioExecutor(_InProcessExecutor):
     def open(self) -> float:
         t0 = now_ns()
         self._loop.run_until_complete(self.strategy.open())
+        self.opened = True
         return (now_ns() - t0) / 1e9
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
@@ -188,7 +192,8 @@ class AsyncioExecutor(_InProcessExecutor):
 
     def close(self) -> None:
         try:
-            self._loop.run_until_complete(self.strategy.close())
+            if self.opened:  # a strategy whose open failed has nothing to close
+                self._loop.run_until_complete(self.strategy.close())
         finally:
             self._loop.close()
 

@@ -45,7 +45,7 @@ class StrategyMeasurement:
 def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
                  rows: int, warmup: int, trials: int, events: RunEvents,
                  stop: threading.Event | None = None, pace: Pace | None = None,
-                 processes: int = 1) -> StrategyMeasurement:
+                 processes: int = 1, label: str | None = None) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
@@ -55,12 +55,13 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
     pace = pace or Pace()
     executor = make_executor(cls, settings, stop=stop, processes=processes)
     measured: list[PhaseMeasurement] = []
-    events.strategy_started.fire(strategy=cls.name, trials=warmup + trials)
+    label = label or cls.name  # what progress shows: the strategy, and its route if any
+    events.strategy_started.fire(strategy=label, trials=warmup + trials)
     open_s = 0.0
     try:
         open_s = executor.open()
         for trial in range(warmup + trials):
-            if not _run_trial(executor, cls.name, workload, trial, trial < warmup, rows, pace,
+            if not _run_trial(executor, label, workload, trial, trial < warmup, rows, pace,
                               events, stop, measured):
                 break
     finally:

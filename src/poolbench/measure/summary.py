@@ -21,6 +21,7 @@ from poolbench.results import (
     CrossCheck,
     LatencySummary,
     PhaseResult,
+    PoolerCheck,
     StrategyResult,
     TrialResult,
 )
@@ -62,12 +63,16 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
 
 
 def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
-                    server: CrossCheck | None = None) -> StrategyResult:
+                    server: CrossCheck | None = None, route: str = "direct",
+                    prepared_statements: bool = True,
+                    pooler: PoolerCheck | None = None) -> StrategyResult:
     s = m.strategy
     # An interrupted strategy may lack counted trials for some phases: those are left out.
     phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
                    if any(x.phase == p and not x.warmup for x in m.phases))
-    return StrategyResult(name=s.name, pooled=s.pooled, is_async=s.is_async,
+    name = s.name if route == "direct" else f"{s.name}@{route}"
+    return StrategyResult(name=name, pooled=s.pooled, is_async=s.is_async,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
                           stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
-                          server=server)
+                          server=server, route=route, prepared_statements=prepared_statements,
+                          pooler=pooler)

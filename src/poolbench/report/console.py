@@ -30,14 +30,17 @@ def _ms(us: float) -> str:
 
 def render(results: RunResults, console: Console) -> None:
     line = seed_line(results)
-    if line:
-        c = results.comparison
+    c = results.comparison
+    if line and c is not None:
         console.print(line, highlight=False)
         console.print(f"  (no pool: {c.no_pool}; pooled: {c.pooled}; sums of per-phase medians)",
                       style="dim", highlight=False)
         if c.no_pool_errors:
             console.print(f"  [yellow]{c.no_pool} had {c.no_pool_errors} failed operations; "
                           "its time covers the successful ones only[/]", highlight=False)
+    if c is not None and c.best_overall is not None:
+        console.print(f"Best of all routes: {c.best_overall} ({c.best_overall_s:.2f}s, sum of "
+                      "per-phase medians)", highlight=False)
     for name, errors in _excluded(results).items():
         console.print(f"  [yellow]{name} is left out of the fastest pooled strategy: "
                       f"{errors} failed operations[/]", highlight=False)
@@ -56,6 +59,7 @@ def render(results: RunResults, console: Console) -> None:
     console.print(table)
     _render_paced(results, console)
     _render_server(results, console)
+    _render_pooler(results, console)
     _render_calibration(results, console)
     if results.harness_us_per_op:
         kinds = ", ".join(f"{kind} {us:.2f} µs" for kind, us in results.harness_us_per_op.items())
@@ -122,7 +126,7 @@ def _render_server(results: RunResults, console: Console) -> None:
         x = s.server
         assert x is not None
         cells = [f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]" if c.exact
-                 else f"[yellow]{c.ours:,} / {c.server:,} (database-wide)[/]"
+                 else f"[yellow]{c.ours:,} / {c.server:,} (not checked)[/]"
                  for c in x.checks]
         table.add_row(s.name, *cells, f"{x.transactions_per_operation:.2f}",
                       "yes" if x.ok else "[red]NO[/]")
@@ -130,6 +134,53 @@ def _render_server(results: RunResults, console: Console) -> None:
     notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
     for note in notes:
         console.print(f"  note: {note}", style="dim", highlight=False)
+
+
+def _render_pooler(results: RunResults, console: Console) -> None:
+    """What the pooler itself counted (PgBouncer's SHOW STATS / SHOW POOLS) per strategy."""
+    checked = [s for s in results.strategies if s.pooler is not None]
+    if not checked:
+        return
+    versions = ", ".join(sorted({s.pooler.version for s in checked}))  # type: ignore[union-attr]
+    table = Table(title=f"Pooler cross-check ({versions}: SHOW STATS / SHOW POOLS; "
+                        "poolbench / pooler, warm-up included)")
+    for col in ("strategy", "prepared", "transactions", "queries", "server conns max/pool",
+                "clients waiting max", "maxwait ms", "agrees"):
+        table.add_column(col, justify="left" if col in ("strategy", "pooler") else "right")
+    for s in checked:
+        x = s.pooler
+        assert x is not None
+        cells = []
+        for c in x.checks:
+            if c.at_most:
+                continue
+            cells.append(f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]"
+                         if c.exact else f"[yellow]{c.ours:,} / {c.server:,} (not checked)[/]")
+        bound = next((c for c in x.checks if c.at_most), None)
+        table.add_row(s.name, "on" if x.prepared_statements else "off",
+                      *cells, f"{x.server_connections_max} / {x.pool_size}"
+                      if bound is None or bound.ok else
+                      f"[red]{x.server_connections_max} / {x.pool_size}[/]",
+                      str(x.clients_waiting_max), f"{x.maxwait_us_max / 1000:.1f}",
+                      "yes" if x.ok else "[red]NO[/]")
+    console.print(table)
+    for note in sorted({n for s in checked for n in s.pooler.notes}):  # type: ignore[union-attr]
+        console.print(f"  note: {note}", style="dim", highlight=False)
+    if any(not s.pooler.prepared_statements for s in checked):  # type: ignore[union-attr]
+        console.print("  note: prepared statements off: this PgBouncer cannot keep them in "
+                      "transaction mode (before 1.21), so each driver's documented setting "
+                      "turned them off (--keep-prepared keeps them, and counts the errors)",
+                      style="dim", highlight=False)
+    failing = {s.name for s in checked if s.prepared_statements and s.route.endswith(
+        "transaction") and any("Prepared" in k or "prepared" in k or "26000" in k
+                               or "42P05" in k for p in s.phases for k in p.errors)}
+    for name in sorted(failing):
+        console.print(f"[yellow]{name}: prepared statements failed behind a transaction pooler "
+                      "(a statement prepared on one server connection was used on another). "
+                      "Fix: turn the driver's prepared statements off (asyncpg "
+                      "statement_cache_size=0, psycopg prepare_threshold=None), which poolbench "
+                      "does unless --keep-prepared, or use PgBouncer >= 1.21 with "
+                      "max_prepared_statements[/]", highlight=False)
 
 
 def _render_calibration(results: RunResults, console: Console) -> None:

@@ -18,6 +18,7 @@ from poolbench.strategies.base import AsyncStrategy
 
 class AsyncpgPool(AsyncStrategy):
     name = "asyncpg:pool"
+    pooler_extra = "asyncpg:pool resets each connection on release (one query more)"
     driver = "asyncpg"
     pooled = True
     per_operation = ("pool.acquire() (waits, bounded by --acquire-timeout), prepared statement "

@@ -52,6 +52,18 @@ class StrategyInfo:
     pooled: ClassVar[bool]
     is_async: ClassVar[bool]
     per_operation: ClassVar[str]  # what happens per operation, shown in README and JSON
+    # What the driver or pool sends besides one statement per operation (a reset on
+    # release, start-up queries), or None: then a pooler's counts must equal ours.
+    pooler_extra: ClassVar[str | None] = None
+    # True when prepared statements add a query of their own (psycopg's PREPARE after 5 uses).
+    prepares_add_queries: ClassVar[bool] = False
+
+    @classmethod
+    def extra_traffic(cls, *, prepared_statements: bool) -> str | None:
+        """Why a pooler would count more than one statement per operation, if it would."""
+        if cls.prepares_add_queries and prepared_statements:
+            return f"{cls.name} prepares each statement on each connection (one query more)"
+        return cls.pooler_extra
 
     def __init__(self, settings: StrategySettings) -> None:
         self.settings = settings

@@ -55,6 +55,7 @@ class PsycopgAsyncNoPool(AsyncStrategy):
 
 class PsycopgAsyncPool(AsyncStrategy):
     name = "psycopg-async:pool"
+    prepares_add_queries = True
     driver = "psycopg_pool"
     pooled = True
     per_operation = ("await AsyncConnectionPool.getconn() (waits, bounded by --acquire-timeout), "

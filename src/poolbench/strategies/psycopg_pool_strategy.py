@@ -17,6 +17,7 @@ from poolbench.strategies.psycopg_none import execute
 
 class PsycopgPool(SyncStrategy):
     name = "psycopg:pool"
+    prepares_add_queries = True
     driver = "psycopg_pool"
     pooled = True
     per_operation = ("ConnectionPool.getconn() (waits, bounded by --acquire-timeout), "

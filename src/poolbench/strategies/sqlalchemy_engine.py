@@ -87,6 +87,8 @@ class _EngineCounters:
 
 class _SqlalchemyPsycopg(_EngineCounters, SyncStrategy):
     driver = "sqlalchemy"
+    prepares_add_queries = True
+    pooler_extra = "SQLAlchemy's dialect runs start-up queries on the engine's first connection"
 
     def open(self) -> None:
         s = self.settings
@@ -129,6 +131,7 @@ class SqlalchemyNullPool(_SqlalchemyPsycopg):
 
 class _SqlalchemyAsyncpg(_EngineCounters, AsyncStrategy):
     driver = "sqlalchemy"
+    pooler_extra = "SQLAlchemy's dialect runs start-up queries on the engine's first connection"
 
     async def open(self) -> None:
         s = self.settings

@@ -1,0 +1,214 @@
+"""PgBouncer started by poolbench, in front of the embedded server or the user's own.
+
+Debian's ``pgbouncer`` package (found on PATH or in /usr/sbin), run in a temporary
+directory: ``pgbouncer.ini`` and an auth file (mode 0600, the password only in
+there, never on a command line or in a log), listening on 127.0.0.1 at a free
+port with its own ``unix_socket_dir``. PgBouncer refuses to run as root: under
+root it runs as the same unprivileged user as the embedded server. It is stopped,
+and its directory removed, when the strategy using it ends, on an error, and on
+SIGINT/SIGTERM; the kernel also sends it SIGTERM if poolbench itself dies
+(``PR_SET_PDEATHSIG``), so no pgbouncer outlives a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from poolbench.db.server import free_port, service_user
+from poolbench.db.target import ConnectionTarget
+from poolbench.errors import ConfigError, ServerError
+
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.02
+# Startup parameters PgBouncer 1.18 does not track: accepted and not forwarded (so
+# --statement-timeout does not reach the server through it; see the README).
+IGNORED_STARTUP_PARAMETERS = "extra_float_digits,options,statement_timeout"
+# The first PgBouncer that keeps prepared statements in transaction mode.
+PREPARED_STATEMENTS_SINCE = (1, 21)
+
+
+def find_pgbouncer(given: Path | None = None) -> Path:
+    """``given`` (``--pgbouncer-bin``), else ``pgbouncer`` on PATH, else Debian's /usr/sbin."""
+    if given is not None:
+        if not (given.is_file() and os.access(given, os.X_OK)):
+            raise ConfigError(f"--pgbouncer-bin {given}: no executable there; apt-get install "
+                              "pgbouncer, or give the path of one")
+        return given
+    found = shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if Path(p).exists()),
+        None)
+    if found is None:
+        raise ConfigError("--via pgbouncer:*: the pgbouncer executable is not installed; "
+                          "apt-get install pgbouncer, or route through your own pooler with "
+                          "--pooler-dsn")
+    return Path(found)
+
+
+def pgbouncer_version(executable: Path) -> tuple[int, ...]:
+    out = subprocess.run([str(executable), "--version"], capture_output=True, text=True,
+                         timeout=30, stdin=subprocess.DEVNULL).stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", out)
+    if match is None:
+        raise ServerError(f"cannot read the version of {executable} ({out.strip()[:80]!r})")
+    return tuple(int(g) for g in match.groups() if g is not None)
+
+
+@dataclass(frozen=True)
+class PoolerSettings:
+    mode: str  # "session" or "transaction"
+    pool_size: int  # default_pool_size: server connections per database/user pair
+    max_clients: int
+    executable: Path | None = None  # --pgbouncer-bin; None: found on PATH or in /usr/sbin
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when poolbench dies, whatever the way."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class PgBouncer:
+    """One PgBouncer process in front of ``server`` (the direct target)."""
+
+    def __init__(self, server: ConnectionTarget, settings: PoolerSettings) -> None:
+        self.server = server
+        self.settings = settings
+        self.executable = find_pgbouncer(settings.executable)
+        self.version = pgbouncer_version(self.executable)
+        self.root: Path | None = None
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def keeps_prepared_statements(self) -> bool:
+        return self.version >= PREPARED_STATEMENTS_SINCE
+
+    def __enter__(self) -> PgBouncer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> ConnectionTarget:
+        """Write its config, start it, wait until it accepts connections; return the target
+        clients connect to (the server's, but for host and port)."""
+        self.root = Path(tempfile.mkdtemp(prefix="poolbench-pgbouncer-"))
+        try:
+            self._write_config()
+            user = service_user()
+            log = (self.root / "pgbouncer.log").open("ab")
+            with log:
+                self.proc = subprocess.Popen(
+                    [str(self.executable), str(self.root / "pgbouncer.ini")], cwd=self.root,
+                    stdout=log, stderr=log, stdin=subprocess.DEVNULL, user=user,
+                    start_new_session=True,  # a terminal's Ctrl-C is poolbench's to handle
+                    preexec_fn=_die_with_parent)
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+        return self.client_target()
+
+    def client_target(self) -> ConnectionTarget:
+        return self.server.with_params(host="127.0.0.1", port=str(self.port))
+
+    def admin_target(self) -> ConnectionTarget:
+        """The admin console (database ``pgbouncer``; SHOW commands, simple protocol only)."""
+        return self.client_target().with_params(dbname="pgbouncer",
+                                                application_name="poolbench-admin")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: immediate shutdown
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def log_tail(self) -> str:
+        if self.root is None or not (self.root / "pgbouncer.log").exists():
+            return ""
+        return (self.root / "pgbouncer.log").read_text(errors="replace")[-2000:]
+
+    # -- steps -----------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        assert self.root is not None
+        s, server = self.settings, self.server
+        self.port = free_port()
+        user = server.get("user") or "postgres"
+        password = server.password or ""
+        quoted = '"' + password.replace('"', '""') + '"'
+        auth = self.root / "userlist.txt"
+        auth.touch(mode=0o600)
+        auth.write_text(f'"{user}" {quoted}\n')
+        host = server.get("host") or "127.0.0.1"
+        backend = f"host={host} port={server.get('port') or 5432} dbname={server.dbname}"
+        if server.get("sslmode"):
+            backend += f" sslmode={server.get('sslmode')}"
+        lines = {
+            "listen_addr": "127.0.0.1",
+            "listen_port": str(self.port),
+            "unix_socket_dir": str(self.root),
+            "auth_type": "scram-sha-256" if password else "trust",
+            "auth_file": str(auth),
+            "admin_users": user,
+            "stats_users": user,
+            "pool_mode": s.mode,
+            "default_pool_size": str(s.pool_size),
+            "min_pool_size": "0",
+            "reserve_pool_size": "0",
+            "max_client_conn": str(s.max_clients),
+            "max_db_connections": str(s.pool_size),
+            "ignore_startup_parameters": IGNORED_STARTUP_PARAMETERS,
+            "server_tls_sslmode": server.get("sslmode") or "prefer",
+            "pidfile": str(self.root / "pgbouncer.pid"),
+            "log_connections": "0",
+            "log_disconnections": "0",
+        }
+        if self.keeps_prepared_statements and s.mode == "transaction":
+            lines["max_prepared_statements"] = "100"
+        ini = self.root / "pgbouncer.ini"
+        ini.touch(mode=0o600)
+        ini.write_text(f"[databases]\n{server.dbname} = {backend}\n\n[pgbouncer]\n"
+                       + "".join(f"{k} = {v}\n" for k, v in lines.items()))
+        if (owner := service_user()) is not None:
+            import pwd
+
+            entry = pwd.getpwnam(owner)
+            for path in (self.root, auth, ini):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise ServerError(f"pgbouncer exited at start (code {self.proc.returncode}): "
+                                  f"{self.log_tail().strip().splitlines()[-1:]}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(POLL_S)  # poll for readiness; PgBouncer has no ready notification here
+        raise ServerError(f"pgbouncer did not listen on port {self.port} within "
+                          f"{START_TIMEOUT_S:.0f} s")

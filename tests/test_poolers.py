@@ -1,0 +1,165 @@
+"""Routes through a real PgBouncer (Debian's package, started by poolbench): every strategy
+completes, the server's and PgBouncer's counts agree, the pool bounds the server's
+backends, prepared statements are handled, and no pgbouncer or auth file outlives a run.
+
+PgBouncer is required: these tests fail (never skip) where it is missing; `.ci/run`
+installs it."""
+
+from __future__ import annotations
+
+import glob
+import json
+import signal
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import clean_env, run_cli, seed_table, start_cli, table_contents, wait_for_run_rows
+
+from poolbench import RunConfig, run
+from poolbench.db.target import ConnectionTarget
+from poolbench.strategies import REGISTRY
+
+ROUTES = ("pgbouncer:session", "pgbouncer:transaction")
+
+
+def no_pgbouncer_left() -> None:
+    """No pgbouncer process and no temporary directory (config, auth file) of one."""
+    assert subprocess.run(["pgrep", "-x", "pgbouncer"], capture_output=True).returncode == 1
+    assert glob.glob(str(Path(tempfile.gettempdir()) / "poolbench-pgbouncer-*")) == []
+
+
+def test_every_strategy_through_each_pgbouncer_route(target: ConnectionTarget,
+                                                     admin: psycopg.Connection,
+                                                     table: str) -> None:
+    seed_table(admin, table, 10_000)
+    before = table_contents(admin, table)
+    results = run(RunConfig(target=target, strategies=tuple(REGISTRY), rows=40, workers=4,
+                            pool_max=4, warmup=0, trials=1, table=table, out_dir=None,
+                            via=("direct", *ROUTES)))
+    assert [s.name for s in results.strategies] == [
+        n if r == "direct" else f"{n}@{r}" for n in REGISTRY for r in ("direct", *ROUTES)]
+    for s in results.strategies:
+        assert [p.phase for p in s.phases] == ["create", "read", "update", "delete"]
+        if s.strategy != "psycopg2:simple":  # not thread-safe, documented: errors counted
+            assert s.error_count == 0, (s.name, [p.errors for p in s.phases])
+        assert s.server is not None and s.server.ok, (s.name, s.server)
+        if s.route == "direct":
+            assert s.pooler is None
+            continue
+        x = s.pooler
+        assert x is not None and x.ok, (s.name, x)
+        assert x.mode == s.route.split(":")[1] and x.samples > 0
+        assert x.server_connections_max <= 4
+        # Where the driver sends one statement per operation, PgBouncer forwarded exactly ours.
+        attempts = sum(p.ops + p.error_count for p in s.phases)
+        checks = {c.name: c for c in x.checks}
+        assert checks["pooler transactions"].ours == attempts
+        if checks["pooler transactions"].exact:
+            assert x.transactions == x.queries == attempts, s.name
+        # Behind transaction pooling, prepared statements are off (PgBouncer 1.18).
+        assert s.prepared_statements == (s.route == "pgbouncer:session"), s.name
+    assert results.verification is not None and results.verification.ok
+    assert table_contents(admin, table) == before
+    no_pgbouncer_left()
+
+
+def test_transaction_pooling_bounds_the_servers_backends(target: ConnectionTarget,
+                                                         table: str) -> None:
+    """32 clients without a pool of their own, through PgBouncer with 2 server connections:
+    the server never sees more than 2 benchmark backends."""
+    watcher = target.with_params(application_name="poolbench-test")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(watcher.conninfo(), autocommit=True) as conn:
+            while not stop.is_set():
+                seen.append(conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'poolbench' AND backend_type = 'client backend'").fetchone()[0])
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    try:
+        results = run(RunConfig(target=target, strategies=("psycopg:none",), rows=300,
+                                workers=32, warmup=0, trials=1, table=table, out_dir=None,
+                                via=("pgbouncer:transaction",), pooler_size=2))
+    finally:
+        stop.set()
+        thread.join()
+    (s,) = results.strategies
+    assert s.error_count == 0 and s.stats["connections_opened"] == 1200
+    assert len(seen) > 10 and max(seen) <= 2, max(seen)
+    assert s.pooler is not None and s.pooler.server_connections_max <= 2
+    assert s.pooler.clients_waiting_max > 0  # 32 clients queued for 2 connections
+    assert s.server is not None and s.server.ok
+
+
+def test_keep_prepared_behind_transaction_pooling_counts_errors_and_explains(
+        tmp_path: Path, target: ConnectionTarget, table: str) -> None:
+    result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
+                     "asyncpg:pool", "--via", "pgbouncer:transaction", "--keep-prepared",
+                     "-n", "200", "-w", "8", "--pool-max", "8", "--pooler-size", "2",
+                     "--warmup", "0", "--trials", "1", "--no-chart", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    (s,) = data["strategies"]
+    errors = {k: n for p in s["phases"] for k, n in p["errors"].items()}
+    assert any("26000" in k or "42P05" in k for k in errors), errors
+    assert s["prepared_statements"] is True
+    assert "prepared statements failed behind a transaction pooler" in result.stdout
+    assert data["verification"]["ok"] is True
+    no_pgbouncer_left()
+
+
+def test_no_pgbouncer_survives_an_error_or_an_interrupt(tmp_path: Path,
+                                                        target: ConnectionTarget,
+                                                        admin: psycopg.Connection,
+                                                        table: str) -> None:
+    seed_table(admin, table, 100)
+    # An unexpected error once PgBouncer runs: a stand-in asyncpg whose pool cannot open.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "asyncpg.py").write_text("class Connection: ...\n"
+                                       "async def create_pool(**kwargs):\n"
+                                       "    raise RuntimeError('no pool today')\n")
+    result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
+                     "asyncpg:pool", "--via", "pgbouncer:transaction", "-w", "2",
+                     cwd=tmp_path, env=clean_env(PYTHONPATH=str(shadow)))
+    assert result.returncode == 1 and "no pool today" in result.stderr
+    no_pgbouncer_left()
+
+    proc = start_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
+                     "psycopg:pool", "--via", "pgbouncer:session", "-n", "100000", "-w", "4",
+                     "--no-chart", cwd=tmp_path)
+    try:
+        wait_for_run_rows(admin, table, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+    no_pgbouncer_left()
+
+
+def test_missing_pgbouncer_is_a_one_line_error(tmp_path: Path, target: ConnectionTarget) -> None:
+    result = run_cli("run", "--dsn", target.conninfo(), "--via", "pgbouncer:transaction",
+                     "--pgbouncer-bin", str(tmp_path / "nowhere" / "pgbouncer"),
+                     "--table", "never_made", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "apt-get install pgbouncer" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--via", "pgbouncer:statement"], "--via"),
+    (["--via", "pooler"], "--pooler-dsn"),
+    (["--via", "direct,direct"], "twice"),
+    (["--pooler-size", "0"], "--pooler-size"),
+])
+def test_bad_route_options(tmp_path: Path, args: list[str], needle: str) -> None:
+    result = run_cli("run", *args, cwd=tmp_path)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr
