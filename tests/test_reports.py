@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
 from importlib import resources
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -17,6 +20,8 @@ from poolbench.measure.metrics import decode_histogram
 from poolbench.report.chart import ChartExporter
 from poolbench.results import LatencySummary
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget):
@@ -27,11 +32,80 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget):
     return result, cwd / "reports"
 
 
-def test_writes_chart_json_and_csv(cli_run) -> None:
+def test_writes_chart_json_csv_markdown_and_html(cli_run) -> None:
     _, out = cli_run
     png = (out / "crud_performance_comparison.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
-    assert (out / "results.json").exists() and (out / "results.csv").exists()
+    for name in ("results.json", "results.csv", "results.md", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_markdown_table_is_the_json(cli_run) -> None:
+    _, out = cli_run
+    data = json.loads((out / "results.json").read_text())
+    lines = (out / "results.md").read_text().splitlines()
+    c = data["comparison"]
+    assert any(line.startswith(f"Without Pooling: {c['no_pool_s']:.2f}s, With Pooling: "
+                               f"{c['pooled_s']:.2f}s, Performance Gain: {c['gain_pct']:.2f}%")
+               for line in lines)
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| `")]
+    expected = [[f" `{s['name']}` ", f" {p['phase']} ", f" {p['median_s']:.3f} ",
+                 f" {p['min_s']:.3f} ", f" {p['max_s']:.3f} ", f" {p['throughput_ops_s']:,.0f} ",
+                 f" {p['latency']['p50_us'] / 1000:.2f} ", f" {p['latency']['p99_us'] / 1000:.2f} ",
+                 f" {p['acquire']['p50_us'] / 1000:.2f} ", f" {p['execute']['p50_us'] / 1000:.2f} ",
+                 f" {sum(p['errors'].values())} "]
+                for s in data["strategies"] for p in s["phases"]]
+    assert rows == expected
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
+                                        else None)
+
+
+def test_html_report_opens_offline_in_chromium(cli_run) -> None:
+    """Headless Chromium (Debian's, driven by playwright), every request but the file's own
+    blocked: no console error, every strategy named, every chart drawn."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: apt-get install chromium chromium-driver")
+        pytest.skip("Chromium is not installed (apt-get install chromium chromium-driver)")
+    from playwright.sync_api import sync_playwright
+
+    _, out = cli_run
+    data = json.loads((out / "results.json").read_text())
+    errors: list[str] = []
+    blocked: list[str] = []
+
+    def only_the_file(route) -> None:
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", only_the_file)
+            page.goto((out / "report.html").resolve().as_uri())
+            for chart in ("throughput", "latency", "split", "percentiles"):
+                page.wait_for_selector(f"#{chart} .main-svg", timeout=15_000)
+                assert page.locator(f"#{chart} .main-svg .trace").count() > 0, chart
+            text = page.inner_text("body")
+            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == [] and blocked == []
+    for strategy in data["strategies"]:
+        assert strategy["name"] in text
+    assert "waiting for a connection" in text
 
 
 def test_json_matches_schema(cli_run) -> None:

@@ -193,3 +193,20 @@ def median(values: list[float]) -> float:
 
 def now_ns() -> int:
     return time.perf_counter_ns()
+
+
+# Percentiles at which HdrHistogram's plotter samples a latency curve: ever closer to 100,
+# so a log-scaled 1/(1 - p) axis shows the tail.
+CURVE_PERCENTILES = (0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99,
+                     99.999, 100.0)
+
+
+def percentile_curve(encoded: str) -> list[tuple[float, int]]:
+    """(percentile, µs) pairs of an encoded histogram for a percentile plot; empty if none."""
+    if not encoded:
+        return []
+    hist = decode_histogram(encoded)
+    if hist.get_total_count() == 0:
+        return []
+    values = hist.get_percentile_to_value_dict(list(CURVE_PERCENTILES))
+    return [(p, int(values[p])) for p in CURVE_PERCENTILES]

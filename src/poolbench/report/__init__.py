@@ -47,23 +47,26 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def file_exporters(*, chart: bool) -> list[Exporter]:
+    """JSON, CSV and Markdown always; the PNG chart and the HTML report with ``chart``."""
     from poolbench.report.csv_export import CsvExporter
     from poolbench.report.json_export import JsonExporter
+    from poolbench.report.markdown import MarkdownExporter
 
-    exporters: list[Exporter] = [JsonExporter(), CsvExporter()]
+    exporters: list[Exporter] = [JsonExporter(), CsvExporter(), MarkdownExporter()]
     if chart:
         from poolbench.report.chart import ChartExporter
+        from poolbench.report.html import HtmlExporter
 
-        exporters.append(ChartExporter())
+        exporters += [ChartExporter(), HtmlExporter()]
     return exporters
 
 
 class ExportManager:
     """Writes every file exporter's output into one folder whenever results change.
 
-    The chart costs about a second to draw, so partial results (after each
-    strategy but the last) get JSON and CSV only; the chart is drawn for the
-    final results, complete or partial.
+    The chart costs about a second to draw and the HTML page carries plotly.js (4.8 MB),
+    so partial results (after each strategy but the last) get JSON, CSV and Markdown
+    only; the chart and the page are written for the final results, complete or partial.
     """
 
     def __init__(self, out_dir: Path, *, chart: bool = True) -> None:

@@ -1,7 +1,8 @@
 """``crud_performance_comparison.png``: grouped bars per phase, one bar per strategy.
 
-Three panels read left to right: median seconds per phase (whiskers: min..max
-over trials), throughput, and p99 latency. Nothing here computes a statistic.
+Four panels read left to right: median seconds per phase (whiskers: min..max
+over trials), throughput, p99 latency, and the mean operation split into waiting
+for a connection and running the statement. Nothing here computes a statistic.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from poolbench.report import atomic_write
-from poolbench.results import PHASES, RunResults
+from poolbench.results import PHASES, RunResults, StrategyResult
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -37,7 +39,7 @@ class ChartExporter:
         import matplotlib.pyplot as plt
 
         strategies = results.strategies
-        fig, axes = plt.subplots(1, 3, figsize=(16, 6.2), constrained_layout=True)
+        fig, axes = plt.subplots(1, 4, figsize=(21, 6.2), constrained_layout=True)
         width = 0.8 / max(len(strategies), 1)
         panels = (
             ("Median time per phase", "seconds (lower is better)", lambda p: p.median_s),
@@ -46,7 +48,7 @@ class ChartExporter:
             ("p99 latency per operation", "milliseconds (lower is better)",
              lambda p: p.latency.p99_us / 1000),
         )
-        for ax, (title, ylabel, value) in zip(axes, panels):
+        for ax, (title, ylabel, value) in zip(axes[:3], panels):
             for i, s in enumerate(strategies):
                 xs = [PHASES.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
                       for p in s.phases]
@@ -61,6 +63,7 @@ class ChartExporter:
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             ax.grid(axis="y", alpha=0.3)
+        self._split_panel(axes[3], strategies, width)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, title="driver:pool", loc="outside lower center",
                    ncols=min(len(labels), 7), fontsize="small")
@@ -71,3 +74,24 @@ class ChartExporter:
             f"{cfg['pool_max']}, median of {cfg['trials']} trials — PostgreSQL "
             f"{server.get('server_version', '?')}" + ("  [PARTIAL]" if results.partial else ""))
         return fig
+
+    @staticmethod
+    def _split_panel(ax: Axes, strategies: tuple[StrategyResult, ...], width: float) -> None:
+        """Each bar is one strategy's mean operation split in two: waiting for a connection
+        (solid, bottom) and running the statement (hatched, top)."""
+        import matplotlib.pyplot as plt
+
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, s in enumerate(strategies):
+            xs = [PHASES.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
+                  for p in s.phases]
+            wait = [p.acquire.mean_us / 1000 for p in s.phases]
+            statement = [p.execute.mean_us / 1000 for p in s.phases]
+            colour = colours[i % len(colours)]
+            ax.bar(xs, wait, width, color=colour)
+            ax.bar(xs, statement, width, bottom=wait, color=colour, alpha=0.45, hatch="//")
+        ax.set_xticks(range(len(PHASES)), PHASES)
+        ax.set_xlabel("CRUD phase (solid: waiting for a connection; hatched: statement)")
+        ax.set_ylabel("milliseconds, mean per operation")
+        ax.set_title("Wait for a connection vs statement")
+        ax.grid(axis="y", alpha=0.3)

@@ -1,0 +1,184 @@
+"""``report.html``: one self-contained page (plotly.js inline, no network request) with
+interactive charts and every table of the console.
+
+Charts: throughput and p50/p99 latency per phase; per strategy, the mean time of an
+operation split into waiting for a connection and running the statement (stacked);
+latency percentile curves from the HDR histograms on a log-scaled percentile axis, as
+HdrHistogram's plotter draws them. Then the server and pooler cross-checks, the pgbench
+calibration, the environment and the config (the password is already masked in it).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from poolbench.measure.metrics import percentile_curve
+from poolbench.report import atomic_write
+from poolbench.results import PHASES, RunResults
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.bad { color: #b00; font-weight: bold; } .note { color: #666; font-size: 0.85rem; }
+.chart { width: 100%; min-height: 420px; }
+"""
+
+
+def _table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
+    """(element id, plotly figure as data) per chart; values read from the result model."""
+    strategies = results.strategies
+    throughput = [{"type": "bar", "name": s.name, "x": [p.phase for p in s.phases],
+                   "y": [p.throughput_ops_s for p in s.phases]} for s in strategies]
+    latency = [{"type": "bar", "name": f"{s.name} p{q}", "x": [p.phase for p in s.phases],
+                "y": [getattr(p.latency, f"p{q}_us") / 1000 for p in s.phases]}
+               for s in strategies for q in (50, 99)]
+    split = []
+    for kind, label in (("acquire", "waiting for a connection"), ("execute", "statement")):
+        split.append({"type": "bar", "name": label,
+                      "x": [[s.name for s in strategies for _ in s.phases],
+                            [p.phase for s in strategies for p in s.phases]],
+                      "y": [getattr(p, kind).mean_us / 1000 for s in strategies
+                            for p in s.phases]})
+    curves = []
+    for s in strategies:
+        for p in s.phases:
+            points = [(pct, us) for pct, us in percentile_curve(p.histogram_latency_us)
+                      if pct < 100.0]
+            curves.append({"type": "scatter", "mode": "lines+markers",
+                           "name": f"{s.name} {p.phase}",
+                           "x": [1 / (1 - pct / 100) for pct, _ in points],
+                           "y": [us / 1000 for _, us in points],
+                           "text": [f"p{pct:g}" for pct, _ in points]})
+    ticks = [1 / (1 - q / 100) for q in (0, 90, 99, 99.9, 99.99, 99.999)]
+    axis = {"title": {"text": "percentile"}, "type": "log", "tickvals": ticks,
+            "ticktext": ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]}
+    return [
+        ("throughput", {"data": throughput, "layout": {
+            "title": {"text": "Throughput per phase"}, "barmode": "group",
+            "xaxis": {"title": {"text": "CRUD phase"}, "categoryarray": list(PHASES)},
+            "yaxis": {"title": {"text": "operations per second (median of trials)"}}}}),
+        ("latency", {"data": latency, "layout": {
+            "title": {"text": "Latency per operation, p50 and p99"}, "barmode": "group",
+            "xaxis": {"title": {"text": "CRUD phase"}},
+            "yaxis": {"title": {"text": "milliseconds"}}}}),
+        ("split", {"data": split, "layout": {
+            "title": {"text": "Where an operation's time goes: waiting for a connection vs "
+                               "running the statement (means, successful operations)"},
+            "barmode": "stack", "xaxis": {"title": {"text": "strategy / phase"}},
+            "yaxis": {"title": {"text": "milliseconds (mean)"}}}}),
+        ("percentiles", {"data": curves, "layout": {
+            "title": {"text": "Latency by percentile (HDR histograms, successful operations)"},
+            "xaxis": axis, "yaxis": {"title": {"text": "milliseconds"}}}}),
+    ]
+
+
+def _sections(results: RunResults) -> str:
+    parts = []
+    rows = [[_esc(s.name), p.phase, f"{p.median_s:.3f}", f"{p.min_s:.3f}..{p.max_s:.3f}",
+             f"{p.throughput_ops_s:,.0f}", _ms(p.latency.p50_us), _ms(p.latency.p99_us),
+             _ms(p.acquire.p50_us), _ms(p.execute.p50_us),
+             f'<span class="bad">{p.error_count}</span>' if p.error_count else ""]
+            for s in results.strategies for p in s.phases]
+    parts.append("<h2>Per strategy and phase</h2>" + _table(
+        ["strategy", "phase", "median s", "min..max s", "ops/s", "p50 ms", "p99 ms",
+         "wait p50 ms", "statement p50 ms", "errors"], rows))
+    checked = [s for s in results.strategies if s.server is not None]
+    if checked:
+        names = [c.name for c in checked[0].server.checks]  # type: ignore[union-attr]
+        rows = []
+        for s in checked:
+            x = s.server
+            assert x is not None
+            rows.append([_esc(s.name), *(f"{c.ours:,}" if c.ok else
+                                         f'<span class="bad">{c.ours:,} / {c.server:,}</span>'
+                                         for c in x.checks),
+                         f"{x.transactions_per_operation:.2f}",
+                         "yes" if x.ok else '<span class="bad">NO</span>'])
+        notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
+        parts.append("<h2>Server cross-check (poolbench / server)</h2>"
+                     + _table(["strategy", *names, "server xacts/op", "agrees"], rows)
+                     + "".join(f'<p class="note">{_esc(n)}</p>' for n in notes))
+    pooled = [s for s in results.strategies if s.pooler is not None]
+    if pooled:
+        rows = [[_esc(s.name), _esc(s.pooler.version), "on" if s.prepared_statements else "off",
+                 f"{s.pooler.transactions:,}", f"{s.pooler.queries:,}",
+                 f"{s.pooler.server_connections_max} / {s.pooler.pool_size}",
+                 s.pooler.clients_waiting_max, f"{s.pooler.maxwait_us_max / 1000:.1f}",
+                 "yes" if s.pooler.ok else '<span class="bad">NO</span>']
+                for s in pooled if s.pooler is not None]
+        parts.append("<h2>Pooler cross-check</h2>" + _table(
+            ["strategy", "pooler", "prepared", "transactions", "queries",
+             "server conns max / pool", "clients waiting max", "maxwait ms", "agrees"], rows))
+    cal = results.calibration
+    if cal is not None:
+        rows = [[f.script, "new per transaction (-C)" if f.connect_each else "persistent",
+                 f.clients, f"{f.tps:,.0f}", _ms(f.latency.p50_us), _ms(f.latency.p99_us),
+                 f"{f.connection_ms:.2f}"] for f in cal.figures]
+        ratio_rows = [[_esc(r.strategy), r.script, r.against, f"{r.throughput:.2f}x",
+                       f"{r.p50:.2f}x", f"{r.p99:.2f}x",
+                       f"{r.connect:.2f}x" if r.connect is not None else ""]
+                      for r in cal.ratios]
+        parts.append(f"<h2>pgbench on the same server — {_esc(cal.pgbench)}</h2>"
+                     + _table(["script", "connections", "clients", "tps", "p50 ms", "p99 ms",
+                               "connect ms"], rows)
+                     + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",
+                               "connect"], ratio_rows))
+    v = results.verification
+    if v is not None:
+        parts.append("<h2>Data check</h2><p>" + (
+            f"All rows of run {_esc(results.run_tag)} deleted; {v.other_rows_after} other rows "
+            "unchanged." if v.ok else '<span class="bad">FAILED</span>: '
+            f"{v.own_rows_left} rows of the run remain; other rows {v.other_rows_before} -> "
+            f"{v.other_rows_after}") + "</p>")
+    parts.append("<h2>Environment</h2><pre>" + _esc(json.dumps(results.environment, indent=2))
+                 + "</pre><h2>Config</h2><pre>" + _esc(json.dumps(results.config, indent=2))
+                 + "</pre>")
+    return "".join(parts)
+
+
+def report_html(results: RunResults) -> str:
+    from plotly.offline import get_plotlyjs
+
+    cfg = results.config
+    title = (f"poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool "
+             f"{cfg['pool_min']}..{cfg['pool_max']}" + (" (partial)" if results.partial else ""))
+    c = results.comparison
+    headline = (f"<p><b>Without Pooling: {c.no_pool_s:.2f}s, With Pooling: {c.pooled_s:.2f}s, "
+                f"Performance Gain: {c.gain_pct:.2f}%</b> (no pool: {_esc(c.no_pool)}; pooled: "
+                f"{_esc(c.pooled)})</p>") if c is not None else ""
+    figures = _figures(results)
+    divs = "".join(f'<div class="chart" id="{name}"></div>' for name, _ in figures)
+    draw = "".join(f"Plotly.newPlot({json.dumps(name)}, {json.dumps(fig['data'])}, "
+                   f"{json.dumps(fig['layout'])}, {{responsive: true}});\n"
+                   for name, fig in figures)
+    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_esc(title)}</title><style>{STYLE}</style>"
+            f"<script>{get_plotlyjs()}</script></head><body><h1>{_esc(title)}</h1>{headline}"
+            f"{divs}{_sections(results)}<script>{draw}</script></body></html>")
+
+
+class HtmlExporter:
+    filename = "report.html"
+
+    def write(self, results: RunResults, path: Path) -> None:
+        atomic_write(path, report_html(results).encode())

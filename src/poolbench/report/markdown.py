@@ -1,0 +1,51 @@
+"""``results.md``: the seed's summary line and one table row per strategy and phase, in
+hyperfine's ``--export-markdown`` style, ready to paste into a pull request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poolbench.report import atomic_write
+from poolbench.results import RunResults
+
+HEADER = ("| Strategy | Phase | Median [s] | Min [s] | Max [s] | Throughput [ops/s] | "
+          "p50 [ms] | p99 [ms] | Wait p50 [ms] | Statement p50 [ms] | Errors |")
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def markdown(results: RunResults) -> str:
+    cfg = results.config
+    lines = [f"## poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool "
+             f"{cfg['pool_min']}..{cfg['pool_max']}, median of {cfg['trials']} trials"
+             + (" (partial)" if results.partial else ""), ""]
+    c = results.comparison
+    if c is not None:
+        lines += [f"Without Pooling: {c.no_pool_s:.2f}s, With Pooling: {c.pooled_s:.2f}s, "
+                  f"Performance Gain: {c.gain_pct:.2f}% (no pool: `{c.no_pool}`; pooled: "
+                  f"`{c.pooled}`)", ""]
+        if c.best_overall:
+            lines += [f"Best of all routes: `{c.best_overall}` ({c.best_overall_s:.2f}s)", ""]
+    lines += [HEADER, "|" + "|".join(":---" if i < 2 else "---:" for i in range(11)) + "|"]
+    for s in results.strategies:
+        for p in s.phases:
+            lines.append(
+                f"| `{s.name}` | {p.phase} | {p.median_s:.3f} | {p.min_s:.3f} | {p.max_s:.3f} | "
+                f"{p.throughput_ops_s:,.0f} | {_ms(p.latency.p50_us)} | {_ms(p.latency.p99_us)} "
+                f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
+    env = results.environment
+    server = env.get("server", {})
+    lines += ["", f"PostgreSQL {server.get('server_version', '?')}, poolbench "
+              f"{env.get('poolbench', '?')}, Python {env.get('python', '?')}, "
+              f"{env.get('cpu_count', '?')} CPUs; run `{results.run_tag}`, "
+              f"{results.started_at}.", ""]
+    return "\n".join(lines)
+
+
+class MarkdownExporter:
+    filename = "results.md"
+
+    def write(self, results: RunResults, path: Path) -> None:
+        atomic_write(path, markdown(results).encode())
