@@ -322,6 +322,37 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
 
 
 @cli.command()
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--threshold", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Percent: exit 1 when a significant throughput drop or p99 rise exceeds it.")
+@click.option("--markdown", "markdown_file", type=click.Path(path_type=Path),
+              help="Also write the comparison as Markdown to this file.")
+@click.option("--html", "html_file", type=click.Path(path_type=Path),
+              help="Also write the comparison as an HTML page to this file.")
+def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
+            html_file: Path | None) -> None:
+    """Compare two results.json files: per strategy and phase, throughput, p50 and p99, the
+    change and whether it is significant; exit 1 on a significant regression."""
+    from poolbench.analysis.compare import compare_runs, load_results
+    from poolbench.report import atomic_write
+    from poolbench.report.compare_view import (
+        comparison_html,
+        comparison_markdown,
+        render_comparison,
+    )
+
+    result = compare_runs(load_results(base), load_results(new), base_name=str(base),
+                          new_name=str(new), threshold_pct=threshold)
+    render_comparison(result, Console(width=None if sys.stdout.isatty() else 140))
+    for path, text in ((markdown_file, comparison_markdown), (html_file, comparison_html)):
+        if path is not None:
+            atomic_write(path, text(result).encode())
+    if result.regressions:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), help="TCP port [default: a free one].")
 @click.option("--max-connections", type=click.IntRange(5, 10000), default=200, show_default=True)
 @click.option("--show-password", is_flag=True, help="Print the DSN with its password.")

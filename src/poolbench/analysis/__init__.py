@@ -1,0 +1,1 @@
+"""Analysis of results: comparing runs (and, later, sweeps, models, findings)."""
