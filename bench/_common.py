@@ -21,10 +21,11 @@ def machine() -> str:
 
 
 def _commit() -> str:
+    root = RESULTS.parent.parent
     proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=RESULTS.parent)
+                          text=True, cwd=root)
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True,
-                           text=True, cwd=RESULTS.parent).stdout.strip()
+                           text=True, cwd=root).stdout.strip()
     return (proc.stdout.strip() or "unknown") + (" (src modified)" if dirty else "")
 
 

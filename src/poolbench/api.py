@@ -28,8 +28,9 @@ from poolbench.db.workload import (
     snapshot_others,
 )
 from poolbench.environment import manifest
-from poolbench.errors import Interrupted
+from poolbench.errors import ConfigError, Interrupted
 from poolbench.events import RunEvents
+from poolbench.measure.connect_probe import connect_cost
 from poolbench.measure.harness import executor_kind, harness_us_per_op
 from poolbench.measure.processes import share
 from poolbench.measure.runner import StrategyMeasurement, run_strategy
@@ -40,6 +41,7 @@ from poolbench.report import ExportManager, check_writable
 from poolbench.results import (
     SCHEMA_VERSION,
     Calibration,
+    ConnectCost,
     CrossCheck,
     RunResults,
     StrategyResult,
@@ -48,6 +50,8 @@ from poolbench.results import (
 )
 from poolbench.strategies import StrategySettings, load_strategy
 
+CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
+PROBED_DRIVERS = ("psycopg", "psycopg2", "asyncpg")
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
 # A no-pool client's next connect can reach PgBouncer before it has seen the last one
 # close: its max_client_conn leaves room for that churn and the admin console.
@@ -126,12 +130,14 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
 
         def assemble(done: tuple[StrategyResult, ...], *, partial: bool,
                      verification: Verification | None = None,
-                     calibration: Calibration | None = None) -> RunResults:
+                     calibration: Calibration | None = None,
+                     connect_cost: ConnectCost | None = None) -> RunResults:
             return RunResults(schema_version=SCHEMA_VERSION, run_tag=workload.run_tag,
                               partial=partial, started_at=started, finished_at=_now(),
                               config=public.public_dict(), environment=env, strategies=done,
                               comparison=comparison(done), verification=verification,
-                              calibration=calibration, harness_us_per_op=harness)
+                              calibration=calibration, harness_us_per_op=harness,
+                              connect_cost=connect_cost)
 
         def sweep() -> int:
             # Whatever happened, the run's rows go: a sweep by run tag, on a fresh
@@ -171,6 +177,15 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                      prepared_statements=route.prepared_statements,
                                      pooler=pooler),)
             events.strategy_finished.fire(results=assemble(done, partial=True))
+        cost = None
+        connect_drivers = tuple(dict.fromkeys(
+            c.driver for c in classes if not c.pooled and c.driver in PROBED_DRIVERS))
+        if connect_drivers and not stop.is_set():
+            # What each of the run's new connections cost, broken down (README: *What a
+            # new connection costs*), at one thread and at the run's concurrency.
+            cost = connect_cost(target, samples=max(CONNECT_SAMPLES, config.workers),
+                                concurrency=tuple(sorted({1, config.workers})),
+                                drivers=connect_drivers)
         calibrated = None
         if config.baseline == "pgbench" and not stop.is_set():
             events.calibration_started.fire(seconds=config.baseline_seconds * 6)
@@ -188,12 +203,34 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             other_rows_before=before.rows, other_rows_after=after.rows,
             other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
         results = assemble(done, partial=stop.is_set(), verification=verification,
-                           calibration=calibrated)
+                           calibration=calibrated, connect_cost=cost)
         events.run_finished.fire(results=results)
         if stop.is_set():
             raise Interrupted(f"interrupted; partial results written, rows of run "
                               f"{workload.run_tag} deleted", results)
         return results
+
+
+def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,
+                         concurrency: tuple[int, ...] = (1, 8),
+                         drivers: tuple[str, ...] = PROBED_DRIVERS, tls: bool = False,
+                         on_server: object = None) -> ConnectCost:
+    """``poolbench connect-cost``: a new connection's cost, slice by slice, on ``target`` or
+    on an embedded server (with ``tls``, one with a self-signed certificate)."""
+    if samples < 1 or not concurrency or min(concurrency) < 1:
+        raise ConfigError("--samples and --concurrency must be whole numbers >= 1")
+    if tls and target is not None:
+        raise ConfigError("--tls makes the embedded server offer TLS; for your own server, "
+                          "put sslmode=require in its DSN instead")
+    with ExitStack() as stack:
+        if target is None:
+            server = EmbeddedServer(max_connections=max(100, max(concurrency) + 10), tls=tls)
+            target = server.start()
+            stack.callback(server.stop)
+            if callable(on_server):
+                on_server(server)
+        AdminSession(target).close()  # a clear error if it cannot connect at all
+        return connect_cost(target, samples=samples, concurrency=concurrency, drivers=drivers)
 
 
 def _unused_workload(admin: AdminSession, table: str) -> Workload:

@@ -321,6 +321,48 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
     click.echo(f"deleted {deleted} rows of run {run_tag} from {table}; {left} left")
 
 
+@cli.command("connect-cost")
+@click.option("--dsn", help="PostgreSQL URI or key=value DSN [default: as for run].")
+@click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")
+@click.option("--samples", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Connections per measurement.")
+@click.option("--concurrency", default="1,8", show_default=True,
+              help="Thread counts at which each driver's connect() is timed.")
+@click.option("--drivers", default="psycopg,psycopg2,asyncpg", show_default=True)
+@click.option("--tls", is_flag=True,
+              help="Embedded server only: offer TLS with a self-signed certificate (needs "
+                   "PostgreSQL binaries built with OpenSSL).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
+              show_default=True, help="Folder for connect_cost.json.")
+@click.pass_obj
+def connect_cost_command(secrets: Secrets, dsn: str | None, env_file: Path | None, samples: int,
+                         concurrency: str, drivers: str, tls: bool, out_dir: Path) -> None:
+    """What a new connection costs: TCP, TLS, authentication (SCRAM round trips and key
+    derivation), backend start, first query; and each driver's connect() under load."""
+    import dataclasses
+    import json
+
+    from poolbench.report import atomic_write, check_writable
+    from poolbench.report.console import render_connect_cost
+
+    try:
+        levels = tuple(int(n) for n in concurrency.split(","))
+    except ValueError:
+        raise ConfigError(f"--concurrency {concurrency!r}: give thread counts like 1,8") from None
+    chosen = tuple(d.strip() for d in drivers.split(",") if d.strip())
+    unknown = [d for d in chosen if d not in api.PROBED_DRIVERS]
+    if unknown or not chosen:
+        raise ConfigError(f"--drivers: choose from {', '.join(api.PROBED_DRIVERS)}")
+    target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
+    check_writable(out_dir)
+    cost = api.measure_connect_cost(target=target, samples=samples, concurrency=levels,
+                                    drivers=chosen, tls=tls,
+                                    on_server=lambda s: secrets.add(s.target))
+    render_connect_cost(cost, Console(width=None if sys.stdout.isatty() else 140))
+    atomic_write(out_dir / "connect_cost.json",
+                 json.dumps(dataclasses.asdict(cost), indent=2).encode() + b"\n")
+
+
 @cli.command()
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))

@@ -114,6 +114,36 @@ class PoolerCheck:
 
 
 @dataclass(frozen=True)
+class DriverConnect:
+    """A driver's own connect() + close(), timed per call, at one concurrency (threads)."""
+
+    driver: str
+    concurrency: int
+    latency: LatencySummary
+
+
+@dataclass(frozen=True)
+class ConnectCost:
+    """What a new connection costs, slice by slice (the protocol probe), and each driver's
+    connect() single-threaded and under concurrency. ``total`` is the probe's whole
+    connection; the slices are contiguous parts of it (their means add up to its mean)."""
+
+    samples: int
+    tls: bool
+    slices: dict[str, LatencySummary]
+    total: LatencySummary
+    drivers: tuple[DriverConnect, ...]
+
+    @property
+    def parts_sum_us(self) -> float:
+        return sum(s.mean_us for s in self.slices.values())
+
+    def driver(self, name: str, concurrency: int) -> DriverConnect | None:
+        return next((d for d in self.drivers
+                     if d.driver == name and d.concurrency == concurrency), None)
+
+
+@dataclass(frozen=True)
 class PgbenchFigure:
     """One pgbench run: a script at a client count, persistent or connect-per-transaction."""
 
@@ -298,6 +328,8 @@ class RunResults:
     # poolbench's own work per operation, measured on each executor kind the run used
     # ("threads", "asyncio"), with the run's worker count per process
     harness_us_per_op: dict[str, float] | None = None
+    # what a new connection costs, slice by slice (runs with a no-pool strategy)
+    connect_cost: ConnectCost | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready data (the password is already masked in ``config``)."""

@@ -23,7 +23,7 @@ from types import TracebackType
 import psycopg
 
 from poolbench.db.target import ConnectionTarget
-from poolbench.errors import ServerError
+from poolbench.errors import ConfigError, ServerError
 
 SYSTEM_USER = "pgserver"  # pgserver's own choice of user when started by root
 SUPERUSER = "postgres"
@@ -66,8 +66,9 @@ class EmbeddedServer:
 
     def __init__(self, *, max_connections: int = 100, settings: dict[str, str] | None = None,
                  keep: bool = False, port: int | None = None,
-                 bin_dir: Path | None = None) -> None:
+                 bin_dir: Path | None = None, tls: bool = False) -> None:
         self.max_connections = max_connections
+        self.tls = tls  # a self-signed certificate made at start; clients use sslmode=require
         self.settings = dict(settings or {})
         self.keep = keep
         self.port = port
@@ -110,7 +111,8 @@ class EmbeddedServer:
             self._pg_ctl("start")
             target = ConnectionTarget.from_keywords(
                 source="embedded server", host="127.0.0.1", port=str(self.port),
-                user=SUPERUSER, password=password, dbname="postgres")
+                user=SUPERUSER, password=password, dbname="postgres",
+                sslmode="require" if self.tls else None)
             with psycopg.connect(target.conninfo(), autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
             self.target = ConnectionTarget(target.with_params(dbname=DATABASE).params,
@@ -200,10 +202,46 @@ class EmbeddedServer:
         }
         if self.stat_statements_available():
             lines["shared_preload_libraries"] = "'pg_stat_statements'"
+        if self.tls:
+            if not self.tls_supported():
+                raise ConfigError(
+                    f"--tls: the PostgreSQL binaries in {self.bin_dir} were built without "
+                    "OpenSSL (pgserver's are), so the embedded server cannot offer TLS; measure "
+                    "TLS against a server that has it (--dsn '...?sslmode=require')")
+            lines.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'")
+            self._make_certificate()
         lines.update(self.settings)
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# poolbench embedded server\n")
             conf.writelines(f"{k} = {v}\n" for k, v in lines.items())
+
+    def tls_supported(self) -> bool:
+        """Whether these binaries were built with OpenSSL (pg_config --configure says so)."""
+        try:
+            out = subprocess.run([str(self.bin_dir / "pg_config"), "--configure"],
+                                 capture_output=True, text=True, timeout=30,
+                                 stdin=subprocess.DEVNULL).stdout
+        except OSError:
+            return False
+        return "--with-openssl" in out or "--with-ssl=openssl" in out
+
+    def _make_certificate(self) -> None:
+        """A self-signed certificate for 127.0.0.1, in the data directory (key mode 0600)."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise ServerError("--tls needs the openssl command to make a certificate; "
+                              "apt-get install openssl")
+        crt, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(crt)],
+                       check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        key.chmod(0o600)
+        if self._run_as:
+            import pwd
+
+            entry = pwd.getpwnam(self._run_as)
+            for path in (crt, key):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def stat_statements_available(self) -> bool:
         """pgserver's build ships no contrib modules; use pg_stat_statements only if present."""

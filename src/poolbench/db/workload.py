@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from poolbench.errors import PermissionProblem, SchemaConflict
@@ -55,12 +56,12 @@ class Statement:
     sql: str
     returns_row: bool
 
-    @property
+    @cached_property  # asked for on every asyncpg operation: computed once per statement
     def numbered_sql(self) -> str:
         """The same SQL with ``$1, $2...`` placeholders (asyncpg, pgbench scripts)."""
         return self._numbered("$")
 
-    @property
+    @cached_property
     def named_sql(self) -> str:
         """The same SQL with ``:p1, :p2...`` placeholders (SQLAlchemy's ``text()``)."""
         return self._numbered(":p")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from poolbench.results import RunResults
+from poolbench.results import ConnectCost, RunResults
 
 
 def seed_line(results: RunResults) -> str | None:
@@ -61,6 +61,8 @@ def render(results: RunResults, console: Console) -> None:
     _render_server(results, console)
     _render_pooler(results, console)
     _render_calibration(results, console)
+    if results.connect_cost is not None:
+        render_connect_cost(results.connect_cost, console)
     if results.harness_us_per_op:
         kinds = ", ".join(f"{kind} {us:.2f} µs" for kind, us in results.harness_us_per_op.items())
         console.print(f"poolbench's own work per operation (timing, recording, scheduling, "
@@ -207,3 +209,34 @@ def _render_calibration(results: RunResults, console: Console) -> None:
                             f"{r.p50:.2f}x", f"{r.p99:.2f}x",
                             f"{r.connect:.2f}x" if r.connect is not None else "")
     console.print(ratio_table)
+
+
+SLICE_NAMES = {"tcp": "TCP connect", "tls": "TLS handshake",
+               "auth_exchange": "startup + authentication exchange (incl. the server's fork)",
+               "scram_key_derivation": "SCRAM key derivation (client CPU)",
+               "backend_start": "backend start (AuthenticationOk -> ReadyForQuery)",
+               "first_query": "first query (SELECT 1)"}
+
+
+def render_connect_cost(cost: ConnectCost, console: Console) -> None:
+    """The probe's slices of one new connection, then each driver's connect()."""
+    table = Table(title=f"What a new connection costs — protocol probe, {cost.samples} "
+                        f"connections{' over TLS' if cost.tls else ''}")
+    for col in ("slice", "p50 ms", "p99 ms", "mean ms"):
+        table.add_column(col, justify="left" if col == "slice" else "right")
+    for name, s in cost.slices.items():
+        table.add_row(SLICE_NAMES.get(name, name), _ms(s.p50_us), _ms(s.p99_us),
+                      _ms(s.mean_us))
+    table.add_row("[b]total[/]", _ms(cost.total.p50_us), _ms(cost.total.p99_us),
+                  _ms(cost.total.mean_us), end_section=True)
+    table.add_row("slices added up", "", "", _ms(cost.parts_sum_us))
+    console.print(table)
+    drivers = Table(title="Each driver's connect() + close(), per call (threads)")
+    for col in ("driver", "threads", "p50 ms", "p99 ms", "waiting for CPU/GIL p50 ms"):
+        drivers.add_column(col, justify="left" if col == "driver" else "right")
+    for d in cost.drivers:
+        alone = cost.driver(d.driver, 1)
+        wait = (d.latency.p50_us - alone.latency.p50_us) if alone and d.concurrency > 1 else None
+        drivers.add_row(d.driver, str(d.concurrency), _ms(d.latency.p50_us),
+                        _ms(d.latency.p99_us), _ms(wait) if wait is not None else "")
+    console.print(drivers)

@@ -76,9 +76,14 @@ class Psycopg2ThreadedPool(_Psycopg2Pool):
 
     def open(self) -> None:
         super().open()
-        self._permits = threading.BoundedSemaphore(self.settings.pool_max)
+        # Workers can only outnumber connections if there are more of them than --pool-max;
+        # otherwise no one ever waits, and the gate (a Condition per call) is left out.
+        self._permits = (threading.BoundedSemaphore(self.settings.pool_max)
+                         if self.settings.workers > self.settings.pool_max else None)
 
     def acquire(self) -> psycopg2.extensions.connection:
+        if self._permits is None:
+            return super().acquire()
         if not self._permits.acquire(timeout=self.settings.acquire_timeout_s):
             raise AcquireTimeout(f"no connection free within {self.settings.acquire_timeout_s}s")
         try:
@@ -91,4 +96,5 @@ class Psycopg2ThreadedPool(_Psycopg2Pool):
         try:
             super().release(conn)
         finally:
-            self._permits.release()
+            if self._permits is not None:
+                self._permits.release()

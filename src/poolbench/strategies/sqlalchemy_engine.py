@@ -12,8 +12,8 @@ open, and asyncpg's dialect runs only inside a transaction. ``QueuePool``
 keeps ``pool_size=--pool-min`` connections (at least 1: QueuePool reads 0 as no
 limit) and opens up to ``--pool-max`` in all (``max_overflow`` the difference),
 waiting ``pool_timeout=--acquire-timeout``.
-Counters come from the pool's events: ``connect`` (new driver connections),
-``checkout`` and ``close``.
+Counters come from the pool's events: ``connect`` (new driver connections) and
+``close``.
 """
 
 from __future__ import annotations
@@ -47,17 +47,15 @@ class _EngineCounters:
                 "pool_timeout": s.acquire_timeout_s}
 
     def _count(self, engine: Engine) -> None:
-        self.checkouts = self.closed = 0
+        # No "checkout" listener: one checkout per operation, and a Python callback on the
+        # hot path would cost what it counts.
+        self.closed = 0
         self._texts: dict[str, TextClause] = {}
         counters = self
 
         @event.listens_for(engine, "connect")
         def connected(dbapi_connection: Any, record: Any) -> None:
             counters.connections_opened += 1  # type: ignore[attr-defined]
-
-        @event.listens_for(engine, "checkout")
-        def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-            counters.checkouts += 1
 
         @event.listens_for(engine, "close")
         def closed(dbapi_connection: Any, record: Any) -> None:
@@ -82,7 +80,7 @@ class _EngineCounters:
 
     def stats(self) -> dict[str, int]:
         return {"connections_opened": self.connections_opened,  # type: ignore[attr-defined]
-                "pool_checkouts": self.checkouts, "connections_closed": self.closed}
+                "connections_closed": self.closed}
 
 
 class _SqlalchemyPsycopg(_EngineCounters, SyncStrategy):
