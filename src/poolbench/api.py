@@ -28,8 +28,9 @@ from poolbench.db.workload import (
     snapshot_others,
 )
 from poolbench.environment import manifest
-from poolbench.errors import ConfigError, Interrupted
+from poolbench.errors import ConfigError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
+from poolbench.measure.cluster import connect_cluster
 from poolbench.measure.connect_probe import connect_cost
 from poolbench.measure.harness import executor_kind, harness_us_per_op
 from poolbench.measure.processes import share
@@ -83,6 +84,9 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
 
     started = _now()
     with ExitStack() as stack:
+        # The cluster first: a node with other versions is refused before any row is written.
+        cluster = (connect_cluster(config.cluster, config.nodes, stack)
+                   if config.cluster is not None else None)
         target = config.target
         if target is None:
             needed = max(max(c.connections_needed(workers=config.workers,
@@ -119,11 +123,14 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         events.run_started.fire(run_tag=workload.run_tag, table=config.table)
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)
+        if cluster is not None:
+            env["cluster"] = cluster.describe(config.workers, config.pool_min, config.pool_max)
 
         # The harness runs the path the strategies will: their executor kinds, one
         # process's share of the workers, the run's progress hook (before any
         # strategy starts, so progress views show nothing of it).
-        process_workers = share(config.workers, 0, config.processes)
+        process_workers = share(config.workers, 0,
+                                len(cluster.nodes) if cluster else config.processes)
         harness = {kind: harness_us_per_op(kind, process_workers,
                                            lambda n: events.progress.fire(advance=n))
                    for kind in dict.fromkeys(executor_kind(c) for c in classes)}
@@ -138,6 +145,21 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                               comparison=comparison(done), verification=verification,
                               calibration=calibration, harness_us_per_op=harness,
                               connect_cost=connect_cost)
+
+        def finish(done: tuple[StrategyResult, ...], *, partial: bool,
+                   calibration: Calibration | None = None,
+                   connect_cost: ConnectCost | None = None) -> RunResults:
+            """The data check, then the results (final or partial) to every exporter."""
+            after = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
+            verification = Verification(
+                own_rows_left=admin.call(lambda c: count_own_rows(c, config.table,
+                                                                  workload.prefix)),
+                other_rows_before=before.rows, other_rows_after=after.rows,
+                other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
+            results = assemble(done, partial=partial, verification=verification,
+                               calibration=calibration, connect_cost=connect_cost)
+            events.run_finished.fire(results=results)
+            return results
 
         def sweep() -> int:
             # Whatever happened, the run's rows go: a sweep by run tag, on a fresh
@@ -160,11 +182,17 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                      prepared_statements=route.prepared_statements),
                         workload=workload, rows=config.rows, warmup=config.warmup,
                         trials=config.trials, events=events, stop=stop, pace=config.pace,
-                        processes=config.processes,
+                        processes=config.processes, cluster=cluster,
                         label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
                     pooler = route.end(attempts=_attempts(measurement),
                                        extra=cls.extra_traffic(
                                            prepared_statements=route.prepared_statements))
+            except PoolbenchError as exc:
+                # A reported failure (a node lost, a pooler gone...): the run's rows go, and
+                # what was measured so far is written, marked partial, before the error.
+                sweep()
+                exc.results = finish(done, partial=True)
+                raise
             except BaseException:
                 sweep()
                 raise
@@ -196,15 +224,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                 sweep()
             if calibrated is not None:
                 calibrated = replace(calibrated, ratios=ratios(calibrated, done))
-        after = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
-        verification = Verification(
-            own_rows_left=admin.call(lambda c: count_own_rows(c, config.table,
-                                                              workload.prefix)),
-            other_rows_before=before.rows, other_rows_after=after.rows,
-            other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
-        results = assemble(done, partial=stop.is_set(), verification=verification,
-                           calibration=calibrated, connect_cost=cost)
-        events.run_finished.fire(results=results)
+        results = finish(done, partial=stop.is_set(), calibration=calibrated, connect_cost=cost)
         if stop.is_set():
             raise Interrupted(f"interrupted; partial results written, rows of run "
                               f"{workload.run_tag} deleted", results)

@@ -162,6 +162,12 @@ def cli() -> None:
                    "latency is also reported from each operation's scheduled start.")
 @click.option("--processes", type=int, default=1, show_default=True,
               help="Spread the workers (and the pool: --pool-max/P each) over P processes.")
+@click.option("--cluster", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+              help="Spread each strategy's workers over a Dask cluster: tcp://host:8786, "
+                   "tls://..., or local:N (a LocalCluster of N processes) "
+                   "[env: DASK_SCHEDULER_ADDRESS].")
+@click.option("--nodes", type=int, default=None,
+              help="Use this many of the cluster's workers [default: all].")
 @click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
               help="After the strategies, run pgbench with the same statements and clients "
                    "and report poolbench/pgbench ratios.")
@@ -195,7 +201,8 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
         workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
         statement_timeout: float | None, duration: float | None, rate: float | None,
-        processes: int, baseline: str | None, baseline_seconds: float, via: str,
+        processes: int, cluster: str | None, nodes: int | None, baseline: str | None,
+        baseline_seconds: float, via: str,
         pooler_size: int | None, pooler_dsn: str | None, pgbouncer_bin: Path | None,
         keep_prepared: bool, table: str,
         out_dir: Path, no_chart: bool, keep_server: bool,
@@ -214,7 +221,7 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
                        baseline_seconds=baseline_seconds, table=table,
                        via=parse_routes(via, pooler_dsn=pooler is not None),
                        pooler_size=pooler_size, pooler_dsn=pooler, keep_prepared=keep_prepared,
-                       pgbouncer=pgbouncer_bin,
+                       pgbouncer=pgbouncer_bin, cluster=cluster, nodes=nodes,
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
     # A pipe or file gets the full table, not rich's 80-column default.

@@ -116,6 +116,8 @@ class RunConfig:
     pooler_dsn: ConnectionTarget | None = None  # a pooler the user runs (route "pooler")
     keep_prepared: bool = False  # keep drivers' prepared statements behind a transaction pooler
     pgbouncer: Path | None = None  # the pgbouncer executable; None: PATH, then /usr/sbin
+    cluster: str | None = None  # Dask scheduler address, or local:N (see measure/cluster.py)
+    nodes: int | None = None  # how many of the cluster's workers; None: all
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -152,6 +154,12 @@ class RunConfig:
                                              or self.pooler_size < 1):
             raise ConfigError(f"--pooler-size must be a whole number >= 1, got "
                               f"{self.pooler_size!r}")
+        if self.cluster is not None and self.processes > 1:
+            raise ConfigError("--cluster and --processes both spread the workers; use one "
+                              "(each node is one process)")
+        if self.nodes is not None and (self.cluster is None or not isinstance(self.nodes, int)
+                                       or self.nodes < 1):
+            raise ConfigError("--nodes needs --cluster and a whole number >= 1")
         if "pooler" in self.via and self.pooler_dsn is None:
             raise ConfigError("--via pooler needs --pooler-dsn (the pooler you run)")
         if not self.strategies:
@@ -177,7 +185,7 @@ class RunConfig:
             "baseline_seconds": self.baseline_seconds, "via": list(self.via),
             "pooler_size": self.effective_pooler_size,
             "pooler_dsn": self.pooler_dsn.masked() if self.pooler_dsn else None,
-            "keep_prepared": self.keep_prepared,
+            "keep_prepared": self.keep_prepared, "cluster": self.cluster, "nodes": self.nodes,
         }
 
     @property

@@ -54,6 +54,10 @@ class ConnectionTarget:
             _check_port(clean["port"], source)
         return cls(params=tuple(sorted(clean.items())), source=source)
 
+    def __repr__(self) -> str:
+        # Tracebacks with locals, Dask's task logs and debuggers print reprs: never the password.
+        return f"ConnectionTarget({self.masked()!r}, source={self.source!r})"
+
     def get(self, key: str, default: str | None = None) -> str | None:
         return dict(self.params).get(key, default)
 

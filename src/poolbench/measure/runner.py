@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from poolbench.config import Pace
 from poolbench.db.workload import Workload
 from poolbench.events import RunEvents
+from poolbench.measure.cluster import ClusterExecutor, ClusterNodes
 from poolbench.measure.executor import PhaseExecutor, StopFlag, in_process_executor
 from poolbench.measure.metrics import PhaseMeasurement
 from poolbench.measure.phase import PhaseSpec
@@ -20,8 +21,11 @@ from poolbench.strategies.base import Strategy, StrategySettings
 
 
 def make_executor(cls: type[Strategy], settings: StrategySettings, *, stop: StopFlag,
-                  processes: int = 1) -> PhaseExecutor:
-    """The executor for a strategy: threads, an event loop, or several processes of either."""
+                  processes: int = 1, cluster: ClusterNodes | None = None) -> PhaseExecutor:
+    """The executor for a strategy: threads, an event loop, or several processes or cluster
+    nodes of either."""
+    if cluster is not None:
+        return ClusterExecutor(cls, settings, cluster=cluster, stop=stop)
     if processes > 1:
         return ProcessExecutor(cls, settings, processes=processes, stop=stop)
     return in_process_executor(cls, settings, stop=stop)
@@ -45,7 +49,8 @@ class StrategyMeasurement:
 def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
                  rows: int, warmup: int, trials: int, events: RunEvents,
                  stop: threading.Event | None = None, pace: Pace | None = None,
-                 processes: int = 1, label: str | None = None) -> StrategyMeasurement:
+                 processes: int = 1, label: str | None = None,
+                 cluster: ClusterNodes | None = None) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
@@ -53,7 +58,7 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
     """
     stop = stop or threading.Event()
     pace = pace or Pace()
-    executor = make_executor(cls, settings, stop=stop, processes=processes)
+    executor = make_executor(cls, settings, stop=stop, processes=processes, cluster=cluster)
     measured: list[PhaseMeasurement] = []
     label = label or cls.name  # what progress shows: the strategy, and its route if any
     events.strategy_started.fire(strategy=label, trials=warmup + trials)

@@ -63,6 +63,13 @@ def render(results: RunResults, console: Console) -> None:
     _render_calibration(results, console)
     if results.connect_cost is not None:
         render_connect_cost(results.connect_cost, console)
+    cluster = results.environment.get("cluster")
+    if isinstance(cluster, dict):
+        nodes = "; ".join(f"{n['address']} ({n['host']}, {n['cpu_count']} CPUs, {n['workers']} "
+                          f"workers, pool {n['pool_min']}..{n['pool_max']})"
+                          for n in cluster["nodes"])
+        console.print(f"Ran on {len(cluster['nodes'])} nodes of {cluster['address']}: {nodes}",
+                      highlight=False)
     if results.harness_us_per_op:
         kinds = ", ".join(f"{kind} {us:.2f} µs" for kind, us in results.harness_us_per_op.items())
         console.print(f"poolbench's own work per operation (timing, recording, scheduling, "
