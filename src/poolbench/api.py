@@ -7,11 +7,13 @@ before the first write to the database, which is creating the table if missing.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from poolbench.check.calibrate import calibrate, ratios
 from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
@@ -53,6 +55,9 @@ from poolbench.strategies import StrategySettings, load_strategy
 
 CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
 PROBED_DRIVERS = ("psycopg", "psycopg2", "asyncpg")
+if TYPE_CHECKING:
+    from poolbench.analysis.sweep import SweepResults
+
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
 # A no-pool client's next connect can reach PgBouncer before it has seen the last one
 # close: its max_client_conn leaves room for that churn and the admin console.
@@ -290,3 +295,84 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler)
+
+
+def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
+          p99_slo_ms: float | None = None, app_instances: int | None = None,
+          stop: threading.Event | None = None,
+          on_point: object = None) -> SweepResults:
+    """``poolbench sweep``: every strategy at every (pool size, workers) point, in order of
+    size, one normal run each on one server; a USL model per strategy and a recommendation.
+
+    A list of pool sizes sweeps the pool (min = max) at each client count; a list of
+    workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
+    point. On an interrupt the points done so far are returned in :class:`Interrupted`.
+    """
+    from poolbench.analysis.sweep import (
+        SWEEP_SCHEMA_VERSION,
+        SweepResults,
+        models,
+        point_of,
+        recommend,
+    )
+
+    stop = stop or threading.Event()
+    if not pool_sizes or not workers or min(pool_sizes) < 1 or min(workers) < 1:
+        raise ConfigError("--pool-sizes and --workers must be whole numbers >= 1")
+    axis = "pool_size" if len(pool_sizes) > 1 or len(workers) == 1 else "workers"
+    classes = [load_strategy(name) for name in config.strategies]
+    grid = [(cls, p, w) for cls in classes
+            for p, w in sorted({(p if cls.pooled else 0, w) for p in pool_sizes
+                                for w in workers}, key=lambda pw: (pw[0], pw[1]))]
+    if config.out_dir is not None:
+        check_writable(config.out_dir)
+    points = []
+    interrupted: Interrupted | None = None
+    facts: dict[str, object] = {}
+    env: dict[str, object] = {}
+    with ExitStack() as stack:
+        target = config.target
+        if target is None:
+            server = EmbeddedServer(max_connections=max(100, max(pool_sizes) + max(workers)
+                                                        + HEADROOM_CONNECTIONS))
+            target = server.start()
+            stack.callback(server.stop)
+        for done, (cls, pool, clients) in enumerate(grid, start=1):
+            if stop.is_set():
+                break
+            size = pool or 1  # a no-pool strategy has no pool: its settings are unused
+            point_config = replace(config, target=target, strategies=(cls.name,),
+                                   pool_min=size, pool_max=max(size, 1), workers=clients,
+                                   out_dir=None, processes=min(config.processes, clients, size))
+            try:
+                result = run(point_config, stop=stop)
+            except Interrupted as exc:
+                interrupted = exc
+                break
+            facts, env = result.environment.get("server", {}), result.environment
+            point = point_of(result, result.strategies[0], pool_size=pool, workers=clients)
+            points.append(point)
+            if callable(on_point):
+                on_point(done, len(grid), point)
+    host = (config.target.get("host") if config.target else "127.0.0.1") or ""
+    local = host in ("127.0.0.1", "localhost", "::1") or host.startswith("/")
+    usable = facts.get("max_connections")
+    results = SweepResults(
+        schema_version=SWEEP_SCHEMA_VERSION, partial=interrupted is not None or stop.is_set(),
+        axis=axis, config={**config.public_dict(), "pool_sizes": list(pool_sizes),
+                           "workers": list(workers), "p99_slo_ms": p99_slo_ms,
+                           "app_instances": app_instances},
+        environment=env, points=tuple(points), models=models(tuple(points), axis),
+        recommendations=recommend(tuple(points), axis=axis, p99_slo_ms=p99_slo_ms,
+                                  server_cores=os.cpu_count() if local else None,
+                                  app_instances=app_instances,
+                                  max_connections=int(usable) - int(
+                                      facts.get("superuser_reserved_connections") or 0)
+                                  if usable else None))
+    if config.out_dir is not None:
+        from poolbench.report.sweep_view import write_sweep
+
+        write_sweep(results, config.out_dir, chart=config.chart)
+    if interrupted is not None or stop.is_set():
+        raise Interrupted("interrupted; the sweep's points so far are written", results)
+    return results

@@ -328,6 +328,86 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
     click.echo(f"deleted {deleted} rows of run {run_tag} from {table}; {left} left")
 
 
+def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        found = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {value!r}: give whole numbers like 1,2,4,8") from None
+    if not found or min(found) < 1:
+        raise ConfigError(f"{option} {value!r}: give whole numbers >= 1")
+    return tuple(sorted(set(found)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--pool-sizes", default=None,
+              help="Pool sizes to sweep (min = max), e.g. 1,2,4,8,16,32 [default: --pool-max].")
+@click.option("--workers", "workers_list", default=None,
+              help="Client counts to sweep, e.g. 1,2,4,8 [default: -w].")
+@click.option("--p99-slo", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Milliseconds: the recommended size must keep p99 within this.")
+@click.option("--app-instances", type=click.IntRange(min=1), default=None,
+              help="How many app instances will each hold such a pool (checked against "
+                   "max_connections).")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
+          p99_slo: float | None, app_instances: int | None, run_args: tuple[str, ...]) -> None:
+    """Run the benchmark at several pool sizes (or client counts), fit the Universal
+    Scalability Law, and recommend a pool size with its reason. Takes run's options too."""
+    from rich.progress import Progress
+
+    from poolbench.report.sweep_view import render_sweep
+
+    captured: dict[str, object] = {}
+
+    @click.command()
+    @click.pass_context
+    def collect(ctx: click.Context, **kwargs: object) -> None:
+        captured.update(kwargs)
+
+    collect.params = [p for p in run.params]
+    collect.main(args=[*run_args, *(["--duration", "3"] if "--duration" not in run_args
+                                    else [])], standalone_mode=False)
+    target = secrets.add(resolve_target(dsn=captured["dsn"], env_file=captured["env_file"],
+                                        environ=os.environ))
+    config = RunConfig(target=target, strategies=parse_strategy_names(captured["strategies"]),
+                       rows=captured["rows"], workers=captured["workers"],
+                       pool_min=captured["pool_min"], pool_max=captured["pool_max"],
+                       warmup=captured["warmup"] if "--warmup" in run_args else 0,
+                       trials=captured["trials"] if "--trials" in run_args else 1,
+                       duration_s=captured["duration"], rate=captured["rate"],
+                       processes=captured["processes"], table=captured["table"],
+                       out_dir=captured["out_dir"], chart=not captured["no_chart"],
+                       acquire_timeout_s=captured["acquire_timeout"])
+    sizes = _int_list("--pool-sizes", pool_sizes) or (config.pool_max,)
+    clients = _int_list("--workers", workers_list) or (config.workers,)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    out = Console(width=None if sys.stdout.isatty() else 140)
+    stop = threading.Event()
+    interrupt = _InterruptHandler(stop, [])
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("sweep", total=None)
+
+        def on_point(done: int, total: int, point: object) -> None:
+            progress.update(task, completed=done, total=total,
+                            description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
+                                        f"workers {point.workers}")
+        try:
+            with interrupt.installed():
+                results = api.sweep(config, pool_sizes=sizes, workers=clients,
+                                    p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
+                                    on_point=on_point)
+        except Interrupted as exc:
+            if exc.results is not None:
+                render_sweep(exc.results, out)
+            exc.exit_code = 128 + (interrupt.signum or signal.SIGINT)
+            raise
+    render_sweep(results, out)
+    out.print(f"Sweep written to {config.out_dir}/ (sweep.json, sweep.png)", highlight=False)
+
+
 @cli.command("connect-cost")
 @click.option("--dsn", help="PostgreSQL URI or key=value DSN [default: as for run].")
 @click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")

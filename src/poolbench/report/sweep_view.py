@@ -1,0 +1,101 @@
+"""Views of a sweep: ``sweep.json`` (schema ``sweep.schema.json``), ``sweep.png`` and the
+console table with the recommendation. They read :class:`SweepResults` only; the fitted
+curve is drawn from the model's own prediction."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from poolbench.analysis.sweep import SweepResults
+from poolbench.report import atomic_write
+
+
+def write_sweep(results: SweepResults, out_dir: Path, *, chart: bool = True) -> None:
+    atomic_write(out_dir / "sweep.json", json.dumps(results.to_dict(), indent=2).encode()
+                 + b"\n")
+    if chart and results.points:
+        atomic_write(out_dir / "sweep.png", sweep_png(results))
+
+
+def sweep_png(results: SweepResults) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axis = results.axis
+    label = "pool size (connections, min = max)" if axis == "pool_size" else "clients (workers)"
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 9), sharex=True,
+                                      constrained_layout=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, model in enumerate(results.models):
+        colour = colours[i % len(colours)]
+        mine = [p for p in results.points if p.strategy == model.strategy]
+        xs = [getattr(p, axis) for p in mine]
+        top.plot(xs, [p.throughput_ops_s for p in mine], "o", color=colour,
+                 label=f"{model.strategy} (measured)")
+        bottom.plot(xs, [p.latency.p99_us / 1000 for p in mine], "o-", color=colour,
+                    label=model.strategy)
+        if model.lam > 0 and len(xs) > 1:
+            lo, hi = min(xs), max(xs)
+            grid = [lo + (hi - lo) * k / 100 for k in range(101)]
+            top.plot(grid, [model.predict(n) for n in grid], "-" if model.trusted else ":",
+                     color=colour, label=f"{model.strategy} USL fit, R² {model.r2:.2f}"
+                     + ("" if model.trusted else " (not trusted)"))
+            if model.trusted and model.peak_n is not None and lo <= model.peak_n <= hi:
+                top.axvline(model.peak_n, color=colour, linestyle="--", alpha=0.5)
+                top.annotate(f"knee N*={model.peak_n:.0f}", (model.peak_n, model.predict(
+                    model.peak_n)), color=colour, textcoords="offset points", xytext=(5, 5))
+        rec = next((r for r in results.recommendations if r.strategy == model.strategy), None)
+        if rec is not None and rec.pool_size is not None:
+            at = next(p for p in mine if getattr(p, axis) == rec.pool_size)
+            top.plot([rec.pool_size], [at.throughput_ops_s], marker="*", markersize=18,
+                     color=colour, label=f"{model.strategy} recommended: {rec.pool_size}")
+    top.set_ylabel("throughput (operations per second)")
+    top.set_title("Throughput by " + label + " — measured, and the USL fit")
+    bottom.set_ylabel("p99 latency (milliseconds)")
+    bottom.set_xlabel(label)
+    bottom.set_title("p99 latency")
+    ticks = sorted({getattr(p, axis) for p in results.points})
+    for ax in (top, bottom):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_sweep(results: SweepResults, console: Console) -> None:
+    table = Table(title=f"poolbench sweep — {len(results.points)} points"
+                        + (" (partial)" if results.partial else ""))
+    for col in ("strategy", "pool", "workers", "ops/s", "p50 ms", "p99 ms", "wait p50 ms",
+                "wait p99 ms", "errors", "server agrees"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    for p in results.points:
+        table.add_row(p.strategy, str(p.pool_size or "-"), str(p.workers),
+                      f"{p.throughput_ops_s:,.0f}", f"{p.latency.p50_us / 1000:.2f}",
+                      f"{p.latency.p99_us / 1000:.2f}", f"{p.acquire.p50_us / 1000:.2f}",
+                      f"{p.acquire.p99_us / 1000:.2f}", str(p.errors or ""),
+                      "yes" if p.server_ok else "[red]NO[/]" if p.server_ok is False else "")
+    console.print(table)
+    for m in results.models:
+        peak = f", peak N* = {m.peak_n:.1f}" if m.peak_n is not None else ", no peak (κ = 0)"
+        console.print(f"USL model, {m.strategy}: λ = {m.lam:,.1f} ops/s, σ = {m.sigma:.4f}, "
+                      f"κ = {m.kappa:.6f}{peak}; {m.note}", highlight=False)
+    for r in results.recommendations:
+        if r.pool_size is None:
+            console.print(f"[yellow]{r.strategy}: {r.reason}[/]", highlight=False)
+        else:
+            console.print(f"[bold]Recommended for {r.strategy}: {r.reason}[/]", highlight=False)
+        console.print(f"  ({r.rule_of_thumb_note}; a rule of thumb, not a measurement)",
+                      style="dim", highlight=False)
+        if r.capacity_note:
+            console.print(f"  {r.capacity_note}", highlight=False)
