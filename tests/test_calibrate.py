@@ -18,8 +18,12 @@ from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
 
-CLIENTS = 4
-SECONDS = 3
+# One client: pgbench then runs one thread (-j 1), whose figure holds within a few percent
+# from run to run; with -j 2 on a 2-core machine it swings by half (threads and server
+# backends fight for the cores).
+CLIENTS = 1
+SECONDS = 1
+PAIRS = 5
 
 
 def test_calibration_read_figure_matches_pgbench_run_by_hand(tmp_path, target: ConnectionTarget,
@@ -53,12 +57,14 @@ def test_calibration_read_figure_matches_pgbench_run_by_hand(tmp_path, target: C
             return figure.tps
 
         hand_tps()  # warm the cache and the plans before either figure counts
-        # Alternated, best of two each: a 2-core machine's noise is one-sided (slower).
-        hand, ours = [], []
-        for _ in range(2):
-            hand.append(hand_tps())
-            ours.append(our_tps())
-        assert max(ours) == pytest.approx(max(hand), rel=0.10), (ours, hand)
+        # Neighbours in time: this machine's speed drifts by tens of percent from second to
+        # second, so each of our runs is compared with the hand run just before it, and the
+        # median of those ratios must be 1 within 10% (the -d bug made it 0.3).
+        ratios = []
+        for _ in range(PAIRS):
+            hand = hand_tps()
+            ratios.append(our_tps() / hand)
+        assert sorted(ratios)[PAIRS // 2] == pytest.approx(1.0, abs=0.10), ratios
 
         # The command poolbench builds writes next to nothing on stderr (no --debug trace).
         args, our_env = pgbench_command(pgbench, target, path, tmp_path / "log", clients=CLIENTS,

@@ -145,3 +145,21 @@ def test_harness_runs_on_each_executor_kind_through_the_progress_hook(
     assert results.harness_us_per_op is not None
     assert set(results.harness_us_per_op) == {"threads", "asyncio"}
     assert sum(before_start) == 2 * SAMPLE_OPERATIONS
+
+
+def test_per_second_series_sums_to_the_operations(target: ConnectionTarget,
+                                                  table: str) -> None:
+    results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"), rows=1,
+                            workers=4, pool_max=4, warmup=0, trials=1, table=table,
+                            out_dir=None, duration_s=2.0, processes=1))
+    for s in results.strategies:
+        for p in s.phases:
+            for t in p.trials:
+                assert sum(sec.ops for sec in t.timeline) == t.ops, (s.name, p.phase)
+                assert [sec.second for sec in t.timeline] == sorted(
+                    {sec.second for sec in t.timeline})
+        read = s.phase("read").trials[0].timeline
+        assert len(read) in (2, 3) and all(sec.p50_us <= sec.p99_us for sec in read)
+        a = s.activity
+        assert a is not None and a.samples >= 10 and a.timeline
+        assert a.client_cpu_s > 0 and a.server_cpu_s is not None and a.server_cpu_s > 0

@@ -103,8 +103,13 @@ def test_calibration_against_pgbench_returns_ratios(tmp_path, target: Connection
         (s, c) for s in ("read", "update", "insert+delete") for c in (False, True)}
     for f in cal.figures:
         # pgbench's tps and the transactions in its per-transaction log tell the same story.
-        assert f.latency.count == f.transactions
+        # pgbench's tps and its transaction count tell the same story; its log holds every
+        # -C transaction and a 2% sample of the persistent ones.
         assert f.transactions / f.seconds == pytest.approx(f.tps, rel=0.25), f
+        if f.connect_each:
+            assert f.latency.count == f.transactions
+        else:
+            assert f.latency.count == pytest.approx(0.02 * f.transactions, rel=0.3, abs=20)
         assert f.connection_ms > 0
     assert {(r.strategy, r.against) for r in cal.ratios} == {("psycopg:pool", "persistent"),
                                                               ("psycopg2:none", "connect")}

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, ratios
 from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
 from poolbench.config import RunConfig
@@ -37,6 +38,7 @@ from poolbench.measure.connect_probe import connect_cost
 from poolbench.measure.harness import executor_kind, harness_us_per_op
 from poolbench.measure.processes import share
 from poolbench.measure.runner import StrategyMeasurement, run_strategy
+from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.measure.summary import strategy_result
 from poolbench.poolers.pgbouncer import find_pgbouncer
 from poolbench.poolers.routes import open_route
@@ -93,6 +95,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         cluster = (connect_cluster(config.cluster, config.nodes, stack)
                    if config.cluster is not None else None)
         target = config.target
+        embedded: EmbeddedServer | None = None
         if target is None:
             needed = max(max(c.connections_needed(workers=config.workers,
                                                   pool_min=config.pool_min,
@@ -101,6 +104,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
                                     keep=config.keep_server)
             target = server.start()
+            embedded = server
             stack.callback(server.stop)
             if callable(on_server):
                 on_server(server)
@@ -123,8 +127,18 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
         admin.call(lambda c: ensure_table(c, config.table))
         workload = _unused_workload(admin, config.table)
         before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
-        probe = ServerProbe(admin, config.table,
-                            target.get("application_name") or APPLICATION_NAME)
+        server_cores = os.cpu_count() if _is_local(target) else None
+        app_name = target.get("application_name") or APPLICATION_NAME
+        probe = ServerProbe(admin, config.table, app_name)
+        sampler = None
+        if config.sample_interval_s:
+            # Opened now, before any strategy's snapshot: its session is in no window.
+            sampler = Sampler(target, (app_name,), config.sample_interval_s,
+                              server=ServerProcesses.find(
+                                  data_dir=str(embedded.data_dir) if embedded else None,
+                                  port=int(target.get("port") or 5432)
+                                  if server_cores is not None else None))
+            stack.callback(sampler.close)
         events.run_started.fire(run_tag=workload.run_tag, table=config.table)
         public = replace(config, target=target) if config.target is None else config
         env = manifest(facts, embedded=config.target is None)
@@ -163,6 +177,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                 other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
             results = assemble(done, partial=partial, verification=verification,
                                calibration=calibration, connect_cost=connect_cost)
+            results = replace(results, findings=findings(results, server_cores=server_cores))
             events.run_finished.fire(results=results)
             return results
 
@@ -181,6 +196,9 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                 keep_prepared=config.keep_prepared,
                                 pooler=config.pooler_dsn, pgbouncer=config.pgbouncer) as route:
                     counters_before = probe.snapshot()
+                    sampled_before = sampler.statements if sampler else 0
+                    if sampler is not None:
+                        sampler.start()
                     route.begin()
                     measurement = run_strategy(
                         cls, replace(settings, target=route.target,
@@ -189,6 +207,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                         trials=config.trials, events=events, stop=stop, pace=config.pace,
                         processes=config.processes, cluster=cluster,
                         label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
+                    activity = sampler.stop() if sampler is not None else None
                     pooler = route.end(attempts=_attempts(measurement),
                                        extra=cls.extra_traffic(
                                            prepared_statements=route.prepared_statements))
@@ -204,11 +223,13 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             # The route's PgBouncer has stopped: its server connections have exited and
             # published their counters.
             check = _cross_check(probe, counters_before, measurement,
-                                 through_pooler=route_name != "direct")
+                                 through_pooler=route_name != "direct",
+                                 sampler_statements=(sampler.statements - sampled_before)
+                                 if sampler else 0)
             done += (strategy_result(measurement, leftover_rows_deleted=sweep(), server=check,
                                      route=route_name,
                                      prepared_statements=route.prepared_statements,
-                                     pooler=pooler),)
+                                     pooler=pooler, activity=activity),)
             events.strategy_finished.fire(results=assemble(done, partial=True))
         cost = None
         connect_drivers = tuple(dict.fromkeys(
@@ -258,6 +279,12 @@ def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int
         return connect_cost(target, samples=samples, concurrency=concurrency, drivers=drivers)
 
 
+def _is_local(target: ConnectionTarget) -> bool:
+    """Whether the server runs on this machine (its core count is then ours)."""
+    host = target.get("host") or ""
+    return host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/")
+
+
 def _unused_workload(admin: AdminSession, table: str) -> Workload:
     """A run tag no row of the table carries yet: the sweep by tag then deletes only ours."""
     while True:
@@ -280,7 +307,7 @@ def _attempts(m: StrategyMeasurement) -> int:
 
 
 def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement, *,
-                 through_pooler: bool = False) -> CrossCheck | None:
+                 through_pooler: bool = False, sampler_statements: int = 0) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included).
 
     None for an interrupted strategy: the server counted the cut phase, we did not.
@@ -294,7 +321,8 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
         ops[phase.phase] += phase.ops
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
-                   probe=probe, through_pooler=through_pooler)
+                   probe=probe, through_pooler=through_pooler,
+                   sampler_statements=sampler_statements)
 
 
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
@@ -308,6 +336,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
     point. On an interrupt the points done so far are returned in :class:`Interrupted`.
     """
+    from poolbench.analysis.findings import sweep_findings
     from poolbench.analysis.sweep import (
         SWEEP_SCHEMA_VERSION,
         SweepResults,
@@ -354,8 +383,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
             points.append(point)
             if callable(on_point):
                 on_point(done, len(grid), point)
-    host = (config.target.get("host") if config.target else "127.0.0.1") or ""
-    local = host in ("127.0.0.1", "localhost", "::1") or host.startswith("/")
+    local = config.target is None or _is_local(config.target)
     usable = facts.get("max_connections")
     results = SweepResults(
         schema_version=SWEEP_SCHEMA_VERSION, partial=interrupted is not None or stop.is_set(),
@@ -363,6 +391,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                            "workers": list(workers), "p99_slo_ms": p99_slo_ms,
                            "app_instances": app_instances},
         environment=env, points=tuple(points), models=models(tuple(points), axis),
+        findings=sweep_findings(tuple(points), axis,
+                                server_cores=os.cpu_count() if local else None),
         recommendations=recommend(tuple(points), axis=axis, p99_slo_ms=p99_slo_ms,
                                   server_cores=os.cpu_count() if local else None,
                                   app_instances=app_instances,

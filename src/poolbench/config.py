@@ -116,6 +116,7 @@ class RunConfig:
     pooler_dsn: ConnectionTarget | None = None  # a pooler the user runs (route "pooler")
     keep_prepared: bool = False  # keep drivers' prepared statements behind a transaction pooler
     pgbouncer: Path | None = None  # the pgbouncer executable; None: PATH, then /usr/sbin
+    sample_interval_s: float = 0.1  # server activity and resources sampler; 0: off
     cluster: str | None = None  # Dask scheduler address, or local:N (see measure/cluster.py)
     nodes: int | None = None  # how many of the cluster's workers; None: all
 
@@ -154,6 +155,10 @@ class RunConfig:
                                              or self.pooler_size < 1):
             raise ConfigError(f"--pooler-size must be a whole number >= 1, got "
                               f"{self.pooler_size!r}")
+        if not (isinstance(self.sample_interval_s, (int, float))
+                and 0 <= self.sample_interval_s <= 60):
+            raise ConfigError(f"--sample-interval must be a number of seconds from 0 (off) to "
+                              f"60, got {self.sample_interval_s!r}")
         if self.cluster is not None and self.processes > 1:
             raise ConfigError("--cluster and --processes both spread the workers; use one "
                               "(each node is one process)")
@@ -186,6 +191,7 @@ class RunConfig:
             "pooler_size": self.effective_pooler_size,
             "pooler_dsn": self.pooler_dsn.masked() if self.pooler_dsn else None,
             "keep_prepared": self.keep_prepared, "cluster": self.cluster, "nodes": self.nodes,
+            "sample_interval_s": self.sample_interval_s,
         }
 
     @property

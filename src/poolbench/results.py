@@ -153,7 +153,9 @@ class PgbenchFigure:
     seconds: float
     transactions: int
     tps: float  # pgbench's own figure (without initial connection time for persistent runs)
-    latency: LatencySummary  # per transaction (the insert+delete script: both statements)
+    # per transaction (the insert+delete script: both statements); from pgbench's log, which
+    # for persistent runs holds a 2% sample of the transactions (--sampling-rate)
+    latency: LatencySummary
     connection_ms: float  # -C: average connection time; persistent: initial connection time
 
 
@@ -184,6 +186,64 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Second:
+    """One second of a phase: successful operations that ended in it, and their latency."""
+
+    second: int
+    ops: int
+    p50_us: int
+    p99_us: int
+
+
+@dataclass(frozen=True)
+class ActivitySecond:
+    """One second of a strategy as sampled: the benchmark's backends by state (medians of
+    the samples in that second), and CPU (% of one core) and RSS of client and server."""
+
+    second: int
+    backends: float
+    active: float
+    idle_in_transaction: float
+    client_cpu_pct: float
+    client_rss_mb: float
+    server_cpu_pct: float | None
+    server_rss_mb: float | None
+
+
+@dataclass(frozen=True)
+class ActivitySummary:
+    """What the server and the machine did while a strategy ran (sampled every
+    ``interval_s``): ``pg_stat_activity`` for the benchmark's backends, by state and by
+    wait event type (shares of backend samples: ``CPU`` is a backend active with no wait
+    event), and the CPU and memory of poolbench's process(es) and of the server's."""
+
+    samples: int
+    interval_s: float
+    seconds: float
+    backends_max: int
+    active_median: float
+    active_max: int
+    idle_in_transaction_share: float  # of backend samples
+    wait_shares: dict[str, float]  # of active backend samples, by wait_event_type
+    wait_events: dict[str, int]  # "Type:Event" -> backend samples
+    client_cpu_s: float
+    server_cpu_s: float | None  # None: the server's processes are not on this machine
+    client_rss_max_mb: float
+    server_rss_max_mb: float | None
+    timeline: tuple[ActivitySecond, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A known pathology the measurements show: which, where, the evidence, and the fix."""
+
+    rule: str
+    strategy: str
+    evidence: str
+    fix: str
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One phase of one trial (warm-up trials are kept, flagged, and never aggregated)."""
 
@@ -195,6 +255,7 @@ class TrialResult:
     errors: dict[str, int]
     latency: LatencySummary
     histogram_latency_us: str  # base64 HDR histogram; decode with metrics.decode_histogram
+    timeline: tuple[Second, ...] = ()  # per second of the phase, from its start
 
 
 @dataclass(frozen=True)
@@ -252,6 +313,7 @@ class StrategyResult:
     route: str = "direct"  # direct, pgbouncer:session, pgbouncer:transaction or pooler
     prepared_statements: bool = True  # False: turned off for a transaction pooler
     pooler: PoolerCheck | None = None  # the pooler's own counts, on a pooler route
+    activity: ActivitySummary | None = None  # server activity and resources while it ran
 
     @property
     def strategy(self) -> str:
@@ -330,6 +392,7 @@ class RunResults:
     harness_us_per_op: dict[str, float] | None = None
     # what a new connection costs, slice by slice (runs with a no-pool strategy)
     connect_cost: ConnectCost | None = None
+    findings: tuple[Finding, ...] = ()  # pathologies the measurements show, with their fix
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready data (the password is already masked in ``config``)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from poolbench.analysis.usl import UslModel, fit_usl
 from poolbench.measure.metrics import decode_histogram, merge_histograms
-from poolbench.results import LatencySummary, RunResults, StrategyResult
+from poolbench.results import Finding, LatencySummary, RunResults, StrategyResult
 
 SWEEP_SCHEMA_VERSION = 1
 GOOD_ENOUGH = 0.95
@@ -35,6 +35,7 @@ class SweepPoint:
     errors: int
     server_ok: bool | None
     run_tag: str
+    active_max: int | None = None  # most active backends sampled (None: sampler off)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class SweepResults:
     points: tuple[SweepPoint, ...]
     models: tuple[UslModel, ...]
     recommendations: tuple[Recommendation, ...]
+    findings: tuple[Finding, ...] = ()
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, object]:
@@ -74,7 +76,9 @@ def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
     return SweepPoint(strategy=strategy.name, pool_size=pool_size, workers=workers,
                       throughput_ops_s=ops / seconds if seconds else 0.0, errors=
                       strategy.error_count, server_ok=strategy.server.ok if strategy.server
-                      else None, run_tag=result.run_tag, **merged)
+                      else None, run_tag=result.run_tag,
+                      active_max=strategy.activity.active_max if strategy.activity else None,
+                      **merged)
 
 
 def models(points: tuple[SweepPoint, ...], axis: str) -> tuple[UslModel, ...]:

@@ -28,6 +28,7 @@ import psycopg
 from poolbench.check.calibrate import PGBENCH_APPLICATION_NAME
 from poolbench.db.admin import ADMIN_APPLICATION_NAME, AdminSession
 from poolbench.db.workload import quote_ident
+from poolbench.measure.sampler import SAMPLER_APPLICATION_NAME
 from poolbench.results import Check, CrossCheck
 
 QUIET_TIMEOUT_S = 15.0  # longest wait for closed backends to leave pg_stat_activity
@@ -64,7 +65,8 @@ class ServerProbe:
         self.table = table
         self.application_name = application_name  # what the benchmark's connections are named
         # Sessions of these names are poolbench's own: the benchmark's, the admin's, pgbench's
-        self.own_names = (application_name, ADMIN_APPLICATION_NAME, PGBENCH_APPLICATION_NAME)
+        self.own_names = (application_name, ADMIN_APPLICATION_NAME, PGBENCH_APPLICATION_NAME,
+                          SAMPLER_APPLICATION_NAME)
         facts = admin.call(lambda c: c.execute(
             "SELECT current_setting('server_version_num')::int, "
             "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'), "
@@ -130,7 +132,8 @@ class ServerProbe:
 
 def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int],
             attempts: int, connections_opened: int, quiet: bool,
-            probe: ServerProbe, through_pooler: bool = False) -> CrossCheck:
+            probe: ServerProbe, through_pooler: bool = False,
+            sampler_statements: int = 0) -> CrossCheck:
     """Deltas between two snapshots against poolbench's counts for the same strategy.
 
     ``ops`` are successful operations per phase (warm-up included: the server saw
@@ -164,7 +167,8 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
         notes.append(f"{failed} operations failed; some of them committed on the server before "
                      "their connection was lost (the reply never arrived), so the server counts "
                      "more rows than poolbench counts successes")
-    admin = after.admin_statements - before.admin_statements
+    # Our own transactions: the admin session's, and the activity sampler's.
+    admin = after.admin_statements - before.admin_statements + sampler_statements
     transactions = (after.xact_commit - before.xact_commit
                     + after.xact_rollback - before.xact_rollback - admin)
     exact = probe.can_flush and quiet and probe.track_counts

@@ -115,6 +115,7 @@ class ThreadExecutor(_InProcessExecutor):
         def worker() -> _Worker:
             w = _Worker(spec, self.leak_threshold_s)
             ready.wait()
+            w.rec.origin_ns = source.start_ns
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
                 if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
@@ -172,6 +173,7 @@ class AsyncioExecutor(_InProcessExecutor):
             if waiting == self.workers:
                 all_waiting.set()
             await go.wait()
+            w.rec.origin_ns = source.start_ns
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
                 if scheduled is not None and (delay := scheduled - now_ns()) > 0:

@@ -116,7 +116,7 @@ class OperationRecorder:
     """
 
     __slots__ = ("acquire", "errors", "execute", "failed", "held_too_long", "latency", "leak_ns",
-                 "ok", "scheduled")
+                 "ok", "origin_ns", "scheduled", "seconds")
 
     def __init__(self, leak_threshold_s: float = float("inf")) -> None:
         self.latency = BucketCounts()
@@ -124,6 +124,10 @@ class OperationRecorder:
         self.execute = BucketCounts()
         self.scheduled = BucketCounts()
         self.failed = BucketCounts()
+        # Latency buckets per second of the phase (second 0 starts at origin_ns, the phase
+        # clock's start, set by the executor once the phase starts): the per-second series.
+        self.seconds: dict[int, BucketCounts] = {}
+        self.origin_ns = 0
         self.errors: Counter[str] = Counter()
         self.ok = 0
         self.held_too_long = 0
@@ -132,7 +136,13 @@ class OperationRecorder:
     def record(self, t0: int, t1: int, t2: int, t3: int, scheduled: int | None = None) -> None:
         self.ok += 1
         index = bucket_index
-        self.latency[index((t3 - t0) // 1000 or 1)] += 1
+        latency = index((t3 - t0) // 1000 or 1)
+        self.latency[latency] += 1
+        second = (t3 - self.origin_ns) // 1_000_000_000
+        counts = self.seconds.get(second)
+        if counts is None:
+            counts = self.seconds[second] = BucketCounts()
+        counts[latency] += 1
         self.acquire[index((t1 - t0) // 1000 or 1)] += 1
         self.execute[index((t2 - t1) // 1000 or 1)] += 1
         if scheduled is not None:
@@ -168,19 +178,24 @@ class PhaseMeasurement:
     scheduled: HdrHistogram
     failed: HdrHistogram
     held_too_long: int = 0
+    seconds: dict[int, BucketCounts] | None = None  # per second of the phase, merged
 
     @classmethod
     def merge(cls, *, phase: str, trial: int, warmup: bool, elapsed_s: float,
               recorders: list[OperationRecorder]) -> PhaseMeasurement:
         errors: Counter[str] = Counter()
         merged = {kind: BucketCounts() for kind in HISTOGRAMS}
+        seconds: dict[int, BucketCounts] = {}
         for r in recorders:
             errors.update(r.errors)
             for kind, counts in merged.items():
                 counts.add(getattr(r, kind))
+            for second, counts in r.seconds.items():
+                seconds.setdefault(second, BucketCounts()).add(counts)
         return cls(phase=phase, trial=trial, warmup=warmup, elapsed_s=elapsed_s,
                    ops=sum(r.ok for r in recorders), errors=dict(sorted(errors.items())),
                    held_too_long=sum(r.held_too_long for r in recorders),
+                   seconds=dict(sorted(seconds.items())),
                    **{kind: counts.to_hdr() for kind, counts in merged.items()})
 
 

@@ -18,10 +18,12 @@ from poolbench.measure.metrics import (
 from poolbench.measure.runner import StrategyMeasurement
 from poolbench.results import (
     PHASES,
+    ActivitySummary,
     CrossCheck,
     LatencySummary,
     PhaseResult,
     PoolerCheck,
+    Second,
     StrategyResult,
     TrialResult,
 )
@@ -31,7 +33,18 @@ def trial_result(m: PhaseMeasurement) -> TrialResult:
     return TrialResult(trial=m.trial, warmup=m.warmup, elapsed_s=m.elapsed_s, ops=m.ops,
                        throughput_ops_s=m.ops / m.elapsed_s if m.elapsed_s > 0 else 0.0,
                        errors=m.errors, latency=LatencySummary.of(m.latency),
-                       histogram_latency_us=encode_histogram(m.latency))
+                       histogram_latency_us=encode_histogram(m.latency),
+                       timeline=timeline(m))
+
+
+def timeline(m: PhaseMeasurement) -> tuple[Second, ...]:
+    """The phase second by second: operations that ended in each, p50 and p99."""
+    found = []
+    for second, counts in (m.seconds or {}).items():
+        summary = LatencySummary.of(counts.to_hdr())
+        found.append(Second(second=second, ops=summary.count, p50_us=summary.p50_us,
+                            p99_us=summary.p99_us))
+    return tuple(found)
 
 
 def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResult:
@@ -65,7 +78,8 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
 def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
                     server: CrossCheck | None = None, route: str = "direct",
                     prepared_statements: bool = True,
-                    pooler: PoolerCheck | None = None) -> StrategyResult:
+                    pooler: PoolerCheck | None = None,
+                    activity: ActivitySummary | None = None) -> StrategyResult:
     s = m.strategy
     # An interrupted strategy may lack counted trials for some phases: those are left out.
     phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
@@ -75,4 +89,4 @@ def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
                           stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
                           server=server, route=route, prepared_statements=prepared_statements,
-                          pooler=pooler)
+                          pooler=pooler, activity=activity)

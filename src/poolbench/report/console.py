@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from poolbench.results import ConnectCost, RunResults
+from poolbench.results import ConnectCost, Finding, RunResults
 
 
 def seed_line(results: RunResults) -> str | None:
@@ -59,6 +59,7 @@ def render(results: RunResults, console: Console) -> None:
     console.print(table)
     _render_paced(results, console)
     _render_server(results, console)
+    _render_activity(results, console)
     _render_pooler(results, console)
     _render_calibration(results, console)
     if results.connect_cost is not None:
@@ -91,6 +92,7 @@ def render(results: RunResults, console: Console) -> None:
         if s.leftover_rows_deleted:
             console.print(f"[yellow]{s.name}: {s.leftover_rows_deleted} of its rows were left "
                           "by failed deletes and removed by the end-of-strategy sweep[/]")
+    render_findings(results.findings, console)
     v = results.verification
     if v is not None:
         if v.ok:
@@ -143,6 +145,31 @@ def _render_server(results: RunResults, console: Console) -> None:
     notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
     for note in notes:
         console.print(f"  note: {note}", style="dim", highlight=False)
+
+
+def _render_activity(results: RunResults, console: Console) -> None:
+    """What the server and the machine did while each strategy ran (the sampler)."""
+    sampled = [s for s in results.strategies if s.activity is not None]
+    if not sampled:
+        return
+    table = Table(title="Server activity and resources while each strategy ran "
+                        "(pg_stat_activity and psutil, sampled)")
+    for col in ("strategy", "active backends median / max", "idle in txn", "waiting on",
+                "client CPU ms / 1000 ops", "server CPU ms / 1000 ops", "RSS client / server MB"):
+        table.add_column(col, justify="left" if col in ("strategy", "waiting on") else "right")
+    for s in sampled:
+        a = s.activity
+        assert a is not None
+        ops = sum(t.ops + sum(t.errors.values()) for p in s.phases for t in p.trials) or 1
+        waits = ", ".join(f"{k} {v:.0%}" for k, v in list(a.wait_shares.items())[:3])
+        table.add_row(s.name, f"{a.active_median:g} / {a.active_max}",
+                      f"{a.idle_in_transaction_share:.0%}", waits,
+                      f"{a.client_cpu_s * 1e6 / ops:.1f}",
+                      f"{a.server_cpu_s * 1e6 / ops:.1f}" if a.server_cpu_s is not None else "?",
+                      f"{a.client_rss_max_mb:.0f} / "
+                      + (f"{a.server_rss_max_mb:.0f}" if a.server_rss_max_mb is not None
+                         else "?"))
+    console.print(table)
 
 
 def _render_pooler(results: RunResults, console: Console) -> None:
@@ -247,3 +274,9 @@ def render_connect_cost(cost: ConnectCost, console: Console) -> None:
         drivers.add_row(d.driver, str(d.concurrency), _ms(d.latency.p50_us),
                         _ms(d.latency.p99_us), _ms(wait) if wait is not None else "")
     console.print(drivers)
+
+
+def render_findings(found: tuple[Finding, ...], console: Console) -> None:
+    for f in found:
+        console.print(f"[yellow]finding: {f.rule} ({f.strategy}): {f.evidence}.[/] Fix: {f.fix}.",
+                      highlight=False)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from poolbench.analysis.sweep import SweepResults
 from poolbench.report import atomic_write
+from poolbench.report.console import render_findings
 
 
 def write_sweep(results: SweepResults, out_dir: Path, *, chart: bool = True) -> None:
@@ -99,3 +100,4 @@ def render_sweep(results: SweepResults, console: Console) -> None:
                       style="dim", highlight=False)
         if r.capacity_note:
             console.print(f"  {r.capacity_note}", highlight=False)
+    render_findings(results.findings, console)

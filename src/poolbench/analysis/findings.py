@@ -1,0 +1,154 @@
+"""Findings: rules over a run's measurements that name a known pathology, its evidence,
+and the fix. Each rule is a pure function of the result model (and the server's core
+count when the server is on this machine); the README lists them with their thresholds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from poolbench.results import ActivitySummary, Finding, RunResults, StrategyResult
+
+LOCK_SHARE = 0.2  # of active backend samples waiting on a heavyweight lock
+IDLE_IN_TRANSACTION_SHARE = 0.05  # of backend samples
+CONNECT_SHARE = 0.5  # of a no-pool operation's mean latency spent connecting
+NEAR_MAX_CONNECTIONS = 0.8
+CLIENT_BOUND_CPU_PCT = 75.0  # of one core per client process, over the whole strategy (the
+# window includes opening and closing the pool, so a GIL-bound process shows 80-100%)
+
+
+def _pool_too_small(s: StrategyResult, run: RunResults, cores: int | None) -> Finding | None:
+    if not s.pooled or s.activity is None or not s.phases:
+        return None
+    waiting = [p for p in s.phases if p.acquire.p50_us > p.execute.p50_us > 0]
+    pool_max = int(run.config.get("pool_max") or 0)
+    if not waiting or s.activity.active_median >= pool_max:
+        return None
+    if cores is not None and s.activity.active_median >= cores:
+        return None  # the server's cores are busy: a bigger pool would only queue there
+    worst = max(waiting, key=lambda p: p.acquire.p50_us)
+    return Finding("pool too small", s.name,
+                   f"{worst.phase}: waiting for a connection p50 {worst.acquire.p50_us / 1000:.2f}"
+                   f" ms > the statement p50 {worst.execute.p50_us / 1000:.2f} ms, while the "
+                   f"server had {s.activity.active_median:g} active backends (median) of a pool "
+                   f"of {pool_max}",
+                   "grow the pool (--pool-max), or run `poolbench sweep` to find the size")
+
+
+def _pool_churn(s: StrategyResult, run: RunResults, cores: int | None) -> Finding | None:
+    opened = s.stats.get("connections_opened", 0)
+    pool_max = int(run.config.get("pool_max") or 0)
+    if not s.pooled or s.route != "direct" or opened <= 2 * pool_max:
+        return None
+    return Finding("pool churn", s.name,
+                   f"{opened:,} connections opened for a pool of at most {pool_max}: the pool "
+                   "closes connections it gets back (psycopg2's pools above minconn, "
+                   "SQLAlchemy's QueuePool above pool_size)",
+                   "keep them: set the pool's minimum to its maximum (--pool-min = --pool-max)")
+
+
+def lock_contention(name: str, activity: ActivitySummary | None) -> Finding | None:
+    share = activity.wait_shares.get("Lock", 0.0) if activity else 0.0
+    if activity is None or share < LOCK_SHARE:
+        return None
+    top = ", ".join(k for k in activity.wait_events if k.startswith("Lock:"))
+    return Finding("lock contention", name,
+                   f"{share:.0%} of active backend samples waited on a lock ({top})",
+                   "find the holder (pg_locks joined to pg_stat_activity) and shorten its "
+                   "transaction; more connections will not help")
+
+
+def idle_in_transaction(name: str, activity: ActivitySummary | None) -> Finding | None:
+    share = activity.idle_in_transaction_share if activity else 0.0
+    if share < IDLE_IN_TRANSACTION_SHARE:
+        return None
+    return Finding("idle in transaction", name,
+                   f"{share:.0%} of the benchmark's backend samples were 'idle in "
+                   "transaction': a connection held a transaction open between statements",
+                   "use autocommit for single statements, or commit (or roll back) reads too")
+
+
+def _connect_bound(s: StrategyResult, run: RunResults, cores: int | None) -> Finding | None:
+    if s.pooled or not s.phases:
+        return None
+    connect = sum(p.acquire.mean_us for p in s.phases)
+    total = sum(p.latency.mean_us for p in s.phases)
+    if not total or connect / total <= CONNECT_SHARE:
+        return None
+    return Finding("connect-bound", s.name,
+                   f"connecting took {connect / total:.0%} of each operation's time "
+                   f"(mean {connect / len(s.phases) / 1000:.2f} ms per connect)",
+                   "use a pool (an app pool such as psycopg_pool, or PgBouncer)")
+
+
+def _near_max_connections(s: StrategyResult, run: RunResults,
+                          cores: int | None) -> Finding | None:
+    limit = run.environment.get("server", {}).get("max_connections")
+    if not s.activity or not limit:
+        return None
+    if s.activity.backends_max <= NEAR_MAX_CONNECTIONS * int(limit):
+        return None
+    return Finding("near max_connections", s.name,
+                   f"{s.activity.backends_max} backends at once of max_connections={limit}",
+                   "pool (fewer, reused connections), or put PgBouncer in front; raising "
+                   "max_connections costs the server memory per backend")
+
+
+def _client_bound(s: StrategyResult, run: RunResults, cores: int | None) -> Finding | None:
+    a = s.activity
+    if a is None or a.server_cpu_s is None or not a.seconds:
+        return None
+    processes = int(run.config.get("processes") or 1)
+    client = a.client_cpu_s / a.seconds * 100 / processes
+    server = a.server_cpu_s / a.seconds * 100
+    if client < CLIENT_BOUND_CPU_PCT or (cores is not None and server >= 50 * cores):
+        return None
+    return Finding("client-bound", s.name,
+                   f"each client process used {client:.0f}% of a core while the server used "
+                   f"{server:.0f}% (of {cores or '?'} cores): the measured figure is the "
+                   "client's limit, not the server's",
+                   "spread the load generator: --processes N, --cluster, or more cores")
+
+
+def activity_findings(name: str, activity: ActivitySummary | None) -> tuple[Finding, ...]:
+    """The rules that need only what the sampler saw (usable on any sampled workload)."""
+    return tuple(f for rule in (lock_contention, idle_in_transaction)
+                 if (f := rule(name, activity)) is not None)
+
+
+RULES: tuple[Callable[[StrategyResult, RunResults, int | None], Finding | None], ...] = (
+    _pool_too_small, _pool_churn, lambda s, run, cores: lock_contention(s.name, s.activity),
+    lambda s, run, cores: idle_in_transaction(s.name, s.activity), _connect_bound,
+    _near_max_connections, _client_bound)
+
+
+def findings(run: RunResults, *, server_cores: int | None) -> tuple[Finding, ...]:
+    return tuple(f for s in run.strategies for rule in RULES
+                 if (f := rule(s, run, server_cores)) is not None)
+
+
+def sweep_findings(points: tuple, axis: str, *, server_cores: int | None) -> tuple[Finding, ...]:
+    """Oversubscription across a sweep: past the best point, more active backends than twice
+    the server's cores bought no throughput and cost p99."""
+    if server_cores is None:
+        return ()
+    found = []
+    for name in dict.fromkeys(p.strategy for p in points):
+        mine = sorted((p for p in points if p.strategy == name), key=lambda p: getattr(p, axis))
+        if len(mine) < 3:
+            continue
+        best = max(mine, key=lambda p: p.throughput_ops_s)
+        last = mine[-1]
+        if (last is best or (last.active_max or 0) <= 2 * server_cores
+                or last.throughput_ops_s > 1.05 * best.throughput_ops_s
+                or last.latency.p99_us <= 1.2 * best.latency.p99_us):
+            continue
+        found.append(Finding(
+            "oversubscription", name,
+            f"at {getattr(last, axis)}: {last.active_max} active backends on {server_cores} "
+            f"server cores, throughput {last.throughput_ops_s / best.throughput_ops_s:.0%} of "
+            f"the best ({getattr(best, axis)}), p99 {last.latency.p99_us / 1000:.1f} ms vs "
+            f"{best.latency.p99_us / 1000:.1f} ms",
+            f"shrink the pool toward {getattr(best, axis)}: the server runs only so many "
+            "backends at once, the rest queue inside it"))
+    return tuple(found)
