@@ -77,10 +77,12 @@ def test_transaction_pooling_bounds_the_servers_backends(target: ConnectionTarge
 
     def watch() -> None:
         with psycopg.connect(watcher.conninfo(), autocommit=True) as conn:
-            while not stop.is_set():
+            started = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            while not stop.is_set():  # backends of this run only, not a previous test's
                 seen.append(conn.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                    "'poolbench' AND backend_type = 'client backend'").fetchone()[0])
+                    "'poolbench' AND backend_type = 'client backend' AND backend_start > %s",
+                    (started,)).fetchone()[0])
 
     thread = threading.Thread(target=watch)
     thread.start()

@@ -197,6 +197,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                 pooler=config.pooler_dsn, pgbouncer=config.pgbouncer) as route:
                     counters_before = probe.snapshot()
                     sampled_before = sampler.statements if sampler else 0
+                    reconnected_before = sampler.reconnects if sampler else 0
                     if sampler is not None:
                         sampler.start()
                     route.begin()
@@ -225,6 +226,8 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             check = _cross_check(probe, counters_before, measurement,
                                  through_pooler=route_name != "direct",
                                  sampler_statements=(sampler.statements - sampled_before)
+                                 if sampler else 0,
+                                 sampler_sessions=(sampler.reconnects - reconnected_before)
                                  if sampler else 0)
             done += (strategy_result(measurement, leftover_rows_deleted=sweep(), server=check,
                                      route=route_name,
@@ -307,14 +310,15 @@ def _attempts(m: StrategyMeasurement) -> int:
 
 
 def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement, *,
-                 through_pooler: bool = False, sampler_statements: int = 0) -> CrossCheck | None:
+                 through_pooler: bool = False, sampler_statements: int = 0,
+                 sampler_sessions: int = 0) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included).
 
     None for an interrupted strategy: the server counted the cut phase, we did not.
     """
     if m.interrupted:
         return None
-    quiet = probe.wait_quiet(since=before)
+    quiet = probe.wait_quiet(since=before, any_name=through_pooler)
     after = probe.snapshot()
     ops: Counter[str] = Counter()
     for phase in m.phases:
@@ -322,7 +326,7 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,
-                   sampler_statements=sampler_statements)
+                   sampler_statements=sampler_statements, sampler_sessions=sampler_sessions)
 
 
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],

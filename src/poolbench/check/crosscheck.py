@@ -75,18 +75,28 @@ class ServerProbe:
         self.can_flush = version >= 150000
         self.has_sessions = version >= 140000
 
-    def wait_quiet(self, since: ServerCounters) -> bool:
+    def wait_quiet(self, since: ServerCounters, *, any_name: bool = False) -> bool:
         """Block until the strategy's backends are gone (their counters are then published).
 
         Only backends that started after ``since`` are waited for: another
-        session that merely shares the application name is not ours.
+        session that merely shares the application name is not ours. Behind a pooler
+        (``any_name``) the server's backends are the pooler's, named as the pooler
+        pleases: every client backend started since then is waited for, but poolbench's
+        own admin, sampler and pgbench sessions.
         """
         deadline = time.monotonic() + QUIET_TIMEOUT_S
+        if any_name:
+            query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND backend_type = 'client backend' AND backend_start >= %s AND "
+                     "pid <> pg_backend_pid() AND application_name <> ALL(%s)")
+            args: tuple[object, ...] = (since.taken_at, list(self.own_names[1:]))
+        else:
+            query = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                     "AND application_name = %s AND backend_start >= %s AND "
+                     "pid <> pg_backend_pid()")
+            args = (self.application_name, since.taken_at)
         while time.monotonic() < deadline:
-            left = self.admin.call(lambda c: c.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = %s AND backend_start >= %s AND pid <> pg_backend_pid()",
-                (self.application_name, since.taken_at)).fetchone()[0])
+            left = self.admin.call(lambda c: c.execute(query, args).fetchone()[0])
             if left == 0:
                 return True
             time.sleep(QUIET_POLL_S)
@@ -133,7 +143,7 @@ class ServerProbe:
 def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int],
             attempts: int, connections_opened: int, quiet: bool,
             probe: ServerProbe, through_pooler: bool = False,
-            sampler_statements: int = 0) -> CrossCheck:
+            sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck:
     """Deltas between two snapshots against poolbench's counts for the same strategy.
 
     ``ops`` are successful operations per phase (warm-up included: the server saw
@@ -146,7 +156,7 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
                     after.table_updated - before.table_updated),
               Check("rows deleted", ops.get("delete", 0),
                     after.table_deleted - before.table_deleted)]
-    admin_sessions = after.admin_sessions - before.admin_sessions
+    admin_sessions = after.admin_sessions - before.admin_sessions + sampler_sessions
     if after.sessions is not None and before.sessions is not None:
         # pg_stat_database counts the whole database: exact only while no other
         # client came or went (pg_stat_activity before and after).

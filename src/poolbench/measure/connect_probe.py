@@ -148,7 +148,9 @@ def _summary(counts: BucketCounts) -> LatencySummary:
 
 
 def _driver_connects(target: ConnectionTarget) -> dict[str, Callable[[], None]]:
-    """Each driver's connect + close, as the ``none`` strategies do it."""
+    """Each driver's connect + close, as the ``none`` strategies do it (named as the probe,
+    so nothing mistakes these sessions for the benchmark's)."""
+    target = target.with_params(application_name=PROBE_APPLICATION_NAME)
     conninfo = target.conninfo()
     kwargs = target.asyncpg_kwargs()
 

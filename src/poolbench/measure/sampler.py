@@ -101,9 +101,25 @@ class Sampler:
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
-        self.conn = psycopg.connect(self.target.with_params(
-            application_name=SAMPLER_APPLICATION_NAME).conninfo(), autocommit=True)
+        self.reconnects = 0  # sessions opened again after losing one (the cross-check counts)
+        self.conn = self._connect()
         self.me = psutil.Process()
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.target.with_params(
+            application_name=SAMPLER_APPLICATION_NAME, connect_timeout="5").conninfo(),
+            autocommit=True)
+
+    def _states(self) -> list[tuple[str | None, str | None, str | None]] | None:
+        """The backends' states, or None when the server cannot be asked right now (it
+        restarted, or terminated us): the sample is then skipped, never the run."""
+        try:
+            if self.conn.closed:
+                self.conn = self._connect()
+                self.reconnects += 1
+            return self._query()
+        except psycopg.Error:
+            return None
 
     def _query(self) -> list[tuple[str | None, str | None, str | None]]:
         self.statements += 1
@@ -119,7 +135,9 @@ class Sampler:
             "application_name = ANY(%s)", (list(self.application_names),)).fetchall()
 
     def sample(self) -> None:
-        states = self._query()
+        states = self._states()
+        if states is None:
+            return
         try:
             client = [self.me, *self.me.children(recursive=True)]
         except psutil.Error:
@@ -142,15 +160,18 @@ class Sampler:
         while not self._stop.wait(self.interval_s):
             self.sample()
 
-    def stop(self) -> ActivitySummary:
+    def stop(self) -> ActivitySummary | None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self.sample()
         # Publish this connection's counters now, so the cross-check can subtract them.
-        self.conn.execute("SELECT pg_stat_force_next_flush()")
-        self.statements += 1
-        return summarise(self._samples, self.interval_s)
+        try:
+            self.conn.execute("SELECT pg_stat_force_next_flush()")
+            self.statements += 1
+        except psycopg.Error:
+            pass  # a lost connection published its counters as it ended
+        return summarise(self._samples, self.interval_s) if self._samples else None
 
     def close(self) -> None:
         self._stop.set()

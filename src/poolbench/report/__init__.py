@@ -56,8 +56,9 @@ def file_exporters(*, chart: bool) -> list[Exporter]:
     if chart:
         from poolbench.report.chart import ChartExporter
         from poolbench.report.html import HtmlExporter
+        from poolbench.report.timeline import TimelineExporter
 
-        exporters += [ChartExporter(), HtmlExporter()]
+        exporters += [ChartExporter(), TimelineExporter(), HtmlExporter()]
     return exporters
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from poolbench.measure.metrics import percentile_curve
 from poolbench.report import atomic_write
+from poolbench.report.timeline import series
 from poolbench.results import PHASES, RunResults
 
 STYLE = """
@@ -69,6 +70,12 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
                            "x": [1 / (1 - pct / 100) for pct, _ in points],
                            "y": [us / 1000 for _, us in points],
                            "text": [f"p{pct:g}" for pct, _ in points]})
+    timeline = []
+    for s in strategies:
+        points = series(s)
+        timeline.append({"type": "scatter", "mode": "lines", "name": s.name,
+                         "x": list(range(len(points))), "y": [sec.ops for _, sec in points],
+                         "text": [phase for phase, _ in points]})
     ticks = [1 / (1 - q / 100) for q in (0, 90, 99, 99.9, 99.99, 99.999)]
     axis = {"title": {"text": "percentile"}, "type": "log", "tickvals": ticks,
             "ticktext": ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]}
@@ -89,6 +96,11 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
         ("percentiles", {"data": curves, "layout": {
             "title": {"text": "Latency by percentile (HDR histograms, successful operations)"},
             "xaxis": axis, "yaxis": {"title": {"text": "milliseconds"}}}}),
+        ("timeline", {"data": timeline, "layout": {
+            "title": {"text": "Throughput second by second (phases in turn, first counted "
+                               "trial)"},
+            "xaxis": {"title": {"text": "seconds of measured phases"}},
+            "yaxis": {"title": {"text": "operations in that second"}}}}),
     ]
 
 
@@ -143,6 +155,11 @@ def _sections(results: RunResults) -> str:
                                "connect ms"], rows)
                      + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",
                                "connect"], ratio_rows))
+    if results.findings:
+        parts.append("<h2>Findings</h2>" + _table(
+            ["finding", "strategy", "evidence", "fix"],
+            [[_esc(f.rule), _esc(f.strategy), _esc(f.evidence), _esc(f.fix)]
+             for f in results.findings]))
     v = results.verification
     if v is not None:
         parts.append("<h2>Data check</h2><p>" + (
