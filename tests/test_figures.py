@@ -163,3 +163,25 @@ def test_per_second_series_sums_to_the_operations(target: ConnectionTarget,
         a = s.activity
         assert a is not None and a.samples >= 10 and a.timeline
         assert a.client_cpu_s > 0 and a.server_cpu_s is not None and a.server_cpu_s > 0
+
+
+def test_interleave_rotates_the_order_and_keeps_exact_counts(target: ConnectionTarget,
+                                                              table: str) -> None:
+    events = RunEvents()
+    started: list[str] = []
+    events.strategy_started.add_listener(lambda strategy, trials: started.append(strategy))
+    results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"),
+                            rows=30, workers=3, pool_max=3, warmup=1, trials=2, table=table,
+                            out_dir=None, interleave=True), events=events)
+    assert started == ["psycopg:pool", "asyncpg:pool", "asyncpg:pool", "psycopg:pool",
+                       "psycopg:pool", "asyncpg:pool"]
+    assert [s.name for s in results.strategies] == ["psycopg:pool", "asyncpg:pool"]
+    for s in results.strategies:
+        assert [t.trial for t in s.phase("read").trials] == [0, 1, 2]
+        assert [t.warmup for t in s.phase("read").trials] == [True, False, False]
+        assert s.server is not None and s.server.ok, s.server
+        assert s.server.checks[0].server == 90  # three windows of 30 inserts, added up
+        spread = s.phase("read").throughput_spread_pct
+        values = [t.throughput_ops_s for t in s.phase("read").trials[1:]]
+        assert spread == pytest.approx((max(values) - min(values)) / (sum(values) / 2) * 100,
+                                       abs=0.1)

@@ -127,6 +127,7 @@ def test_console_numbers_are_the_json_numbers(cli_run) -> None:
         for phase in strategy["phases"]:
             row = (rf"{phase['phase']}\s+│\s+{phase['median_s']:.3f}\s+│.*"
                    rf"{phase['throughput_ops_s']:,.0f}\s+│\s+"
+                   rf"{phase['throughput_spread_pct']:.0f}%\s+│\s+"
                    rf"{phase['latency']['p50_us'] / 1000:.2f}"
                    rf"\s+│\s+{phase['latency']['p99_us'] / 1000:.2f}")
             assert re.search(row, result.stdout), (strategy["name"], phase["phase"])

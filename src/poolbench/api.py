@@ -13,7 +13,7 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, ratios
@@ -33,6 +33,7 @@ from poolbench.db.workload import (
 from poolbench.environment import manifest
 from poolbench.errors import ConfigError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
+from poolbench.measure import combine
 from poolbench.measure.cluster import connect_cluster
 from poolbench.measure.connect_probe import connect_cost
 from poolbench.measure.harness import executor_kind, harness_us_per_op
@@ -187,9 +188,22 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             return admin.call(lambda c: delete_own_rows(c, config.table, workload.prefix))
 
         done: tuple[StrategyResult, ...] = ()
-        for cls, route_name in ((c, r) for c in classes for r in config.via):
+        units = [(c, r) for c in classes for r in config.via]
+        rounds = config.warmup + config.trials
+        # --interleave: one trial at a time, the strategies' order rotating every round
+        # (as hyperfine and asv alternate commands), so a drift of the machine falls on
+        # every strategy alike; each window is checked against the server on its own.
+        schedule: list[tuple[int | None, int]] = (
+            [(t, (i + t) % len(units)) for t in range(rounds) for i in range(len(units))]
+            if config.interleave and rounds > 1 and len(units) > 1
+            else [(None, i) for i in range(len(units))])
+        windows: dict[int, list[tuple[Any, ...]]] = {}
+        order = {(c.name if r == "direct" else f"{c.name}@{r}"): i for i, (c, r) in
+                 enumerate(units)}
+        for trial, unit in schedule:
             if stop.is_set():
                 break
+            cls, route_name = units[unit]
             try:
                 with open_route(route_name, settings.target, pool_size=pooler_size,
                                 max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
@@ -206,7 +220,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                      prepared_statements=route.prepared_statements),
                         workload=workload, rows=config.rows, warmup=config.warmup,
                         trials=config.trials, events=events, stop=stop, pace=config.pace,
-                        processes=config.processes, cluster=cluster,
+                        processes=config.processes, cluster=cluster, only_trial=trial,
                         label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
                     activity = sampler.stop() if sampler is not None else None
                     pooler = route.end(attempts=_attempts(measurement),
@@ -229,10 +243,19 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                  if sampler else 0,
                                  sampler_sessions=(sampler.reconnects - reconnected_before)
                                  if sampler else 0)
-            done += (strategy_result(measurement, leftover_rows_deleted=sweep(), server=check,
-                                     route=route_name,
-                                     prepared_statements=route.prepared_statements,
-                                     pooler=pooler, activity=activity),)
+            part = (measurement, check, pooler, activity, sweep(), route.prepared_statements)
+            windows.setdefault(unit, []).append(part)
+            if trial is not None and trial < rounds - 1 and not stop.is_set():
+                continue  # this strategy has trials to come in later rounds
+            parts = windows.pop(unit)
+            done += (strategy_result(
+                combine.measurements([w[0] for w in parts]),
+                leftover_rows_deleted=sum(w[4] for w in parts),
+                server=combine.cross_checks([w[1] for w in parts]), route=route_name,
+                prepared_statements=parts[0][5],
+                pooler=combine.pooler_checks([w[2] for w in parts]),
+                activity=combine.activities([w[3] for w in parts])),)
+            done = tuple(sorted(done, key=lambda s: order[s.name]))  # as configured
             events.strategy_finished.fire(results=assemble(done, partial=True))
         cost = None
         connect_drivers = tuple(dict.fromkeys(

@@ -50,6 +50,8 @@ class ProgressView:
 
     def _strategy_started(self, strategy: str, trials: int) -> None:
         self.progress.start()  # idempotent; started late so errors before it print alone
+        if (strategy, "create") in self.tasks:
+            return  # --interleave: the same strategy again, for its next trial
         for phase in ("create", "read", "update", "delete"):
             self.tasks[(strategy, phase)] = self.progress.add_task(
                 f"{strategy:<18} {phase:<6}",
@@ -162,6 +164,9 @@ def cli() -> None:
                    "latency is also reported from each operation's scheduled start.")
 @click.option("--processes", type=int, default=1, show_default=True,
               help="Spread the workers (and the pool: --pool-max/P each) over P processes.")
+@click.option("--interleave", is_flag=True,
+              help="Run one trial of each strategy at a time, rotating their order every "
+                   "round (each trial opens the strategy's pool afresh).")
 @click.option("--sample-interval", type=float, default=0.1, show_default=True,
               help="Seconds between samples of pg_stat_activity and of CPU/RSS (0: off).")
 @click.option("--cluster", envvar="DASK_SCHEDULER_ADDRESS", default=None,
@@ -203,7 +208,8 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
         workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
         statement_timeout: float | None, duration: float | None, rate: float | None,
-        processes: int, sample_interval: float, cluster: str | None, nodes: int | None,
+        processes: int, interleave: bool, sample_interval: float, cluster: str | None,
+        nodes: int | None,
         baseline: str | None,
         baseline_seconds: float, via: str,
         pooler_size: int | None, pooler_dsn: str | None, pgbouncer_bin: Path | None,
@@ -225,7 +231,7 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
                        via=parse_routes(via, pooler_dsn=pooler is not None),
                        pooler_size=pooler_size, pooler_dsn=pooler, keep_prepared=keep_prepared,
                        pgbouncer=pgbouncer_bin, cluster=cluster, nodes=nodes,
-                       sample_interval_s=sample_interval,
+                       sample_interval_s=sample_interval, interleave=interleave,
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
     # A pipe or file gets the full table, not rich's 80-column default.

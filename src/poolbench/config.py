@@ -117,6 +117,7 @@ class RunConfig:
     keep_prepared: bool = False  # keep drivers' prepared statements behind a transaction pooler
     pgbouncer: Path | None = None  # the pgbouncer executable; None: PATH, then /usr/sbin
     sample_interval_s: float = 0.1  # server activity and resources sampler; 0: off
+    interleave: bool = False  # one trial at a time, the strategies' order rotating
     cluster: str | None = None  # Dask scheduler address, or local:N (see measure/cluster.py)
     nodes: int | None = None  # how many of the cluster's workers; None: all
 
@@ -191,7 +192,7 @@ class RunConfig:
             "pooler_size": self.effective_pooler_size,
             "pooler_dsn": self.pooler_dsn.masked() if self.pooler_dsn else None,
             "keep_prepared": self.keep_prepared, "cluster": self.cluster, "nodes": self.nodes,
-            "sample_interval_s": self.sample_interval_s,
+            "sample_interval_s": self.sample_interval_s, "interleave": self.interleave,
         }
 
     @property

@@ -290,6 +290,9 @@ class PhaseResult:
     histogram_execute_us: str
     failed: LatencySummary
     histogram_failed_us: str
+    # (max - min) / median of the counted trials' throughputs, in %: how far apart the
+    # trials were (0 with one trial)
+    throughput_spread_pct: float = 0.0
     scheduled: LatencySummary | None = None
     histogram_scheduled_us: str | None = None
     held_too_long: int = 0

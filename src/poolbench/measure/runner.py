@@ -50,8 +50,13 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
                  rows: int, warmup: int, trials: int, events: RunEvents,
                  stop: threading.Event | None = None, pace: Pace | None = None,
                  processes: int = 1, label: str | None = None,
-                 cluster: ClusterNodes | None = None) -> StrategyMeasurement:
+                 cluster: ClusterNodes | None = None,
+                 only_trial: int | None = None) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
+
+    ``only_trial`` runs that one trial (numbered among warm-up + counted trials, so a
+    number below ``warmup`` is a warm-up): ``--interleave`` runs strategies a trial at a
+    time.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
     the strategy then closes and returns what it measured, marked interrupted.
@@ -65,7 +70,7 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
     open_s = 0.0
     try:
         open_s = executor.open()
-        for trial in range(warmup + trials):
+        for trial in (range(warmup + trials) if only_trial is None else (only_trial,)):
             if not _run_trial(executor, label, workload, trial, trial < warmup, rows, pace,
                               events, stop, measured):
                 break

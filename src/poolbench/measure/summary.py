@@ -37,6 +37,12 @@ def trial_result(m: PhaseMeasurement) -> TrialResult:
                        timeline=timeline(m))
 
 
+def spread_pct(values: list[float]) -> float:
+    """(max - min) / median, in percent: the trials' spread, as hyperfine shows min..max."""
+    middle = median(values) if values else 0.0
+    return round((max(values) - min(values)) / middle * 100, 1) if middle else 0.0
+
+
 def timeline(m: PhaseMeasurement) -> tuple[Second, ...]:
     """The phase second by second: operations that ended in each, p50 and p99."""
     found = []
@@ -71,6 +77,7 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
         scheduled=LatencySummary.of(merged["scheduled"]) if paced else None,
         histogram_scheduled_us=encode_histogram(merged["scheduled"]) if paced else None,
         failed=LatencySummary.of(merged["failed"]),
+        throughput_spread_pct=spread_pct([t.throughput_ops_s for t in trials if not t.warmup]),
         histogram_failed_us=encode_histogram(merged["failed"]),
         held_too_long=sum(m.held_too_long for m in counted))
 

@@ -46,13 +46,14 @@ def render(results: RunResults, console: Console) -> None:
                       f"{errors} failed operations[/]", highlight=False)
     table = Table(title=f"poolbench results — median of {results.config['trials']} trials, "
                         f"{results.config['rows']} rows, {results.config['workers']} workers")
-    for col in ("strategy", "phase", "median s", "min..max s", "ops/s", "p50 ms", "p99 ms",
-                "conn/wait p50 ms", "errors"):
+    for col in ("strategy", "phase", "median s", "min..max s", "ops/s", "spread", "p50 ms",
+                "p99 ms", "conn/wait p50 ms", "errors"):
         table.add_column(col, justify="left" if col in ("strategy", "phase") else "right")
     for s in results.strategies:
         for i, p in enumerate(s.phases):
             table.add_row(s.name if i == 0 else "", p.phase, f"{p.median_s:.3f}",
                           f"{p.min_s:.3f}..{p.max_s:.3f}", f"{p.throughput_ops_s:,.0f}",
+                          f"{p.throughput_spread_pct:.0f}%" if len(p.trials) > 1 else "",
                           _ms(p.latency.p50_us), _ms(p.latency.p99_us), _ms(p.acquire.p50_us),
                           str(p.error_count) if p.error_count else "",
                           end_section=i == len(s.phases) - 1)
