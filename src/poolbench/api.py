@@ -27,6 +27,7 @@ from poolbench.db.workload import (
     count_own_rows,
     delete_own_rows,
     ensure_table,
+    make_rows,
     new_run_tag,
     snapshot_others,
 )
@@ -162,7 +163,10 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
             return RunResults(schema_version=SCHEMA_VERSION, run_tag=workload.run_tag,
                               partial=partial, started_at=started, finished_at=_now(),
                               config=public.public_dict(), environment=env, strategies=done,
-                              comparison=comparison(done), verification=verification,
+                              # Timed phases (--duration) take the same time whatever the
+                              # strategy: the seed's time-for-the-work line means nothing then.
+                              comparison=comparison(done) if config.duration_s is None
+                              else None, verification=verification,
                               calibration=calibration, harness_us_per_op=harness,
                               connect_cost=connect_cost)
 
@@ -209,6 +213,11 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                 max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
                                 keep_prepared=config.keep_prepared,
                                 pooler=config.pooler_dsn, pgbouncer=config.pgbouncer) as route:
+                    # A mix works on rows made for it first (not measured, outside the
+                    # cross-check's window), tagged with the run's tag like every row.
+                    mix_rows = (admin.call(lambda c: make_rows(c, config.table, workload,
+                                                               config.rows))
+                                if config.mix else ())
                     counters_before = probe.snapshot()
                     sampled_before = sampler.statements if sampler else 0
                     reconnected_before = sampler.reconnects if sampler else 0
@@ -221,6 +230,7 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                         workload=workload, rows=config.rows, warmup=config.warmup,
                         trials=config.trials, events=events, stop=stop, pace=config.pace,
                         processes=config.processes, cluster=cluster, only_trial=trial,
+                        mix=config.mix, mix_rows=mix_rows,
                         label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
                     activity = sampler.stop() if sampler is not None else None
                     pooler = route.end(attempts=_attempts(measurement),
@@ -344,8 +354,8 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
     quiet = probe.wait_quiet(since=before, any_name=through_pooler)
     after = probe.snapshot()
     ops: Counter[str] = Counter()
-    for phase in m.phases:
-        ops[phase.phase] += phase.ops
+    for phase in m.phases:  # a mix's kinds ("mix:create") count as their phase's
+        ops[phase.phase.removeprefix("mix:")] += phase.ops
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from poolbench import api
-from poolbench.config import DEFAULT_STRATEGIES, RunConfig, resolve_target
+from poolbench.config import DEFAULT_STRATEGIES, RunConfig, parse_mix, resolve_target
 from poolbench.db.admin import connect_admin
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget, redact
@@ -50,16 +50,16 @@ class ProgressView:
 
     def _strategy_started(self, strategy: str, trials: int) -> None:
         self.progress.start()  # idempotent; started late so errors before it print alone
-        if (strategy, "create") in self.tasks:
-            return  # --interleave: the same strategy again, for its next trial
-        for phase in ("create", "read", "update", "delete"):
-            self.tasks[(strategy, phase)] = self.progress.add_task(
-                f"{strategy:<18} {phase:<6}",
-                total=self.rows * trials if self.rows else None)
+        self.trials = trials
 
     def _phase_started(self, strategy: str, trial: int, warmup: bool, phase: str,
                        total: int) -> None:
-        self.current = self.tasks[(strategy, phase)]
+        key = (strategy, phase)
+        if key not in self.tasks:  # one bar per strategy and phase (the mix has one)
+            self.tasks[key] = self.progress.add_task(
+                f"{strategy:<18} {phase:<6}",
+                total=self.rows * self.trials if self.rows and phase != "mix" else None)
+        self.current = self.tasks[key]
         label = "warm-up" if warmup else f"trial {trial + 1}"
         self.progress.update(self.current, description=f"{strategy:<18} {phase:<6} {label}")
 
@@ -164,6 +164,9 @@ def cli() -> None:
                    "latency is also reported from each operation's scheduled start.")
 @click.option("--processes", type=int, default=1, show_default=True,
               help="Spread the workers (and the pool: --pool-max/P each) over P processes.")
+@click.option("--mix", default=None,
+              help="One mixed timed phase per trial instead of the four, each operation's "
+                   "kind by weight, e.g. read=80,update=10,create=5,delete=5.")
 @click.option("--interleave", is_flag=True,
               help="Run one trial of each strategy at a time, rotating their order every "
                    "round (each trial opens the strategy's pool afresh).")
@@ -208,7 +211,8 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
         workers: int,
         pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
         statement_timeout: float | None, duration: float | None, rate: float | None,
-        processes: int, interleave: bool, sample_interval: float, cluster: str | None,
+        processes: int, mix: str | None, interleave: bool, sample_interval: float,
+        cluster: str | None,
         nodes: int | None,
         baseline: str | None,
         baseline_seconds: float, via: str,
@@ -232,6 +236,7 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
                        pooler_size=pooler_size, pooler_dsn=pooler, keep_prepared=keep_prepared,
                        pgbouncer=pgbouncer_bin, cluster=cluster, nodes=nodes,
                        sample_interval_s=sample_interval, interleave=interleave,
+                       mix=parse_mix(mix) if mix is not None else (),
                        out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
                        show_password=show_password)
     # A pipe or file gets the full table, not rich's 80-column default.

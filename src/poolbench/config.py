@@ -20,6 +20,24 @@ from dotenv.parser import parse_stream
 from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError
 
+MIX_KINDS = ("create", "read", "update", "delete")
+
+
+def parse_mix(spec: str) -> tuple[tuple[str, int], ...]:
+    """``create=5,read=80,update=10,delete=5`` (weights, any subset) -> (kind, weight) pairs."""
+    pairs = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        kind, _, weight = part.partition("=")
+        try:
+            pairs.append((kind.strip(), int(weight)))
+        except ValueError:
+            raise ConfigError(f"--mix {spec!r}: write kind=weight pairs, e.g. "
+                              "read=80,update=10,create=5,delete=5") from None
+    if not pairs:
+        raise ConfigError("--mix is empty; e.g. read=80,update=10,create=5,delete=5")
+    return tuple(pairs)
+
+
 SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
                   "HOST": "host", "PORT": "port"}
 LIBPQ_VARIABLES = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
@@ -118,6 +136,8 @@ class RunConfig:
     pgbouncer: Path | None = None  # the pgbouncer executable; None: PATH, then /usr/sbin
     sample_interval_s: float = 0.1  # server activity and resources sampler; 0: off
     interleave: bool = False  # one trial at a time, the strategies' order rotating
+    # --mix: (kind, weight) pairs; one mixed timed phase per trial instead of the four
+    mix: tuple[tuple[str, int], ...] = ()
     cluster: str | None = None  # Dask scheduler address, or local:N (see measure/cluster.py)
     nodes: int | None = None  # how many of the cluster's workers; None: all
 
@@ -156,6 +176,10 @@ class RunConfig:
                                              or self.pooler_size < 1):
             raise ConfigError(f"--pooler-size must be a whole number >= 1, got "
                               f"{self.pooler_size!r}")
+        if self.mix and (any(k not in MIX_KINDS or w < 1 for k, w in self.mix)
+                         or len({k for k, _ in self.mix}) != len(self.mix)):
+            raise ConfigError(f"--mix {self.mix!r}: give kinds from {', '.join(MIX_KINDS)} "
+                              "with whole-number weights >= 1, each once")
         if not (isinstance(self.sample_interval_s, (int, float))
                 and 0 <= self.sample_interval_s <= 60):
             raise ConfigError(f"--sample-interval must be a number of seconds from 0 (off) to "
@@ -193,6 +217,7 @@ class RunConfig:
             "pooler_dsn": self.pooler_dsn.masked() if self.pooler_dsn else None,
             "keep_prepared": self.keep_prepared, "cluster": self.cluster, "nodes": self.nodes,
             "sample_interval_s": self.sample_interval_s, "interleave": self.interleave,
+            "mix": dict(self.mix) or None,
         }
 
     @property

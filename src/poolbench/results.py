@@ -329,6 +329,10 @@ class StrategyResult:
 
     @property
     def total_median_s(self) -> float:
+        """The sum of the phases' median seconds; in a mix, the mixed phase's (its kinds
+        share its clock)."""
+        if self.phases and self.phases[0].phase == "mix":
+            return self.phases[0].median_s
         return sum(p.median_s for p in self.phases)
 
     @property
@@ -416,7 +420,8 @@ class RunResults:
 def comparison(strategies: tuple[StrategyResult, ...]) -> Comparison | None:
     """The seed's headline on the direct route, or None without a complete no-pool and an
     error-free pooled run there; with pooler routes, also the best of all routes."""
-    every = [s for s in strategies if len(s.phases) == len(PHASES)]
+    every = [s for s in strategies if len(s.phases) == len(PHASES)
+             or (s.phases and s.phases[0].phase == "mix")]
     complete = [s for s in every if s.route == "direct"]
     no_pool = next((s for s in complete if not s.pooled), None)
     pooled = [s for s in complete if s.pooled and not s.error_count]

@@ -189,3 +189,12 @@ def delete_own_rows(conn: Any, table: str, prefix: str) -> int:
     """Delete every row whose username carries the run's tag; return how many."""
     return _rowcount(conn, f"DELETE FROM {quote_ident(table)} WHERE starts_with(username, %s)",
                      (prefix,))
+
+
+def make_rows(conn: Any, table: str, workload: Workload, rows: int) -> tuple[int, ...]:
+    """``rows`` rows of the run (one statement), for a mixed workload to start on."""
+    name = f"{workload.prefix}m"
+    return tuple(r[0] for r in _query(
+        conn, f"INSERT INTO {quote_ident(table)} (username, email) SELECT %s || g, %s || g || "
+        "'@poolbench.invalid' FROM generate_series(1, %s) g RETURNING id",
+        (name, name, rows)))

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from poolbench.db.workload import Statement
 from poolbench.measure.metrics import MissingRow, OperationRecorder, now_ns
-from poolbench.measure.phase import PhaseSpec, WorkSource
+from poolbench.measure.phase import MixSource, PhaseSpec, WorkSource
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
 
 PROGRESS_EVERY = 16  # operations a worker finishes between two progress events
@@ -63,9 +63,18 @@ class _Worker:
 
     def __init__(self, spec: PhaseSpec, leak_threshold_s: float) -> None:
         self.rec = OperationRecorder(leak_threshold_s)
+        # A mix records each kind apart (its recorder's ``kind``); else one recorder.
+        self.recs = {kind: OperationRecorder(leak_threshold_s, kind) for kind, _ in spec.mix}
         self.created: list[int] = []
         self.keep = spec.phase == "create"
         self.done = 0
+
+    def start(self, origin_ns: int) -> None:
+        for rec in (self.rec, *self.recs.values()):
+            rec.origin_ns = origin_ns
+
+    def recorders(self) -> list[OperationRecorder]:
+        return list(self.recs.values()) if self.recs else [self.rec]
 
     def settle(self, result: int | None, on_progress: OnProgress) -> None:
         if self.keep and result is not None:
@@ -108,14 +117,31 @@ class ThreadExecutor(_InProcessExecutor):
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
                   gate: StartGate = now_ns) -> PhaseRun:
-        source = WorkSource(spec)
+        source = MixSource(spec) if spec.mix else WorkSource(spec)
         ready = threading.Barrier(self.workers + 1, action=lambda: source.start(gate()))
         strategy, stop, statement = self.strategy, self.stop, spec.statement
+
+        def mix_worker() -> _Worker:
+            w = _Worker(spec, self.leak_threshold_s)
+            ready.wait()
+            w.start(source.start_ns)
+            assert isinstance(source, MixSource)
+            while not stop.is_set() and (item := source.next_mix()) is not None:
+                kind, params, scheduled, taken = item
+                if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
+                        and stop.wait(delay / 1e9):
+                    source.settle(kind, None if taken is None else 0, taken)
+                    break
+                source.settle(kind, call_operation(strategy, kind, params, w.recs[kind.phase],
+                                                   scheduled), taken)
+                w.settle(None, on_progress)
+            on_progress(w.done % PROGRESS_EVERY)
+            return w
 
         def worker() -> _Worker:
             w = _Worker(spec, self.leak_threshold_s)
             ready.wait()
-            w.rec.origin_ns = source.start_ns
+            w.start(source.start_ns)
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
                 if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
@@ -126,7 +152,8 @@ class ThreadExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        futures = [self._threads.submit(worker) for _ in range(self.workers)]
+        body = mix_worker if spec.mix else worker
+        futures = [self._threads.submit(body) for _ in range(self.workers)]
         ready.wait()  # every thread exists and waits: the clock starts now (barrier action)
         finished = [f.result() for f in futures]
         return _phase_run(source, finished)
@@ -161,19 +188,39 @@ class AsyncioExecutor(_InProcessExecutor):
 
     async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
                      gate: StartGate) -> PhaseRun:
-        source = WorkSource(spec)
+        source = MixSource(spec) if spec.mix else WorkSource(spec)
         waiting = 0
         all_waiting, go = asyncio.Event(), asyncio.Event()
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
-        async def worker() -> _Worker:
+        async def ready() -> _Worker:
             nonlocal waiting
             w = _Worker(spec, self.leak_threshold_s)
             waiting += 1
             if waiting == self.workers:
                 all_waiting.set()
             await go.wait()
-            w.rec.origin_ns = source.start_ns
+            w.start(source.start_ns)
+            return w
+
+        async def mix_worker() -> _Worker:
+            w = await ready()
+            assert isinstance(source, MixSource)
+            while not stop.is_set() and (item := source.next_mix()) is not None:
+                kind, params, scheduled, taken = item
+                if scheduled is not None and (delay := scheduled - now_ns()) > 0:
+                    await asyncio.sleep(delay / 1e9)
+                    if stop.is_set():
+                        source.settle(kind, None if taken is None else 0, taken)
+                        break
+                source.settle(kind, await await_operation(strategy, kind, params,
+                                                          w.recs[kind.phase], scheduled), taken)
+                w.settle(None, on_progress)
+            on_progress(w.done % PROGRESS_EVERY)
+            return w
+
+        async def worker() -> _Worker:
+            w = await ready()
             while not stop.is_set() and (item := source.next()) is not None:
                 params, scheduled = item
                 if scheduled is not None and (delay := scheduled - now_ns()) > 0:
@@ -185,7 +232,8 @@ class AsyncioExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        tasks = [asyncio.ensure_future(worker()) for _ in range(self.workers)]
+        body = mix_worker if spec.mix else worker
+        tasks = [asyncio.ensure_future(body()) for _ in range(self.workers)]
         await all_waiting.wait()  # every task exists and waits: the clock starts now
         source.start(gate())
         go.set()
@@ -201,8 +249,11 @@ class AsyncioExecutor(_InProcessExecutor):
 
 
 def _phase_run(source: WorkSource, finished: list[_Worker]) -> PhaseRun:
-    return PhaseRun(source.start_ns, now_ns(), [w.rec for w in finished],
-                    [i for w in finished for i in w.created])
+    """The phase's outcome; for a mix, ``created`` holds the rows still alive at its end."""
+    created = (source.live.remaining() if isinstance(source, MixSource)
+               else [i for w in finished for i in w.created])
+    return PhaseRun(source.start_ns, now_ns(), [r for w in finished for r in w.recorders()],
+                    created)
 
 
 def call_operation(strategy: SyncStrategy, statement: Statement, params: tuple[object, ...],

@@ -115,10 +115,11 @@ class OperationRecorder:
     or not (HikariCP's leak detection).
     """
 
-    __slots__ = ("acquire", "errors", "execute", "failed", "held_too_long", "latency", "leak_ns",
-                 "ok", "origin_ns", "scheduled", "seconds")
+    __slots__ = ("acquire", "errors", "execute", "failed", "held_too_long", "kind", "latency",
+                 "leak_ns", "ok", "origin_ns", "scheduled", "seconds")
 
-    def __init__(self, leak_threshold_s: float = float("inf")) -> None:
+    def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "") -> None:
+        self.kind = kind  # in a mix, the kind of operation this recorder counts
         self.latency = BucketCounts()
         self.acquire = BucketCounts()
         self.execute = BucketCounts()

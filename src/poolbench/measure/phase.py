@@ -9,7 +9,10 @@ next operation" and of when it is due.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import random
+import threading
 from dataclasses import dataclass, replace
 
 from poolbench.config import Pace
@@ -30,6 +33,9 @@ class PhaseSpec:
     pace: Pace = Pace()  # noqa: RUF009 (frozen, so one shared default is safe)
     offset: int = 0  # this share's first operation number (--processes)
     stride: int = 1  # operation numbers step by the number of shares
+    # --mix: (kind, weight) pairs, and each kind's statement; ids are then the live rows
+    mix: tuple[tuple[str, int], ...] = ()
+    statements: tuple[Statement, ...] = ()
 
     @classmethod
     def of(cls, phase: str, statement: Statement, workload: Workload, trial: int, *,
@@ -48,8 +54,10 @@ class PhaseSpec:
         return (self.ids[index],)
 
     def share(self, part: int, parts: int) -> PhaseSpec:
-        """The operations numbered part, part + parts, ... (one process's share)."""
-        return replace(self, offset=part, stride=parts)
+        """The operations numbered part, part + parts, ... (one process's share); in a mix,
+        also its share of the live rows, which only its workers then touch."""
+        ids = self.ids[part::parts] if self.mix else self.ids
+        return replace(self, offset=part, stride=parts, ids=ids)
 
     @property
     def expected(self) -> int | None:
@@ -84,6 +92,11 @@ class WorkSource:
 
     def next(self) -> tuple[Params, int | None] | None:
         """The next operation's parameters and scheduled start (None: not paced); None at end."""
+        due = self._due()
+        return None if due is None else (self.spec.params_at(due[0]), due[1])
+
+    def _due(self) -> tuple[int, int | None] | None:
+        """The next operation's number and scheduled start; None at the end of the phase."""
         spec = self.spec
         number = spec.offset + next(self._numbers) * spec.stride
         if spec.count is not None and number >= spec.count:
@@ -95,4 +108,84 @@ class WorkSource:
                 return None
         elif self.deadline_ns is not None and now_ns() >= self.deadline_ns:
             return None
-        return spec.params_at(number), scheduled
+        return number, scheduled
+
+
+class LiveRows:
+    """The rows a mix may touch: created by the run and not deleted. An operation takes a
+    row for itself (no other worker can read or update a row being deleted) and gives it
+    back when done, unless it deleted it. A lock per take/give: a few hundred nanoseconds."""
+
+    def __init__(self, ids: tuple[int, ...]) -> None:
+        self._free = collections.deque(ids)
+        self._lock = threading.Lock()
+        self._out = 0
+
+    def take(self) -> int | None:
+        with self._lock:
+            if not self._free:
+                return None
+            self._out += 1
+            return self._free.popleft()
+
+    def give(self, row_id: int) -> None:
+        with self._lock:
+            self._out -= 1
+            self._free.append(row_id)
+
+    def gone(self) -> None:
+        with self._lock:
+            self._out -= 1
+
+    def add(self, row_id: int) -> None:
+        with self._lock:
+            self._free.append(row_id)
+
+    def remaining(self) -> list[int]:
+        with self._lock:
+            return list(self._free)
+
+
+MixItem = tuple[Statement, Params, "int | None", "int | None"]
+
+
+class MixSource(WorkSource):
+    """A mixed phase: each operation's kind by weight (pgbench's ``script@weight``, as a
+    fixed shuffled cycle of 100 so every 100 operations hold the weights exactly)."""
+
+    def __init__(self, spec: PhaseSpec) -> None:
+        super().__init__(spec)
+        self.live = LiveRows(spec.ids)
+        by_kind = {s.phase: s for s in spec.statements}
+        total = sum(w for _, w in spec.mix)
+        cycle = [by_kind[k] for k, w in spec.mix for _ in range(round(w * 100 / total))]
+        random.Random(0).shuffle(cycle)
+        self.cycle = cycle or [by_kind["read"]]
+        self.create = by_kind["create"]
+
+    def next_mix(self) -> MixItem | None:
+        """The next operation: statement, parameters, scheduled start, the row it took."""
+        due = self._due()
+        if due is None:
+            return None
+        number, scheduled = due
+        spec, statement = self.spec, self.cycle[number % len(self.cycle)]
+        if statement.phase != "create":
+            taken = self.live.take()
+            if taken is not None:
+                if statement.phase == "update":
+                    return statement, spec.workload.update_row(spec.trial, number, taken), \
+                        scheduled, taken
+                return statement, (taken,), scheduled, taken
+            statement = self.create  # no row free to touch: make one instead
+        return statement, spec.workload.create_row(spec.trial, number), scheduled, None
+
+    def settle(self, statement: Statement, result: int | None, taken: int | None) -> None:
+        """Book the operation's row: a new one, one given back, or one gone."""
+        if taken is None:
+            if result is not None:
+                self.live.add(result)
+        elif statement.phase == "delete" and result == 1:
+            self.live.gone()
+        else:
+            self.live.give(taken)

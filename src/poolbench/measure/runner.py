@@ -51,12 +51,14 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
                  stop: threading.Event | None = None, pace: Pace | None = None,
                  processes: int = 1, label: str | None = None,
                  cluster: ClusterNodes | None = None,
-                 only_trial: int | None = None) -> StrategyMeasurement:
+                 only_trial: int | None = None, mix: tuple[tuple[str, int], ...] = (),
+                 mix_rows: tuple[int, ...] = ()) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
 
     ``only_trial`` runs that one trial (numbered among warm-up + counted trials, so a
     number below ``warmup`` is a warm-up): ``--interleave`` runs strategies a trial at a
-    time.
+    time. With ``mix``, a trial is one mixed phase over ``mix_rows`` (rows made for it),
+    whose survivors the next trial takes on.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
     the strategy then closes and returns what it measured, marked interrupted.
@@ -70,9 +72,14 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
     open_s = 0.0
     try:
         open_s = executor.open()
+        live = list(mix_rows)
         for trial in (range(warmup + trials) if only_trial is None else (only_trial,)):
-            if not _run_trial(executor, label, workload, trial, trial < warmup, rows, pace,
-                              events, stop, measured):
+            if mix:
+                if not _run_mix_trial(executor, label, workload, trial, trial < warmup, rows,
+                                      pace, events, stop, measured, mix, live):
+                    break
+            elif not _run_trial(executor, label, workload, trial, trial < warmup, rows, pace,
+                                events, stop, measured):
                 break
     finally:
         executor.close()
@@ -98,6 +105,30 @@ def _run_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: in
             ids = tuple(run.created)
         m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=warmup,
                                    elapsed_s=run.elapsed_s, recorders=run.recorders)
+        measured.append(m)
+        events.phase_finished.fire(measurement=m)
+    return True
+
+
+def _run_mix_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
+                   warmup: bool, rows: int, pace: Pace, events: RunEvents,
+                   stop: threading.Event, measured: list[PhaseMeasurement],
+                   mix: tuple[tuple[str, int], ...], live: list[int]) -> bool:
+    """One mixed phase (``rows`` operations, or ``--duration``); measured per kind."""
+    statements = workload.statements()
+    spec = PhaseSpec("mix", statements["read"], workload, trial,
+                     count=None if pace.duration_s is not None else rows, ids=tuple(live),
+                     pace=pace, mix=mix, statements=tuple(statements.values()))
+    events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase="mix",
+                              total=spec.expected)
+    run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
+    if stop.is_set():
+        return False
+    live[:] = run.created  # the rows still alive: the next trial's to touch
+    for kind, _ in mix:
+        m = PhaseMeasurement.merge(phase=f"mix:{kind}", trial=trial, warmup=warmup,
+                                   elapsed_s=run.elapsed_s,
+                                   recorders=[r for r in run.recorders if r.kind == kind])
         measured.append(m)
         events.phase_finished.fire(measurement=m)
     return True

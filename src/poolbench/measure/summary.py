@@ -10,6 +10,7 @@ from collections import Counter
 
 from poolbench.measure.metrics import (
     HISTOGRAMS,
+    BucketCounts,
     PhaseMeasurement,
     encode_histogram,
     median,
@@ -17,7 +18,6 @@ from poolbench.measure.metrics import (
 )
 from poolbench.measure.runner import StrategyMeasurement
 from poolbench.results import (
-    PHASES,
     ActivitySummary,
     CrossCheck,
     LatencySummary,
@@ -89,11 +89,34 @@ def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
                     activity: ActivitySummary | None = None) -> StrategyResult:
     s = m.strategy
     # An interrupted strategy may lack counted trials for some phases: those are left out.
-    phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in PHASES
+    names = list(dict.fromkeys(x.phase for x in m.phases))
+    phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in names
                    if any(x.phase == p and not x.warmup for x in m.phases))
+    if any(p.startswith("mix:") for p in names):
+        whole = [mix_measurement([x for x in m.phases if x.trial == trial and
+                                  x.phase.startswith("mix:")])
+                 for trial in dict.fromkeys(x.trial for x in m.phases)]
+        if any(not x.warmup for x in whole):
+            phases = (phase_result("mix", whole), *phases)
     name = s.name if route == "direct" else f"{s.name}@{route}"
     return StrategyResult(name=name, pooled=s.pooled, is_async=s.is_async,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
                           stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
                           server=server, route=route, prepared_statements=prepared_statements,
                           pooler=pooler, activity=activity)
+
+
+def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
+    """A mixed phase's kinds of one trial, merged into the whole mix (same clock)."""
+    first = kinds[0]
+    errors: Counter[str] = Counter()
+    seconds: dict[int, BucketCounts] = {}
+    for k in kinds:
+        errors.update(k.errors)
+        for second, counts in (k.seconds or {}).items():
+            seconds.setdefault(second, BucketCounts()).add(counts)
+    return PhaseMeasurement(
+        phase="mix", trial=first.trial, warmup=first.warmup, elapsed_s=first.elapsed_s,
+        ops=sum(k.ops for k in kinds), errors=dict(sorted(errors.items())),
+        held_too_long=sum(k.held_too_long for k in kinds), seconds=dict(sorted(seconds.items())),
+        **{kind: merge_histograms([getattr(k, kind) for k in kinds]) for kind in HISTOGRAMS})

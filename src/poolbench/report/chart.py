@@ -39,6 +39,7 @@ class ChartExporter:
         import matplotlib.pyplot as plt
 
         strategies = results.strategies
+        names = list(dict.fromkeys(p.phase for s in strategies for p in s.phases)) or list(PHASES)
         fig, axes = plt.subplots(1, 4, figsize=(21, 6.2), constrained_layout=True)
         width = 0.8 / max(len(strategies), 1)
         panels = (
@@ -50,7 +51,7 @@ class ChartExporter:
         )
         for ax, (title, ylabel, value) in zip(axes[:3], panels):
             for i, s in enumerate(strategies):
-                xs = [PHASES.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
+                xs = [names.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
                       for p in s.phases]
                 ys = [value(p) for p in s.phases]
                 yerr = None
@@ -58,12 +59,12 @@ class ChartExporter:
                     yerr = [[p.median_s - p.min_s for p in s.phases],
                             [p.max_s - p.median_s for p in s.phases]]
                 ax.bar(xs, ys, width, label=s.name, yerr=yerr, capsize=3)
-            ax.set_xticks(range(len(PHASES)), PHASES)
+            ax.set_xticks(range(len(names)), names)
             ax.set_xlabel("CRUD phase")
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             ax.grid(axis="y", alpha=0.3)
-        self._split_panel(axes[3], strategies, width)
+        self._split_panel(axes[3], strategies, width, names)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, title="driver:pool", loc="outside lower center",
                    ncols=min(len(labels), 7), fontsize="small")
@@ -76,21 +77,22 @@ class ChartExporter:
         return fig
 
     @staticmethod
-    def _split_panel(ax: Axes, strategies: tuple[StrategyResult, ...], width: float) -> None:
+    def _split_panel(ax: Axes, strategies: tuple[StrategyResult, ...], width: float,
+                     names: list[str]) -> None:
         """Each bar is one strategy's mean operation split in two: waiting for a connection
         (solid, bottom) and running the statement (hatched, top)."""
         import matplotlib.pyplot as plt
 
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for i, s in enumerate(strategies):
-            xs = [PHASES.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
+            xs = [names.index(p.phase) + (i - (len(strategies) - 1) / 2) * width
                   for p in s.phases]
             wait = [p.acquire.mean_us / 1000 for p in s.phases]
             statement = [p.execute.mean_us / 1000 for p in s.phases]
             colour = colours[i % len(colours)]
             ax.bar(xs, wait, width, color=colour)
             ax.bar(xs, statement, width, bottom=wait, color=colour, alpha=0.45, hatch="//")
-        ax.set_xticks(range(len(PHASES)), PHASES)
+        ax.set_xticks(range(len(names)), names)
         ax.set_xlabel("CRUD phase (solid: waiting for a connection; hatched: statement)")
         ax.set_ylabel("milliseconds, mean per operation")
         ax.set_title("Wait for a connection vs statement")

@@ -31,6 +31,9 @@ def _ms(us: float) -> str:
 def render(results: RunResults, console: Console) -> None:
     line = seed_line(results)
     c = results.comparison
+    if results.config.get("duration_s") is not None:
+        console.print("(no seed line: with --duration every strategy runs for the same time; "
+                      "compare their throughput)", style="dim", highlight=False)
     if line and c is not None:
         console.print(line, highlight=False)
         console.print(f"  (no pool: {c.no_pool}; pooled: {c.pooled}; sums of per-phase medians)",

@@ -1,0 +1,53 @@
+"""--mix: one mixed phase per trial, each operation's kind by weight, per-kind and whole-mix
+results, exact server counts, and nothing but the run's own rows touched."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from conftest import seed_table, table_contents
+
+from poolbench import RunConfig, run
+from poolbench.db.target import ConnectionTarget
+
+MIX = (("create", 5), ("read", 80), ("update", 10), ("delete", 5))
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_mix_keeps_exact_counts_and_foreign_rows(processes: int, target: ConnectionTarget,
+                                                 admin: psycopg.Connection, table: str) -> None:
+    seed_table(admin, table, 10_000)
+    before = table_contents(admin, table)
+    results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"),
+                            rows=200, workers=4, pool_max=4, warmup=1, trials=2, table=table,
+                            out_dir=None, mix=MIX, duration_s=1.0, processes=processes))
+    for s in results.strategies:
+        assert [p.phase for p in s.phases] == ["mix", "mix:create", "mix:read", "mix:update",
+                                               "mix:delete"]
+        whole, kinds = s.phases[0], s.phases[1:]
+        assert whole.ops == sum(k.ops for k in kinds) > 0
+        assert all(k.error_count == 0 for k in s.phases), [k.errors for k in s.phases]
+        # Weights hold: reads are 80% of the operations, within a percent.
+        assert s.phase("mix:read").ops / whole.ops == pytest.approx(0.80, abs=0.01)
+        assert s.server is not None and s.server.ok, s.server
+        created = sum(t.ops for t in s.phase("mix:create").trials)
+        assert s.server.checks[0].server == created  # the prefill is outside the window
+    assert results.verification is not None and results.verification.ok
+    assert table_contents(admin, table) == before
+
+
+def test_mix_under_a_rate(target: ConnectionTarget, table: str) -> None:
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=100, workers=4,
+                            pool_max=4, warmup=0, trials=1, table=table, out_dir=None,
+                            mix=(("read", 3), ("update", 1)), duration_s=2.0, rate=300.0))
+    whole = results.strategies[0].phase("mix")
+    assert whole.ops == 600 and whole.scheduled is not None and whole.scheduled.count == 600
+    assert results.strategies[0].phase("mix:update").ops == 150
+
+
+@pytest.mark.parametrize("spec", ["read=80,scan=20", "read=x", "read=0", ""])
+def test_bad_mix_is_a_usage_error(tmp_path, spec: str) -> None:
+    from conftest import run_cli
+
+    result = run_cli("run", "--mix", spec, cwd=tmp_path)
+    assert result.returncode == 2 and "--mix" in result.stderr, result.stderr
