@@ -355,6 +355,9 @@ def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:
     return tuple(sorted(set(found)))
 
 
+DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--pool-sizes", default=None,
               help="Pool sizes to sweep (min = max), e.g. 1,2,4,8,16,32 [default: --pool-max].")
@@ -362,13 +365,17 @@ def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:
               help="Client counts to sweep, e.g. 1,2,4,8 [default: -w].")
 @click.option("--p99-slo", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Milliseconds: the recommended size must keep p99 within this.")
+@click.option("--phases", "four_phases", is_flag=True,
+              help="Sweep the four-phase workload instead of the default mix "
+                   "(read=80,update=10,create=5,delete=5).")
 @click.option("--app-instances", type=click.IntRange(min=1), default=None,
               help="How many app instances will each hold such a pool (checked against "
                    "max_connections).")
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
-          p99_slo: float | None, app_instances: int | None, run_args: tuple[str, ...]) -> None:
+          p99_slo: float | None, four_phases: bool, app_instances: int | None,
+          run_args: tuple[str, ...]) -> None:
     """Run the benchmark at several pool sizes (or client counts), fit the Universal
     Scalability Law, and recommend a pool size with its reason. Takes run's options too."""
     from rich.progress import Progress
@@ -395,7 +402,8 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
                        duration_s=captured["duration"], rate=captured["rate"],
                        processes=captured["processes"], table=captured["table"],
                        out_dir=captured["out_dir"], chart=not captured["no_chart"],
-                       acquire_timeout_s=captured["acquire_timeout"])
+                       acquire_timeout_s=captured["acquire_timeout"],
+                       mix=() if four_phases else parse_mix(captured["mix"] or DEFAULT_MIX))
     sizes = _int_list("--pool-sizes", pool_sizes) or (config.pool_max,)
     clients = _int_list("--workers", workers_list) or (config.workers,)
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)

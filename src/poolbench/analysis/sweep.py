@@ -67,11 +67,12 @@ class SweepResults:
 
 def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
              workers: int) -> SweepPoint:
-    """One strategy of one run, summed over its phases."""
-    ops = sum(p.ops for p in strategy.phases)
-    seconds = sum(p.median_s for p in strategy.phases)
+    """One strategy of one run, summed over its phases (a mix: its mixed phase)."""
+    phases = [p for p in strategy.phases if p.phase == "mix"] or list(strategy.phases)
+    ops = sum(p.ops for p in phases)
+    seconds = sum(p.median_s for p in phases)
     merged = {kind: LatencySummary.of(merge_histograms(
-        [decode_histogram(getattr(p, f"histogram_{kind}_us")) for p in strategy.phases]))
+        [decode_histogram(getattr(p, f"histogram_{kind}_us")) for p in phases]))
         for kind in ("latency", "acquire", "execute")}
     return SweepPoint(strategy=strategy.name, pool_size=pool_size, workers=workers,
                       throughput_ops_s=ops / seconds if seconds else 0.0, errors=
