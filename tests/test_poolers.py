@@ -165,3 +165,27 @@ def test_missing_pgbouncer_is_a_one_line_error(tmp_path: Path, target: Connectio
 def test_bad_route_options(tmp_path: Path, args: list[str], needle: str) -> None:
     result = run_cli("run", *args, cwd=tmp_path)
     assert result.returncode == 2 and needle in result.stderr, result.stderr
+
+
+def test_a_pooler_the_user_runs(tmp_path: Path, target: ConnectionTarget, admin: psycopg.Connection,
+                                table: str) -> None:
+    """--via pooler --pooler-dsn: a PgBouncer someone else started (here with poolbench's own
+    launcher, as a user would with theirs); its admin console is read when it answers."""
+    from poolbench.poolers.pgbouncer import PgBouncer, PoolerSettings
+
+    seed_table(admin, table, 100)
+    before = table_contents(admin, table)
+    with PgBouncer(target, PoolerSettings(mode="transaction", pool_size=3,
+                                          max_clients=100)) as bouncer:
+        dsn = bouncer.client_target().conninfo()
+        result = run_cli("run", "--dsn", target.conninfo(), "--via", "pooler", "--pooler-dsn",
+                         dsn, "--strategies", "psycopg:pool", "-n", "50", "-w", "3",
+                         "--pool-max", "3", "--warmup", "0", "--trials", "1", "--no-chart",
+                         "--table", table, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (s,) = json.loads((tmp_path / "reports" / "results.json").read_text())["strategies"]
+    assert s["name"] == "psycopg:pool@pooler" and s["route"] == "pooler"
+    assert s["pooler"] is not None and s["pooler"]["version"].startswith("PgBouncer")
+    assert s["server"]["ok"] is True
+    assert target.password not in result.stdout + result.stderr
+    assert table_contents(admin, table) == before

@@ -403,6 +403,17 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
                        processes=captured["processes"], table=captured["table"],
                        out_dir=captured["out_dir"], chart=not captured["no_chart"],
                        acquire_timeout_s=captured["acquire_timeout"],
+                       statement_timeout_s=captured["statement_timeout"],
+                       via=parse_routes(captured["via"],
+                                        pooler_dsn=captured["pooler_dsn"] is not None),
+                       pooler_size=captured["pooler_size"],
+                       pooler_dsn=secrets.add(ConnectionTarget.from_dsn(
+                           captured["pooler_dsn"], source="--pooler-dsn"))
+                       if captured["pooler_dsn"] else None,
+                       pgbouncer=captured["pgbouncer_bin"],
+                       keep_prepared=captured["keep_prepared"], cluster=captured["cluster"],
+                       nodes=captured["nodes"], sample_interval_s=captured["sample_interval"],
+                       interleave=captured["interleave"],
                        mix=() if four_phases else parse_mix(captured["mix"] or DEFAULT_MIX))
     sizes = _int_list("--pool-sizes", pool_sizes) or (config.pool_max,)
     clients = _int_list("--workers", workers_list) or (config.workers,)

@@ -9,12 +9,14 @@ import sys
 from importlib import metadata
 
 DRIVER_DISTRIBUTIONS = ("psycopg2-binary", "psycopg2", "psycopg", "psycopg-pool", "asyncpg",
+                        "sqlalchemy", "distributed", "plotly", "scipy",
                         "pgserver", "hdrhistogram")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names: tuple[str, ...] = DRIVER_DISTRIBUTIONS) -> dict[str, str]:
+    """Installed versions of these distributions (the ones not installed are left out)."""
     versions = {}
-    for dist in DRIVER_DISTRIBUTIONS:
+    for dist in names:
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -22,9 +22,9 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
+from poolbench.environment import package_versions
 from poolbench.errors import ConfigError, ConnectError, PoolbenchError
 from poolbench.measure.executor import OnProgress, PhaseRun, StopFlag, in_process_executor
 from poolbench.measure.metrics import now_ns
@@ -47,14 +47,8 @@ class NodeLost(PoolbenchError):
 
 def node_facts() -> dict[str, Any]:
     """Where a node runs: host, Python, package versions, CPU count (a plain Dask task)."""
-    versions = {}
-    for dist in VERSIONED:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
     return {"host": socket.gethostname(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "versions": versions}
+            "cpu_count": os.cpu_count(), "versions": package_versions(VERSIONED)}
 
 
 @dataclass(frozen=True)
