@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from poolbench.db.workload import Statement
-from poolbench.measure.metrics import MissingRow, OperationRecorder, now_ns
+from poolbench.measure.metrics import MissingRow, OperationRecorder, SecondSink, now_ns
 from poolbench.measure.phase import MixSource, PhaseSpec, WorkSource
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
 
@@ -61,10 +62,12 @@ class PhaseExecutor(Protocol):
 class _Worker:
     """One worker's loop, shared by threads and tasks up to the call that runs an operation."""
 
-    def __init__(self, spec: PhaseSpec, leak_threshold_s: float) -> None:
-        self.rec = OperationRecorder(leak_threshold_s)
+    def __init__(self, spec: PhaseSpec, leak_threshold_s: float,
+                 sinks: dict[str, SecondSink]) -> None:
+        self.rec = OperationRecorder(leak_threshold_s, "", sinks[""])
         # A mix records each kind apart (its recorder's ``kind``); else one recorder.
-        self.recs = {kind: OperationRecorder(leak_threshold_s, kind) for kind, _ in spec.mix}
+        self.recs = {kind: OperationRecorder(leak_threshold_s, kind, sinks[kind])
+                     for kind, _ in spec.mix}
         self.created: list[int] = []
         self.keep = spec.phase == "create"
         self.done = 0
@@ -118,11 +121,12 @@ class ThreadExecutor(_InProcessExecutor):
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
                   gate: StartGate = now_ns) -> PhaseRun:
         source = MixSource(spec) if spec.mix else WorkSource(spec)
+        sinks: dict[str, SecondSink] = defaultdict(SecondSink)
         ready = threading.Barrier(self.workers + 1, action=lambda: source.start(gate()))
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
         def mix_worker() -> _Worker:
-            w = _Worker(spec, self.leak_threshold_s)
+            w = _Worker(spec, self.leak_threshold_s, sinks)
             ready.wait()
             w.start(source.start_ns)
             assert isinstance(source, MixSource)
@@ -139,7 +143,7 @@ class ThreadExecutor(_InProcessExecutor):
             return w
 
         def worker() -> _Worker:
-            w = _Worker(spec, self.leak_threshold_s)
+            w = _Worker(spec, self.leak_threshold_s, sinks)
             ready.wait()
             w.start(source.start_ns)
             while not stop.is_set() and (item := source.next()) is not None:
@@ -156,7 +160,7 @@ class ThreadExecutor(_InProcessExecutor):
         futures = [self._threads.submit(body) for _ in range(self.workers)]
         ready.wait()  # every thread exists and waits: the clock starts now (barrier action)
         finished = [f.result() for f in futures]
-        return _phase_run(source, finished)
+        return _phase_run(source, finished, sinks)
 
     def close(self) -> None:
         try:
@@ -189,13 +193,14 @@ class AsyncioExecutor(_InProcessExecutor):
     async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
                      gate: StartGate) -> PhaseRun:
         source = MixSource(spec) if spec.mix else WorkSource(spec)
+        sinks: dict[str, SecondSink] = defaultdict(SecondSink)
         waiting = 0
         all_waiting, go = asyncio.Event(), asyncio.Event()
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
         async def ready() -> _Worker:
             nonlocal waiting
-            w = _Worker(spec, self.leak_threshold_s)
+            w = _Worker(spec, self.leak_threshold_s, sinks)
             waiting += 1
             if waiting == self.workers:
                 all_waiting.set()
@@ -238,7 +243,7 @@ class AsyncioExecutor(_InProcessExecutor):
         source.start(gate())
         go.set()
         finished = await asyncio.gather(*tasks)
-        return _phase_run(source, list(finished))
+        return _phase_run(source, list(finished), sinks)
 
     def close(self) -> None:
         try:
@@ -248,12 +253,22 @@ class AsyncioExecutor(_InProcessExecutor):
             self._loop.close()
 
 
-def _phase_run(source: WorkSource, finished: list[_Worker]) -> PhaseRun:
-    """The phase's outcome; for a mix, ``created`` holds the rows still alive at its end."""
+def _phase_run(source: WorkSource, finished: list[_Worker],
+               sinks: dict[str, SecondSink]) -> PhaseRun:
+    """The phase's outcome; for a mix, ``created`` holds the rows still alive at its end.
+    Each kind's merged seconds ride on its first recorder (they travel with recorders)."""
+    end = now_ns()
+    recorders = [r for w in finished for r in w.recorders()]
+    for rec in recorders:
+        rec.finish()
+    carried: set[str] = set()
+    for rec in recorders:
+        if rec.kind not in carried and rec.kind in sinks:
+            rec.seconds = sinks[rec.kind].seconds
+            carried.add(rec.kind)
     created = (source.live.remaining() if isinstance(source, MixSource)
                else [i for w in finished for i in w.created])
-    return PhaseRun(source.start_ns, now_ns(), [r for w in finished for r in w.recorders()],
-                    created)
+    return PhaseRun(source.start_ns, end, recorders, created)
 
 
 def call_operation(strategy: SyncStrategy, statement: Statement, params: tuple[object, ...],

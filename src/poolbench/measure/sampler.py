@@ -13,6 +13,7 @@ does not disturb the counts poolbench checks.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 import time
@@ -27,6 +28,9 @@ from poolbench.results import ActivitySecond, ActivitySummary
 
 SAMPLER_APPLICATION_NAME = "poolbench-sampler"
 DEFAULT_INTERVAL_S = 0.1
+# CPU and memory are read once a second: walking the process table costs milliseconds of
+# the client's own CPU (and GIL), ten times a second would cost the run measurably.
+RESOURCES_EVERY_S = 1.0
 MB = 1024 * 1024
 
 
@@ -34,6 +38,11 @@ MB = 1024 * 1024
 class _Sample:
     at: float
     states: list[tuple[str | None, str | None, str | None]]
+
+
+@dataclass
+class _Resources:
+    at: float
     client_cpu_s: float
     client_rss: int
     server_cpu_s: float | None
@@ -97,6 +106,7 @@ class Sampler:
     server: ServerProcesses | None = None
     statements: int = 0  # statements sent, for the cross-check to subtract
     _samples: list[_Sample] = field(default_factory=list)
+    _resources: list[_Resources] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -134,24 +144,28 @@ class Sampler:
             "datname = current_database() AND backend_type = 'client backend' AND "
             "application_name = ANY(%s)", (list(self.application_names),)).fetchall()
 
-    def sample(self) -> None:
+    def sample(self, *, resources: bool = False) -> None:
+        now = time.monotonic()
         states = self._states()
-        if states is None:
-            return
+        if states is not None:
+            self._samples.append(_Sample(now, states))
+        if resources or not self._resources or now - self._resources[-1].at >= RESOURCES_EVERY_S:
+            self._read_resources(now)
+
+    def _read_resources(self, now: float) -> None:
         try:
             client = [self.me, *self.me.children(recursive=True)]
         except psutil.Error:
             client = [self.me]
         cpu, rss = _cpu_and_rss(client, reaped=True)
         server = self.server.read() if self.server is not None else None
-        self._samples.append(_Sample(time.monotonic(), states, cpu, rss,
-                                     server[0] if server else None,
-                                     server[1] if server else None))
+        self._resources.append(_Resources(now, cpu, rss, server[0] if server else None,
+                                          server[1] if server else None))
 
     def start(self) -> None:
-        self._samples = []
+        self._samples, self._resources = [], []
         self._stop.clear()
-        self.sample()
+        self.sample(resources=True)
         self._thread = threading.Thread(target=self._loop, name="poolbench-sampler",
                                         daemon=True)
         self._thread.start()
@@ -164,57 +178,64 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.sample()
+        self.sample(resources=True)
         # Publish this connection's counters now, so the cross-check can subtract them.
         try:
             self.conn.execute("SELECT pg_stat_force_next_flush()")
             self.statements += 1
         except psycopg.Error:
             pass  # a lost connection published its counters as it ended
-        return summarise(self._samples, self.interval_s) if self._samples else None
+        return (summarise(self._samples, self._resources, self.interval_s)
+                if self._samples and len(self._resources) > 1 else None)
 
     def close(self) -> None:
         self._stop.set()
         self.conn.close()
 
 
-def summarise(samples: list[_Sample], interval_s: float) -> ActivitySummary:
+def summarise(samples: list[_Sample], resources: list[_Resources],
+              interval_s: float) -> ActivitySummary:
     """Samples -> shares, medians, maxima and a per-second series (pure)."""
     backend_rows = [row for s in samples for row in s.states]
     active_rows = [row for row in backend_rows if row[0] == "active"]
     waits: Counter[str] = Counter((row[1] or "CPU") for row in active_rows)
     events: Counter[str] = Counter(f"{row[1]}:{row[2]}" for row in backend_rows if row[1])
     actives = [sum(1 for row in s.states if row[0] == "active") for s in samples]
-    first, last = samples[0], samples[-1]
-    seconds = last.at - first.at
+    first, last = resources[0], resources[-1]
     server_cpu = (last.server_cpu_s - first.server_cpu_s
                   if last.server_cpu_s is not None and first.server_cpu_s is not None else None)
-    timeline = []
     by_second: dict[int, list[_Sample]] = {}
     for s in samples:
         by_second.setdefault(int(s.at - first.at), []).append(s)
-    previous = first
-    for second, group in sorted(by_second.items()):
-        end = group[-1]
-        wall = end.at - previous.at
+    usage: dict[int, tuple[_Resources, _Resources]] = {}
+    for before, after in itertools.pairwise(resources):
+        usage[int(after.at - first.at)] = (before, after)
+    timeline = []
+    for second in sorted(set(by_second) | set(usage)):
+        group = by_second.get(second, [])
+        pair = usage.get(second)
+
+        def pct(a: float | None, b: float | None, pair: tuple | None = pair) -> float | None:
+            if pair is None or a is None or b is None or pair[1].at <= pair[0].at:
+                return None
+            return round((b - a) / (pair[1].at - pair[0].at) * 100, 1)
+
+        def median(values: list[int]) -> float:
+            return statistics.median(values) if values else 0.0
+
         timeline.append(ActivitySecond(
-            second=second,
-            backends=statistics.median(len(s.states) for s in group),
-            active=statistics.median(sum(1 for r in s.states if r[0] == "active")
-                                     for s in group),
-            idle_in_transaction=statistics.median(
-                sum(1 for r in s.states if r[0] == "idle in transaction") for s in group),
-            client_cpu_pct=round((end.client_cpu_s - previous.client_cpu_s) / wall * 100, 1)
-            if wall > 0 else 0.0,
-            client_rss_mb=round(max(s.client_rss for s in group) / MB, 1),
-            server_cpu_pct=round((end.server_cpu_s - previous.server_cpu_s) / wall * 100, 1)
-            if wall > 0 and end.server_cpu_s is not None and previous.server_cpu_s is not None
-            else None,
-            server_rss_mb=round(max(s.server_rss or 0 for s in group) / MB, 1)
-            if end.server_rss is not None else None))
-        previous = end
+            second=second, backends=median([len(s.states) for s in group]),
+            active=median([sum(1 for r in s.states if r[0] == "active") for s in group]),
+            idle_in_transaction=median([sum(1 for r in s.states
+                                            if r[0] == "idle in transaction") for s in group]),
+            client_cpu_pct=pct(pair[0].client_cpu_s, pair[1].client_cpu_s) or 0.0
+            if pair else 0.0,
+            client_rss_mb=round(pair[1].client_rss / MB, 1) if pair else 0.0,
+            server_cpu_pct=pct(pair[0].server_cpu_s, pair[1].server_cpu_s) if pair else None,
+            server_rss_mb=round(pair[1].server_rss / MB, 1)
+            if pair and pair[1].server_rss is not None else None))
     return ActivitySummary(
-        samples=len(samples), interval_s=interval_s, seconds=round(seconds, 3),
+        samples=len(samples), interval_s=interval_s, seconds=round(last.at - first.at, 3),
         backends_max=max((len(s.states) for s in samples), default=0),
         active_median=statistics.median(actives) if actives else 0.0,
         active_max=max(actives, default=0),
@@ -226,7 +247,7 @@ def summarise(samples: list[_Sample], interval_s: float) -> ActivitySummary:
         wait_events=dict(events.most_common(10)),
         client_cpu_s=round(last.client_cpu_s - first.client_cpu_s, 3),
         server_cpu_s=round(server_cpu, 3) if server_cpu is not None else None,
-        client_rss_max_mb=round(max(s.client_rss for s in samples) / MB, 1),
-        server_rss_max_mb=round(max(s.server_rss or 0 for s in samples) / MB, 1)
+        client_rss_max_mb=round(max(r.client_rss for r in resources) / MB, 1),
+        server_rss_max_mb=round(max(r.server_rss or 0 for r in resources) / MB, 1)
         if last.server_rss is not None else None,
         timeline=tuple(timeline))

@@ -13,6 +13,7 @@ from poolbench.measure.metrics import (
     BucketCounts,
     PhaseMeasurement,
     encode_histogram,
+    fine_counts,
     median,
     merge_histograms,
 )
@@ -47,7 +48,7 @@ def timeline(m: PhaseMeasurement) -> tuple[Second, ...]:
     """The phase second by second: operations that ended in each, p50 and p99."""
     found = []
     for second, counts in (m.seconds or {}).items():
-        summary = LatencySummary.of(counts.to_hdr())
+        summary = LatencySummary.of(fine_counts(counts).to_hdr())
         found.append(Second(second=second, ops=summary.count, p50_us=summary.p50_us,
                             p99_us=summary.p99_us))
     return tuple(found)
