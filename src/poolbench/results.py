@@ -231,6 +231,7 @@ class ActivitySummary:
     client_rss_max_mb: float
     server_rss_max_mb: float | None
     timeline: tuple[ActivitySecond, ...] = ()
+    sampler_cpu_s: float = 0.0  # CPU the sampling itself took in poolbench's process
 
 
 @dataclass(frozen=True)

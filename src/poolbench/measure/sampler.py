@@ -18,7 +18,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psutil
 import psycopg
@@ -163,6 +163,7 @@ class Sampler:
                                           server[1] if server else None))
 
     def start(self) -> None:
+        self.cpu_s = 0.0
         self._samples, self._resources = [], []
         self._stop.clear()
         self.sample(resources=True)
@@ -171,8 +172,10 @@ class Sampler:
         self._thread.start()
 
     def _loop(self) -> None:
+        started = time.thread_time()
         while not self._stop.wait(self.interval_s):
             self.sample()
+        self.cpu_s = time.thread_time() - started  # what sampling cost this process
 
     def stop(self) -> ActivitySummary | None:
         self._stop.set()
@@ -185,8 +188,10 @@ class Sampler:
             self.statements += 1
         except psycopg.Error:
             pass  # a lost connection published its counters as it ended
-        return (summarise(self._samples, self._resources, self.interval_s)
-                if self._samples and len(self._resources) > 1 else None)
+        if not self._samples or len(self._resources) < 2:
+            return None
+        return replace(summarise(self._samples, self._resources, self.interval_s),
+                       sampler_cpu_s=round(self.cpu_s, 4))
 
     def close(self) -> None:
         self._stop.set()
