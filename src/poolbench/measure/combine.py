@@ -109,4 +109,4 @@ def activities(parts: list[ActivitySummary | None]) -> ActivitySummary | None:
         server_cpu_s=round(sum(known), 3) if None not in known else None,  # type: ignore
         client_rss_max_mb=max(a.client_rss_max_mb for a in found),
         server_rss_max_mb=max(rss) if None not in rss else None,  # type: ignore[type-var]
-        timeline=tuple(timeline))
+        timeline=tuple(timeline), sampler_cpu_s=round(sum(a.sampler_cpu_s for a in found), 4))
