@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import psycopg
 
@@ -57,7 +58,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedServer:
+_Started = TypeVar("_Started", bound="Service")
+
+
+class Service:
+    """A process poolbench starts and stops (the embedded server, PgBouncer): ``with`` it."""
+
+    def start(self) -> ConnectionTarget:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Started) -> _Started:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class EmbeddedServer(Service):
     """A throw-away PostgreSQL server; use as a context manager or call start/stop.
 
     ``settings`` are extra ``postgresql.conf`` lines (e.g. for tests). The server
@@ -91,14 +113,6 @@ class EmbeddedServer:
     @property
     def pgbench(self) -> Path:
         return self.bin_dir / "pgbench"
-
-    def __enter__(self) -> EmbeddedServer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> ConnectionTarget:
         """initdb, configure, start, create the ``poolbench`` database; return its target."""

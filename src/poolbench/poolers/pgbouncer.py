@@ -24,9 +24,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from poolbench.db.server import free_port, service_user
+from poolbench.db.server import Service, free_port, service_user
 from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError, ServerError
 
@@ -80,7 +79,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-class PgBouncer:
+class PgBouncer(Service):
     """One PgBouncer process in front of ``server`` (the direct target)."""
 
     def __init__(self, server: ConnectionTarget, settings: PoolerSettings) -> None:
@@ -95,14 +94,6 @@ class PgBouncer:
     @property
     def keeps_prepared_statements(self) -> bool:
         return self.version >= PREPARED_STATEMENTS_SINCE
-
-    def __enter__(self) -> PgBouncer:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> ConnectionTarget:
         """Write its config, start it, wait until it accepts connections; return the target
