@@ -128,27 +128,31 @@ def findings(run: RunResults, *, server_cores: int | None) -> tuple[Finding, ...
 
 
 def sweep_findings(points: tuple, axis: str, *, server_cores: int | None) -> tuple[Finding, ...]:
-    """Oversubscription across a sweep: past the best point, more active backends than twice
-    the server's cores bought no throughput and cost p99."""
+    """Oversubscription across a sweep: the largest point ran more active backends than twice
+    the server's cores, for no more throughput than the smallest size reaching 95% of the
+    best (the knee), while its statements waited inside the server (statement p99 up by
+    half or more)."""
     if server_cores is None:
         return ()
     found = []
     for name in dict.fromkeys(p.strategy for p in points):
-        mine = sorted((p for p in points if p.strategy == name), key=lambda p: getattr(p, axis))
+        mine = sorted((p for p in points if p.strategy == name and not p.errors),
+                      key=lambda p: getattr(p, axis))
         if len(mine) < 3:
             continue
-        best = max(mine, key=lambda p: p.throughput_ops_s)
+        best = max(p.throughput_ops_s for p in mine)
+        knee = next(p for p in mine if p.throughput_ops_s >= 0.95 * best)
         last = mine[-1]
-        if (last is best or (last.active_max or 0) <= 2 * server_cores
-                or last.throughput_ops_s > 1.05 * best.throughput_ops_s
-                or last.latency.p99_us <= 1.2 * best.latency.p99_us):
+        if (last is knee or (last.active_max or 0) <= 2 * server_cores
+                or last.throughput_ops_s > 1.05 * knee.throughput_ops_s
+                or last.execute.p99_us < 1.5 * knee.execute.p99_us):
             continue
         found.append(Finding(
             "oversubscription", name,
             f"at {getattr(last, axis)}: {last.active_max} active backends on {server_cores} "
-            f"server cores, throughput {last.throughput_ops_s / best.throughput_ops_s:.0%} of "
-            f"the best ({getattr(best, axis)}), p99 {last.latency.p99_us / 1000:.1f} ms vs "
-            f"{best.latency.p99_us / 1000:.1f} ms",
-            f"shrink the pool toward {getattr(best, axis)}: the server runs only so many "
+            f"server cores, throughput {last.throughput_ops_s / knee.throughput_ops_s:.0%} of "
+            f"that at {getattr(knee, axis)}, statement p99 {last.execute.p99_us / 1000:.1f} ms "
+            f"vs {knee.execute.p99_us / 1000:.1f} ms",
+            f"shrink the pool toward {getattr(knee, axis)}: the server runs only so many "
             "backends at once, the rest queue inside it"))
     return tuple(found)

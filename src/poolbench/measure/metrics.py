@@ -101,9 +101,25 @@ class BucketCounts(dict[int, int]):
         return hist
 
 
-# Per-second latency buckets are coarser than the phase's: 8 neighbouring HDR buckets in one
-# (0.8% of a value above 2 ms, 8 µs below), so a long run's series stays small.
-SECOND_COARSENING = 3
+# Per-second latency buckets are coarse: 8 per power of two (a value within 9%), so a second
+# holds a few dozen buckets and a long run's series stays small; the phase's own histograms
+# keep HDR's 0.1%.
+SECOND_BITS = 4
+
+
+def second_index(us: int) -> int:
+    """The per-second bucket of a value in µs: exact below 16 µs, then 8 per power of two."""
+    bits = us.bit_length()
+    return us if bits <= SECOND_BITS else ((bits - SECOND_BITS) << (SECOND_BITS - 1)) + (
+        us >> (bits - SECOND_BITS))
+
+
+def second_value(index: int) -> int:
+    """The lowest value (µs) of a per-second bucket."""
+    if index < 1 << SECOND_BITS:
+        return index
+    shift = (index >> (SECOND_BITS - 1)) - 1
+    return (index - (shift << (SECOND_BITS - 1))) << shift
 
 
 class SecondSink:
@@ -124,10 +140,10 @@ class SecondSink:
 
 
 def fine_counts(coarse: dict[int, int]) -> BucketCounts:
-    """Coarse per-second buckets as ordinary ones (each at its group's lowest value)."""
+    """Per-second buckets as ordinary ones (each at its bucket's lowest value)."""
     counts = BucketCounts()
     for index, n in coarse.items():
-        counts[index << SECOND_COARSENING] += n
+        counts[bucket_index(max(second_value(index), 1))] += n
     return counts
 
 
@@ -175,12 +191,12 @@ class OperationRecorder:
     def record(self, t0: int, t1: int, t2: int, t3: int, scheduled: int | None = None) -> None:
         self.ok += 1
         index = bucket_index
-        latency = index((t3 - t0) // 1000 or 1)
-        self.latency[latency] += 1
+        us = (t3 - t0) // 1000 or 1
+        self.latency[index(us)] += 1
         second = (t3 - self.origin_ns) // 1_000_000_000
         if second != self.current_second:
             self.roll(second)
-        self.current[latency >> SECOND_COARSENING] += 1
+        self.current[second_index(us)] += 1
         self.acquire[index((t1 - t0) // 1000 or 1)] += 1
         self.execute[index((t2 - t1) // 1000 or 1)] += 1
         if scheduled is not None:

@@ -36,8 +36,38 @@ MB = 1024 * 1024
 
 @dataclass
 class _Sample:
+    """One look at pg_stat_activity, kept as counts (a long run keeps thousands)."""
+
     at: float
-    states: list[tuple[str | None, str | None, str | None]]
+    backends: int
+    active: int
+    idle_in_transaction: int
+
+
+@dataclass
+class _Tally:
+    """Backend samples by state and wait, added up over a strategy."""
+
+    rows: int = 0
+    active: int = 0
+    idle_in_transaction: int = 0
+    waits: Counter[str] = field(default_factory=Counter)  # active rows by wait_event_type
+    events: Counter[str] = field(default_factory=Counter)  # rows by "Type:Event"
+
+    def add(self, states: list[tuple[str | None, str | None, str | None]]) -> _Sample:
+        active = idle = 0
+        for state, wait_type, wait_event in states:
+            if state == "active":
+                active += 1
+                self.waits[wait_type or "CPU"] += 1
+            elif state == "idle in transaction":
+                idle += 1
+            if wait_type:
+                self.events[f"{wait_type}:{wait_event}"] += 1
+        self.rows += len(states)
+        self.active += active
+        self.idle_in_transaction += idle
+        return _Sample(0.0, len(states), active, idle)
 
 
 @dataclass
@@ -107,6 +137,7 @@ class Sampler:
     statements: int = 0  # statements sent, for the cross-check to subtract
     _samples: list[_Sample] = field(default_factory=list)
     _resources: list[_Resources] = field(default_factory=list)
+    _tally: _Tally = field(default_factory=_Tally)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -148,7 +179,9 @@ class Sampler:
         now = time.monotonic()
         states = self._states()
         if states is not None:
-            self._samples.append(_Sample(now, states))
+            sample = self._tally.add(states)
+            sample.at = now
+            self._samples.append(sample)
         if resources or not self._resources or now - self._resources[-1].at >= RESOURCES_EVERY_S:
             self._read_resources(now)
 
@@ -164,7 +197,7 @@ class Sampler:
 
     def start(self) -> None:
         self.cpu_s = 0.0
-        self._samples, self._resources = [], []
+        self._samples, self._resources, self._tally = [], [], _Tally()
         self._stop.clear()
         self.sample(resources=True)
         self._thread = threading.Thread(target=self._loop, name="poolbench-sampler",
@@ -190,7 +223,7 @@ class Sampler:
             pass  # a lost connection published its counters as it ended
         if not self._samples or len(self._resources) < 2:
             return None
-        return replace(summarise(self._samples, self._resources, self.interval_s),
+        return replace(summarise(self._samples, self._tally, self._resources, self.interval_s),
                        sampler_cpu_s=round(self.cpu_s, 4))
 
     def close(self) -> None:
@@ -198,14 +231,10 @@ class Sampler:
         self.conn.close()
 
 
-def summarise(samples: list[_Sample], resources: list[_Resources],
+def summarise(samples: list[_Sample], tally: _Tally, resources: list[_Resources],
               interval_s: float) -> ActivitySummary:
     """Samples -> shares, medians, maxima and a per-second series (pure)."""
-    backend_rows = [row for s in samples for row in s.states]
-    active_rows = [row for row in backend_rows if row[0] == "active"]
-    waits: Counter[str] = Counter((row[1] or "CPU") for row in active_rows)
-    events: Counter[str] = Counter(f"{row[1]}:{row[2]}" for row in backend_rows if row[1])
-    actives = [sum(1 for row in s.states if row[0] == "active") for s in samples]
+    actives = [s.active for s in samples]
     first, last = resources[0], resources[-1]
     server_cpu = (last.server_cpu_s - first.server_cpu_s
                   if last.server_cpu_s is not None and first.server_cpu_s is not None else None)
@@ -229,10 +258,9 @@ def summarise(samples: list[_Sample], resources: list[_Resources],
             return statistics.median(values) if values else 0.0
 
         timeline.append(ActivitySecond(
-            second=second, backends=median([len(s.states) for s in group]),
-            active=median([sum(1 for r in s.states if r[0] == "active") for s in group]),
-            idle_in_transaction=median([sum(1 for r in s.states
-                                            if r[0] == "idle in transaction") for s in group]),
+            second=second, backends=median([s.backends for s in group]),
+            active=median([s.active for s in group]),
+            idle_in_transaction=median([s.idle_in_transaction for s in group]),
             client_cpu_pct=pct(pair[0].client_cpu_s, pair[1].client_cpu_s) or 0.0
             if pair else 0.0,
             client_rss_mb=round(pair[1].client_rss / MB, 1) if pair else 0.0,
@@ -241,15 +269,14 @@ def summarise(samples: list[_Sample], resources: list[_Resources],
             if pair and pair[1].server_rss is not None else None))
     return ActivitySummary(
         samples=len(samples), interval_s=interval_s, seconds=round(last.at - first.at, 3),
-        backends_max=max((len(s.states) for s in samples), default=0),
+        backends_max=max((s.backends for s in samples), default=0),
         active_median=statistics.median(actives) if actives else 0.0,
         active_max=max(actives, default=0),
-        idle_in_transaction_share=round(sum(1 for r in backend_rows
-                                            if r[0] == "idle in transaction")
-                                        / len(backend_rows), 4) if backend_rows else 0.0,
-        wait_shares={k: round(v / len(active_rows), 4) for k, v in waits.most_common()}
-        if active_rows else {},
-        wait_events=dict(events.most_common(10)),
+        idle_in_transaction_share=round(tally.idle_in_transaction / tally.rows, 4)
+        if tally.rows else 0.0,
+        wait_shares={k: round(v / tally.active, 4) for k, v in tally.waits.most_common()}
+        if tally.active else {},
+        wait_events=dict(tally.events.most_common(10)),
         client_cpu_s=round(last.client_cpu_s - first.client_cpu_s, 3),
         server_cpu_s=round(server_cpu, 3) if server_cpu is not None else None,
         client_rss_max_mb=round(max(r.client_rss for r in resources) / MB, 1),
