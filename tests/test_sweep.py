@@ -44,25 +44,3 @@ def test_bad_sweep_lists_are_refused(tmp_path: Path) -> None:
     result = run_cli("sweep", "--pool-sizes", "1,x", cwd=tmp_path)
     assert result.returncode == 2 and "--pool-sizes" in result.stderr
 
-
-def test_oversubscription_is_found_across_a_sweep(target: ConnectionTarget,
-                                                  admin, table: str) -> None:
-    """Updates that burn the server's CPU (a trigger): past a few connections the 2 cores
-    are full, more connections only queue inside the server."""
-    from poolbench import RunConfig
-    from poolbench.api import sweep
-    from poolbench.db.workload import CREATE_TABLE, quote_ident
-
-    admin.execute(CREATE_TABLE.format(table=quote_ident(table)))
-    admin.execute("CREATE OR REPLACE FUNCTION pb_burn() RETURNS trigger LANGUAGE plpgsql AS "
-                  "$$ DECLARE i int := 0; BEGIN WHILE i < 300000 LOOP i := i + 1; END LOOP; "
-                  "RETURN NEW; END $$")
-    admin.execute(f"CREATE TRIGGER burn BEFORE UPDATE ON {quote_ident(table)} "
-                  "FOR EACH ROW EXECUTE FUNCTION pb_burn()")
-    config = RunConfig(target=target, strategies=("psycopg:pool",), rows=100, workers=16,
-                       warmup=0, trials=1, table=table, out_dir=None, duration_s=1.5,
-                       mix=(("update", 1),), sample_interval_s=0.05)
-    results = sweep(config, pool_sizes=(2, 4, 8, 16), workers=(16,))
-    assert {f.rule for f in results.findings} == {"oversubscription"}, (
-        [(p.pool_size, p.throughput_ops_s, p.active_max, p.execute.p99_us)
-         for p in results.points])
