@@ -169,7 +169,10 @@ class MixSource(WorkSource):
         if due is None:
             return None
         number, scheduled = due
-        spec, statement = self.spec, self.cycle[number % len(self.cycle)]
+        # Each process walks the whole cycle with its own operations, so the weights hold
+        # in every share however fast each runs.
+        spec = self.spec
+        statement = self.cycle[(number - spec.offset) // spec.stride % len(self.cycle)]
         if statement.phase != "create":
             taken = self.live.take()
             if taken is not None:
