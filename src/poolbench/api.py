@@ -420,7 +420,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
             points.append(point)
             if callable(on_point):
                 on_point(done, len(grid), point)
-    local = config.target is None or _is_local(config.target)
+    cores = os.cpu_count() if config.target is None or _is_local(config.target) else None
     usable = facts.get("max_connections")
     results = SweepResults(
         schema_version=SWEEP_SCHEMA_VERSION, partial=interrupted is not None or stop.is_set(),
@@ -429,9 +429,9 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                            "app_instances": app_instances},
         environment=env, points=tuple(points), models=models(tuple(points), axis),
         findings=sweep_findings(tuple(points), axis,
-                                server_cores=os.cpu_count() if local else None),
+                                server_cores=cores),
         recommendations=recommend(tuple(points), axis=axis, p99_slo_ms=p99_slo_ms,
-                                  server_cores=os.cpu_count() if local else None,
+                                  server_cores=cores,
                                   app_instances=app_instances,
                                   max_connections=int(usable) - int(
                                       facts.get("superuser_reserved_connections") or 0)

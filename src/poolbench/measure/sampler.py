@@ -231,6 +231,19 @@ class Sampler:
         self.conn.close()
 
 
+def _median(values: list[int]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _cpu_pct(pair: tuple[_Resources, _Resources], before: float | None,
+             after: float | None) -> float | None:
+    """CPU seconds between two readings as % of one core over the time between them."""
+    wall = pair[1].at - pair[0].at
+    if before is None or after is None or wall <= 0:
+        return None
+    return round((after - before) / wall * 100, 1)
+
+
 def summarise(samples: list[_Sample], tally: _Tally, resources: list[_Resources],
               interval_s: float) -> ActivitySummary:
     """Samples -> shares, medians, maxima and a per-second series (pure)."""
@@ -248,23 +261,15 @@ def summarise(samples: list[_Sample], tally: _Tally, resources: list[_Resources]
     for second in sorted(set(by_second) | set(usage)):
         group = by_second.get(second, [])
         pair = usage.get(second)
-
-        def pct(a: float | None, b: float | None, pair: tuple | None = pair) -> float | None:
-            if pair is None or a is None or b is None or pair[1].at <= pair[0].at:
-                return None
-            return round((b - a) / (pair[1].at - pair[0].at) * 100, 1)
-
-        def median(values: list[int]) -> float:
-            return statistics.median(values) if values else 0.0
-
         timeline.append(ActivitySecond(
-            second=second, backends=median([s.backends for s in group]),
-            active=median([s.active for s in group]),
-            idle_in_transaction=median([s.idle_in_transaction for s in group]),
-            client_cpu_pct=pct(pair[0].client_cpu_s, pair[1].client_cpu_s) or 0.0
+            second=second, backends=_median([s.backends for s in group]),
+            active=_median([s.active for s in group]),
+            idle_in_transaction=_median([s.idle_in_transaction for s in group]),
+            client_cpu_pct=(_cpu_pct(pair, pair[0].client_cpu_s, pair[1].client_cpu_s) or 0.0)
             if pair else 0.0,
             client_rss_mb=round(pair[1].client_rss / MB, 1) if pair else 0.0,
-            server_cpu_pct=pct(pair[0].server_cpu_s, pair[1].server_cpu_s) if pair else None,
+            server_cpu_pct=_cpu_pct(pair, pair[0].server_cpu_s, pair[1].server_cpu_s)
+            if pair else None,
             server_rss_mb=round(pair[1].server_rss / MB, 1)
             if pair and pair[1].server_rss is not None else None))
     return ActivitySummary(
