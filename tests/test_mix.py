@@ -45,6 +45,31 @@ def test_mix_under_a_rate(target: ConnectionTarget, table: str) -> None:
     assert results.strategies[0].phase("mix:update").ops == 150
 
 
+def test_warmup_in_seconds_runs_first_and_is_not_counted(target: ConnectionTarget,
+                                                         table: str) -> None:
+    """A sweep's --warmup SECONDS: the warm-up trial runs 0.4 s on the same pool, is kept
+    flagged, and only the counted trial (1.5 s) makes the figures; the server saw both."""
+    from poolbench.measure.metrics import decode_histogram
+
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=100, workers=4,
+                            pool_min=4, pool_max=4, warmup=1, warmup_s=0.4, trials=1,
+                            table=table, out_dir=None, mix=(("read", 3), ("update", 1)),
+                            duration_s=1.5))
+    (s,) = results.strategies
+    whole = s.phase("mix")
+    warm, counted = whole.trials
+    assert warm.warmup and not counted.warmup
+    assert 0.4 <= warm.elapsed_s < 1.0 and 1.5 <= counted.elapsed_s < 2.2
+    assert warm.ops > 0 and whole.ops == counted.ops
+    assert decode_histogram(whole.histogram_latency_us).get_total_count() == counted.ops
+    assert s.server is not None and s.server.ok, s.server
+    # the rows the server updated include the warm-up's
+    (updated,) = [c for c in s.server.checks if c.name == "rows updated"]
+    assert updated.server == sum(t.ops for t in s.phase("mix:update").trials)
+    assert updated.server > s.phase("mix:update").ops  # more than the counted trial's
+    assert results.config["warmup_s"] == 0.4
+
+
 @pytest.mark.parametrize("spec", ["read=80,scan=20", "read=x", "read=0", ""])
 def test_bad_mix_is_a_usage_error(tmp_path, spec: str) -> None:
     from conftest import run_cli

@@ -151,6 +151,9 @@ def cli() -> None:
 @click.option("--pool-max", type=int, default=50, show_default=True)
 @click.option("--warmup", type=int, default=1, show_default=True,
               help="Trials run first and not counted.")
+@click.option("--warmup-seconds", type=float, default=None,
+              help="Each warm-up trial runs its phases for this many seconds instead of "
+                   "--duration or -n rows.")
 @click.option("--trials", type=int, default=3, show_default=True, help="Counted trials.")
 @click.option("--acquire-timeout", type=float, default=30.0, show_default=True,
               help="Seconds a worker may wait for a pooled connection.")
@@ -209,8 +212,9 @@ def cli() -> None:
 @click.pass_obj
 def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: str, rows: int,
         workers: int,
-        pool_min: int, pool_max: int, warmup: int, trials: int, acquire_timeout: float,
-        statement_timeout: float | None, duration: float | None, rate: float | None,
+        pool_min: int, pool_max: int, warmup: int, warmup_seconds: float | None, trials: int,
+        acquire_timeout: float, statement_timeout: float | None, duration: float | None,
+        rate: float | None,
         processes: int, mix: str | None, interleave: bool, sample_interval: float,
         cluster: str | None,
         nodes: int | None,
@@ -228,7 +232,7 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
                          if pooler_dsn else None)
     config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
                        workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
-                       trials=trials, acquire_timeout_s=acquire_timeout,
+                       warmup_s=warmup_seconds, trials=trials, acquire_timeout_s=acquire_timeout,
                        statement_timeout_s=statement_timeout, duration_s=duration, rate=rate,
                        processes=processes, baseline=baseline,
                        baseline_seconds=baseline_seconds, table=table,
@@ -371,11 +375,14 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
 @click.option("--app-instances", type=click.IntRange(min=1), default=None,
               help="How many app instances will each hold such a pool (checked against "
                    "max_connections).")
+@click.option("--warmup", "warmup_seconds", type=click.FloatRange(min=0), default=1.0,
+              show_default=True,
+              help="Seconds each point runs on its fresh pool before it is measured (0: none).")
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
           p99_slo: float | None, four_phases: bool, app_instances: int | None,
-          run_args: tuple[str, ...]) -> None:
+          warmup_seconds: float, run_args: tuple[str, ...]) -> None:
     """Run the benchmark at several pool sizes (or client counts), fit the Universal
     Scalability Law, and recommend a pool size with its reason. Takes run's options too."""
     from rich.progress import Progress
@@ -397,7 +404,8 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
     config = RunConfig(target=target, strategies=parse_strategy_names(captured["strategies"]),
                        rows=captured["rows"], workers=captured["workers"],
                        pool_min=captured["pool_min"], pool_max=captured["pool_max"],
-                       warmup=captured["warmup"] if "--warmup" in run_args else 0,
+                       warmup=1 if warmup_seconds > 0 else 0,
+                       warmup_s=warmup_seconds or None,
                        trials=captured["trials"] if "--trials" in run_args else 1,
                        duration_s=captured["duration"], rate=captured["rate"],
                        processes=captured["processes"], table=captured["table"],

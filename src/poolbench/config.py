@@ -96,10 +96,19 @@ class Pace:
     delete always removes every row created. ``rate``: open loop, operations are
     *scheduled* at this many per second across all workers (pgbench ``-R``), and
     latency is measured from the scheduled start as well as the actual one.
+    ``warmup_s``: warm-up trials run their phases for this long instead (a sweep's
+    ``--warmup SECONDS``).
     """
 
     duration_s: float | None = None
     rate: float | None = None
+    warmup_s: float | None = None
+
+    def of_trial(self, warmup: bool) -> Pace:
+        """The pace of one trial: a warm-up runs ``warmup_s`` when that is set."""
+        if warmup and self.warmup_s is not None:
+            return Pace(duration_s=self.warmup_s, rate=self.rate)
+        return self
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ class RunConfig:
     pool_min: int = 1
     pool_max: int = 50
     warmup: int = 1
+    warmup_s: float | None = None  # warm-up trials last this long (seconds) instead
     trials: int = 3
     table: str = "users"
     out_dir: Path = field(default_factory=lambda: Path("reports"))
@@ -155,6 +165,7 @@ class RunConfig:
         for option, number, unit in (("--acquire-timeout", self.acquire_timeout_s, "seconds"),
                                      ("--statement-timeout", self.statement_timeout_s, "seconds"),
                                      ("--duration", self.duration_s, "seconds"),
+                                     ("--warmup-seconds", self.warmup_s, "seconds"),
                                      ("--rate", self.rate, "operations per second")):
             if number is not None and not (isinstance(number, (int, float)) and number > 0
                                            and number != float("inf")):
@@ -199,7 +210,7 @@ class RunConfig:
 
     @property
     def pace(self) -> Pace:
-        return Pace(duration_s=self.duration_s, rate=self.rate)
+        return Pace(duration_s=self.duration_s, rate=self.rate, warmup_s=self.warmup_s)
 
     def public_dict(self) -> dict[str, object]:
         """The config as JSON-ready data, with the target's password masked."""
@@ -208,7 +219,8 @@ class RunConfig:
             "target_source": self.target.source if self.target else "embedded",
             "strategies": list(self.strategies), "rows": self.rows, "workers": self.workers,
             "pool_min": self.pool_min, "pool_max": self.pool_max, "warmup": self.warmup,
-            "trials": self.trials, "table": self.table, "out_dir": str(self.out_dir),
+            "warmup_s": self.warmup_s, "trials": self.trials, "table": self.table,
+            "out_dir": str(self.out_dir),
             "acquire_timeout_s": self.acquire_timeout_s,
             "statement_timeout_s": self.statement_timeout_s, "duration_s": self.duration_s,
             "rate": self.rate, "processes": self.processes, "baseline": self.baseline,

@@ -74,12 +74,13 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
         open_s = executor.open()
         live = list(mix_rows)
         for trial in (range(warmup + trials) if only_trial is None else (only_trial,)):
+            warm = trial < warmup
             if mix:
-                if not _run_mix_trial(executor, label, workload, trial, trial < warmup, rows,
-                                      pace, events, stop, measured, mix, live):
+                if not _run_mix_trial(executor, label, workload, trial, warm, rows,
+                                      pace.of_trial(warm), events, stop, measured, mix, live):
                     break
-            elif not _run_trial(executor, label, workload, trial, trial < warmup, rows, pace,
-                                events, stop, measured):
+            elif not _run_trial(executor, label, workload, trial, warm, rows,
+                                pace.of_trial(warm), events, stop, measured):
                 break
     finally:
         executor.close()
