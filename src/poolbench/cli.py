@@ -248,7 +248,7 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
     out = Console(width=width)
     err = Console(stderr=True)
     events = RunEvents()
-    view = ProgressView(err, None if duration else rows, warmup + trials)
+    view = ProgressView(err, None if duration or warmup_seconds else rows, warmup + trials)
     view.subscribe(events)
     kept: list[EmbeddedServer] = []
     # --show-password reveals only a password poolbench made (a kept embedded server's).
