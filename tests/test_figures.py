@@ -185,3 +185,31 @@ def test_interleave_rotates_the_order_and_keeps_exact_counts(target: ConnectionT
         values = [t.throughput_ops_s for t in s.phase("read").trials[1:]]
         assert spread == pytest.approx((max(values) - min(values)) / (sum(values) / 2) * 100,
                                        abs=0.1)
+
+
+def test_phase_sink_counts_a_straggling_second_and_every_operation() -> None:
+    """Workers hand each second on as their next begins, and the sink packs seconds that
+    are two behind; a worker whose slow operation makes it hand on a long-packed second
+    still has it counted, and the totals are every operation recorded."""
+    from poolbench.measure.metrics import OperationRecorder, PhaseSink, pairs, second_index
+
+    sink = PhaseSink()
+    fast, slow = OperationRecorder(sink=sink), OperationRecorder(sink=sink)
+    s = 1_000_000_000
+    for second in range(8):
+        for k in range(100):
+            start = second * s
+            fast.record(start, start + 10_000, start + 20_000, start + 300_000 + k * 1000)
+    slow.record(0, 1_000, 2_000, 500_000)  # 500 µs, in second 0
+    slow.record(0, 1_000, 2_000, 7 * s + 1)  # 7 s, ending in second 7: second 0 handed late
+    fast.finish()
+    slow.finish()
+    seconds = sink.seconds
+    assert sorted(seconds) == list(range(8))
+    per_second = {sec: sum(n for _, n in pairs(c)) for sec, c in seconds.items()}
+    assert per_second == {0: 101, **{sec: 100 for sec in range(1, 7)}, 7: 101}
+    assert second_index(500) in dict(pairs(seconds[0]))
+    assert second_index(7_000_000) in dict(pairs(seconds[7]))
+    assert sum(sink.counts("latency").values()) == 802
+    assert sum(sink.counts("acquire").values()) == 802 and not sink.counts("failed")
+    assert not fast.latency and not slow.latency  # handed on: the sink holds them

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from poolbench.db.workload import Statement
-from poolbench.measure.metrics import MissingRow, OperationRecorder, SecondSink, now_ns
+from poolbench.measure.metrics import (
+    HISTOGRAMS,
+    MissingRow,
+    OperationRecorder,
+    PhaseSink,
+    now_ns,
+)
 from poolbench.measure.phase import MixSource, PhaseSpec, WorkSource
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
 
@@ -63,7 +69,7 @@ class _Worker:
     """One worker's loop, shared by threads and tasks up to the call that runs an operation."""
 
     def __init__(self, spec: PhaseSpec, leak_threshold_s: float,
-                 sinks: dict[str, SecondSink]) -> None:
+                 sinks: dict[str, PhaseSink]) -> None:
         self.rec = OperationRecorder(leak_threshold_s, "", sinks[""])
         # A mix records each kind apart (its recorder's ``kind``); else one recorder.
         self.recs = {kind: OperationRecorder(leak_threshold_s, kind, sinks[kind])
@@ -121,7 +127,7 @@ class ThreadExecutor(_InProcessExecutor):
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
                   gate: StartGate = now_ns) -> PhaseRun:
         source = MixSource(spec) if spec.mix else WorkSource(spec)
-        sinks: dict[str, SecondSink] = defaultdict(SecondSink)
+        sinks: dict[str, PhaseSink] = defaultdict(PhaseSink)
         ready = threading.Barrier(self.workers + 1, action=lambda: source.start(gate()))
         strategy, stop, statement = self.strategy, self.stop, spec.statement
 
@@ -193,7 +199,7 @@ class AsyncioExecutor(_InProcessExecutor):
     async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
                      gate: StartGate) -> PhaseRun:
         source = MixSource(spec) if spec.mix else WorkSource(spec)
-        sinks: dict[str, SecondSink] = defaultdict(SecondSink)
+        sinks: dict[str, PhaseSink] = defaultdict(PhaseSink)
         waiting = 0
         all_waiting, go = asyncio.Event(), asyncio.Event()
         strategy, stop, statement = self.strategy, self.stop, spec.statement
@@ -254,9 +260,10 @@ class AsyncioExecutor(_InProcessExecutor):
 
 
 def _phase_run(source: WorkSource, finished: list[_Worker],
-               sinks: dict[str, SecondSink]) -> PhaseRun:
+               sinks: dict[str, PhaseSink]) -> PhaseRun:
     """The phase's outcome; for a mix, ``created`` holds the rows still alive at its end.
-    Each kind's merged seconds ride on its first recorder (they travel with recorders)."""
+    Each kind's merged seconds and totals ride on its first recorder (they travel with
+    recorders); the others' counts are in them."""
     end = now_ns()
     recorders = [r for w in finished for r in w.recorders()]
     for rec in recorders:
@@ -264,7 +271,10 @@ def _phase_run(source: WorkSource, finished: list[_Worker],
     carried: set[str] = set()
     for rec in recorders:
         if rec.kind not in carried and rec.kind in sinks:
-            rec.seconds = sinks[rec.kind].seconds
+            sink = sinks[rec.kind]
+            rec.seconds = sink.seconds
+            for kind in HISTOGRAMS:
+                setattr(rec, kind, sink.counts(kind))
             carried.add(rec.kind)
     created = (source.live.remaining() if isinstance(source, MixSource)
                else [i for w in finished for i in w.created])

@@ -8,9 +8,12 @@ per-operation lists, so memory stays constant whatever the run length.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
@@ -90,8 +93,8 @@ class BucketCounts(dict[int, int]):
     def __missing__(self, key: int) -> int:
         return 0
 
-    def add(self, other: dict[int, int]) -> None:
-        for index, count in other.items():
+    def add(self, other: dict[int, int] | array[int]) -> None:
+        for index, count in pairs(other):
             self[index] += count
 
     def to_hdr(self) -> HdrHistogram:
@@ -99,6 +102,17 @@ class BucketCounts(dict[int, int]):
         for index, count in self.items():
             hist.record_value(min(max(bucket_value(index), LOWEST_US), HIGHEST_US), count)
         return hist
+
+
+def pack(counts: dict[int, int]) -> array[int]:
+    """A finished second's buckets, compact (index, count, index, count, ...: 4 bytes each,
+    where a dict spends about a hundred per bucket): a long run keeps one per second."""
+    return array("I", itertools.chain.from_iterable(counts.items()))
+
+
+def pairs(counts: dict[int, int] | array[int]) -> Iterable[tuple[int, int]]:
+    """(bucket, count) pairs of counts, packed or not."""
+    return zip(counts[::2], counts[1::2]) if isinstance(counts, array) else counts.items()
 
 
 # Per-second latency buckets are coarse: 8 per power of two (a value within 9%), so a second
@@ -122,27 +136,67 @@ def second_value(index: int) -> int:
     return (index - (shift << (SECOND_BITS - 1))) << shift
 
 
-class SecondSink:
-    """The per-second latency buckets of one phase (and kind), merged as workers finish each
-    second; a lock taken once per worker per second."""
+# The highest HDR bucket a recorded value can land in (values are at most an hour): the
+# fixed size of a sink's totals.
+MAX_BUCKET = bucket_index(HIGHEST_US)
+
+
+class PhaseSink:
+    """What the workers of one phase (and kind) in this process have recorded, handed on by
+    each worker once a second under one lock: the per-second buckets, and the totals of
+    each histogram. The totals are fixed arrays (a slot per HDR bucket up to an hour,
+    allocated the first time a histogram has counts), so a worker's own dicts only ever
+    hold about a second and a long run's memory does not grow with the buckets its tail
+    discovers."""
+
+    # Seconds this far behind the latest one handed on are complete (a worker hands a
+    # second on as its next begins) and are packed; a straggler's late second unpacks one.
+    OPEN_SECONDS = 2
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.seconds: dict[int, BucketCounts] = {}
+        self._seconds: dict[int, BucketCounts | array[int]] = {}
+        self._open: set[int] = set()  # the seconds still held as dicts
+        self.totals: dict[str, array[int]] = {}
 
-    def flush(self, second: int, counts: BucketCounts) -> None:
+    def flush(self, second: int, counts: BucketCounts,
+              totals: dict[str, BucketCounts]) -> None:
         with self._lock:
-            merged = self.seconds.get(second)
-            if merged is None:
-                self.seconds[second] = counts
-            else:
-                merged.add(counts)
+            if counts:
+                merged = self._seconds.get(second)
+                if merged is None:
+                    self._seconds[second] = counts
+                else:
+                    if second not in self._open:
+                        merged = self._seconds[second] = BucketCounts(pairs(merged))
+                    merged.add(counts)
+                self._open.add(second)
+                for done in [s for s in self._open if s < second - self.OPEN_SECONDS]:
+                    self._seconds[done] = pack(self._seconds[done])
+                    self._open.discard(done)
+            for kind, found in totals.items():
+                slots = self.totals.get(kind)
+                if slots is None:
+                    slots = self.totals[kind] = array("q", [0]) * (MAX_BUCKET + 1)
+                for index, n in found.items():
+                    slots[min(index, MAX_BUCKET)] += n
+
+    @property
+    def seconds(self) -> dict[int, array[int]]:
+        """Every second so far, packed and in order (once the workers are done)."""
+        return {s: c if s not in self._open else pack(c)
+                for s, c in sorted(self._seconds.items())}
+
+    def counts(self, kind: str) -> BucketCounts:
+        """One histogram's totals as bucket counts (they travel to a parent process)."""
+        slots = self.totals.get(kind)
+        return BucketCounts((i, n) for i, n in enumerate(slots) if n) if slots else BucketCounts()
 
 
-def fine_counts(coarse: dict[int, int]) -> BucketCounts:
+def fine_counts(coarse: dict[int, int] | array[int]) -> BucketCounts:
     """Per-second buckets as ordinary ones (each at its bucket's lowest value)."""
     counts = BucketCounts()
-    for index, n in coarse.items():
+    for index, n in pairs(coarse):
         counts[bucket_index(max(second_value(index), 1))] += n
     return counts
 
@@ -167,10 +221,11 @@ class OperationRecorder:
                  "seconds", "sink")
 
     def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "",
-                 sink: SecondSink | None = None) -> None:
+                 sink: PhaseSink | None = None) -> None:
         self.kind = kind  # in a mix, the kind of operation this recorder counts
-        # The second being counted, handed to the phase's shared sink when the next begins:
-        # memory per second is then one merged dict per phase, not one per worker.
+        # The second being counted, handed to the phase's shared sink when the next begins
+        # with the histograms' counts so far: memory per second is then one merged dict
+        # per phase, not one per worker, and the totals are the sink's fixed arrays.
         self.sink = sink
         self.current = BucketCounts()
         self.current_second = 0
@@ -181,7 +236,7 @@ class OperationRecorder:
         self.failed = BucketCounts()
         # Latency buckets per second of the phase (second 0 starts at origin_ns, the phase
         # clock's start, set by the executor once the phase starts): the per-second series.
-        self.seconds: dict[int, BucketCounts] = {}
+        self.seconds: dict[int, BucketCounts | array[int]] = {}
         self.origin_ns = 0
         self.errors: Counter[str] = Counter()
         self.ok = 0
@@ -205,12 +260,17 @@ class OperationRecorder:
             self.held_too_long += 1
 
     def roll(self, second: int | None) -> None:
-        """Hand the second counted so far on (to the sink, else keep it), start ``second``."""
-        if self.current:
-            if self.sink is not None:
-                self.sink.flush(self.current_second, self.current)
-            else:
-                self.seconds.setdefault(self.current_second, BucketCounts()).add(self.current)
+        """Hand the second counted so far and the histograms' counts on to the sink (without
+        one, keep them), and start counting ``second``."""
+        if self.sink is not None:
+            found = {kind: counts for kind in HISTOGRAMS if (counts := getattr(self, kind))}
+            if self.current or found:
+                self.sink.flush(self.current_second, self.current, found)
+                for kind in found:
+                    setattr(self, kind, BucketCounts())
+                self.current = BucketCounts()
+        elif self.current:
+            self.seconds.setdefault(self.current_second, BucketCounts()).add(self.current)
             self.current = BucketCounts()
         if second is not None:
             self.current_second = second
@@ -248,7 +308,7 @@ class PhaseMeasurement:
     scheduled: HdrHistogram
     failed: HdrHistogram
     held_too_long: int = 0
-    seconds: dict[int, BucketCounts] | None = None  # per second of the phase, merged
+    seconds: dict[int, array[int]] | None = None  # per second of the phase, merged, packed
 
     @classmethod
     def merge(cls, *, phase: str, trial: int, warmup: bool, elapsed_s: float,
@@ -265,7 +325,7 @@ class PhaseMeasurement:
         return cls(phase=phase, trial=trial, warmup=warmup, elapsed_s=elapsed_s,
                    ops=sum(r.ok for r in recorders), errors=dict(sorted(errors.items())),
                    held_too_long=sum(r.held_too_long for r in recorders),
-                   seconds=dict(sorted(seconds.items())),
+                   seconds={s: pack(c) for s, c in sorted(seconds.items())},
                    **{kind: counts.to_hdr() for kind, counts in merged.items()})
 
 

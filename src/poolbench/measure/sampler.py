@@ -34,7 +34,7 @@ RESOURCES_EVERY_S = 1.0
 MB = 1024 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sample:
     """One look at pg_stat_activity, kept as counts (a long run keeps thousands)."""
 
@@ -70,7 +70,7 @@ class _Tally:
         return _Sample(0.0, len(states), active, idle)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Resources:
     at: float
     client_cpu_s: float

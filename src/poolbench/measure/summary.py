@@ -16,6 +16,7 @@ from poolbench.measure.metrics import (
     fine_counts,
     median,
     merge_histograms,
+    pack,
 )
 from poolbench.measure.runner import StrategyMeasurement
 from poolbench.results import (
@@ -119,5 +120,6 @@ def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
     return PhaseMeasurement(
         phase="mix", trial=first.trial, warmup=first.warmup, elapsed_s=first.elapsed_s,
         ops=sum(k.ops for k in kinds), errors=dict(sorted(errors.items())),
-        held_too_long=sum(k.held_too_long for k in kinds), seconds=dict(sorted(seconds.items())),
+        held_too_long=sum(k.held_too_long for k in kinds),
+        seconds={s: pack(c) for s, c in sorted(seconds.items())},
         **{kind: merge_histograms([getattr(k, kind) for k in kinds]) for kind in HISTOGRAMS})
