@@ -35,11 +35,12 @@ from poolbench.strategies import parse_strategy_names
 class ProgressView:
     """A rich progress bar per strategy and phase, fed by run events."""
 
-    def __init__(self, console: Console, rows: int | None, trials: int) -> None:
+    def __init__(self, console: Console, rows: int | None, trials: int,
+                 warmups: int = 0) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                                  transient=False)
-        self.rows, self.trials = rows, trials
+        self.rows, self.trials, self.warmups = rows, trials, warmups
         self.tasks: dict[tuple[str, str], int] = {}
         self.current: int | None = None
 
@@ -60,7 +61,7 @@ class ProgressView:
                 f"{strategy:<18} {phase:<6}",
                 total=self.rows * self.trials if self.rows and phase != "mix" else None)
         self.current = self.tasks[key]
-        label = "warm-up" if warmup else f"trial {trial + 1}"
+        label = "warm-up" if warmup else f"trial {trial - self.warmups + 1}"  # counted ones
         self.progress.update(self.current, description=f"{strategy:<18} {phase:<6} {label}")
 
     def _advance(self, advance: int) -> None:
@@ -248,7 +249,8 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
     out = Console(width=width)
     err = Console(stderr=True)
     events = RunEvents()
-    view = ProgressView(err, None if duration or warmup_seconds else rows, warmup + trials)
+    view = ProgressView(err, None if duration or warmup_seconds else rows, warmup + trials,
+                        warmup)
     view.subscribe(events)
     kept: list[EmbeddedServer] = []
     # --show-password reveals only a password poolbench made (a kept embedded server's).
