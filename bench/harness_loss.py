@@ -2,7 +2,7 @@
 bare loop written with no poolbench code (the same driver, pool, statement and thread/task
 count) against poolbench's own read throughput for the same work, in one run.
 
-Target: poolbench >= 0.95x the bare loop for every pooled strategy. Each side runs three
+Target: poolbench >= 0.95x the bare loop for every pooled strategy. Each side runs five
 times, alternating, and the best of each is kept (noise on a shared machine only slows).
 Run: python bench/harness_loss.py [seconds per measurement, default 2]
 """
@@ -33,7 +33,7 @@ from poolbench.measure.phase import PhaseSpec
 from poolbench.strategies import StrategySettings, load_strategy
 
 WORKERS = 8
-ROUNDS = 3  # alternating measurements per side; the best of each is kept
+ROUNDS = 5  # alternating measurements per side; the best of each is kept
 SQL = "SELECT id, username, email, created_at FROM users WHERE id = %s"
 NUMBERED = SQL.replace("%s", "$1")
 
