@@ -33,11 +33,17 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget):
 
 
 def test_writes_chart_json_csv_markdown_and_html(cli_run) -> None:
-    _, out = cli_run
+    result, out = cli_run
     png = (out / "crud_performance_comparison.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
-    for name in ("results.json", "results.csv", "results.md", "report.html"):
+    names = ("results.json", "results.csv", "results.md", "report.html", "timeline.png")
+    for name in names:
         assert (out / name).stat().st_size > 0, name
+    # the closing line names every file written, and only those
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("Reports written to")]
+    listed = set(line.split("(", 1)[1].rstrip(")").split(", "))
+    assert listed == {*names, "crud_performance_comparison.png"} == {
+        p.name for p in out.iterdir() if not p.name.startswith(".")}
 
 
 def test_markdown_table_is_the_json(cli_run) -> None:

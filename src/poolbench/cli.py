@@ -27,6 +27,7 @@ from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.poolers.routes import parse_routes
+from poolbench.report import file_exporters
 from poolbench.report.console import render
 from poolbench.results import RunResults
 from poolbench.strategies import parse_strategy_names
@@ -281,8 +282,8 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
         interrupted.exit_code = 128 + (interrupt.signum or signal.SIGINT)
         raise interrupted
     render(results, out)
-    out.print(f"Reports written to {out_dir}/ (crud_performance_comparison.png, results.json, "
-              "results.csv)" if not no_chart else f"Reports written to {out_dir}/", highlight=False)
+    written = ", ".join(e.filename for e in file_exporters(chart=not no_chart))
+    out.print(f"Reports written to {out_dir}/ ({written})", highlight=False)
     if keep_server and kept:
         server = kept[0]
         assert server.target is not None
