@@ -162,3 +162,33 @@ def test_missing_dask_names_the_install(tmp_path: Path, target: ConnectionTarget
 def test_bad_cluster_options(tmp_path: Path, args: list[str], needle: str) -> None:
     result = run_cli("run", *args, cwd=tmp_path)
     assert result.returncode == 2 and needle in result.stderr, result.stderr
+
+
+def test_ctrl_c_stops_every_node_and_cleans_up(tmp_path: Path, target: ConnectionTarget,
+                                               admin: psycopg.Connection, table: str) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group: poolbench and the
+    LocalCluster's node processes alike. The run stops its nodes, sweeps its rows, writes
+    partial results and exits 130; a node taking the signal is not a lost node."""
+    seed_table(admin, table, SEED_ROWS)
+    before = table_contents(admin, table)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poolbench", "run", "--dsn", target.conninfo(), "--table", table,
+         "--cluster", "local:2", "--strategies", "psycopg:pool", "-n", "1000000", "-w", "4",
+         "--warmup", "0", "--trials", "1", "--no-chart"],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, stdin=subprocess.DEVNULL, start_new_session=True)  # its own group
+    try:
+        deadline = time.monotonic() + 120
+        while len(_worker_pids_of(admin, proc)) < 2:  # both nodes hold connections
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("poolbench: error:")]
+    assert len(errors) == 1 and "interrupted" in errors[0] and "lost" not in stderr, stderr
+    data = results(tmp_path)
+    assert data["partial"] is True and data["verification"]["ok"] is True
+    assert table_contents(admin, table) == before

@@ -41,6 +41,8 @@ def test_signal_stops_cleans_and_writes_partial_results(
     assert data["partial"] is True
     assert data["verification"]["ok"] is True and data["verification"]["own_rows_left"] == 0
     assert "interrupted" in proc.stderr.read()
+    # the cut phase's CPU is not spread over the operations of the phases kept
+    assert "psycopg:pool was interrupted mid-phase" in proc.stdout.read()
 
 
 def test_cleanup_deletes_only_the_runs_rows(tmp_path: Path, target: ConnectionTarget,

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import socket
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +72,22 @@ class ClusterNodes:
             for i, (addr, facts) in enumerate(zip(self.nodes, self.facts))]}
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while a LocalCluster starts its node processes, which keep it (an
+    ignored signal survives exec, and Python and asyncio then install no handler of their
+    own). Ctrl-C in a terminal signals the whole process group; the nodes must not die of
+    it: poolbench stops them itself, and a node dying would read as a lost node (exit 7)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def connect_cluster(address: str, nodes: int | None, stack: ExitStack) -> ClusterNodes:
     """A Dask client for ``address`` (``local:N`` starts a LocalCluster of N worker
     processes); the first ``nodes`` workers; each one's facts, checked against ours."""
@@ -84,8 +102,9 @@ def connect_cluster(address: str, nodes: int | None, stack: ExitStack) -> Cluste
             count = 0
         if count < 1:
             raise ConfigError(f"--cluster {address!r}: give local:N with N >= 1 worker processes")
-        cluster = stack.enter_context(LocalCluster(n_workers=count, threads_per_worker=2,
-                                                   processes=True, dashboard_address=None))
+        with _sigint_ignored():  # the node processes inherit it: see _sigint_ignored
+            cluster = stack.enter_context(LocalCluster(n_workers=count, threads_per_worker=2,
+                                                       processes=True, dashboard_address=None))
         client = stack.enter_context(Client(cluster))
     else:
         try:

@@ -161,19 +161,28 @@ def _render_activity(results: RunResults, console: Console) -> None:
     for col in ("strategy", "active backends median / max", "idle in txn", "waiting on",
                 "client CPU ms / 1000 ops", "server CPU ms / 1000 ops", "RSS client / server MB"):
         table.add_column(col, justify="left" if col in ("strategy", "waiting on") else "right")
+    cut = results.strategies[-1] if results.partial else None
     for s in sampled:
         a = s.activity
         assert a is not None
-        ops = sum(t.ops + sum(t.errors.values()) for p in s.phases for t in p.trials) or 1
+        ops = sum(t.ops + sum(t.errors.values()) for p in s.phases for t in p.trials)
+        # The strategy an interrupt cut short spent CPU on a phase that was not kept: its
+        # CPU per operation would be inflated, so it is not shown.
+        per_op = ops > 0 and s is not cut
         waits = ", ".join(f"{k} {v:.0%}" for k, v in list(a.wait_shares.items())[:3])
         table.add_row(s.name, f"{a.active_median:g} / {a.active_max}",
                       f"{a.idle_in_transaction_share:.0%}", waits,
-                      f"{a.client_cpu_s * 1e6 / ops:.1f}",
-                      f"{a.server_cpu_s * 1e6 / ops:.1f}" if a.server_cpu_s is not None else "?",
+                      f"{a.client_cpu_s * 1e6 / ops:.1f}" if per_op else "—",
+                      (f"{a.server_cpu_s * 1e6 / ops:.1f}" if per_op else "—")
+                      if a.server_cpu_s is not None else "?",
                       f"{a.client_rss_max_mb:.0f} / "
                       + (f"{a.server_rss_max_mb:.0f}" if a.server_rss_max_mb is not None
                          else "?"))
     console.print(table)
+    if cut is not None and cut.activity is not None:
+        console.print(f"  note: {cut.name} was interrupted mid-phase: its CPU per operation "
+                      "is not shown (the cut phase's operations are not counted)",
+                      style="dim", highlight=False)
 
 
 def _render_pooler(results: RunResults, console: Console) -> None:
