@@ -192,3 +192,21 @@ def test_ctrl_c_stops_every_node_and_cleans_up(tmp_path: Path, target: Connectio
     data = results(tmp_path)
     assert data["partial"] is True and data["verification"]["ok"] is True
     assert table_contents(admin, table) == before
+
+
+def test_a_sweep_runs_each_point_on_the_cluster(tmp_path: Path, target: ConnectionTarget,
+                                                admin: psycopg.Connection, table: str) -> None:
+    seed_table(admin, table, 100)
+    before = table_contents(admin, table)
+    result = run_cli("sweep", "--strategies", "psycopg:pool", "--pool-sizes", "2,4",
+                     "--workers", "4", "--duration", "1", "--warmup", "0", "--cluster", "local:2",
+                     "--dsn", target.conninfo(), "--table", table, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
+    assert data["config"]["cluster"] == "local:2"
+    nodes = data["environment"]["cluster"]["nodes"]  # the nodes the points ran on
+    assert len(nodes) == 2 and [n["pool_max"] for n in nodes] == [2, 2]  # the pool of 4, split
+    assert [p["pool_size"] for p in data["points"]] == [2, 4]
+    assert all(p["server_ok"] and p["errors"] == 0 and p["throughput_ops_s"] > 0
+               for p in data["points"])
+    assert table_contents(admin, table) == before
