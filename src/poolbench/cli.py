@@ -14,6 +14,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -139,6 +140,35 @@ def cli() -> None:
     """Measure what connection pooling does for a PostgreSQL CRUD workload."""
 
 
+def _run_config(secrets: Secrets, options: dict[str, Any], **overrides: Any) -> RunConfig:
+    """The RunConfig of `run`'s options as click parsed them (``overrides`` win); the
+    passwords of the targets they name are remembered, to be masked in any message."""
+    pooler_dsn = options["pooler_dsn"]
+    pooler = secrets.add(ConnectionTarget.from_dsn(pooler_dsn, source="--pooler-dsn")
+                         if pooler_dsn else None)
+    fields: dict[str, Any] = dict(
+        target=secrets.add(resolve_target(dsn=options["dsn"], env_file=options["env_file"],
+                                          environ=os.environ)),
+        strategies=parse_strategy_names(options["strategies"]), rows=options["rows"],
+        workers=options["workers"], pool_min=options["pool_min"],
+        pool_max=options["pool_max"], warmup=options["warmup"],
+        warmup_s=options["warmup_seconds"], trials=options["trials"],
+        acquire_timeout_s=options["acquire_timeout"],
+        statement_timeout_s=options["statement_timeout"], duration_s=options["duration"],
+        rate=options["rate"], processes=options["processes"], baseline=options["baseline"],
+        baseline_seconds=options["baseline_seconds"], table=options["table"],
+        via=parse_routes(options["via"], pooler_dsn=pooler is not None),
+        pooler_size=options["pooler_size"], pooler_dsn=pooler,
+        keep_prepared=options["keep_prepared"], pgbouncer=options["pgbouncer_bin"],
+        cluster=options["cluster"], nodes=options["nodes"],
+        sample_interval_s=options["sample_interval"], interleave=options["interleave"],
+        mix=parse_mix(options["mix"]) if options["mix"] is not None else (),
+        out_dir=options["out_dir"], chart=not options["no_chart"],
+        keep_server=options["keep_server"], show_password=options["show_password"])
+    fields.update(overrides)
+    return RunConfig(**fields)
+
+
 @cli.command()
 @click.option("--dsn", help="PostgreSQL URI or key=value DSN (overrides every other source).")
 @click.option("--env-file", type=click.Path(path_type=Path),
@@ -229,22 +259,7 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
     """Run the CRUD benchmark for each strategy and report it."""
     # psycopg_pool logs each connection it discards; poolbench counts those as errors.
     logging.getLogger("psycopg.pool").setLevel(logging.INFO if debug else logging.ERROR)
-    target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
-    pooler = secrets.add(ConnectionTarget.from_dsn(pooler_dsn, source="--pooler-dsn")
-                         if pooler_dsn else None)
-    config = RunConfig(target=target, strategies=parse_strategy_names(strategies), rows=rows,
-                       workers=workers, pool_min=pool_min, pool_max=pool_max, warmup=warmup,
-                       warmup_s=warmup_seconds, trials=trials, acquire_timeout_s=acquire_timeout,
-                       statement_timeout_s=statement_timeout, duration_s=duration, rate=rate,
-                       processes=processes, baseline=baseline,
-                       baseline_seconds=baseline_seconds, table=table,
-                       via=parse_routes(via, pooler_dsn=pooler is not None),
-                       pooler_size=pooler_size, pooler_dsn=pooler, keep_prepared=keep_prepared,
-                       pgbouncer=pgbouncer_bin, cluster=cluster, nodes=nodes,
-                       sample_interval_s=sample_interval, interleave=interleave,
-                       mix=parse_mix(mix) if mix is not None else (),
-                       out_dir=out_dir, chart=not no_chart, keep_server=keep_server,
-                       show_password=show_password)
+    config = _run_config(secrets, click.get_current_context().params)
     # A pipe or file gets the full table, not rich's 80-column default.
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
     out = Console(width=width)
@@ -402,30 +417,12 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
     collect.params = [p for p in run.params]
     collect.main(args=[*run_args, *(["--duration", "3"] if "--duration" not in run_args
                                     else [])], standalone_mode=False)
-    target = secrets.add(resolve_target(dsn=captured["dsn"], env_file=captured["env_file"],
-                                        environ=os.environ))
-    config = RunConfig(target=target, strategies=parse_strategy_names(captured["strategies"]),
-                       rows=captured["rows"], workers=captured["workers"],
-                       pool_min=captured["pool_min"], pool_max=captured["pool_max"],
-                       warmup=1 if warmup_seconds > 0 else 0,
-                       warmup_s=warmup_seconds or None,
-                       trials=captured["trials"] if "--trials" in run_args else 1,
-                       duration_s=captured["duration"], rate=captured["rate"],
-                       processes=captured["processes"], table=captured["table"],
-                       out_dir=captured["out_dir"], chart=not captured["no_chart"],
-                       acquire_timeout_s=captured["acquire_timeout"],
-                       statement_timeout_s=captured["statement_timeout"],
-                       via=parse_routes(captured["via"],
-                                        pooler_dsn=captured["pooler_dsn"] is not None),
-                       pooler_size=captured["pooler_size"],
-                       pooler_dsn=secrets.add(ConnectionTarget.from_dsn(
-                           captured["pooler_dsn"], source="--pooler-dsn"))
-                       if captured["pooler_dsn"] else None,
-                       pgbouncer=captured["pgbouncer_bin"],
-                       keep_prepared=captured["keep_prepared"], cluster=captured["cluster"],
-                       nodes=captured["nodes"], sample_interval_s=captured["sample_interval"],
-                       interleave=captured["interleave"],
-                       mix=() if four_phases else parse_mix(captured["mix"] or DEFAULT_MIX))
+    # A point is one trial after a warm-up of --warmup seconds; no pgbench, no kept server.
+    config = _run_config(secrets, captured, warmup=1 if warmup_seconds > 0 else 0,
+                         warmup_s=warmup_seconds or None,
+                         trials=captured["trials"] if "--trials" in run_args else 1,
+                         mix=() if four_phases else parse_mix(captured["mix"] or DEFAULT_MIX),
+                         baseline=None, keep_server=False, show_password=False)
     sizes = _int_list("--pool-sizes", pool_sizes) or (config.pool_max,)
     clients = _int_list("--workers", workers_list) or (config.workers,)
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
