@@ -1,5 +1,5 @@
 """What the activity sampler costs: the same pooled read workload with the sampler every
-100 ms and with it off, alternating, best of 3 each. Target: within 1%.
+100 ms and with it off, alternating, best of 5 each. Target: within 1%.
 Run: python bench/sampler_cost.py [seconds per phase, default 3]
 """
 
@@ -12,7 +12,7 @@ from _common import Report
 from poolbench import RunConfig, run
 from poolbench.db.server import EmbeddedServer
 
-ROUNDS = 3
+ROUNDS = 5
 
 
 def main() -> None:
