@@ -79,13 +79,18 @@ class _Resources:
     server_rss: int | None
 
 
-def _cpu_and_rss(processes: list[psutil.Process], *, reaped: bool) -> tuple[float, int]:
+def _cpu_and_rss(processes: list[psutil.Process], *, reaped: bool,
+                 private: bool = False) -> tuple[float, int]:
+    """CPU seconds (with ``reaped``: those of reaped children too) and resident memory;
+    ``private``: only each process's own pages (RSS less shared ones, Linux), so memory
+    the processes share, such as PostgreSQL's shared_buffers, is not counted once each."""
     cpu, rss = 0.0, 0
     for proc in processes:
         try:
             t = proc.cpu_times()
             cpu += t.user + t.system + ((t.children_user + t.children_system) if reaped else 0)
-            rss += proc.memory_info().rss
+            m = proc.memory_info()
+            rss += m.rss - getattr(m, "shared", 0) if private else m.rss
         except psutil.Error:
             continue
     return cpu, rss
@@ -121,8 +126,9 @@ class ServerProcesses:
             children = self.postmaster.children(recursive=True)
         except psutil.Error:
             return None
+        # The postmaster's whole RSS (shared memory once), each backend's own pages.
         main_cpu, main_rss = _cpu_and_rss([self.postmaster], reaped=True)
-        cpu, rss = _cpu_and_rss(children, reaped=False)
+        cpu, rss = _cpu_and_rss(children, reaped=False, private=True)
         return main_cpu + cpu, main_rss + rss
 
 
