@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from poolbench.analysis.usl import UslModel, fit_usl
 from poolbench.measure.metrics import decode_histogram, merge_histograms
-from poolbench.results import Finding, LatencySummary, RunResults, StrategyResult
+from poolbench.results import ActivitySummary, Finding, LatencySummary, RunResults, StrategyResult
 
 SWEEP_SCHEMA_VERSION = 1
 GOOD_ENOUGH = 0.95
@@ -36,6 +36,12 @@ class SweepPoint:
     server_ok: bool | None
     run_tag: str
     active_max: int | None = None  # most active backends sampled (None: sampler off)
+    # The server's samples over the point: median active backends, what they waited on
+    # (shares of active samples by wait_event_type, CPU = none), the idle-in-transaction
+    # share (all None with the sampler off).
+    active_median: float | None = None
+    wait_shares: dict[str, float] | None = None
+    idle_in_transaction_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,15 @@ def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
                       throughput_ops_s=ops / seconds if seconds else 0.0, errors=
                       strategy.error_count, server_ok=strategy.server.ok if strategy.server
                       else None, run_tag=result.run_tag,
-                      active_max=strategy.activity.active_max if strategy.activity else None,
-                      **merged)
+                      **_samples(strategy.activity), **merged)
+
+
+def _samples(activity: ActivitySummary | None) -> dict[str, object]:
+    if activity is None:
+        return {}
+    return {"active_max": activity.active_max, "active_median": activity.active_median,
+            "wait_shares": dict(activity.wait_shares),
+            "idle_in_transaction_share": activity.idle_in_transaction_share}
 
 
 def models(points: tuple[SweepPoint, ...], axis: str) -> tuple[UslModel, ...]:

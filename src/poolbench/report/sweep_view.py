@@ -78,13 +78,15 @@ def render_sweep(results: SweepResults, console: Console) -> None:
     table = Table(title=f"poolbench sweep — {len(results.points)} points"
                         + (" (partial)" if results.partial else ""))
     for col in ("strategy", "pool", "workers", "ops/s", "p50 ms", "p99 ms", "wait p50 ms",
-                "wait p99 ms", "errors", "server agrees"):
+                "wait p99 ms", "active backends median / max", "errors", "server agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for p in results.points:
         table.add_row(p.strategy, str(p.pool_size or "-"), str(p.workers),
                       f"{p.throughput_ops_s:,.0f}", f"{p.latency.p50_us / 1000:.2f}",
                       f"{p.latency.p99_us / 1000:.2f}", f"{p.acquire.p50_us / 1000:.2f}",
-                      f"{p.acquire.p99_us / 1000:.2f}", str(p.errors or ""),
+                      f"{p.acquire.p99_us / 1000:.2f}",
+                      f"{p.active_median:g} / {p.active_max}" if p.active_max is not None
+                      else "", str(p.errors or ""),
                       "yes" if p.server_ok else "[red]NO[/]" if p.server_ok is False else "")
     console.print(table)
     for m in results.models:
