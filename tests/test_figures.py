@@ -165,6 +165,21 @@ def test_per_second_series_sums_to_the_operations(target: ConnectionTarget,
         assert a.client_cpu_s > 0 and a.server_cpu_s is not None and a.server_cpu_s > 0
 
 
+@pytest.mark.parametrize(("pool", "low", "high"), [(2, 12.0, 15.0), (16, 0.0, 1.0)])
+def test_per_second_waiters_are_the_workers_without_a_connection(
+        pool: int, low: float, high: float, target: ConnectionTarget, table: str) -> None:
+    """16 workers on a pool of 2: in every whole second about 14 of them wait for a
+    connection (a little more: the hand-over from one holder to the next counts as waiting),
+    and never all 16, as two always hold one; on a pool of 16, none waits."""
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=100, workers=16,
+                            pool_min=pool, pool_max=pool, warmup=0, trials=1, table=table,
+                            out_dir=None, duration_s=3.0, sample_interval_s=0,
+                            mix=(("read", 1),)))
+    read = results.strategies[0].phase("mix").trials[0].timeline
+    whole = read[:-1]  # the last second is cut short by the phase's end
+    assert len(whole) >= 2 and all(low <= sec.waiting <= high for sec in whole), read
+
+
 def test_interleave_rotates_the_order_and_keeps_exact_counts(target: ConnectionTarget,
                                                               table: str) -> None:
     events = RunEvents()

@@ -101,7 +101,8 @@ def test_html_report_opens_offline_in_chromium(cli_run) -> None:
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.route("**/*", only_the_file)
             page.goto((out / "report.html").resolve().as_uri())
-            for chart in ("throughput", "latency", "split", "percentiles"):
+            for chart in ("throughput", "latency", "split", "percentiles", "timeline",
+                          "waiting"):
                 page.wait_for_selector(f"#{chart} .main-svg", timeout=15_000)
                 assert page.locator(f"#{chart} .main-svg .trace").count() > 0, chart
             text = page.inner_text("body")

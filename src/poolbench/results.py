@@ -193,6 +193,9 @@ class Second:
     ops: int
     p50_us: int
     p99_us: int
+    # Mean workers acquiring a connection in that second (waiting for the pool, or
+    # connecting without one): the time all workers spent acquiring, over the second.
+    waiting: float = 0.0
 
 
 @dataclass(frozen=True)

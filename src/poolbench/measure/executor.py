@@ -273,6 +273,7 @@ def _phase_run(source: WorkSource, finished: list[_Worker],
         if rec.kind not in carried and rec.kind in sinks:
             sink = sinks[rec.kind]
             rec.seconds = sink.seconds
+            rec.waits = dict(sink.waits)
             for kind in HISTOGRAMS:
                 setattr(rec, kind, sink.counts(kind))
             carried.add(rec.kind)

@@ -158,10 +158,13 @@ class PhaseSink:
         self._seconds: dict[int, BucketCounts | array[int]] = {}
         self._open: set[int] = set()  # the seconds still held as dicts
         self.totals: dict[str, array[int]] = {}
+        self.waits: dict[int, int] = {}  # ns spent acquiring, per second
 
     def flush(self, second: int, counts: BucketCounts,
-              totals: dict[str, BucketCounts]) -> None:
+              totals: dict[str, BucketCounts], wait_ns: int = 0) -> None:
         with self._lock:
+            if wait_ns:
+                self.waits[second] = self.waits.get(second, 0) + wait_ns
             if counts:
                 merged = self._seconds.get(second)
                 if merged is None:
@@ -216,9 +219,9 @@ class OperationRecorder:
     or not (HikariCP's leak detection).
     """
 
-    __slots__ = ("acquire", "current", "current_second", "errors", "execute", "failed",
-                 "held_too_long", "kind", "latency", "leak_ns", "ok", "origin_ns", "scheduled",
-                 "seconds", "sink")
+    __slots__ = ("acquire", "current", "current_second", "current_wait", "errors", "execute",
+                 "failed", "held_too_long", "kind", "latency", "leak_ns", "ok", "origin_ns",
+                 "scheduled", "seconds", "sink", "waits")
 
     def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "",
                  sink: PhaseSink | None = None) -> None:
@@ -237,6 +240,11 @@ class OperationRecorder:
         # Latency buckets per second of the phase (second 0 starts at origin_ns, the phase
         # clock's start, set by the executor once the phase starts): the per-second series.
         self.seconds: dict[int, BucketCounts | array[int]] = {}
+        # Nanoseconds spent acquiring (waiting for a pooled connection, or connecting), per
+        # second: their sum over a second, over a second, is the mean number of workers
+        # acquiring in it (Little's law), the pool's waiters.
+        self.current_wait = 0
+        self.waits: dict[int, int] = {}
         self.origin_ns = 0
         self.errors: Counter[str] = Counter()
         self.ok = 0
@@ -252,6 +260,7 @@ class OperationRecorder:
         if second != self.current_second:
             self.roll(second)
         self.current[second_index(us)] += 1
+        self.current_wait += t1 - t0
         self.acquire[index((t1 - t0) // 1000 or 1)] += 1
         self.execute[index((t2 - t1) // 1000 or 1)] += 1
         if scheduled is not None:
@@ -264,14 +273,19 @@ class OperationRecorder:
         one, keep them), and start counting ``second``."""
         if self.sink is not None:
             found = {kind: counts for kind in HISTOGRAMS if (counts := getattr(self, kind))}
-            if self.current or found:
-                self.sink.flush(self.current_second, self.current, found)
+            if self.current or found or self.current_wait:
+                self.sink.flush(self.current_second, self.current, found, self.current_wait)
                 for kind in found:
                     setattr(self, kind, BucketCounts())
                 self.current = BucketCounts()
-        elif self.current:
-            self.seconds.setdefault(self.current_second, BucketCounts()).add(self.current)
-            self.current = BucketCounts()
+        else:
+            if self.current:
+                self.seconds.setdefault(self.current_second, BucketCounts()).add(self.current)
+                self.current = BucketCounts()
+            if self.current_wait:
+                self.waits[self.current_second] = (self.waits.get(self.current_second, 0)
+                                                   + self.current_wait)
+        self.current_wait = 0
         if second is not None:
             self.current_second = second
 
@@ -286,6 +300,8 @@ class OperationRecorder:
         record its time (from ``t0`` to ``t_end``) in ``failed`` and ``scheduled``."""
         self.errors[f"{stage}: {error_class(exc)}"] += 1
         self.failed[bucket_index((t_end - t0) // 1000 or 1)] += 1
+        if stage == "acquire":  # all of its time was spent acquiring
+            self.current_wait += t_end - t0
         if scheduled is not None:
             self.scheduled[bucket_index((t_end - scheduled) // 1000 or 1)] += 1
         if held_ns > self.leak_ns:
@@ -309,6 +325,7 @@ class PhaseMeasurement:
     failed: HdrHistogram
     held_too_long: int = 0
     seconds: dict[int, array[int]] | None = None  # per second of the phase, merged, packed
+    waits: dict[int, int] | None = None  # ns spent acquiring per second, all workers
 
     @classmethod
     def merge(cls, *, phase: str, trial: int, warmup: bool, elapsed_s: float,
@@ -316,8 +333,10 @@ class PhaseMeasurement:
         errors: Counter[str] = Counter()
         merged = {kind: BucketCounts() for kind in HISTOGRAMS}
         seconds: dict[int, BucketCounts] = {}
+        waits: Counter[int] = Counter()
         for r in recorders:
             errors.update(r.errors)
+            waits.update(r.waits)
             for kind, counts in merged.items():
                 counts.add(getattr(r, kind))
             for second, counts in r.seconds.items():
@@ -326,6 +345,7 @@ class PhaseMeasurement:
                    ops=sum(r.ok for r in recorders), errors=dict(sorted(errors.items())),
                    held_too_long=sum(r.held_too_long for r in recorders),
                    seconds={s: pack(c) for s, c in sorted(seconds.items())},
+                   waits=dict(sorted(waits.items())),
                    **{kind: counts.to_hdr() for kind, counts in merged.items()})
 
 

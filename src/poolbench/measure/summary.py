@@ -48,10 +48,12 @@ def spread_pct(values: list[float]) -> float:
 def timeline(m: PhaseMeasurement) -> tuple[Second, ...]:
     """The phase second by second: operations that ended in each, p50 and p99."""
     found = []
+    waits = m.waits or {}
     for second, counts in (m.seconds or {}).items():
         summary = LatencySummary.of(fine_counts(counts).to_hdr())
         found.append(Second(second=second, ops=summary.count, p50_us=summary.p50_us,
-                            p99_us=summary.p99_us))
+                            p99_us=summary.p99_us,
+                            waiting=round(waits.get(second, 0) / 1e9, 3)))
     return tuple(found)
 
 
@@ -113,8 +115,10 @@ def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
     first = kinds[0]
     errors: Counter[str] = Counter()
     seconds: dict[int, BucketCounts] = {}
+    waits: Counter[int] = Counter()
     for k in kinds:
         errors.update(k.errors)
+        waits.update(k.waits or {})
         for second, counts in (k.seconds or {}).items():
             seconds.setdefault(second, BucketCounts()).add(counts)
     return PhaseMeasurement(
@@ -122,4 +126,5 @@ def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
         ops=sum(k.ops for k in kinds), errors=dict(sorted(errors.items())),
         held_too_long=sum(k.held_too_long for k in kinds),
         seconds={s: pack(c) for s, c in sorted(seconds.items())},
+        waits=dict(sorted(waits.items())),
         **{kind: merge_histograms([getattr(k, kind) for k in kinds]) for kind in HISTOGRAMS})

@@ -70,12 +70,15 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
                            "x": [1 / (1 - pct / 100) for pct, _ in points],
                            "y": [us / 1000 for _, us in points],
                            "text": [f"p{pct:g}" for pct, _ in points]})
-    timeline = []
+    timeline, waiting = [], []
     for s in strategies:
         points = series(s)
         timeline.append({"type": "scatter", "mode": "lines", "name": s.name,
                          "x": list(range(len(points))), "y": [sec.ops for _, sec in points],
                          "text": [phase for phase, _ in points]})
+        waiting.append({"type": "scatter", "mode": "lines", "name": s.name,
+                        "x": list(range(len(points))), "y": [sec.waiting for _, sec in points],
+                        "text": [phase for phase, _ in points]})
     ticks = [1 / (1 - q / 100) for q in (0, 90, 99, 99.9, 99.99, 99.999)]
     axis = {"title": {"text": "percentile"}, "type": "log", "tickvals": ticks,
             "ticktext": ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]}
@@ -101,6 +104,11 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
                                "trial)"},
             "xaxis": {"title": {"text": "seconds of measured phases"}},
             "yaxis": {"title": {"text": "operations in that second"}}}}),
+        ("waiting", {"data": waiting, "layout": {
+            "title": {"text": "Workers waiting for a pooled connection (or connecting, "
+                               "without a pool), second by second"},
+            "xaxis": {"title": {"text": "seconds of measured phases"}},
+            "yaxis": {"title": {"text": "workers acquiring (mean over the second)"}}}}),
     ]
 
 
