@@ -241,7 +241,7 @@ class OperationRecorder:
         # clock's start, set by the executor once the phase starts): the per-second series.
         self.seconds: dict[int, BucketCounts | array[int]] = {}
         # Nanoseconds spent acquiring (waiting for a pooled connection, or connecting), per
-        # second: their sum over a second, over a second, is the mean number of workers
+        # second: a second's total divided by one second is the mean number of workers
         # acquiring in it (Little's law), the pool's waiters.
         self.current_wait = 0
         self.waits: dict[int, int] = {}
@@ -332,21 +332,34 @@ class PhaseMeasurement:
               recorders: list[OperationRecorder]) -> PhaseMeasurement:
         errors: Counter[str] = Counter()
         merged = {kind: BucketCounts() for kind in HISTOGRAMS}
-        seconds: dict[int, BucketCounts] = {}
-        waits: Counter[int] = Counter()
         for r in recorders:
             errors.update(r.errors)
-            waits.update(r.waits)
             for kind, counts in merged.items():
                 counts.add(getattr(r, kind))
-            for second, counts in r.seconds.items():
-                seconds.setdefault(second, BucketCounts()).add(counts)
         return cls(phase=phase, trial=trial, warmup=warmup, elapsed_s=elapsed_s,
                    ops=sum(r.ok for r in recorders), errors=dict(sorted(errors.items())),
                    held_too_long=sum(r.held_too_long for r in recorders),
-                   seconds={s: pack(c) for s, c in sorted(seconds.items())},
-                   waits=dict(sorted(waits.items())),
+                   seconds=merge_seconds(r.seconds for r in recorders),
+                   waits=merge_waits(r.waits for r in recorders),
                    **{kind: counts.to_hdr() for kind, counts in merged.items()})
+
+
+def merge_seconds(parts: Iterable[dict[int, BucketCounts | array[int]]]
+                  ) -> dict[int, array[int]]:
+    """Per-second buckets of several recorders (or kinds) added up: packed, in order."""
+    seconds: dict[int, BucketCounts] = {}
+    for part in parts:
+        for second, counts in part.items():
+            seconds.setdefault(second, BucketCounts()).add(counts)
+    return {s: pack(c) for s, c in sorted(seconds.items())}
+
+
+def merge_waits(parts: Iterable[dict[int, int]]) -> dict[int, int]:
+    """Nanoseconds spent acquiring per second, added up over recorders (or kinds)."""
+    total: Counter[int] = Counter()
+    for part in parts:
+        total.update(part)
+    return dict(sorted(total.items()))
 
 
 def median(values: list[float]) -> float:

@@ -10,13 +10,13 @@ from collections import Counter
 
 from poolbench.measure.metrics import (
     HISTOGRAMS,
-    BucketCounts,
     PhaseMeasurement,
     encode_histogram,
     fine_counts,
     median,
     merge_histograms,
-    pack,
+    merge_seconds,
+    merge_waits,
 )
 from poolbench.measure.runner import StrategyMeasurement
 from poolbench.results import (
@@ -114,17 +114,12 @@ def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
     """A mixed phase's kinds of one trial, merged into the whole mix (same clock)."""
     first = kinds[0]
     errors: Counter[str] = Counter()
-    seconds: dict[int, BucketCounts] = {}
-    waits: Counter[int] = Counter()
     for k in kinds:
         errors.update(k.errors)
-        waits.update(k.waits or {})
-        for second, counts in (k.seconds or {}).items():
-            seconds.setdefault(second, BucketCounts()).add(counts)
     return PhaseMeasurement(
         phase="mix", trial=first.trial, warmup=first.warmup, elapsed_s=first.elapsed_s,
         ops=sum(k.ops for k in kinds), errors=dict(sorted(errors.items())),
         held_too_long=sum(k.held_too_long for k in kinds),
-        seconds={s: pack(c) for s, c in sorted(seconds.items())},
-        waits=dict(sorted(waits.items())),
+        seconds=merge_seconds(k.seconds or {} for k in kinds),
+        waits=merge_waits(k.waits or {} for k in kinds),
         **{kind: merge_histograms([getattr(k, kind) for k in kinds]) for kind in HISTOGRAMS})
