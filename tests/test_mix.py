@@ -3,6 +3,9 @@ results, exact server counts, and nothing but the run's own rows touched."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import psycopg
 import pytest
 from conftest import seed_table, table_contents
@@ -68,6 +71,33 @@ def test_warmup_in_seconds_runs_first_and_is_not_counted(target: ConnectionTarge
     assert updated.server == sum(t.ops for t in s.phase("mix:update").trials)
     assert updated.server > s.phase("mix:update").ops  # more than the counted trial's
     assert results.config["warmup_s"] == 0.4
+
+
+def test_a_mix_without_creates_makes_rows_when_none_is_free(tmp_path: Path,
+                                                             target: ConnectionTarget,
+                                                             table: str) -> None:
+    """Four workers, three rows, half the operations deletes: soon no row is free, and an
+    operation makes one instead of failing. Those creates are shown as ``mix:create``, so the
+    kinds still add up to the whole and to what the server counted; the rows the mix left
+    alive are swept, and said to be, not blamed on failed deletes."""
+    from conftest import run_cli
+
+    result = run_cli("run", "--strategies", "psycopg:pool,asyncpg:pool", "--mix",
+                     "read=1,delete=1", "-n", "3", "--workers", "4", "--duration", "1",
+                     "--trials", "1", "--warmup", "0", "--dsn", target.conninfo(), "--table",
+                     table, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    for s in data["strategies"]:
+        phases = {p["phase"]: p for p in s["phases"]}
+        assert list(phases) == ["mix", "mix:read", "mix:delete", "mix:create"]
+        assert phases["mix"]["ops"] == sum(p["ops"] for name, p in phases.items()
+                                           if name != "mix")
+        assert phases["mix:create"]["ops"] > 0 and s["error_count"] == 0
+        assert s["server"]["ok"], s["server"]
+        assert f"{s['name']}: the end-of-strategy sweep deleted the " in result.stdout
+    assert "failed deletes" not in result.stdout
+    assert data["verification"]["ok"]
 
 
 @pytest.mark.parametrize("spec", ["read=80,scan=20", "read=x", "read=0", ""])

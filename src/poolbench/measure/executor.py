@@ -71,9 +71,11 @@ class _Worker:
     def __init__(self, spec: PhaseSpec, leak_threshold_s: float,
                  sinks: dict[str, PhaseSink]) -> None:
         self.rec = OperationRecorder(leak_threshold_s, "", sinks[""])
-        # A mix records each kind apart (its recorder's ``kind``); else one recorder.
+        # A mix records each kind apart (its recorder's ``kind``); else one recorder. An
+        # operation that finds no row free makes one, so a mix can always create.
+        kinds = dict.fromkeys([*(kind for kind, _ in spec.mix), "create"]) if spec.mix else {}
         self.recs = {kind: OperationRecorder(leak_threshold_s, kind, sinks[kind])
-                     for kind, _ in spec.mix}
+                     for kind in kinds}
         self.created: list[int] = []
         self.keep = spec.phase == "create"
         self.done = 0

@@ -126,7 +126,13 @@ def _run_mix_trial(executor: PhaseExecutor, name: str, workload: Workload, trial
     if stop.is_set():
         return False
     live[:] = run.created  # the rows still alive: the next trial's to touch
-    for kind, _ in mix:
+    # Kinds in the mix's order; creates made because no row was free are shown even when
+    # the mix has none, so every operation the server counted is in a kind.
+    kinds = [kind for kind, _ in mix]
+    if "create" not in kinds and any(r.kind == "create" and (r.ok or r.errors)
+                                     for r in run.recorders):
+        kinds.append("create")
+    for kind in kinds:
         m = PhaseMeasurement.merge(phase=f"mix:{kind}", trial=trial, warmup=warmup,
                                    elapsed_s=run.elapsed_s,
                                    recorders=[r for r in run.recorders if r.kind == kind])
