@@ -14,6 +14,7 @@ does not disturb the counts poolbench checks.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import statistics
 import threading
 import time
@@ -96,12 +97,38 @@ def _cpu_and_rss(processes: list[psutil.Process], *, reaped: bool,
     return cpu, rss
 
 
+class ProcessTree:
+    """A process and its descendants, listed again only when told the tree changed: listing
+    walks the whole process table (a file read per process on the machine, each giving up
+    the GIL to the workers), so it is not done every second of a steady run. Between
+    listings a new process is missed until the next one, and one that ends drops out, its
+    CPU then counted in its parent's reaped children's time."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self.members: list[psutil.Process] | None = None  # None: list at the next read
+        self.listings = 0
+
+    def changed(self) -> None:
+        self.members = None
+
+    def descendants(self) -> list[psutil.Process] | None:
+        if self.members is None:
+            try:
+                self.members = self.root.children(recursive=True)
+            except psutil.Error:
+                return None
+            self.listings += 1
+        return self.members
+
+
 class ServerProcesses:
     """The server's processes on this machine: its postmaster (found by the data directory,
     or as the process listening on the server's local TCP port) and the backends it forks."""
 
     def __init__(self, postmaster: psutil.Process | None) -> None:
         self.postmaster = postmaster
+        self.tree = ProcessTree(postmaster) if postmaster is not None else None
 
     @classmethod
     def find(cls, *, data_dir: str | None = None, port: int | None = None) -> ServerProcesses:
@@ -120,11 +147,10 @@ class ServerProcesses:
         return cls(None)
 
     def read(self) -> tuple[float, int] | None:
-        if self.postmaster is None:
+        if self.postmaster is None or self.tree is None:
             return None
-        try:
-            children = self.postmaster.children(recursive=True)
-        except psutil.Error:
+        children = self.tree.descendants()
+        if children is None:
             return None
         # The postmaster's whole RSS (shared memory once), each backend's own pages.
         main_cpu, main_rss = _cpu_and_rss([self.postmaster], reaped=True)
@@ -151,6 +177,12 @@ class Sampler:
         self.reconnects = 0  # sessions opened again after losing one (the cross-check counts)
         self.conn = self._connect()
         self.me = psutil.Process()
+        # The client's processes are listed again when its own children change (--processes
+        # workers, LocalCluster nodes: multiprocessing knows them without a table walk), the
+        # server's when the number of the run's backends sampled changes.
+        self.client_tree = ProcessTree(self.me)
+        self._children_seen: frozenset[int] = frozenset()
+        self._backends_seen = -1
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self.target.with_params(
@@ -188,15 +220,22 @@ class Sampler:
             sample = self._tally.add(states)
             sample.at = now
             self._samples.append(sample)
+            if sample.backends != self._backends_seen and self.server is not None \
+                    and self.server.tree is not None:
+                self._backends_seen = sample.backends
+                self.server.tree.changed()
         if resources or not self._resources or now - self._resources[-1].at >= RESOURCES_EVERY_S:
-            self._read_resources(now)
+            self._read_resources(now, relist=resources)
 
-    def _read_resources(self, now: float) -> None:
-        try:
-            client = [self.me, *self.me.children(recursive=True)]
-        except psutil.Error:
-            client = [self.me]
-        cpu, rss = _cpu_and_rss(client, reaped=True)
+    def _read_resources(self, now: float, *, relist: bool = False) -> None:
+        children = frozenset(p.pid for p in multiprocessing.active_children())
+        if relist or children != self._children_seen:
+            self._children_seen = children
+            self.client_tree.changed()
+        if relist and self.server is not None and self.server.tree is not None:
+            self.server.tree.changed()
+        cpu, rss = _cpu_and_rss([self.me, *(self.client_tree.descendants() or ())],
+                                reaped=True)
         server = self.server.read() if self.server is not None else None
         self._resources.append(_Resources(now, cpu, rss, server[0] if server else None,
                                           server[1] if server else None))
