@@ -35,6 +35,8 @@ def main() -> None:
     report.line(f"psycopg:pool reads, 8 workers, {seconds:g} s per phase, best of {ROUNDS}: "
                 f"sampler every 100 ms {on:,.0f} ops/s, off {off:,.0f} ops/s = "
                 f"{on / off:.3f}x (target within 1%; this machine's run-to-run noise is larger)")
+    report.line("each round, on / off ops/s: " + ", ".join(
+        f"{a:,.0f} / {b:,.0f}" for a, b in zip(figures[0.1], figures[0.0], strict=True)))
     report.line(f"the sampler's own CPU: {max(shares):.2%} of the client process's CPU at most "
                 f"over {len(shares)} runs (measured with thread_time in its thread)")
     report.save()
