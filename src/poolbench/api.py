@@ -8,12 +8,15 @@ before the first write to the database, which is creating the table if missing.
 from __future__ import annotations
 
 import os
+import resource
 import threading
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, ratios
@@ -61,11 +64,33 @@ CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
 PROBED_DRIVERS = ("psycopg", "psycopg2", "asyncpg")
 if TYPE_CHECKING:
     from poolbench.analysis.sweep import SweepResults
+    from poolbench.strategies.base import StrategyInfo
 
+FD_HEADROOM = 64  # files a run opens besides its connections: admin, sampler, logs, reports
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
 # A no-pool client's next connect can reach PgBouncer before it has seen the last one
 # close: its max_client_conn leaves room for that churn and the admin console.
 PGBOUNCER_SPARE_CLIENTS = 100
+
+
+def _check_open_files(classes: list[type[StrategyInfo]], *, workers: int, pool_min: int,
+                      pool_max: int, processes: int) -> None:
+    """pgbench's check, before anything starts: each connection a process holds open is a
+    file descriptor, and the process may open only ``ulimit -n`` of them."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return
+    cls = max(classes, key=lambda c: c.connections_needed(workers=workers, pool_min=pool_min,
+                                                          pool_max=pool_max))
+    needed = cls.connections_needed(workers=workers, pool_min=pool_min, pool_max=pool_max)
+    per_process = -(-needed // processes)
+    in_use = psutil.Process().num_fds()
+    if per_process + in_use + FD_HEADROOM > soft:
+        each = f" ({per_process:,} in each of {processes} processes)" if processes > 1 else ""
+        raise ConfigError(
+            f"--workers {workers}: {cls.name} holds up to {needed:,} connections at once"
+            f"{each}, but a process may open only {soft:,} files (ulimit -n) and has "
+            f"{in_use} open; use fewer --workers, more --processes, or raise ulimit -n")
 
 
 def _now() -> str:
@@ -85,6 +110,9 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes = [load_strategy(name) for name in config.strategies]
+    if config.cluster is None:  # a cluster's nodes open their own, maybe elsewhere
+        _check_open_files(classes, workers=config.workers, pool_min=config.pool_min,
+                          pool_max=config.pool_max, processes=config.processes)
     if any(route.startswith("pgbouncer:") for route in config.via):
         find_pgbouncer(config.pgbouncer)  # missing: one line naming the install, nothing written
     if config.out_dir is not None:
@@ -387,6 +415,9 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         raise ConfigError("--pool-sizes and --workers must be whole numbers >= 1")
     axis = "pool_size" if len(pool_sizes) > 1 or len(workers) == 1 else "workers"
     classes = [load_strategy(name) for name in config.strategies]
+    if config.cluster is None:
+        _check_open_files(classes, workers=max(workers), pool_min=max(pool_sizes),
+                          pool_max=max(pool_sizes), processes=config.processes)
     grid = [(cls, p, w) for cls in classes
             for p, w in sorted({(p if cls.pooled else 0, w) for p in pool_sizes
                                 for w in workers}, key=lambda pw: (pw[0], pw[1]))]
