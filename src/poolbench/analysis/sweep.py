@@ -142,8 +142,13 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
         if largest is not pick and pick.latency.p99_us:
             growth = largest.latency.p99_us / pick.latency.p99_us
             gain = (largest.throughput_ops_s / pick.throughput_ops_s - 1) * 100
-            reason += (f"; above {n}, p99 grows {growth:.1f}× for {gain:+.0f}% throughput "
-                       f"(at {getattr(largest, axis)})")
+            at = getattr(largest, axis)
+            if gain >= 0 and growth >= 1.05:
+                reason += f"; above {n}, p99 grows {growth:.1f}× for {gain:+.0f}% throughput " \
+                          f"(at {at})"
+            else:  # nothing bought above it: say what the largest size did instead
+                reason += (f"; at {at}, throughput {gain:+.0f}% and p99 "
+                           f"{largest.latency.p99_us / 1000:.1f} ms ({growth:.1f}×)")
         capacity = None
         if app_instances and max_connections and axis == "pool_size":
             total = app_instances * n
