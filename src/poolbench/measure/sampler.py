@@ -35,6 +35,9 @@ RESOURCES_EVERY_S = 1.0
 MB = 1024 * 1024
 
 
+State = tuple[str | None, str | None, str | None, int]  # state, wait type, event, pid
+
+
 @dataclass(slots=True)
 class _Sample:
     """One look at pg_stat_activity, kept as counts (a long run keeps thousands)."""
@@ -55,9 +58,9 @@ class _Tally:
     waits: Counter[str] = field(default_factory=Counter)  # active rows by wait_event_type
     events: Counter[str] = field(default_factory=Counter)  # rows by "Type:Event"
 
-    def add(self, states: list[tuple[str | None, str | None, str | None]]) -> _Sample:
+    def add(self, states: list[State]) -> _Sample:
         active = idle = 0
-        for state, wait_type, wait_event in states:
+        for state, wait_type, wait_event, _ in states:
             if state == "active":
                 active += 1
                 self.waits[wait_type or "CPU"] += 1
@@ -179,17 +182,17 @@ class Sampler:
         self.me = psutil.Process()
         # The client's processes are listed again when its own children change (--processes
         # workers, LocalCluster nodes: multiprocessing knows them without a table walk), the
-        # server's when the number of the run's backends sampled changes.
+        # server's when the run's backends sampled (their pids) change.
         self.client_tree = ProcessTree(self.me)
         self._children_seen: frozenset[int] = frozenset()
-        self._backends_seen = -1
+        self._backends_seen: frozenset[int] = frozenset()
 
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self.target.with_params(
             application_name=SAMPLER_APPLICATION_NAME, connect_timeout="5").conninfo(),
             autocommit=True)
 
-    def _states(self) -> list[tuple[str | None, str | None, str | None]] | None:
+    def _states(self) -> list[State] | None:
         """The backends' states, or None when the server cannot be asked right now (it
         restarted, or terminated us): the sample is then skipped, never the run."""
         try:
@@ -200,16 +203,16 @@ class Sampler:
         except psycopg.Error:
             return None
 
-    def _query(self) -> list[tuple[str | None, str | None, str | None]]:
+    def _query(self) -> list[State]:
         self.statements += 1
         if self.application_names is None:
             return self.conn.execute(
-                "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE "
+                "SELECT state, wait_event_type, wait_event, pid FROM pg_stat_activity WHERE "
                 "datname = current_database() AND backend_type = 'client backend' AND "
                 "pid <> pg_backend_pid() AND application_name NOT LIKE 'poolbench%%'"
             ).fetchall()
         return self.conn.execute(
-            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity WHERE "
+            "SELECT state, wait_event_type, wait_event, pid FROM pg_stat_activity WHERE "
             "datname = current_database() AND backend_type = 'client backend' AND "
             "application_name = ANY(%s)", (list(self.application_names),)).fetchall()
 
@@ -220,9 +223,10 @@ class Sampler:
             sample = self._tally.add(states)
             sample.at = now
             self._samples.append(sample)
-            if sample.backends != self._backends_seen and self.server is not None \
+            backends = frozenset(row[3] for row in states)
+            if backends != self._backends_seen and self.server is not None \
                     and self.server.tree is not None:
-                self._backends_seen = sample.backends
+                self._backends_seen = backends
                 self.server.tree.changed()
         if resources or not self._resources or now - self._resources[-1].at >= RESOURCES_EVERY_S:
             self._read_resources(now, relist=resources)
