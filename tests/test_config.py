@@ -66,25 +66,3 @@ def test_masked_dsn_hides_the_password() -> None:
     assert t.password == "s3cr@t"
     assert t.masked() == "postgresql://bob:***@db.example:6432/app?sslmode=require"
     assert "s3cr" in t.masked(show_password=True)
-
-
-@pytest.mark.parametrize("command", ["run", "sweep"])
-def test_more_connections_than_open_files_is_refused_first(tmp_path: Path,
-                                                           command: str) -> None:
-    """Like pgbench: 400 connections held at once cannot fit in 300 file descriptors, so
-    the run is refused before a server starts or a file is written."""
-    import resource
-    import subprocess
-    import sys
-
-    def lower_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
-
-    proc = subprocess.run([sys.executable, "-m", "poolbench", command, "--strategies",
-                           "psycopg:none", "--workers", "400"], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL, preexec_fn=lower_limit)
-    assert proc.returncode == 2, proc.stderr
-    assert "psycopg:none holds up to 400 connections" in proc.stderr
-    assert "ulimit -n" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "reports").exists() and "embedded server" not in proc.stdout

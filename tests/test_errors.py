@@ -62,6 +62,26 @@ def test_more_workers_than_max_connections(tmp_path: Path, target: ConnectionTar
                           "--workers")
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_more_connections_than_open_files_is_refused_first(tmp_path: Path,
+                                                           command: str) -> None:
+    """Like pgbench: 400 connections held at once cannot fit in 300 file descriptors, so
+    the run is refused before a server starts or a file is written."""
+    import resource
+    import subprocess
+    import sys
+
+    def lower_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    proc = subprocess.run([sys.executable, "-m", "poolbench", command, "--strategies",
+                           "psycopg:none", "--workers", "400"], cwd=tmp_path, env=clean_env(),
+                          capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, preexec_fn=lower_limit)
+    assert_one_line_error(proc, 2, "psycopg:none holds up to 400 connections", "ulimit -n")
+    assert not (tmp_path / "reports").exists() and "embedded server" not in proc.stdout
+
+
 def test_missing_driver(tmp_path: Path, target: ConnectionTarget) -> None:
     shadow = tmp_path / "shadow"
     shadow.mkdir()

@@ -68,6 +68,7 @@ def sweep_png(results: SweepResults) -> bytes:
         ax.set_xticks(ticks, [str(n) for n in ticks])
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+        ax.set_ylim(bottom=0)  # from zero, so a 5% difference does not look like 50%
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
