@@ -103,12 +103,13 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
             "title": {"text": "Throughput second by second (phases in turn, first counted "
                                "trial)"},
             "xaxis": {"title": {"text": "seconds of measured phases"}},
-            "yaxis": {"title": {"text": "operations in that second"}}}}),
+            "yaxis": {"title": {"text": "operations in that second"}, "rangemode": "tozero"}}}),
         ("waiting", {"data": waiting, "layout": {
             "title": {"text": "Workers waiting for a pooled connection (or connecting, "
                                "without a pool), second by second"},
             "xaxis": {"title": {"text": "seconds of measured phases"}},
-            "yaxis": {"title": {"text": "workers acquiring (mean over the second)"}}}}),
+            "yaxis": {"title": {"text": "workers acquiring (mean over the second)"},
+                      "rangemode": "tozero"}}}),
     ]
 
 

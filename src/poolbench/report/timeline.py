@@ -56,6 +56,7 @@ class TimelineExporter:
         active_ax.set_title("The server's active backends (pg_stat_activity)")
         for ax in (ops_ax, p99_ax, wait_ax, active_ax):
             ax.grid(alpha=0.3)
+            ax.set_ylim(bottom=0)  # counts and times: from zero, so changes keep their size
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize="small")
         buf = io.BytesIO()
