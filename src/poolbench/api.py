@@ -399,7 +399,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
 
     A list of pool sizes sweeps the pool (min = max) at each client count; a list of
     workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
-    point. On an interrupt the points done so far are returned in :class:`Interrupted`.
+    point (and once with ``point`` None when the first begins, the input checked). On an
+    interrupt the points done so far are returned in :class:`Interrupted`.
     """
     from poolbench.analysis.findings import sweep_findings
     from poolbench.analysis.sweep import (
@@ -427,6 +428,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     interrupted: Interrupted | None = None
     facts: dict[str, object] = {}
     env: dict[str, object] = {}
+    if callable(on_point):
+        on_point(0, len(grid), None)
     with ExitStack() as stack:
         target = config.target
         if target is None:

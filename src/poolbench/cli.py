@@ -429,23 +429,33 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
     out = Console(width=None if sys.stdout.isatty() else 140)
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, [])
-    with Progress(console=Console(stderr=True)) as progress:
-        task = progress.add_task("sweep", total=None)
+    # Started once the sweep has checked its input, so a refusal prints alone.
+    progress = Progress(console=Console(stderr=True))
+    task = progress.add_task("sweep", total=None)
 
-        def on_point(done: int, total: int, point: object) -> None:
-            progress.update(task, completed=done, total=total,
-                            description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
-                                        f"workers {point.workers}")
-        try:
-            with interrupt.installed():
-                results = api.sweep(config, pool_sizes=sizes, workers=clients,
-                                    p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
-                                    on_point=on_point)
-        except Interrupted as exc:
-            if exc.results is not None:
-                render_sweep(exc.results, out)
-            exc.exit_code = 128 + (interrupt.signum or signal.SIGINT)
-            raise
+    def on_point(done: int, total: int, point: object) -> None:
+        if point is None:
+            progress.update(task, total=total)
+            progress.start()
+            return
+        progress.update(task, completed=done, total=total,
+                        description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
+                                    f"workers {point.workers}")
+    try:
+        with interrupt.installed():
+            results = api.sweep(config, pool_sizes=sizes, workers=clients,
+                                p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
+                                on_point=on_point)
+    except Interrupted as exc:
+        if progress.live.is_started:
+            progress.stop()
+        if exc.results is not None:
+            render_sweep(exc.results, out)
+        exc.exit_code = 128 + (interrupt.signum or signal.SIGINT)
+        raise
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     render_sweep(results, out)
     out.print(f"Sweep written to {config.out_dir}/ (sweep.json, sweep.png)", highlight=False)
 
