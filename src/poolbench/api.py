@@ -80,9 +80,10 @@ def _check_open_files(classes: list[type[StrategyInfo]], *, workers: int, pool_m
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return
-    cls = max(classes, key=lambda c: c.connections_needed(workers=workers, pool_min=pool_min,
-                                                          pool_max=pool_max))
-    needed = cls.connections_needed(workers=workers, pool_min=pool_min, pool_max=pool_max)
+    needs = {c: c.connections_needed(workers=workers, pool_min=pool_min, pool_max=pool_max)
+             for c in classes}
+    cls = max(needs, key=needs.__getitem__)
+    needed = needs[cls]
     per_process = -(-needed // processes)
     in_use = psutil.Process().num_fds()
     if per_process + in_use + FD_HEADROOM > soft:

@@ -110,7 +110,6 @@ class ProcessTree:
     def __init__(self, root: psutil.Process) -> None:
         self.root = root
         self.members: list[psutil.Process] | None = None  # None: list at the next read
-        self.listings = 0
 
     def changed(self) -> None:
         self.members = None
@@ -121,7 +120,6 @@ class ProcessTree:
                 self.members = self.root.children(recursive=True)
             except psutil.Error:
                 return None
-            self.listings += 1
         return self.members
 
 
