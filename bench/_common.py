@@ -1,6 +1,6 @@
 """Shared by the benchmark scripts: the machine's facts, and a report that is printed and
 kept in ``bench/results/NAME.txt`` (with date, machine, versions and commit), so every
-figure the README quotes can be traced to the run that produced it."""
+figure the docs quote (docs/performance.md and others) can be traced to the run that produced it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What a new connection costs on the embedded server, slice by slice, and each driver's
-connect() alone and at 8 threads (the figures the README's "What we found" quotes).
+connect() alone and at 8 threads (the figures docs/what-we-found.md quotes).
 Run: python bench/connect_cost.py [samples, default 200]
 """
 

@@ -1,6 +1,6 @@
 """Findings: rules over a run's measurements that name a known pathology, its evidence,
 and the fix. Each rule is a pure function of the result model (and the server's core
-count when the server is on this machine); the README lists them with their thresholds.
+count when the server is on this machine); docs/findings.md lists them with their thresholds.
 """
 
 from __future__ import annotations

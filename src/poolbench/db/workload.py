@@ -144,7 +144,7 @@ def ensure_table(conn: Any, table: str) -> bool:
             raise PermissionProblem(
                 f"role {user!r} may not create table {table!r} in database {db!r}; "
                 f"GRANT CREATE ON SCHEMA public TO {user}, or create the table with the seed's "
-                "DDL (see README)") from None
+                "DDL (see docs/workload.md)") from None
         return True
     check_shape(conn, table)
     return False

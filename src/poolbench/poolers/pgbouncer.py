@@ -33,7 +33,7 @@ START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.02
 # Startup parameters PgBouncer 1.18 does not track: accepted and not forwarded (so
-# --statement-timeout does not reach the server through it; see the README).
+# --statement-timeout does not reach the server through it; see docs/routes.md).
 IGNORED_STARTUP_PARAMETERS = "extra_float_digits,options,statement_timeout"
 # The first PgBouncer that keeps prepared statements in transaction mode.
 PREPARED_STATEMENTS_SINCE = (1, 21)

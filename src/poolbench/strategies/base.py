@@ -51,7 +51,7 @@ class StrategyInfo:
     driver: ClassVar[str]  # the importable package the strategy needs
     pooled: ClassVar[bool]
     is_async: ClassVar[bool]
-    per_operation: ClassVar[str]  # what happens per operation, shown in README and JSON
+    per_operation: ClassVar[str]  # what happens per operation, shown in docs/strategies.md and JSON
     # What the driver or pool sends besides one statement per operation (a reset on
     # release, start-up queries), or None: then a pooler's counts must equal ours.
     pooler_extra: ClassVar[str | None] = None
