@@ -46,12 +46,19 @@ class StopFlag(Protocol):
 @dataclass
 class PhaseRun:
     """Raw outcome of one phase: its clock (start and end on this machine's monotonic
-    clock), per-worker recorders, rows created."""
+    clock), per-worker recorders, rows created.
+
+    What the start barrier decided, so it can be checked without timing anything:
+    ``starts_ns`` holds each share's clock start (one per process; with ``--rate`` its
+    operation *n* is due ``n / rate`` after it), ``named_start_ns`` the instant the
+    parent named to every process (None in one process)."""
 
     start_ns: int
     end_ns: int
     recorders: list[OperationRecorder]
     created: list[int] = field(default_factory=list)
+    starts_ns: list[int] = field(default_factory=list)
+    named_start_ns: int | None = None
 
     @property
     def elapsed_s(self) -> float:
@@ -281,7 +288,7 @@ def _phase_run(source: WorkSource, finished: list[_Worker],
             carried.add(rec.kind)
     created = (source.live.remaining() if isinstance(source, MixSource)
                else [i for w in finished for i in w.created])
-    return PhaseRun(source.start_ns, end, recorders, created)
+    return PhaseRun(source.start_ns, end, recorders, created, [source.start_ns])
 
 
 def call_operation(strategy: SyncStrategy, statement: Statement, params: tuple[object, ...],

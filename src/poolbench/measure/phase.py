@@ -92,11 +92,13 @@ class WorkSource:
 
     def next(self) -> tuple[Params, int | None] | None:
         """The next operation's parameters and scheduled start (None: not paced); None at end."""
-        due = self._due()
+        due = self.due()
         return None if due is None else (self.spec.params_at(due[0]), due[1])
 
-    def _due(self) -> tuple[int, int | None] | None:
-        """The next operation's number and scheduled start; None at the end of the phase."""
+    def due(self) -> tuple[int, int | None] | None:
+        """The next operation's number and scheduled start (``start_ns + number / rate``;
+        None: not paced); None at the end of the phase. This is the pacing plan: the
+        workers only wait for each start, so tests check the plan here, not by timing."""
         spec = self.spec
         number = spec.offset + next(self._numbers) * spec.stride
         if spec.count is not None and number >= spec.count:
@@ -165,7 +167,7 @@ class MixSource(WorkSource):
 
     def next_mix(self) -> MixItem | None:
         """The next operation: statement, parameters, scheduled start, the row it took."""
-        due = self._due()
+        due = self.due()
         if due is None:
             return None
         number, scheduled = due

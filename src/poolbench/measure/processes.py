@@ -50,10 +50,15 @@ def process_settings(settings: StrategySettings, part: int, parts: int) -> Strat
 
 
 class ProcessExecutor:
-    """The executor protocol of :mod:`poolbench.measure.runner`, over several processes."""
+    """The executor protocol of :mod:`poolbench.measure.runner`, over several processes.
+
+    ``go_ahead_s``: how far after "go" the named start lies; a process that learns it
+    late starts when it learns it (a negative value makes every process late, which is
+    how the tests check that no clock is ever backdated)."""
 
     def __init__(self, cls: type[Strategy], settings: StrategySettings, *, processes: int,
-                 stop: StopFlag) -> None:
+                 stop: StopFlag, go_ahead_s: float = GO_AHEAD_S) -> None:
+        self.go_ahead_s = go_ahead_s
         ctx = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self.outer_stop = stop
         self.stop = ctx.Event()
@@ -79,7 +84,7 @@ class ProcessExecutor:
         parts = len(self.pipes)
         self._send_all([("phase", spec.share(p, parts)) for p in range(parts)])
         failure = self._gather_or_failure()  # "ready": every process's workers wait
-        start = now_ns() + int(GO_AHEAD_S * 1e9)
+        start = now_ns() + int(self.go_ahead_s * 1e9)
         self._send_all([("go", start)] * parts)  # sent even after a failure: no one hangs
         if failure is not None:
             self._gather_or_failure()
@@ -88,7 +93,9 @@ class ProcessExecutor:
         recorders = [r for run in runs for r in run.recorders]
         on_progress(sum(r.ok + sum(r.errors.values()) for r in recorders))
         return PhaseRun(min(run.start_ns for run in runs), max(run.end_ns for run in runs),
-                        recorders, [i for run in runs for i in run.created])
+                        recorders, [i for run in runs for i in run.created],
+                        starts_ns=[s for run in runs for s in run.starts_ns],
+                        named_start_ns=start)
 
     def close(self) -> None:
         """Close every process's pool; a process that already failed has nothing to close
