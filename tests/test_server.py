@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
 from conftest import clean_env
 
-from poolbench.db.server import EmbeddedServer
+from poolbench.db.server import EmbeddedServer, pgserver_bin_dir
 from poolbench.db.target import ConnectionTarget
 
 
@@ -50,3 +54,32 @@ def test_server_command_prints_masked_dsn_and_stops_on_sigterm(tmp_path) -> None
             socket.create_connection(("127.0.0.1", port), timeout=3)
     finally:
         proc.kill()
+
+
+def test_root_run_leaves_a_private_install_directory_as_it_was(tmp_path: Path) -> None:
+    """pgserver installed under a directory only its owner may enter (pyenv under /root):
+    as root the server runs as user pgserver, from a copy poolbench makes; no directory
+    of the install changes mode, not even the private one above it. The server's files
+    are readable by their owner only, so the copy is a copy, not a link."""
+    private = tmp_path / "home"
+    site = private / "site-packages"
+    pginstall = pgserver_bin_dir().parent
+    package = pginstall.parent
+    shutil.copytree(pginstall, site / package.name / pginstall.name,
+                    ignore=shutil.ignore_patterns("*.a"))
+    libs = package.parent / f"{package.name}.libs"  # the wheel's vendored libpq
+    shutil.copytree(libs, site / libs.name)
+    for path in (site / package.name).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o700 if path.stat().st_mode & 0o100 else 0o600)
+    private.chmod(0o700)
+    modes = {p: stat.S_IMODE(p.lstat().st_mode) for p in (private, *private.rglob("*"))}
+    srv = EmbeddedServer(bin_dir=site / "pgserver" / "pginstall" / "bin")
+    try:
+        with psycopg.connect(srv.start().conninfo()) as conn:
+            data = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+        assert Path(data).owner() == ("pgserver" if os.geteuid() == 0 else tmp_path.owner())
+    finally:
+        srv.stop()
+    assert {p: stat.S_IMODE(p.lstat().st_mode) for p in (private, *private.rglob("*"))} == modes
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700

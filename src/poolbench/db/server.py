@@ -58,6 +58,72 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def stage_install(bin_dir: Path, into: Path) -> Path:
+    """A copy of the install whose ``bin`` is ``bin_dir``, under ``into``, that any user
+    can read; returns the copy's ``bin``.
+
+    The install (``bin``, ``lib``, ``share``: PostgreSQL finds them relative to its
+    binaries) keeps its place under its package directory, and the wheel's vendored
+    libraries (``pgserver.libs``, found by ``RPATH $ORIGIN/../../../pgserver.libs``) sit
+    beside it. Files are hard-linked when on the same filesystem and already readable by
+    others (a link shares the original's mode, which is not ours to change), else copied
+    and the copy made readable. Directories are created here, mode 0755."""
+    prefix = bin_dir.parent
+    package = prefix.parent
+    staged = into / package.name / prefix.name
+    for part in ("bin", "lib", "share"):
+        if (prefix / part).is_dir():
+            _mirror(prefix / part, staged / part)
+    vendored = package.parent / f"{package.name}.libs"
+    if vendored.is_dir():
+        _mirror(vendored, into / vendored.name)
+    for made in (into, into / package.name, staged):
+        made.chmod(0o755)
+    return staged / bin_dir.name
+
+
+def _mirror(source: Path, dest: Path) -> None:
+    import stat
+
+    for directory, subdirs, files in os.walk(source):
+        here = dest / Path(directory).relative_to(source)
+        here.mkdir(parents=True, exist_ok=True)
+        here.chmod(0o755)
+        for name in files:
+            src, dst = Path(directory) / name, here / name
+            if src.is_symlink() and not os.path.isabs(os.readlink(src)):
+                dst.symlink_to(os.readlink(src))  # e.g. libpq.so.5 -> libpq.so.5.16
+                continue
+            mode = src.stat().st_mode
+            executable = bool(mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
+            wanted = stat.S_IROTH | (stat.S_IXOTH if executable else 0)
+            if mode & wanted == wanted:
+                try:
+                    os.link(src, dst, follow_symlinks=True)
+                    continue
+                except OSError:
+                    pass  # another filesystem, or links refused: copy
+            shutil.copyfile(src, dst)
+            dst.chmod(0o755 if executable else 0o644)
+        for name in subdirs:
+            if (Path(directory) / name).is_symlink():  # os.walk does not descend into it
+                target = os.readlink(Path(directory) / name)
+                (here / name).symlink_to(target)
+
+
+def _check_reachable(path: Path, user: str, what: str) -> None:
+    """Refuse, rather than open up, a ``path`` that ``user`` cannot reach: every ancestor
+    must be searchable by others (the user is not their owner)."""
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:
+            raise ServerError(
+                f"{what}: user {user} (PostgreSQL refuses to run as root) cannot enter "
+                f"{directory} (mode {mode & 0o7777:04o}), and poolbench does not change the "
+                "mode of directories it did not create; set TMPDIR to a directory everyone "
+                "can enter, such as /tmp, or run poolbench as an ordinary user")
+
+
 _Started = TypeVar("_Started", bound="Service")
 
 
@@ -96,6 +162,7 @@ class EmbeddedServer(Service):
         self.port = port
         # Another installation's binaries (tests use one with contrib, for pg_stat_statements).
         self.bin_dir = bin_dir or pgserver_bin_dir()
+        self._installed_bin_dir = self.bin_dir  # bin_dir may point at a staged copy once started
         self.root: Path | None = None
         self.target: ConnectionTarget | None = None
         self._run_as = service_user()
@@ -153,6 +220,7 @@ class EmbeddedServer(Service):
                 pass  # already down; the directory is removed all the same
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
+        self.bin_dir = self._installed_bin_dir
 
     def restart(self) -> None:
         """Stop and start again on the same port and data (for fault tests)."""
@@ -167,25 +235,24 @@ class EmbeddedServer(Service):
     # -- steps -----------------------------------------------------------------
 
     def _prepare_permissions(self) -> None:
-        """PostgreSQL refuses to run as root: as pgserver does, run as user ``pgserver``."""
+        """PostgreSQL refuses to run as root: as pgserver does, run as user ``pgserver``.
+
+        That user must read the binaries, but poolbench never changes the mode of a
+        directory it did not create (pgserver's own helper opens every ancestor, e.g.
+        ``/root`` under pyenv): a self-contained install is staged instead, linked or
+        copied into this server's own directory, and run from there."""
         assert self.root is not None
         if self._run_as is None:
             return
         import pwd
-        import stat
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions
-        ensure_prefix_permissions(self.bin_dir)
-        read = stat.S_IRGRP | stat.S_IROTH
-        ensure_folder_permissions(self.bin_dir, read | stat.S_IXGRP | stat.S_IXOTH)
-        for shared in (self.bin_dir.parent / "lib", self.bin_dir.parent / "share"):
-            if shared.is_dir():  # pgserver's layout; a system install is readable already
-                ensure_folder_permissions(shared, read)
-        ensure_prefix_permissions(self.root)
+        _check_reachable(self.root.parent, self._run_as, "the temporary directory (TMPDIR)")
         entry = pwd.getpwnam(self._run_as)
-        os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        os.chown(self.root, entry.pw_uid, entry.pw_gid)  # ours: made by mkdtemp above
+        if (self.bin_dir.parent / "share").is_dir():
+            self.bin_dir = stage_install(self.bin_dir, self.root / "install")
+        else:  # a system install (e.g. Debian's): readable by everyone, or refused
+            _check_reachable(self.bin_dir, self._run_as, f"the PostgreSQL binaries {self.bin_dir}")
 
     def _initdb(self, password: str) -> None:
         assert self.root is not None
