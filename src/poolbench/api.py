@@ -12,11 +12,14 @@ import resource
 import threading
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import psutil
+import psycopg
+import psycopg2
 
 from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, ratios
@@ -24,7 +27,7 @@ from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.target import APPLICATION_NAME, ConnectionTarget
+from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, redact
 from poolbench.db.workload import (
     Workload,
     count_own_rows,
@@ -38,7 +41,7 @@ from poolbench.environment import manifest
 from poolbench.errors import ConfigError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.measure import combine
-from poolbench.measure.cluster import connect_cluster
+from poolbench.measure.cluster import ClusterNodes, connect_cluster
 from poolbench.measure.connect_probe import connect_cost
 from poolbench.measure.harness import executor_kind, harness_us_per_op
 from poolbench.measure.processes import share
@@ -50,9 +53,11 @@ from poolbench.poolers.routes import open_route
 from poolbench.report import ExportManager, check_writable
 from poolbench.results import (
     SCHEMA_VERSION,
+    ActivitySummary,
     Calibration,
     ConnectCost,
     CrossCheck,
+    PoolerCheck,
     RunResults,
     StrategyResult,
     Verification,
@@ -110,6 +115,23 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
+    classes = _check_input(config, events)
+    with ExitStack() as stack:
+        session = _open_session(config, classes, events, stop, stack, on_server)
+        done = _measure_strategies(session, classes)
+        cost, not_measured = _measure_connect_cost(session, classes)
+        calibration, why = _calibrate(session, done)
+        not_measured.update(why)
+        results = session.finish(done, partial=stop.is_set(), calibration=calibration,
+                                 connect_cost=cost, not_measured=not_measured)
+        if stop.is_set():
+            raise Interrupted(f"interrupted; partial results written, rows of run "
+                              f"{session.workload.run_tag} deleted", results)
+        return results
+
+
+def _check_input(config: RunConfig, events: RunEvents) -> list[type[StrategyInfo]]:
+    """Every check that needs no server: drivers, open files, PgBouncer, the output folder."""
     classes = [load_strategy(name) for name in config.strategies]
     if config.cluster is None:  # a cluster's nodes open their own, maybe elsewhere
         _check_open_files(classes, workers=config.workers, pool_min=config.pool_min,
@@ -119,207 +141,306 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     if config.out_dir is not None:
         check_writable(config.out_dir)
         ExportManager(config.out_dir, chart=config.chart).subscribe(events)
+    return classes
 
-    started = _now()
-    with ExitStack() as stack:
-        # The cluster first: a node with other versions is refused before any row is written.
-        cluster = (connect_cluster(config.cluster, config.nodes, stack)
-                   if config.cluster is not None else None)
-        target = config.target
-        embedded: EmbeddedServer | None = None
-        if target is None:
-            needed = max(max(c.connections_needed(workers=config.workers,
-                                                  pool_min=config.pool_min,
-                                                  pool_max=config.pool_max),
-                             config.pool_max if c.pooled else 0) for c in classes)
-            server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
-                                    keep=config.keep_server)
-            target = server.start()
-            embedded = server
-            stack.callback(server.stop)
-            if callable(on_server):
-                on_server(server)
-        settings = StrategySettings(target=_strategy_target(config, target),
-                                    workers=config.workers, pool_min=config.pool_min,
-                                    pool_max=config.pool_max,
-                                    acquire_timeout_s=config.acquire_timeout_s)
-        admin = AdminSession(target)
-        stack.callback(admin.close)
-        facts = admin.call(server_facts)
-        events.connected.fire(target=target, server=facts)
-        pooler_size = config.effective_pooler_size
-        admin.call(lambda c: check_capacity(
-            c, {f"{cls.name}@{route}" if route != "direct" else cls.name:
-                cls.connections_needed(workers=config.workers, pool_min=config.pool_min,
-                                       pool_max=config.pool_max)
-                if route in ("direct", "pooler") else pooler_size
-                for cls in classes for route in config.via}, config.workers,
-            pool_max=config.pool_max if any(cls.pooled for cls in classes) else None))
-        admin.call(lambda c: ensure_table(c, config.table))
-        workload = _unused_workload(admin, config.table)
-        before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
-        server_cores = os.cpu_count() if _is_local(target) else None
-        app_name = target.get("application_name") or APPLICATION_NAME
-        probe = ServerProbe(admin, config.table, app_name)
-        sampler = None
-        if config.sample_interval_s:
-            # Opened now, before any strategy's snapshot: its session is in no window.
-            sampler = Sampler(target, (app_name,), config.sample_interval_s,
-                              server=ServerProcesses.find(
-                                  data_dir=str(embedded.data_dir) if embedded else None,
-                                  port=int(target.get("port") or 5432)
-                                  if server_cores is not None else None))
-            stack.callback(sampler.close)
-        events.run_started.fire(run_tag=workload.run_tag, table=config.table)
-        public = replace(config, target=target) if config.target is None else config
-        env = manifest(facts, embedded=config.target is None)
-        if cluster is not None:
-            env["cluster"] = cluster.describe(config.workers, config.pool_min, config.pool_max)
 
-        # The harness runs the path the strategies will: their executor kinds, one
-        # process's share of the workers, the run's progress hook (before any
-        # strategy starts, so progress views show nothing of it).
-        process_workers = share(config.workers, 0,
-                                len(cluster.nodes) if cluster else config.processes)
-        harness = {kind: harness_us_per_op(kind, process_workers,
-                                           lambda n: events.progress.fire(advance=n))
-                   for kind in dict.fromkeys(executor_kind(c) for c in classes)}
+@dataclass
+class _Session:
+    """What one run holds open while its strategies run: the server, the admin session,
+    the run's tag, the server-side probe and sampler; and what every result carries."""
 
-        def assemble(done: tuple[StrategyResult, ...], *, partial: bool,
-                     verification: Verification | None = None,
-                     calibration: Calibration | None = None,
-                     connect_cost: ConnectCost | None = None) -> RunResults:
-            return RunResults(schema_version=SCHEMA_VERSION, run_tag=workload.run_tag,
-                              partial=partial, started_at=started, finished_at=_now(),
-                              config=public.public_dict(), environment=env, strategies=done,
-                              # Timed phases (--duration) take the same time whatever the
-                              # strategy: the seed's time-for-the-work line means nothing then.
-                              comparison=comparison(done) if config.duration_s is None
-                              else None, verification=verification,
-                              calibration=calibration, harness_us_per_op=harness,
-                              connect_cost=connect_cost)
+    config: RunConfig
+    events: RunEvents
+    stop: threading.Event
+    target: ConnectionTarget
+    settings: StrategySettings
+    admin: AdminSession
+    workload: Workload
+    before: Any  # the other rows' snapshot, for the data check
+    probe: ServerProbe
+    sampler: Sampler | None
+    cluster: ClusterNodes | None
+    server_cores: int | None
+    started: str
+    environment: dict[str, object]
+    public: RunConfig
+    harness: dict[str, float] = field(default_factory=dict)
+    done: tuple[StrategyResult, ...] = ()  # every strategy finished so far, as configured
 
-        def finish(done: tuple[StrategyResult, ...], *, partial: bool,
-                   calibration: Calibration | None = None,
-                   connect_cost: ConnectCost | None = None) -> RunResults:
-            """The data check, then the results (final or partial) to every exporter."""
-            after = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
-            verification = Verification(
-                own_rows_left=admin.call(lambda c: count_own_rows(c, config.table,
-                                                                  workload.prefix)),
-                other_rows_before=before.rows, other_rows_after=after.rows,
-                other_rows_digest_before=before.digest, other_rows_digest_after=after.digest)
-            results = assemble(done, partial=partial, verification=verification,
-                               calibration=calibration, connect_cost=connect_cost)
-            results = replace(results, findings=findings(results, server_cores=server_cores))
-            events.run_finished.fire(results=results)
-            return results
+    def delete_own_rows(self) -> int:
+        """Whatever happened, the run's rows go: a sweep by run tag, on a fresh connection
+        if the server dropped ours."""
+        config, prefix = self.config, self.workload.prefix
+        return self.admin.call(lambda c: delete_own_rows(c, config.table, prefix))
 
-        def sweep() -> int:
-            # Whatever happened, the run's rows go: a sweep by run tag, on a fresh
-            # connection if the server dropped ours.
-            return admin.call(lambda c: delete_own_rows(c, config.table, workload.prefix))
+    def assemble(self, done: tuple[StrategyResult, ...], *, partial: bool,
+                 verification: Verification | None = None, **measured: Any) -> RunResults:
+        return RunResults(schema_version=SCHEMA_VERSION, run_tag=self.workload.run_tag,
+                          partial=partial, started_at=self.started, finished_at=_now(),
+                          config=self.public.public_dict(), environment=self.environment,
+                          strategies=done,
+                          # Timed phases (--duration) take the same time whatever the
+                          # strategy: the seed's time-for-the-work line means nothing then.
+                          comparison=comparison(done) if self.config.duration_s is None
+                          else None, verification=verification,
+                          harness_us_per_op=self.harness, **measured)
 
-        done: tuple[StrategyResult, ...] = ()
-        units = [(c, r) for c in classes for r in config.via]
-        rounds = config.warmup + config.trials
-        # --interleave: one trial at a time, the strategies' order rotating every round
-        # (as hyperfine and asv alternate commands), so a drift of the machine falls on
-        # every strategy alike; each window is checked against the server on its own.
-        schedule: list[tuple[int | None, int]] = (
-            [(t, (i + t) % len(units)) for t in range(rounds) for i in range(len(units))]
-            if config.interleave and rounds > 1 and len(units) > 1
-            else [(None, i) for i in range(len(units))])
-        windows: dict[int, list[tuple[Any, ...]]] = {}
-        order = {(c.name if r == "direct" else f"{c.name}@{r}"): i for i, (c, r) in
-                 enumerate(units)}
-        for trial, unit in schedule:
-            if stop.is_set():
-                break
-            cls, route_name = units[unit]
-            try:
-                with open_route(route_name, settings.target, pool_size=pooler_size,
-                                max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
-                                keep_prepared=config.keep_prepared,
-                                pooler=config.pooler_dsn, pgbouncer=config.pgbouncer) as route:
-                    # A mix works on rows made for it first (not measured, outside the
-                    # cross-check's window), tagged with the run's tag like every row.
-                    mix_rows = (admin.call(lambda c: make_rows(c, config.table, workload,
-                                                               config.rows))
-                                if config.mix else ())
-                    counters_before = probe.snapshot()
-                    sampled_before = sampler.statements if sampler else 0
-                    reconnected_before = sampler.reconnects if sampler else 0
-                    if sampler is not None:
-                        sampler.start()
-                    route.begin()
-                    measurement = run_strategy(
-                        cls, replace(settings, target=route.target,
-                                     prepared_statements=route.prepared_statements),
-                        workload=workload, rows=config.rows, warmup=config.warmup,
-                        trials=config.trials, events=events, stop=stop, pace=config.pace,
-                        processes=config.processes, cluster=cluster, only_trial=trial,
-                        mix=config.mix, mix_rows=mix_rows,
-                        label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
-                    activity = sampler.stop() if sampler is not None else None
-                    pooler = route.end(attempts=_attempts(measurement),
-                                       extra=cls.extra_traffic(
-                                           prepared_statements=route.prepared_statements))
-            except PoolbenchError as exc:
-                # A reported failure (a node lost, a pooler gone...): the run's rows go, and
-                # what was measured so far is written, marked partial, before the error.
-                sweep()
-                exc.results = finish(done, partial=True)
-                raise
-            except BaseException:
-                sweep()
-                raise
-            # The route's PgBouncer has stopped: its server connections have exited and
-            # published their counters.
-            check = _cross_check(probe, counters_before, measurement,
-                                 through_pooler=route_name != "direct",
-                                 sampler_statements=(sampler.statements - sampled_before)
-                                 if sampler else 0,
-                                 sampler_sessions=(sampler.reconnects - reconnected_before)
-                                 if sampler else 0)
-            part = (measurement, check, pooler, activity, sweep(), route.prepared_statements)
-            windows.setdefault(unit, []).append(part)
-            if trial is not None and trial < rounds - 1 and not stop.is_set():
-                continue  # this strategy has trials to come in later rounds
-            parts = windows.pop(unit)
-            done += (strategy_result(
-                combine.measurements([w[0] for w in parts]),
-                leftover_rows_deleted=sum(w[4] for w in parts),
-                server=combine.cross_checks([w[1] for w in parts]), route=route_name,
-                prepared_statements=parts[0][5],
-                pooler=combine.pooler_checks([w[2] for w in parts]),
-                activity=combine.activities([w[3] for w in parts])),)
-            done = tuple(sorted(done, key=lambda s: order[s.name]))  # as configured
-            events.strategy_finished.fire(results=assemble(done, partial=True))
-        cost = None
-        connect_drivers = tuple(dict.fromkeys(
-            c.driver for c in classes if not c.pooled and c.driver in PROBED_DRIVERS))
-        if connect_drivers and not stop.is_set():
-            # What each of the run's new connections cost, broken down (README: *What a
-            # new connection costs*), at one thread and at the run's concurrency.
-            cost = connect_cost(target, samples=max(CONNECT_SAMPLES, config.workers),
-                                concurrency=tuple(sorted({1, config.workers})),
-                                drivers=connect_drivers)
-        calibrated = None
-        if config.baseline == "pgbench" and not stop.is_set():
-            events.calibration_started.fire(seconds=config.baseline_seconds * 6)
-            try:
-                calibrated = calibrate(admin, target, workload, clients=config.workers,
-                                       seconds=config.baseline_seconds, stop=stop)
-            finally:
-                sweep()
-            if calibrated is not None:
-                calibrated = replace(calibrated, ratios=ratios(calibrated, done))
-        results = finish(done, partial=stop.is_set(), calibration=calibrated, connect_cost=cost)
-        if stop.is_set():
-            raise Interrupted(f"interrupted; partial results written, rows of run "
-                              f"{workload.run_tag} deleted", results)
+    def finish(self, done: tuple[StrategyResult, ...], *, partial: bool,
+               **measured: Any) -> RunResults:
+        """The data check, then the results (final or partial) to every exporter."""
+        table, prefix = self.config.table, self.workload.prefix
+        after = self.admin.call(lambda c: snapshot_others(c, table, prefix))
+        verification = Verification(
+            own_rows_left=self.admin.call(lambda c: count_own_rows(c, table, prefix)),
+            other_rows_before=self.before.rows, other_rows_after=after.rows,
+            other_rows_digest_before=self.before.digest, other_rows_digest_after=after.digest)
+        results = self.assemble(done, partial=partial, verification=verification, **measured)
+        results = replace(results, findings=findings(results, server_cores=self.server_cores))
+        self.events.run_finished.fire(results=results)
         return results
+
+
+def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: RunEvents,
+                  stop: threading.Event, stack: ExitStack, on_server: object) -> _Session:
+    """The cluster, the server, the checks that need it, the table and the run's tag; the
+    sampler and the harness's own cost. Nothing is written before the table check passes."""
+    started = _now()
+    # The cluster first: a node with other versions is refused before any row is written.
+    cluster = (connect_cluster(config.cluster, config.nodes, stack)
+               if config.cluster is not None else None)
+    target, embedded = _server(config, classes, stack, on_server)
+    admin = AdminSession(target)
+    stack.callback(admin.close)
+    facts = admin.call(server_facts)
+    events.connected.fire(target=target, server=facts)
+    admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
+                                        pool_max=config.pool_max
+                                        if any(cls.pooled for cls in classes) else None))
+    admin.call(lambda c: ensure_table(c, config.table))
+    workload = _unused_workload(admin, config.table)
+    before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
+    server_cores = os.cpu_count() if _is_local(target) else None
+    app_name = target.get("application_name") or APPLICATION_NAME
+    sampler = None
+    if config.sample_interval_s:
+        # Opened now, before any strategy's snapshot: its session is in no window.
+        sampler = Sampler(target, (app_name,), config.sample_interval_s,
+                          server=ServerProcesses.find(
+                              data_dir=str(embedded.data_dir) if embedded else None,
+                              port=int(target.get("port") or 5432)
+                              if server_cores is not None else None))
+        stack.callback(sampler.close)
+    events.run_started.fire(run_tag=workload.run_tag, table=config.table)
+    environment = manifest(facts, embedded=config.target is None)
+    if cluster is not None:
+        environment["cluster"] = cluster.describe(config.workers, config.pool_min,
+                                                  config.pool_max)
+    session = _Session(
+        config=config, events=events, stop=stop, target=target,
+        settings=StrategySettings(target=_strategy_target(config, target),
+                                  workers=config.workers, pool_min=config.pool_min,
+                                  pool_max=config.pool_max,
+                                  acquire_timeout_s=config.acquire_timeout_s),
+        admin=admin, workload=workload, before=before,
+        probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
+        server_cores=server_cores, started=started, environment=environment,
+        public=replace(config, target=target) if config.target is None else config)
+    session.harness = _harness(session, classes)
+    return session
+
+
+def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitStack,
+            on_server: object) -> tuple[ConnectionTarget, EmbeddedServer | None]:
+    """The user's target, or an embedded server sized for the run (stopped with ``stack``)."""
+    if config.target is not None:
+        return config.target, None
+    needed = max(max(c.connections_needed(workers=config.workers, pool_min=config.pool_min,
+                                          pool_max=config.pool_max),
+                     config.pool_max if c.pooled else 0) for c in classes)
+    server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
+                            keep=config.keep_server)
+    target = server.start()
+    stack.callback(server.stop)
+    if callable(on_server):
+        on_server(server)
+    return target, server
+
+
+def _connections_needed(config: RunConfig,
+                        classes: list[type[StrategyInfo]]) -> dict[str, int]:
+    """What each strategy on each route holds on the server at once: a pooler route holds
+    the pooler's pool."""
+    return {f"{cls.name}@{route}" if route != "direct" else cls.name:
+            cls.connections_needed(workers=config.workers, pool_min=config.pool_min,
+                                   pool_max=config.pool_max)
+            if route in ("direct", "pooler") else config.effective_pooler_size
+            for cls in classes for route in config.via}
+
+
+def _harness(session: _Session, classes: list[type[StrategyInfo]]) -> dict[str, float]:
+    """poolbench's own cost per operation, on the path the strategies will run: their
+    executor kinds, one process's share of the workers, the run's progress hook (before
+    any strategy starts, so progress views show nothing of it)."""
+    config, cluster, events = session.config, session.cluster, session.events
+    process_workers = share(config.workers, 0,
+                            len(cluster.nodes) if cluster else config.processes)
+    return {kind: harness_us_per_op(kind, process_workers,
+                                    lambda n: events.progress.fire(advance=n))
+            for kind in dict.fromkeys(executor_kind(c) for c in classes)}
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What one strategy measured in one window: one trial's worth (``--interleave``) or
+    all of its trials."""
+
+    measurement: StrategyMeasurement
+    check: CrossCheck | None
+    pooler: PoolerCheck | None
+    activity: ActivitySummary | None
+    rows_deleted: int
+    prepared_statements: bool
+
+
+def window_schedule(units: int, *, trials: int, interleave: bool) -> list[tuple[int | None, int]]:
+    """The windows a run measures, in order, as (counted trial or None for all, unit).
+
+    ``--interleave``: one counted trial at a time (each after its own warm-up), the units'
+    order rotating every round (as hyperfine and asv alternate commands), so a drift of
+    the machine falls on every unit alike."""
+    if interleave and trials > 1 and units > 1:
+        return [(t, (i + t) % units) for t in range(trials) for i in range(units)]
+    return [(None, i) for i in range(units)]
+
+
+def _measure_strategies(session: _Session,
+                        classes: list[type[StrategyInfo]]) -> tuple[StrategyResult, ...]:
+    """Every strategy on every route, window by window; each window is checked against the
+    server on its own, and a strategy's result is exported once its last window is done."""
+    config = session.config
+    units = [(c, r) for c in classes for r in config.via]
+    schedule = window_schedule(len(units), trials=config.trials, interleave=config.interleave)
+    last = {unit: i for i, (_, unit) in enumerate(schedule)}
+    order = {(c.name if r == "direct" else f"{c.name}@{r}"): i for i, (c, r) in enumerate(units)}
+    windows: dict[int, list[_Window]] = {}
+    for i, (trial, unit) in enumerate(schedule):
+        if session.stop.is_set():
+            break
+        cls, route_name = units[unit]
+        windows.setdefault(unit, []).append(_measure_window(session, cls, route_name, trial))
+        if i < last[unit] and not session.stop.is_set():
+            continue  # this strategy has trials to come in later rounds
+        parts = windows.pop(unit)
+        result = strategy_result(
+            combine.measurements([w.measurement for w in parts]),
+            leftover_rows_deleted=sum(w.rows_deleted for w in parts),
+            server=combine.cross_checks([w.check for w in parts]), route=route_name,
+            prepared_statements=parts[0].prepared_statements,
+            pooler=combine.pooler_checks([w.pooler for w in parts]),
+            activity=combine.activities([w.activity for w in parts]))
+        session.done = tuple(sorted((*session.done, result), key=lambda s: order[s.name]))
+        session.events.strategy_finished.fire(results=session.assemble(session.done,
+                                                                       partial=True))
+    return session.done
+
+
+def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
+                    trial: int | None) -> _Window:
+    """One strategy on one route for one window, between the server's (and the pooler's)
+    counters; on an error the run's rows go and what was measured so far is written,
+    marked partial, before the error."""
+    config, sampler, admin = session.config, session.sampler, session.admin
+    try:
+        with open_route(route_name, session.settings.target,
+                        pool_size=config.effective_pooler_size,
+                        max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
+                        keep_prepared=config.keep_prepared, pooler=config.pooler_dsn,
+                        pgbouncer=config.pgbouncer) as route:
+            # A mix works on rows made for it first (not measured, outside the
+            # cross-check's window), tagged with the run's tag like every row.
+            mix_rows = (admin.call(lambda c: make_rows(c, config.table, session.workload,
+                                                       config.rows))
+                        if config.mix else ())
+            counters_before = session.probe.snapshot()
+            sampled_before = sampler.statements if sampler else 0
+            reconnected_before = sampler.reconnects if sampler else 0
+            if sampler is not None:
+                sampler.start()
+            route.begin()
+            measurement = run_strategy(
+                cls, replace(session.settings, target=route.target,
+                             prepared_statements=route.prepared_statements),
+                workload=session.workload, rows=config.rows, warmup=config.warmup,
+                trials=config.trials, events=session.events, stop=session.stop,
+                pace=config.pace, processes=config.processes, cluster=session.cluster,
+                window=trial, mix=config.mix, mix_rows=mix_rows,
+                label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
+            activity = sampler.stop() if sampler is not None else None
+            pooler = route.end(attempts=_attempts(measurement),
+                               extra=cls.extra_traffic(
+                                   prepared_statements=route.prepared_statements))
+    except PoolbenchError as exc:
+        # A reported failure (a node lost, a pooler gone...).
+        session.delete_own_rows()
+        exc.results = session.finish(session.done, partial=True)
+        raise
+    except BaseException:
+        session.delete_own_rows()
+        raise
+    # The route's PgBouncer has stopped: its server connections have exited and
+    # published their counters.
+    check = _cross_check(session.probe, counters_before, measurement,
+                         through_pooler=route_name != "direct",
+                         sampler_statements=(sampler.statements - sampled_before)
+                         if sampler else 0,
+                         sampler_sessions=(sampler.reconnects - reconnected_before)
+                         if sampler else 0)
+    return _Window(measurement, check, pooler, activity, session.delete_own_rows(),
+                   route.prepared_statements)
+
+
+def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
+                          ) -> tuple[ConnectCost | None, dict[str, str]]:
+    """What each of the run's new connections cost, broken down (docs: *What a new
+    connection costs*), at one thread and at the run's concurrency; an optional
+    measurement: if it fails, the run says why and completes."""
+    config = session.config
+    drivers = tuple(dict.fromkeys(
+        c.driver for c in classes if not c.pooled and c.driver in PROBED_DRIVERS))
+    if not drivers or session.stop.is_set():
+        return None, {}
+    try:
+        return connect_cost(session.target, samples=max(CONNECT_SAMPLES, config.workers),
+                            concurrency=tuple(sorted({1, config.workers})),
+                            drivers=drivers), {}
+    except (PoolbenchError, OSError, psycopg.Error, psycopg2.Error, asyncpg.PostgresError) as exc:
+        return None, {"connect cost": _why(exc, session.target)}
+
+
+def _calibrate(session: _Session, done: tuple[StrategyResult, ...]
+               ) -> tuple[Calibration | None, dict[str, str]]:
+    """``--baseline pgbench``: the same statements run by pgbench on the same server; an
+    optional measurement: if pgbench fails, the run says why and completes."""
+    config = session.config
+    if config.baseline != "pgbench" or session.stop.is_set():
+        return None, {}
+    session.events.calibration_started.fire(seconds=config.baseline_seconds * 6)
+    try:
+        calibrated = calibrate(session.admin, session.target, session.workload,
+                               clients=config.workers, seconds=config.baseline_seconds,
+                               stop=session.stop)
+    except (PoolbenchError, OSError, psycopg.Error) as exc:
+        return None, {"pgbench calibration": _why(exc, session.target)}
+    finally:
+        session.delete_own_rows()
+    if calibrated is None:
+        return None, {}
+    return replace(calibrated, ratios=ratios(calibrated, done)), {}
+
+
+def _why(exc: BaseException, target: ConnectionTarget) -> str:
+    """An optional measurement's failure, in one line, the password masked."""
+    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0], target.password)
 
 
 def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,

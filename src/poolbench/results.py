@@ -326,6 +326,8 @@ class StrategyResult:
     def strategy(self) -> str:
         """The registry name (``name`` is ``STRATEGY@ROUTE`` off the direct route)."""
         return self.name.split("@", 1)[0]
+    # --interleave: each window's own counters (a fresh pool each), summed in ``stats``
+    window_stats: tuple[dict[str, int], ...] = ()
 
     @property
     def held_too_long(self) -> int:
@@ -409,6 +411,8 @@ class RunResults:
         """JSON-ready data (the password is already masked in ``config``)."""
         data = dataclasses.asdict(self)
         for strategy, raw in zip(self.strategies, data["strategies"]):
+    # optional measurements that failed, and why (the run completed without them)
+    not_measured: dict[str, str] = field(default_factory=dict)
             raw["total_median_s"] = strategy.total_median_s
             raw["error_count"] = strategy.error_count
             raw["held_too_long"] = strategy.held_too_long

@@ -36,7 +36,9 @@ def _pool_too_small(s: StrategyResult, run: RunResults, cores: int | None) -> Fi
 
 
 def _pool_churn(s: StrategyResult, run: RunResults, cores: int | None) -> Finding | None:
-    opened = s.stats.get("connections_opened", 0)
+    # Per window: --interleave opens a fresh pool in each, which opens its minimum again.
+    opened = max((w.get("connections_opened", 0) for w in s.window_stats),
+                 default=s.stats.get("connections_opened", 0))
     pool_max = int(run.config.get("pool_max") or 0)
     if not s.pooled or s.route != "direct" or opened <= 2 * pool_max:
         return None

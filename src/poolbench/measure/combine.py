@@ -21,7 +21,9 @@ def measurements(parts: list[StrategyMeasurement]) -> StrategyMeasurement:
         stats.update(m.stats)
     return StrategyMeasurement(parts[0].strategy, max(m.open_s for m in parts),
                                tuple(p for m in parts for p in m.phases), dict(stats),
-                               interrupted=any(m.interrupted for m in parts))
+                               interrupted=any(m.interrupted for m in parts),
+                               window_stats=tuple(m.stats for m in parts)
+                               if len(parts) > 1 else ())
 
 
 def _checks(parts: list[tuple[Check, ...]]) -> tuple[Check, ...]:

@@ -44,6 +44,8 @@ class StrategyMeasurement:
     phases: tuple[PhaseMeasurement, ...]
     stats: dict[str, int]
     interrupted: bool = False
+    # --interleave: each window's own counters (each window opens a fresh pool)
+    window_stats: tuple[dict[str, int], ...] = ()
 
 
 def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
@@ -51,14 +53,15 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
                  stop: threading.Event | None = None, pace: Pace | None = None,
                  processes: int = 1, label: str | None = None,
                  cluster: ClusterNodes | None = None,
-                 only_trial: int | None = None, mix: tuple[tuple[str, int], ...] = (),
+                 window: int | None = None, mix: tuple[tuple[str, int], ...] = (),
                  mix_rows: tuple[int, ...] = ()) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
 
-    ``only_trial`` runs that one trial (numbered among warm-up + counted trials, so a
-    number below ``warmup`` is a warm-up): ``--interleave`` runs strategies a trial at a
-    time. With ``mix``, a trial is one mixed phase over ``mix_rows`` (rows made for it),
-    whose survivors the next trial takes on.
+    ``window`` (``--interleave``, which runs strategies a counted trial at a time) runs
+    only counted trial number ``window``, after ``warmup`` warm-up trials of its own: each
+    window opens a fresh pool, and a fresh pool is cold. Trials are numbered in the order
+    the strategy runs them, across windows. With ``mix``, a trial is one mixed phase over
+    ``mix_rows`` (rows made for it), whose survivors the next trial takes on.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
     the strategy then closes and returns what it measured, marked interrupted.
@@ -68,13 +71,14 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
     executor = make_executor(cls, settings, stop=stop, processes=processes, cluster=cluster)
     measured: list[PhaseMeasurement] = []
     label = label or cls.name  # what progress shows: the strategy, and its route if any
-    events.strategy_started.fire(strategy=label, trials=warmup + trials)
+    # Every trial the strategy runs, in all its windows: what progress views count to.
+    events.strategy_started.fire(strategy=label, trials=trials + warmup * (
+        1 if window is None else trials))
     open_s = 0.0
     try:
         open_s = executor.open()
         live = list(mix_rows)
-        for trial in (range(warmup + trials) if only_trial is None else (only_trial,)):
-            warm = trial < warmup
+        for trial, warm in trial_plan(warmup=warmup, trials=trials, window=window):
             if mix:
                 if not _run_mix_trial(executor, label, workload, trial, warm, rows,
                                       pace.of_trial(warm), events, stop, measured, mix, live):
@@ -86,6 +90,18 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
         executor.close()
     return StrategyMeasurement(cls, open_s, tuple(measured), executor.stats(),
                                interrupted=stop.is_set())
+
+
+def trial_plan(*, warmup: int, trials: int,
+               window: int | None = None) -> tuple[tuple[int, bool], ...]:
+    """The trials a strategy runs, as (number, warm-up?): all of them, warm-ups first, or
+    one window's warm-ups and its counted trial. A counted trial keeps its number
+    (``warmup + window``) wherever it runs; a window's warm-ups are numbered after every
+    counted trial, so no two trials of a strategy share a number."""
+    if window is None:
+        return tuple((t, t < warmup) for t in range(warmup + trials))
+    first = warmup + trials + window * warmup
+    return (*((first + j, True) for j in range(warmup)), (warmup + window, False))
 
 
 def _run_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,

@@ -107,7 +107,7 @@ def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
                           stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
                           server=server, route=route, prepared_statements=prepared_statements,
-                          pooler=pooler, activity=activity)
+                          pooler=pooler, activity=activity, window_stats=m.window_stats)
 
 
 def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
