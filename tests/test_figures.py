@@ -228,3 +228,49 @@ def test_phase_sink_counts_a_straggling_second_and_every_operation() -> None:
     assert sum(sink.counts("latency").values()) == 802
     assert sum(sink.counts("acquire").values()) == 802 and not sink.counts("failed")
     assert not fast.latency and not slow.latency  # handed on: the sink holds them
+
+
+def test_time_bars_add_up_to_the_operation(target: ConnectionTarget, table: str) -> None:
+    """'Where an operation's time goes', in the PNG and in the HTML: each bar's segments
+    (waiting for a connection, the statement, the rest) stack to the operation's own mean.
+    Threads on a pool smaller than the workers: every segment has time in it."""
+    from poolbench.report.chart import ChartExporter
+    from poolbench.report.html import _figures
+
+    results = run(RunConfig(target=target, strategies=("psycopg2:threaded", "asyncpg:pool"),
+                            rows=300, workers=8, pool_min=4, pool_max=4, warmup=0, trials=1,
+                            table=table, out_dir=None))
+    phases = [(s.name, p) for s in results.strategies for p in s.phases]
+    assert len(phases) == 8
+
+    def near(total_ms: float, p: PhaseResult) -> bool:
+        # the three means are read from histograms at 0.1% precision
+        return abs(total_ms * 1000 - p.latency.mean_us) <= 0.002 * p.latency.mean_us + 0.2
+
+    fig = ChartExporter().figure(results)
+    try:
+        bars = [patch for patch in fig.axes[3].patches if patch.get_gid()]
+        tops: dict[tuple[str, int], list[float]] = {}
+        for strategy in results.strategies:
+            for segment in ("wait", "statement", "rest"):
+                mine = [b for b in bars if b.get_gid() == f"{strategy.name}:{segment}"]
+                assert len(mine) == len(strategy.phases), (strategy.name, segment)
+                for i, b in enumerate(mine):
+                    tops.setdefault((strategy.name, i), []).append(b.get_y() + b.get_height())
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    for name, p in phases:
+        i = [q.phase for q in next(s for s in results.strategies if s.name == name).phases]
+        top = tops[(name, i.index(p.phase))]
+        assert top == sorted(top) and near(top[-1], p), (name, p.phase, top, p.latency)
+
+    split = dict(_figures(results))["split"]["data"]
+    assert len(split) == 3
+    for k, (name, p) in enumerate(phases):
+        assert [trace["x"][0][k] for trace in split] == [name] * 3
+        assert near(sum(trace["y"][k] for trace in split), p), (name, p.phase, p.latency)
+    # the rest is a real share of a threaded pool's operation, not a rounding
+    assert any(p.release_mean_us > 0.01 * p.latency.mean_us for _, p in phases), [
+        (name, p.phase, p.latency.mean_us, p.release_mean_us) for name, p in phases]

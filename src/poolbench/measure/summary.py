@@ -57,6 +57,15 @@ def timeline(m: PhaseMeasurement) -> tuple[Second, ...]:
     return tuple(found)
 
 
+def release_mean_us(latency: LatencySummary, acquire: LatencySummary,
+                    execute: LatencySummary) -> float:
+    """The mean of what follows the statement in an operation (giving the connection back,
+    waiting for the interpreter): the operation's mean less its two measured parts. Each
+    mean is read from a histogram at 0.1% precision, so a rest of a few µs can come out
+    just below zero: it is then 0."""
+    return round(max(0.0, latency.mean_us - acquire.mean_us - execute.mean_us), 1)
+
+
 def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResult:
     counted = [m for m in measurements if not m.warmup]
     trials = tuple(trial_result(m) for m in measurements)
@@ -67,14 +76,15 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
     merged = {kind: merge_histograms([getattr(m, kind) for m in counted])
               for kind in HISTOGRAMS}
     paced = merged["scheduled"].get_total_count() > 0
+    latency, acquire, execute = (LatencySummary.of(merged[kind])
+                                 for kind in ("latency", "acquire", "execute"))
     return PhaseResult(
         phase=phase, trials=trials, median_s=median(seconds), min_s=min(seconds),
         max_s=max(seconds), ops=sum(m.ops for m in counted),
         throughput_ops_s=median([t.throughput_ops_s for t in trials if not t.warmup]),
         errors=dict(sorted(errors.items())),
-        latency=LatencySummary.of(merged["latency"]),
-        acquire=LatencySummary.of(merged["acquire"]),
-        execute=LatencySummary.of(merged["execute"]),
+        latency=latency, acquire=acquire, execute=execute,
+        release_mean_us=release_mean_us(latency, acquire, execute),
         histogram_latency_us=encode_histogram(merged["latency"]),
         histogram_acquire_us=encode_histogram(merged["acquire"]),
         histogram_execute_us=encode_histogram(merged["execute"]),

@@ -2,7 +2,8 @@
 
 Four panels read left to right: median seconds per phase (whiskers: min..max
 over trials), throughput, p99 latency, and the mean operation split into waiting
-for a connection and running the statement. Nothing here computes a statistic.
+for a connection, running the statement, and the rest (giving the connection back,
+waiting for the interpreter). Nothing here computes a statistic.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ class ChartExporter:
     @staticmethod
     def _split_panel(ax: Axes, strategies: tuple[StrategyResult, ...], width: float,
                      names: list[str]) -> None:
-        """Each bar is one strategy's mean operation split in two: waiting for a connection
-        (solid, bottom) and running the statement (hatched, top)."""
+        """Each bar is one strategy's mean operation split in three, bottom to top: waiting
+        for a connection (solid), the statement (hatched), and the rest: giving the
+        connection back and waiting for the interpreter (dotted). The bar's top is the
+        operation's mean."""
         import matplotlib.pyplot as plt
 
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -89,11 +92,16 @@ class ChartExporter:
                   for p in s.phases]
             wait = [p.acquire.mean_us / 1000 for p in s.phases]
             statement = [p.execute.mean_us / 1000 for p in s.phases]
+            rest = [p.release_mean_us / 1000 for p in s.phases]
             colour = colours[i % len(colours)]
-            ax.bar(xs, wait, width, color=colour)
-            ax.bar(xs, statement, width, bottom=wait, color=colour, alpha=0.45, hatch="//")
+            ax.bar(xs, wait, width, color=colour, gid=f"{s.name}:wait")
+            ax.bar(xs, statement, width, bottom=wait, color=colour, alpha=0.45, hatch="//",
+                   gid=f"{s.name}:statement")
+            ax.bar(xs, rest, width, bottom=[w + x for w, x in zip(wait, statement)],
+                   color=colour, alpha=0.2, hatch="..", gid=f"{s.name}:rest")
         ax.set_xticks(range(len(names)), names)
-        ax.set_xlabel("CRUD phase (solid: waiting for a connection; hatched: statement)")
+        ax.set_xlabel("CRUD phase (solid: waiting for a connection; hatched: statement;\n"
+                      "dotted: giving the connection back, waiting for the interpreter)")
         ax.set_ylabel("milliseconds, mean per operation")
-        ax.set_title("Wait for a connection vs statement")
+        ax.set_title("Where an operation's time goes")
         ax.grid(axis="y", alpha=0.3)

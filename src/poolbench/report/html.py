@@ -2,7 +2,8 @@
 interactive charts and every table of the console.
 
 Charts: throughput and p50/p99 latency per phase; per strategy, the mean time of an
-operation split into waiting for a connection and running the statement (stacked);
+operation split into waiting for a connection, running the statement and the rest (giving
+the connection back, waiting for the interpreter), stacked;
 latency percentile curves from the HDR histograms on a log-scaled percentile axis, as
 HdrHistogram's plotter draws them. Then the server and pooler cross-checks, the pgbench
 calibration, the environment and the config (the password is already masked in it).
@@ -54,12 +55,14 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
                 "y": [getattr(p.latency, f"p{q}_us") / 1000 for p in s.phases]}
                for s in strategies for q in (50, 99)]
     split = []
-    for kind, label in (("acquire", "waiting for a connection"), ("execute", "statement")):
+    for part, label in ((lambda p: p.acquire.mean_us, "waiting for a connection"),
+                        (lambda p: p.execute.mean_us, "statement"),
+                        (lambda p: p.release_mean_us,
+                         "giving the connection back, waiting for the interpreter")):
         split.append({"type": "bar", "name": label,
                       "x": [[s.name for s in strategies for _ in s.phases],
                             [p.phase for s in strategies for p in s.phases]],
-                      "y": [getattr(p, kind).mean_us / 1000 for s in strategies
-                            for p in s.phases]})
+                      "y": [part(p) / 1000 for s in strategies for p in s.phases]})
     curves = []
     for s in strategies:
         for p in s.phases:
@@ -92,8 +95,9 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
             "xaxis": {"title": {"text": "CRUD phase"}},
             "yaxis": {"title": {"text": "milliseconds"}}}}),
         ("split", {"data": split, "layout": {
-            "title": {"text": "Where an operation's time goes: waiting for a connection vs "
-                               "running the statement (means, successful operations)"},
+            "title": {"text": "Where an operation's time goes: waiting for a connection, the "
+                               "statement, giving the connection back (means, successful "
+                               "operations; a bar's top is the operation's mean)"},
             "barmode": "stack", "xaxis": {"title": {"text": "strategy / phase"}},
             "yaxis": {"title": {"text": "milliseconds (mean)"}}}}),
         ("percentiles", {"data": curves, "layout": {
