@@ -121,8 +121,8 @@ class Secrets:
         self.passwords: list[str] = []
 
     def add(self, target: ConnectionTarget | None) -> ConnectionTarget | None:
-        if target is not None and target.password:
-            self.passwords.append(target.password)
+        if target is not None:  # password, sslpassword...: every parameter named *pass*
+            self.passwords.extend(target.secrets())
         return target
 
     def redact(self, text: str) -> str:

@@ -2,13 +2,18 @@
 
 Every driver gets its parameters from here, and every place that shows a target
 to a person (console, JSON, logs, charts, errors) uses :meth:`ConnectionTarget.masked`,
-so the password has one way in and no way out.
+so the password has one way in and no way out. Every parameter whose name contains
+``pass`` (``password``, ``sslpassword``...) is a secret, masked alike.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import re
+import shlex
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus, unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -40,7 +45,7 @@ class ConnectionTarget:
         try:
             parsed = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
-            reason = redact(str(exc).strip().splitlines()[0], _password_guess(dsn))
+            reason = redact(str(exc).strip().splitlines()[0], *_password_guess(dsn))
             raise ConfigError(
                 f"{source}: cannot parse the DSN ({reason}); use postgresql://user@host:port/dbname"
             ) from None
@@ -64,6 +69,10 @@ class ConnectionTarget:
     @property
     def password(self) -> str | None:
         return self.get("password")
+
+    def secrets(self) -> tuple[str, ...]:
+        """The values of every secret parameter (see :func:`is_secret`), for :func:`redact`."""
+        return tuple(v for k, v in self.params if is_secret(k) and v)
 
     @property
     def dbname(self) -> str:
@@ -129,31 +138,60 @@ class ConnectionTarget:
         if "port" in p:
             netloc += f":{p['port']}"
         shown = {"user", "password", "host", "port", "dbname"}
-        rest = {k: v for k, v in p.items() if k not in shown}
-        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(rest.items()))
+        rest = {k: MASK if is_secret(k) else quote(v, safe="") for k, v in p.items()
+                if k not in shown}
+        query = "&".join(f"{k}={v}" for k, v in sorted(rest.items()))
         return f"postgresql://{netloc}/{quote(p.get('dbname', ''), safe='')}" + (
             f"?{query}" if query else ""
         )
 
 
+def is_secret(key: str) -> bool:
+    """A connection parameter that is never shown: any whose name contains ``pass``."""
+    return "pass" in key.lower()
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each secret (and its URL-quoted form) by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK).replace(quote(secret, safe=""), MASK)
+    """Replace every occurrence of each secret, in every escaped form it may take on its
+    way to a person (see :func:`secret_forms`), by ``***``."""
+    forms = {form for secret in secrets if secret for form in secret_forms(secret)}
+    for form in sorted(forms, key=len, reverse=True):  # longest first: no half-masked tail
+        text = text.replace(form, MASK)
     return text
 
 
-def _password_guess(dsn: str) -> str | None:
-    """Best-effort password of a DSN that libpq could not parse, so errors can hide it."""
+def secret_forms(secret: str) -> set[str]:
+    """``secret`` as written raw and as each format around poolbench escapes it: URL
+    (%-encoded, either case, ``+`` for space), Python ``repr``/``ascii`` (str and
+    UTF-8 bytes), JSON, libpq
+    conninfo (``\\'``), PgBouncer's and CSV's doubled quotes, HTML, shell."""
+    forms = {secret, secret.replace("\\", "\\\\").replace("'", "\\'"),
+             secret.replace("'", "''"), secret.replace('"', '""'),
+             html.escape(secret), html.escape(secret, quote=False), shlex.quote(secret)}
+    for url in (quote(secret, safe=""), quote(secret), quote(secret, safe="/:@"),
+                quote_plus(secret), quote_plus(secret, safe="/:@")):
+        forms |= {url, re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), url)}
+    for python in (repr(secret)[1:-1], ascii(secret)[1:-1], repr(secret.encode())[2:-1]):
+        forms |= {python, python.replace("'", "\\'"), python.replace('"', '\\"')}
+    forms |= {json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    return {form for form in forms if form}
+
+
+def _password_guess(dsn: str) -> tuple[str, ...]:
+    """Best-effort secrets of a DSN that libpq could not parse, so errors can hide them:
+    the URI's userinfo password and every ``*pass*=value`` of a query or conninfo."""
+    found: list[str] = []
     if "://" in dsn:
-        netloc = dsn.split("://", 1)[1].split("/", 1)[0]
+        netloc = dsn.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
         if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
-            return netloc.rsplit("@", 1)[0].split(":", 1)[1]
-    for token in dsn.split():
-        if token.startswith("password="):
-            return token.split("=", 1)[1].strip("'")
-    return None
+            found.append(netloc.rsplit("@", 1)[0].split(":", 1)[1])
+    for match in re.finditer(r"([A-Za-z_]*pass[A-Za-z_]*)\s*=\s*('(?:[^'\\]|\\.)*'?|[^\s&]*)",
+                             dsn, flags=re.IGNORECASE):
+        value = match[2]
+        found.append(value)
+        if value.startswith("'"):
+            found.append(re.sub(r"\\(.)", r"\1", value.strip("'")))
+    return tuple(v for value in found for v in {value, unquote(value)} if v)
 
 
 def _check_port(port: str, source: str) -> None:
