@@ -12,11 +12,12 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+from click.utils import PacifyFlushWrapper
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -32,6 +33,8 @@ from poolbench.report import file_exporters
 from poolbench.report.console import render
 from poolbench.results import RunResults
 from poolbench.strategies import parse_strategy_names
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ProgressView:
@@ -140,138 +143,202 @@ def cli() -> None:
     """Measure what connection pooling does for a PostgreSQL CRUD workload."""
 
 
+# run's options that are a RunConfig field as they are: option name -> field
+_CONFIG_FIELDS = {
+    "rows": "rows", "workers": "workers", "pool_min": "pool_min", "pool_max": "pool_max",
+    "warmup": "warmup", "warmup_seconds": "warmup_s", "trials": "trials",
+    "acquire_timeout": "acquire_timeout_s", "statement_timeout": "statement_timeout_s",
+    "duration": "duration_s", "rate": "rate", "processes": "processes",
+    "baseline": "baseline", "baseline_seconds": "baseline_seconds", "table": "table",
+    "pooler_size": "pooler_size", "keep_prepared": "keep_prepared",
+    "pgbouncer_bin": "pgbouncer", "cluster": "cluster", "nodes": "nodes",
+    "sample_interval": "sample_interval_s", "interleave": "interleave", "out_dir": "out_dir",
+    "keep_server": "keep_server", "show_password": "show_password",
+}
+
+
 def _run_config(secrets: Secrets, options: dict[str, Any], **overrides: Any) -> RunConfig:
-    """The RunConfig of `run`'s options as click parsed them (``overrides`` win); the
-    passwords of the targets they name are remembered, to be masked in any message."""
+    """The RunConfig of run's options as click parsed them (``overrides`` win; an option
+    the command does not take keeps RunConfig's default); the passwords of the targets
+    they name are remembered, to be masked in any message."""
     pooler_dsn = options["pooler_dsn"]
     pooler = secrets.add(ConnectionTarget.from_dsn(pooler_dsn, source="--pooler-dsn")
                          if pooler_dsn else None)
-    fields: dict[str, Any] = dict(
+    fields: dict[str, Any] = {field: options[name] for name, field in _CONFIG_FIELDS.items()
+                              if name in options}
+    fields.update(
         target=secrets.add(resolve_target(dsn=options["dsn"], env_file=options["env_file"],
                                           environ=os.environ)),
-        strategies=parse_strategy_names(options["strategies"]), rows=options["rows"],
-        workers=options["workers"], pool_min=options["pool_min"],
-        pool_max=options["pool_max"], warmup=options["warmup"],
-        warmup_s=options["warmup_seconds"], trials=options["trials"],
-        acquire_timeout_s=options["acquire_timeout"],
-        statement_timeout_s=options["statement_timeout"], duration_s=options["duration"],
-        rate=options["rate"], processes=options["processes"], baseline=options["baseline"],
-        baseline_seconds=options["baseline_seconds"], table=options["table"],
-        via=parse_routes(options["via"], pooler_dsn=pooler is not None),
-        pooler_size=options["pooler_size"], pooler_dsn=pooler,
-        keep_prepared=options["keep_prepared"], pgbouncer=options["pgbouncer_bin"],
-        cluster=options["cluster"], nodes=options["nodes"],
-        sample_interval_s=options["sample_interval"], interleave=options["interleave"],
+        strategies=parse_strategy_names(options["strategies"]),
+        via=parse_routes(options["via"], pooler_dsn=pooler is not None), pooler_dsn=pooler,
         mix=parse_mix(options["mix"]) if options["mix"] is not None else (),
-        out_dir=options["out_dir"], chart=not options["no_chart"],
-        keep_server=options["keep_server"], show_password=options["show_password"])
+        chart=not options["no_chart"])
     fields.update(overrides)
     return RunConfig(**fields)
 
 
-@cli.command()
-@click.option("--dsn", help="PostgreSQL URI or key=value DSN (overrides every other source).")
-@click.option("--env-file", type=click.Path(path_type=Path),
-              help="A .env file with DB_NAME, USER_NAME, PASSWORD, HOST, PORT [default: ./.env].")
-@click.option("--strategies", default=",".join(DEFAULT_STRATEGIES), show_default=True,
-              help="Comma-separated driver:pool names, or 'all'.")
-@click.option("-n", "--rows", type=int, default=1000, show_default=True,
-              help="Rows each trial creates, reads, updates and deletes.")
-@click.option("-w", "--workers", type=int, default=50, show_default=True,
-              help="Concurrent workers (threads, or asyncio tasks for asyncpg).")
-@click.option("--pool-min", type=int, default=1, show_default=True)
-@click.option("--pool-max", type=int, default=50, show_default=True)
-@click.option("--warmup", type=int, default=1, show_default=True,
-              help="Trials run first and not counted.")
-@click.option("--warmup-seconds", type=float, default=None,
-              help="Each warm-up trial runs its phases for this many seconds instead of "
-                   "--duration or -n rows.")
-@click.option("--trials", type=int, default=3, show_default=True, help="Counted trials.")
-@click.option("--acquire-timeout", type=float, default=30.0, show_default=True,
-              help="Seconds a worker may wait for a pooled connection.")
-@click.option("--statement-timeout", type=float, default=None,
-              help="Seconds a statement may run (server statement_timeout) [default: server's].")
-@click.option("--duration", type=float, default=None,
-              help="Run create, read and update for this many seconds each instead of -n rows "
-                   "(pgbench -T).")
-@click.option("--rate", type=float, default=None,
-              help="Open loop: schedule this many operations per second (pgbench -R); "
-                   "latency is also reported from each operation's scheduled start.")
-@click.option("--processes", type=int, default=1, show_default=True,
-              help="Spread the workers (and the pool: --pool-max/P each) over P processes.")
-@click.option("--mix", default=None,
-              help="One mixed timed phase per trial instead of the four, each operation's "
-                   "kind by weight, e.g. read=80,update=10,create=5,delete=5.")
-@click.option("--interleave", is_flag=True,
-              help="Run one trial of each strategy at a time, rotating their order every "
-                   "round (each trial opens the strategy's pool afresh).")
-@click.option("--sample-interval", type=float, default=0.1, show_default=True,
-              help="Seconds between samples of pg_stat_activity and of CPU/RSS (0: off).")
-@click.option("--cluster", envvar="DASK_SCHEDULER_ADDRESS", default=None,
-              help="Spread each strategy's workers over a Dask cluster: tcp://host:8786, "
-                   "tls://..., or local:N (a LocalCluster of N processes) "
-                   "[env: DASK_SCHEDULER_ADDRESS].")
-@click.option("--nodes", type=int, default=None,
-              help="Use this many of the cluster's workers [default: all].")
-@click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
-              help="After the strategies, run pgbench with the same statements and clients "
-                   "and report poolbench/pgbench ratios.")
-@click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
-              help="Seconds per pgbench run (6 runs: 3 scripts, persistent and -C).")
-@click.option("--via", default="direct", show_default=True,
-              help="Routes, comma-separated: direct, pgbouncer:session, pgbouncer:transaction "
-                   "(a PgBouncer poolbench starts), pooler (--pooler-dsn). Every strategy runs "
-                   "over every route.")
-@click.option("--pooler-size", type=int, default=None,
-              help="PgBouncer's default_pool_size (server connections) [default: --pool-max].")
-@click.option("--pooler-dsn", default=None,
-              help="DSN of a pooler you run (PgBouncer, pgcat, ...), for the route 'pooler'.")
-@click.option("--pgbouncer-bin", type=click.Path(path_type=Path), default=None,
-              help="The pgbouncer executable [default: pgbouncer on PATH, else /usr/sbin].")
-@click.option("--keep-prepared", is_flag=True,
-              help="Keep the drivers' prepared statements behind a transaction pooler (by "
-                   "default they are turned off where the pooler cannot keep them).")
-@click.option("--table", default="users", show_default=True, help="Table to benchmark on.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
-              show_default=True, help="Folder for the chart, results.json and results.csv.")
-@click.option("--no-chart", is_flag=True, help="Skip the PNG chart.")
-@click.option("--keep-server", is_flag=True,
-              help="Keep the embedded server running after the run and print its DSN.")
-@click.option("--show-password", is_flag=True,
-              help="With --keep-server: show the kept server's password in its printed DSN "
-                   "(never the password of your own server).")
-@click.option("--debug", is_flag=True, help="Print tracebacks (passwords still masked).")
-@click.pass_obj
-def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: str, rows: int,
-        workers: int,
-        pool_min: int, pool_max: int, warmup: int, warmup_seconds: float | None, trials: int,
-        acquire_timeout: float, statement_timeout: float | None, duration: float | None,
-        rate: float | None,
-        processes: int, mix: str | None, interleave: bool, sample_interval: float,
-        cluster: str | None,
-        nodes: int | None,
-        baseline: str | None,
-        baseline_seconds: float, via: str,
-        pooler_size: int | None, pooler_dsn: str | None, pgbouncer_bin: Path | None,
-        keep_prepared: bool, table: str,
-        out_dir: Path, no_chart: bool, keep_server: bool,
-        show_password: bool, debug: bool) -> None:
-    """Run the CRUD benchmark for each strategy and report it."""
+DEBUG = "poolbench.debug"  # in the context's meta: --debug was given (main prints tracebacks)
+
+
+def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--debug: main prints tracebacks, and psycopg_pool's log shows."""
+    ctx.meta[DEBUG] = value  # meta is shared with the group's context, which main keeps
     # psycopg_pool logs each connection it discards; poolbench counts those as errors.
-    logging.getLogger("psycopg.pool").setLevel(logging.INFO if debug else logging.ERROR)
-    config = _run_config(secrets, click.get_current_context().params)
+    logging.getLogger("psycopg.pool").setLevel(logging.INFO if value else logging.ERROR)
+    return value
+
+
+def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], F]:
+    """run's options, one list for every command that runs the benchmark.
+
+    ``run`` takes them all, ``calibrate`` all but ``--baseline`` (``baseline=False``: it
+    is implied). A sweep (``point=True``) takes those each of its points uses, with a
+    point's defaults (one trial of 3 s); a few are a whole run's only, since a sweep has
+    its own (a list of -w/--workers, --warmup in seconds) or runs no pgbench and keeps no
+    server.
+    """
+
+    def only(wanted: bool, *options: Callable[[F], F]) -> list[Callable[[F], F]]:
+        return list(options) if wanted else []
+
+    options = [
+        click.option("--dsn",
+                     help="PostgreSQL URI or key=value DSN (overrides every other source)."),
+        click.option("--env-file", type=click.Path(path_type=Path),
+                     help="A .env file with DB_NAME, USER_NAME, PASSWORD, HOST, PORT "
+                          "[default: ./.env]."),
+        click.option("--strategies", default=",".join(DEFAULT_STRATEGIES), show_default=True,
+                     help="Comma-separated driver:pool names, or 'all'."),
+        click.option("-n", "--rows", type=int, default=1000, show_default=True,
+                     help="Rows each trial creates, reads, updates and deletes."),
+        *only(not point,
+              click.option("-w", "--workers", type=int, default=50, show_default=True,
+                           help="Concurrent workers (threads, or asyncio tasks for "
+                                "asyncpg).")),
+        click.option("--pool-min", type=int, default=1, show_default=True),
+        click.option("--pool-max", type=int, default=50, show_default=True),
+        *only(not point,
+              click.option("--warmup", type=int, default=1, show_default=True,
+                           help="Trials run first and not counted."),
+              click.option("--warmup-seconds", type=float, default=None,
+                           help="Each warm-up trial runs its phases for this many seconds "
+                                "instead of --duration or -n rows.")),
+        click.option("--trials", type=int, default=1 if point else 3, show_default=True,
+                     help="Counted trials" + (" at each point." if point else ".")),
+        click.option("--acquire-timeout", type=float, default=30.0, show_default=True,
+                     help="Seconds a worker may wait for a pooled connection."),
+        click.option("--statement-timeout", type=float, default=None,
+                     help="Seconds a statement may run (server statement_timeout) "
+                          "[default: server's]."),
+        click.option("--duration", type=float, default=3.0 if point else None,
+                     show_default=point,
+                     help="Run create, read and update for this many seconds each instead "
+                          "of -n rows (pgbench -T)."),
+        click.option("--rate", type=float, default=None,
+                     help="Open loop: schedule this many operations per second (pgbench -R); "
+                          "latency is also reported from each operation's scheduled start."),
+        click.option("--processes", type=int, default=1, show_default=True,
+                     help="Spread the workers (and the pool: --pool-max/P each) over P "
+                          "processes."),
+        click.option("--mix", default=None,
+                     help="One mixed timed phase per trial instead of the four, each "
+                          "operation's kind by weight, e.g. read=80,update=10,create=5,"
+                          "delete=5" + (" [default: that mix]." if point else ".")),
+        click.option("--interleave", is_flag=True,
+                     help="Run one trial of each strategy at a time, rotating their order "
+                          "every round (each trial opens the strategy's pool afresh)."),
+        click.option("--sample-interval", type=float, default=0.1, show_default=True,
+                     help="Seconds between samples of pg_stat_activity and of CPU/RSS "
+                          "(0: off)."),
+        click.option("--cluster", envvar="DASK_SCHEDULER_ADDRESS", default=None,
+                     help="Spread each strategy's workers over a Dask cluster: "
+                          "tcp://host:8786, tls://..., or local:N (a LocalCluster of N "
+                          "processes) [env: DASK_SCHEDULER_ADDRESS]."),
+        click.option("--nodes", type=int, default=None,
+                     help="Use this many of the cluster's workers [default: all]."),
+        *only(baseline and not point,
+              click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
+                           help="After the strategies, run pgbench with the same statements "
+                                "and clients and report poolbench/pgbench ratios.")),
+        *only(not point,
+              click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
+                           help="Seconds per pgbench run (6 runs: 3 scripts, persistent "
+                                "and -C).")),
+        click.option("--via", default="direct", show_default=True,
+                     help="Routes, comma-separated: direct, pgbouncer:session, "
+                          "pgbouncer:transaction (a PgBouncer poolbench starts), pooler "
+                          "(--pooler-dsn). Every strategy runs over every route."),
+        click.option("--pooler-size", type=int, default=None,
+                     help="PgBouncer's default_pool_size (server connections) "
+                          "[default: --pool-max]."),
+        click.option("--pooler-dsn", default=None,
+                     help="DSN of a pooler you run (PgBouncer, pgcat, ...), for the route "
+                          "'pooler'."),
+        click.option("--pgbouncer-bin", type=click.Path(path_type=Path), default=None,
+                     help="The pgbouncer executable [default: pgbouncer on PATH, else "
+                          "/usr/sbin]."),
+        click.option("--keep-prepared", is_flag=True,
+                     help="Keep the drivers' prepared statements behind a transaction pooler "
+                          "(by default they are turned off where the pooler cannot keep "
+                          "them)."),
+        click.option("--table", default="users", show_default=True,
+                     help="Table to benchmark on."),
+        click.option("--out", "out_dir", type=click.Path(path_type=Path),
+                     default=Path("reports"), show_default=True,
+                     help="Folder for " + ("sweep.json and sweep.png." if point else
+                                           "the chart, results.json and results.csv.")),
+        click.option("--no-chart", is_flag=True, help="Skip the PNG chart."),
+        *only(not point,
+              click.option("--keep-server", is_flag=True,
+                           help="Keep the embedded server running after the run and print "
+                                "its DSN."),
+              click.option("--show-password", is_flag=True,
+                           help="With --keep-server: show the kept server's password in its "
+                                "printed DSN (never the password of your own server).")),
+        click.option("--debug", is_flag=True, callback=_remember_debug,
+                     help="Print tracebacks (passwords still masked)."),
+    ]
+
+    def apply(command: F) -> F:
+        for option in reversed(options):  # the first listed is the first in --help
+            command = option(command)
+        return command
+
+    return apply
+
+
+@cli.command()
+@run_options()
+@click.pass_obj
+def run(secrets: Secrets, **options: Any) -> None:
+    """Run the CRUD benchmark for each strategy and report it."""
+    _run(secrets, options)
+
+
+@cli.command()
+@run_options(baseline=False)
+@click.pass_obj
+def calibrate(secrets: Secrets, **options: Any) -> None:
+    """`poolbench run --baseline pgbench`: the run, then pgbench with the same statements
+    and clients on the same server, and poolbench/pgbench ratios. Takes run's options."""
+    _run(secrets, {**options, "baseline": "pgbench"})
+
+
+def _run(secrets: Secrets, options: dict[str, Any]) -> None:
+    """run and calibrate: one run of the benchmark, its progress, its reports."""
+    config = _run_config(secrets, options)
     # A pipe or file gets the full table, not rich's 80-column default.
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
     out = Console(width=width)
     err = Console(stderr=True)
     events = RunEvents()
-    view = ProgressView(err, None if duration or warmup_seconds else rows, warmup + trials,
-                        warmup)
+    view = ProgressView(err, None if config.duration_s or config.warmup_s else config.rows,
+                        config.warmup + config.trials, config.warmup)
     view.subscribe(events)
     kept: list[EmbeddedServer] = []
     # --show-password reveals only a password poolbench made (a kept embedded server's).
     events.connected.add_listener(lambda target, server: err.print(
-        f"database: {target.masked(show_password=show_password and target.embedded)} "
+        f"database: {target.masked(show_password=config.show_password and target.embedded)} "
         f"({target.source}), "
         f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
         highlight=False))
@@ -297,12 +364,13 @@ def run(secrets: Secrets, dsn: str | None, env_file: Path | None, strategies: st
         interrupted.exit_code = 128 + (interrupt.signum or signal.SIGINT)
         raise interrupted
     render(results, out)
-    written = ", ".join(e.filename for e in file_exporters(chart=not no_chart))
-    out.print(f"Reports written to {out_dir}/ ({written})", highlight=False)
-    if keep_server and kept:
+    written = ", ".join(e.filename for e in file_exporters(chart=config.chart))
+    out.print(f"Reports written to {config.out_dir}/ ({written})", highlight=False)
+    if config.keep_server and kept:
         server = kept[0]
         assert server.target is not None
-        out.print(f"Embedded server kept: {server.target.masked(show_password=show_password)}",
+        out.print("Embedded server kept: "
+                  f"{server.target.masked(show_password=config.show_password)}",
                   highlight=False)
         out.print(f"Stop it with: {server.stop_command()}", highlight=False)
     _check_data(results)
@@ -312,19 +380,6 @@ def _check_data(results: RunResults) -> None:
     if results.verification is not None and not results.verification.ok:
         raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
                                  f"remaining rows carry the prefix {results.run_tag}_")
-
-
-@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def calibrate(args: tuple[str, ...]) -> None:
-    """`poolbench run --baseline pgbench`: the run, then pgbench with the same statements
-    and clients on the same server, and poolbench/pgbench ratios. Takes run's options."""
-    if "-h" in args or "--help" in args:
-        click.echo("Usage: poolbench calibrate [RUN OPTIONS]  (same options as "
-                   "'poolbench run'; --baseline pgbench is implied)")
-        return
-    run.main(args=[*args, "--baseline", "pgbench"], prog_name="poolbench calibrate",
-             standalone_mode=False, obj=click.get_current_context().obj)
 
 
 @cli.command()
@@ -380,11 +435,11 @@ def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:
 DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command()
 @click.option("--pool-sizes", default=None,
               help="Pool sizes to sweep (min = max), e.g. 1,2,4,8,16,32 [default: --pool-max].")
-@click.option("--workers", "workers_list", default=None,
-              help="Client counts to sweep, e.g. 1,2,4,8 [default: -w].")
+@click.option("-w", "--workers", "workers_list", default="50", show_default=True,
+              help="Client counts to sweep, e.g. 1,2,4,8 (one number: at every point).")
 @click.option("--p99-slo", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Milliseconds: the recommended size must keep p99 within this.")
 @click.option("--phases", "four_phases", is_flag=True,
@@ -396,36 +451,25 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
 @click.option("--warmup", "warmup_seconds", type=click.FloatRange(min=0), default=1.0,
               show_default=True,
               help="Seconds each point runs on its fresh pool before it is measured (0: none).")
-@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+@run_options(point=True)
 @click.pass_obj
-def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
-          p99_slo: float | None, four_phases: bool, app_instances: int | None,
-          warmup_seconds: float, run_args: tuple[str, ...]) -> None:
+def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: float | None,
+          four_phases: bool, app_instances: int | None, warmup_seconds: float,
+          **options: Any) -> None:
     """Run the benchmark at several pool sizes (or client counts), fit the Universal
     Scalability Law, and recommend a pool size with its reason. Takes run's options too."""
     from rich.progress import Progress
 
     from poolbench.report.sweep_view import render_sweep
 
-    captured: dict[str, object] = {}
-
-    @click.command()
-    @click.pass_context
-    def collect(ctx: click.Context, **kwargs: object) -> None:
-        captured.update(kwargs)
-
-    collect.params = [p for p in run.params]
-    collect.main(args=[*run_args, *(["--duration", "3"] if "--duration" not in run_args
-                                    else [])], standalone_mode=False)
-    # A point is one trial after a warm-up of --warmup seconds; no pgbench, no kept server.
-    config = _run_config(secrets, captured, warmup=1 if warmup_seconds > 0 else 0,
+    clients = _int_list("--workers", workers_list)
+    assert clients is not None  # the option has a default
+    # A point is a run after a warm-up of --warmup seconds; no pgbench, no kept server.
+    config = _run_config(secrets, options, workers=max(clients),
+                         warmup=1 if warmup_seconds > 0 else 0,
                          warmup_s=warmup_seconds or None,
-                         trials=captured["trials"] if "--trials" in run_args else 1,
-                         mix=() if four_phases else parse_mix(captured["mix"] or DEFAULT_MIX),
-                         baseline=None, keep_server=False, show_password=False)
+                         mix=() if four_phases else parse_mix(options["mix"] or DEFAULT_MIX))
     sizes = _int_list("--pool-sizes", pool_sizes) or (config.pool_max,)
-    clients = _int_list("--workers", workers_list) or (config.workers,)
-    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     out = Console(width=None if sys.stdout.isatty() else 140)
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, [])
@@ -457,7 +501,8 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str | None,
         if progress.live.is_started:
             progress.stop()
     render_sweep(results, out)
-    out.print(f"Sweep written to {config.out_dir}/ (sweep.json, sweep.png)", highlight=False)
+    written = "sweep.json, sweep.png" if config.chart else "sweep.json"
+    out.print(f"Sweep written to {config.out_dir}/ ({written})", highlight=False)
 
 
 @cli.command("connect-cost")
@@ -561,12 +606,14 @@ def main(argv: list[str] | None = None) -> None:
     ``DATABASE_URL``, ``.env``, ``PG*``, the embedded server), in this one place.
     """
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
     secrets = Secrets()
+    meta: dict[str, Any] = {}  # the command's context fills it as it parses: DEBUG
     try:
-        cli.main(args=args, prog_name="poolbench", standalone_mode=False, obj=secrets)
+        with cli.make_context("poolbench", list(args), obj=secrets) as ctx:
+            meta = ctx.meta
+            cli.invoke(ctx)
     except PoolbenchError as exc:
-        if debug:
+        if meta.get(DEBUG):
             click.echo(secrets.redact(traceback.format_exc()), err=True)
         _fail(str(exc), exc.exit_code, secrets)
     except click.exceptions.Exit as exc:
@@ -575,8 +622,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), 2, secrets)
     except (KeyboardInterrupt, click.Abort):
         _fail("interrupted", 130, secrets)
+    except BrokenPipeError:  # the reader of our output went away (`| head`), as click does
+        sys.stdout, sys.stderr = PacifyFlushWrapper(sys.stdout), PacifyFlushWrapper(sys.stderr)
+        sys.exit(1)
     except Exception as exc:
-        if debug:
+        if meta.get(DEBUG):
             click.echo(secrets.redact(traceback.format_exc()), err=True)
         _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", 1,
               secrets)
