@@ -521,8 +521,10 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
 
     A list of pool sizes sweeps the pool (min = max) at each client count; a list of
     workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
-    point (and once with ``point`` None when the first begins, the input checked). On an
-    interrupt the points done so far are returned in :class:`Interrupted`.
+    point (and once with ``point`` None when the first begins, the input and the largest
+    point's connections checked). On an interrupt, or any error of poolbench's after the
+    first point began, the points done so far are written (marked partial) and carried by
+    the exception's ``results``.
     """
     from poolbench.analysis.findings import sweep_findings
     from poolbench.analysis.sweep import (
@@ -548,10 +550,9 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         check_writable(config.out_dir)
     points = []
     interrupted: Interrupted | None = None
+    failed: PoolbenchError | None = None
     facts: dict[str, object] = {}
     env: dict[str, object] = {}
-    if callable(on_point):
-        on_point(0, len(grid), None)
     with ExitStack() as stack:
         target = config.target
         if target is None:
@@ -559,6 +560,18 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                                                         + HEADROOM_CONNECTIONS))
             target = server.start()
             stack.callback(server.stop)
+        # The largest point is refused now, not after the smaller ones have run.
+        largest = replace(config, target=target, workers=max(workers),
+                          pool_min=max(pool_sizes), pool_max=max(pool_sizes))
+        admin = AdminSession(target)
+        try:
+            admin.call(lambda c: check_capacity(
+                c, _connections_needed(largest, classes), largest.workers,
+                pool_max=largest.pool_max if any(cls.pooled for cls in classes) else None))
+        finally:
+            admin.close()
+        if callable(on_point):
+            on_point(0, len(grid), None)
         for done, (cls, pool, clients) in enumerate(grid, start=1):
             if stop.is_set():
                 break
@@ -571,6 +584,11 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
             except Interrupted as exc:
                 interrupted = exc
                 break
+            except PoolbenchError as exc:
+                # Any reported error (a point over capacity, a lost node...): the points
+                # done so far are kept and written, marked partial, before the error.
+                failed = exc
+                break
             facts, env = result.environment.get("server", {}), result.environment
             point = point_of(result, result.strategies[0], pool_size=pool, workers=clients)
             points.append(point)
@@ -579,7 +597,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     cores = os.cpu_count() if config.target is None or _is_local(config.target) else None
     usable = facts.get("max_connections")
     results = SweepResults(
-        schema_version=SWEEP_SCHEMA_VERSION, partial=interrupted is not None or stop.is_set(),
+        schema_version=SWEEP_SCHEMA_VERSION,
+        partial=interrupted is not None or failed is not None or stop.is_set(),
         axis=axis, config={**config.public_dict(), "pool_sizes": list(pool_sizes),
                            "workers": list(workers), "p99_slo_ms": p99_slo_ms,
                            "app_instances": app_instances},
@@ -596,6 +615,9 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         from poolbench.report.sweep_view import write_sweep
 
         write_sweep(results, config.out_dir, chart=config.chart)
+    if failed is not None:
+        failed.results = results
+        raise failed
     if interrupted is not None or stop.is_set():
         raise Interrupted("interrupted; the sweep's points so far are written", results)
     return results
