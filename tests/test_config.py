@@ -1,8 +1,10 @@
-"""Where the database comes from: --dsn, DATABASE_URL, the seed's .env variables, PG*."""
+"""Where the database comes from: --dsn, DATABASE_URL, the seed's .env variables, PG*; and
+how run's options reach the config of every command that takes them."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,41 @@ def test_masked_dsn_hides_the_password() -> None:
     assert t.password == "s3cr@t"
     assert t.masked() == "postgresql://bob:***@db.example:6432/app?sslmode=require"
     assert "s3cr" in t.masked(show_password=True)
+
+
+def options_in_help(command: str, tmp_path: Path) -> set[str]:
+    result = run_cli(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"^ {2}(?:-\w, )?(--[a-z][a-z0-9-]*)", result.stdout, re.MULTILINE))
+
+
+def test_sweep_and_calibrate_list_runs_options(tmp_path: Path) -> None:
+    """One set of options: a sweep lists every option of run's that its points use, and
+    calibrate all of run's but --baseline, which it implies."""
+    run_options = options_in_help("run", tmp_path)
+    assert {"--dsn", "--duration", "--trials", "--mix", "--via", "--debug"} <= run_options
+    # A sweep has its own -w/--workers (a list) and --warmup (seconds), runs no pgbench
+    # and keeps no server.
+    whole_run_only = {"--warmup-seconds", "--baseline", "--baseline-seconds", "--keep-server",
+                      "--show-password"}
+    sweep_options = options_in_help("sweep", tmp_path)
+    assert run_options - whole_run_only <= sweep_options, run_options - sweep_options
+    assert not sweep_options & whole_run_only
+    assert options_in_help("calibrate", tmp_path) == run_options - {"--baseline"}
+
+
+def test_sweep_takes_runs_options_in_either_spelling(tmp_path: Path, target: ConnectionTarget,
+                                                     table: str) -> None:
+    """`--duration=1` and `--trials=2` (click's --x=1 form) reach the sweep's config as
+    `--x 1` does: the appended 3 s default and a looked-for `--trials` used to win."""
+    result = run_cli("sweep", "--strategies=psycopg:pool", "--pool-sizes=2", "-w", "2",
+                     "--duration=1", "--trials=2", "--warmup=0", "--rows=20", "--no-chart",
+                     f"--dsn={target.conninfo()}", "--table", table, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
+    config = data["config"]
+    assert (config["duration_s"], config["trials"], config["warmup"]) == (1.0, 2, 0)
+    assert (config["pool_sizes"], config["workers"], config["rows"]) == ([2], [2], 20)
+    assert [(p["pool_size"], p["workers"]) for p in data["points"]] == [(2, 2)]
+    assert not (tmp_path / "reports" / "sweep.png").exists()  # --no-chart reached it too
+    assert "Sweep written to reports/ (sweep.json)" in result.stdout
