@@ -16,7 +16,15 @@ from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import quote_ident
 from poolbench.events import RunEvents
 from poolbench.measure.harness import SAMPLE_OPERATIONS
-from poolbench.results import PHASES, LatencySummary, PhaseResult, StrategyResult, comparison
+from poolbench.results import (
+    PHASES,
+    SCHEMA_VERSION,
+    LatencySummary,
+    PhaseResult,
+    RunResults,
+    StrategyResult,
+    comparison,
+)
 
 
 @pytest.fixture
@@ -58,13 +66,77 @@ def _strategy(name: str, pooled: bool, seconds: float, errors: int) -> StrategyR
                           open_s=0.0, phases=phases, stats={}, leftover_rows_deleted=0)
 
 
+def _results(*strategies: StrategyResult, **config: object) -> RunResults:
+    return RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
+                      started_at="", finished_at="", environment={}, strategies=strategies,
+                      config={"rows": 10, "workers": 1, "pool_min": 1, "pool_max": 1,
+                              "trials": 1, **config},
+                      comparison=comparison(strategies), verification=None)
+
+
+def _console_text(results: RunResults) -> str:
+    from rich.console import Console
+
+    from poolbench.report.console import render_seed_lines
+
+    console = Console(record=True, width=300)
+    render_seed_lines(results, console)
+    return console.export_text()
+
+
 def test_headline_never_crowns_a_pool_that_failed() -> None:
     fails_fast = _strategy("psycopg2:simple", True, 0.1, errors=7)
-    clean = _strategy("psycopg:pool", True, 0.5, errors=0)
+    clean = _strategy("psycopg2:threaded", True, 0.5, errors=0)
     c = comparison((_strategy("psycopg2:none", False, 2.0, 0), fails_fast, clean))
-    assert c is not None and c.pooled == "psycopg:pool" and c.pooled_s == 2.0
-    assert c.excluded == {"psycopg2:simple": 28}
-    assert comparison((_strategy("psycopg2:none", False, 2.0, 0), fails_fast)) is None
+    assert c is not None
+    (line,) = c.drivers
+    assert line.pooled == "psycopg2:threaded" and line.pooled_s == 2.0
+    assert line.excluded == {"psycopg2:simple": 28}
+    c = comparison((_strategy("psycopg2:none", False, 2.0, 0), fails_fast))
+    assert c is not None and c.drivers == ()
+    assert c.unpaired == {"psycopg2:none": "every pooled psycopg2 strategy had failed "
+                                           "operations (psycopg2:simple: 28)"}
+
+
+def test_seed_line_pairs_each_no_pool_with_its_own_driver() -> None:
+    """asyncpg:pool is the fastest of all, but each no-pool strategy is compared with the
+    pools of its own driver: a faster driver is not a pool's gain. One line per driver."""
+    from poolbench.report.markdown import markdown
+
+    results = _results(_strategy("psycopg2:none", False, 2.0, 0),
+                       _strategy("psycopg2:threaded", True, 1.5, 0),
+                       _strategy("psycopg:none", False, 1.0, 0),
+                       _strategy("psycopg:pool", True, 0.25, 0),
+                       _strategy("asyncpg:pool", True, 0.1, 0))
+    c = results.comparison
+    assert c is not None and c.unpaired == {}
+    assert [(d.driver, d.no_pool, d.no_pool_s, d.pooled, d.pooled_s, d.gain_pct)
+            for d in c.drivers] == [
+        ("psycopg2", "psycopg2:none", 8.0, "psycopg2:threaded", 6.0, 25.0),
+        ("psycopg", "psycopg:none", 4.0, "psycopg:pool", 1.0, 75.0)]
+    lines = ["Without Pooling: 8.00s, With Pooling: 6.00s, Performance Gain: 25.00%",
+             "Without Pooling: 4.00s, With Pooling: 1.00s, Performance Gain: 75.00%"]
+    for text in (_console_text(results), markdown(results)):
+        assert [x.strip() for x in text.splitlines() if "Performance Gain" in x] == lines
+    # a no-pool strategy whose driver ran no pool gets no line, and says why
+    c = comparison((_strategy("psycopg2:none", False, 2.0, 0),
+                    _strategy("asyncpg:pool", True, 0.1, 0)))
+    assert c is not None and c.drivers == ()
+    assert c.unpaired == {"psycopg2:none": "no pooled psycopg2 strategy was run"}
+
+
+def test_a_no_pool_strategy_that_failed_is_flagged_in_every_view() -> None:
+    """Its time includes operations that did no work: every view says so beside the line."""
+    from poolbench.report.markdown import markdown
+
+    results = _results(_strategy("psycopg2:none", False, 2.0, 3),
+                       _strategy("psycopg2:threaded", True, 1.0, 0))
+    (line,) = results.comparison.drivers  # type: ignore[union-attr]
+    assert line.no_pool_errors == 12
+    flag = ("psycopg2:none had 12 failed operations: its time includes them though they did "
+            "no work, so this line does not compare the same work")
+    assert flag in _console_text(results)
+    assert f"**Warning:** {flag}" in markdown(results)
 
 
 def test_processes_start_together_and_hold_the_rate(target: ConnectionTarget,
@@ -274,3 +346,28 @@ def test_time_bars_add_up_to_the_operation(target: ConnectionTarget, table: str)
     # the rest is a real share of a threaded pool's operation, not a rounding
     assert any(p.release_mean_us > 0.01 * p.latency.mean_us for _, p in phases), [
         (name, p.phase, p.latency.mean_us, p.release_mean_us) for name, p in phases]
+
+
+def test_under_rate_the_seed_line_says_it_is_not_meaningful(target: ConnectionTarget,
+                                                            table: str) -> None:
+    """With --rate both strategies take rows / rate per phase: no gain is printed, and every
+    view says why."""
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    from poolbench.report.html import report_html
+    from poolbench.report.markdown import markdown
+
+    results = run(RunConfig(target=target, strategies=("psycopg2:none", "psycopg2:threaded"),
+                            rows=40, workers=2, pool_min=2, pool_max=2, warmup=0, trials=1,
+                            table=table, out_dir=None, rate=100.0))
+    c = results.comparison
+    assert c is not None and c.drivers == () and c.not_meaningful is not None
+    assert "--rate" in c.not_meaningful
+    for text in (_console_text(results), markdown(results), report_html(results)):
+        assert "Performance Gain" not in text and "no seed line: with --rate" in text
+    schema = json.loads(resources.files("poolbench").joinpath("results.schema.json")
+                        .read_text())
+    jsonschema.validate(json.loads(json.dumps(results.to_dict())), schema)

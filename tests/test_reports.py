@@ -50,7 +50,7 @@ def test_markdown_table_is_the_json(cli_run) -> None:
     _, out = cli_run
     data = json.loads((out / "results.json").read_text())
     lines = (out / "results.md").read_text().splitlines()
-    c = data["comparison"]
+    (c,) = data["comparison"]["drivers"]  # the default run: psycopg2 without and with a pool
     assert any(line.startswith(f"Without Pooling: {c['no_pool_s']:.2f}s, With Pooling: "
                                f"{c['pooled_s']:.2f}s, Performance Gain: {c['gain_pct']:.2f}%")
                for line in lines)
@@ -127,7 +127,7 @@ def test_json_matches_schema(cli_run) -> None:
 def test_console_numbers_are_the_json_numbers(cli_run) -> None:
     result, out = cli_run
     data = json.loads((out / "results.json").read_text())
-    c = data["comparison"]
+    (c,) = data["comparison"]["drivers"]
     assert (f"Without Pooling: {c['no_pool_s']:.2f}s, With Pooling: {c['pooled_s']:.2f}s, "
             f"Performance Gain: {c['gain_pct']:.2f}%") in result.stdout
     for strategy in data["strategies"]:

@@ -355,14 +355,18 @@ class StrategyResult:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """The seed's headline: first no-pool strategy vs the fastest pooled one (sum of medians).
+class DriverComparison:
+    """One driver's seed line: its no-pool strategy against its fastest pooled one on the
+    direct route (sums of per-phase medians), so that a pool's gain is not a driver's.
 
     Only a pooled strategy with no failed operation can be the fastest (a pool
     that fails fast would win otherwise); ``excluded`` names the pooled
-    strategies left out, with their failed operations.
+    strategies left out, with their failed operations. ``no_pool_errors`` > 0:
+    the no-pool strategy's time includes operations that failed and did no
+    work, so the line does not compare the same work.
     """
 
+    driver: str  # the part of a strategy's name before the colon: psycopg2, asyncpg, ...
     no_pool: str
     no_pool_s: float
     pooled: str
@@ -370,6 +374,21 @@ class Comparison:
     gain_pct: float
     no_pool_errors: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The seed's "time for the work" line, like with like: one line per driver that ran a
+    no-pool strategy and an error-free pooled one (``drivers``, in run order).
+
+    ``unpaired``: no-pool strategies with no such partner, and why. ``not_meaningful``:
+    why no line is drawn at all (with ``--rate`` every phase lasts about rows / rate
+    whatever the strategy); ``drivers`` and ``unpaired`` are empty then.
+    """
+
+    drivers: tuple[DriverComparison, ...] = ()
+    unpaired: dict[str, str] = field(default_factory=dict)
+    not_meaningful: str | None = None
     # The fastest error-free strategy of every route (pooler routes included), if the
     # run had more than the direct route.
     best_overall: str | None = None
@@ -411,13 +430,13 @@ class RunResults:
     # what a new connection costs, slice by slice (runs with a no-pool strategy)
     connect_cost: ConnectCost | None = None
     findings: tuple[Finding, ...] = ()  # pathologies the measurements show, with their fix
+    # optional measurements that failed, and why (the run completed without them)
+    not_measured: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready data (the password is already masked in ``config``)."""
         data = dataclasses.asdict(self)
         for strategy, raw in zip(self.strategies, data["strategies"]):
-    # optional measurements that failed, and why (the run completed without them)
-    not_measured: dict[str, str] = field(default_factory=dict)
             raw["total_median_s"] = strategy.total_median_s
             raw["error_count"] = strategy.error_count
             raw["held_too_long"] = strategy.held_too_long
@@ -430,25 +449,50 @@ class RunResults:
         return data
 
 
+PACED_COMPARISON = ("with --rate every phase lasts about rows / rate whatever the strategy, "
+                    "so the time for the work cannot tell the strategies apart: compare "
+                    "their latency from the scheduled start")
+
+
+def driver_of(s: StrategyResult) -> str:
+    """The driver a strategy's name starts with (``psycopg2:threaded`` -> ``psycopg2``)."""
+    return s.strategy.split(":", 1)[0]
+
+
 def comparison(strategies: tuple[StrategyResult, ...]) -> Comparison | None:
-    """The seed's headline on the direct route, or None without a complete no-pool and an
-    error-free pooled run there; with pooler routes, also the best of all routes."""
+    """The seed's line per driver on the direct route; None without a complete no-pool
+    strategy and a complete pooled one there. With pooler routes, also the best of all
+    routes. Under ``--rate`` (the phases were paced) no line, and why."""
     every = [s for s in strategies if len(s.phases) == len(PHASES)
              or (s.phases and s.phases[0].phase == "mix")]
     complete = [s for s in every if s.route == "direct"]
-    no_pool = next((s for s in complete if not s.pooled), None)
-    pooled = [s for s in complete if s.pooled and not s.error_count]
-    if no_pool is None or not pooled:
+    no_pools = [s for s in complete if not s.pooled]
+    if not no_pools or not any(s.pooled for s in complete):
         return None
-    best = min(pooled, key=lambda s: s.total_median_s)
-    gain = (no_pool.total_median_s - best.total_median_s) / no_pool.total_median_s * 100
+    if any(p.scheduled is not None for s in every for p in s.phases):
+        return Comparison(not_meaningful=PACED_COMPARISON)
+    lines, unpaired = [], {}
+    for no_pool in no_pools:
+        driver = driver_of(no_pool)
+        mine = [s for s in complete if s.pooled and driver_of(s) == driver]
+        excluded = {s.name: s.error_count for s in mine if s.error_count}
+        clean = [s for s in mine if not s.error_count]
+        if not clean:
+            unpaired[no_pool.name] = (
+                f"no pooled {driver} strategy was run" if not mine else
+                f"every pooled {driver} strategy had failed operations ("
+                + ", ".join(f"{name}: {n}" for name, n in excluded.items()) + ")")
+            continue
+        best = min(clean, key=lambda s: s.total_median_s)
+        gain = (no_pool.total_median_s - best.total_median_s) / no_pool.total_median_s * 100
+        lines.append(DriverComparison(
+            driver=driver, no_pool=no_pool.name, no_pool_s=no_pool.total_median_s,
+            pooled=best.name, pooled_s=best.total_median_s, gain_pct=gain,
+            no_pool_errors=no_pool.error_count, excluded=excluded))
     overall = None
     if len(every) > len(complete):
-        overall = min((s for s in every if not s.error_count), key=lambda s: s.total_median_s)
-    return Comparison(no_pool=no_pool.name, no_pool_s=no_pool.total_median_s, pooled=best.name,
-                      pooled_s=best.total_median_s, gain_pct=gain,
-                      no_pool_errors=no_pool.error_count,
-                      excluded={s.name: s.error_count for s in complete
-                                if s.pooled and s.error_count},
+        overall = min((s for s in every if not s.error_count), key=lambda s: s.total_median_s,
+                      default=None)
+    return Comparison(drivers=tuple(lines), unpaired=unpaired,
                       best_overall=overall.name if overall else None,
                       best_overall_s=overall.total_median_s if overall else None)

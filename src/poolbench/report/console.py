@@ -5,23 +5,19 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from poolbench.report.seed_line import run_sentences
 from poolbench.results import ConnectCost, Finding, RunResults
 
-
-def seed_line(results: RunResults) -> str | None:
-    """The seed's summary line, verbatim format; None without a no-pool and a pooled run."""
-    c = results.comparison
-    if c is None:
-        return None
-    return (f"Without Pooling: {c.no_pool_s:.2f}s, With Pooling: {c.pooled_s:.2f}s, "
-            f"Performance Gain: {c.gain_pct:.2f}%")
+STYLES = {"line": "", "detail": "dim", "warning": "yellow", "note": "dim"}
 
 
-def _excluded(results: RunResults) -> dict[str, int]:
-    """Pooled strategies that cannot be the headline's 'fastest': they had failures."""
-    if results.comparison is not None:
-        return results.comparison.excluded
-    return {s.name: s.error_count for s in results.strategies if s.pooled and s.error_count}
+def render_seed_lines(results: RunResults, console: Console) -> None:
+    """The seed's line per driver, with its warnings and notes."""
+    for sentence in run_sentences(results):
+        text = sentence.text if sentence.kind == "line" else (
+            f"  ({sentence.text})" if sentence.kind == "detail" else
+            f"  {sentence.text}" if sentence.kind == "warning" else f"({sentence.text})")
+        console.print(text, style=STYLES[sentence.kind], highlight=False, markup=False)
 
 
 def _ms(us: float) -> str:
@@ -29,24 +25,7 @@ def _ms(us: float) -> str:
 
 
 def render(results: RunResults, console: Console) -> None:
-    line = seed_line(results)
-    c = results.comparison
-    if results.config.get("duration_s") is not None:
-        console.print("(no seed line: with --duration every strategy runs for the same time; "
-                      "compare their throughput)", style="dim", highlight=False)
-    if line and c is not None:
-        console.print(line, highlight=False)
-        console.print(f"  (no pool: {c.no_pool}; pooled: {c.pooled}; sums of per-phase medians)",
-                      style="dim", highlight=False)
-        if c.no_pool_errors:
-            console.print(f"  [yellow]{c.no_pool} had {c.no_pool_errors} failed operations; "
-                          "its time covers the successful ones only[/]", highlight=False)
-    if c is not None and c.best_overall is not None:
-        console.print(f"Best of all routes: {c.best_overall} ({c.best_overall_s:.2f}s, sum of "
-                      "per-phase medians)", highlight=False)
-    for name, errors in _excluded(results).items():
-        console.print(f"  [yellow]{name} is left out of the fastest pooled strategy: "
-                      f"{errors} failed operations[/]", highlight=False)
+    render_seed_lines(results, console)
     table = Table(title=f"poolbench results — median of {results.config['trials']} trials, "
                         f"{results.config['rows']} rows, {results.config['workers']} workers")
     for col in ("strategy", "phase", "median s", "min..max s", "ops/s", "spread", "p50 ms",

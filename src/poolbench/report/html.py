@@ -18,6 +18,7 @@ from typing import Any
 
 from poolbench.measure.metrics import percentile_curve
 from poolbench.report import atomic_write
+from poolbench.report.seed_line import run_sentences
 from poolbench.report.timeline import series
 from poolbench.results import PHASES, RunResults
 
@@ -192,10 +193,10 @@ def report_html(results: RunResults) -> str:
     cfg = results.config
     title = (f"poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool "
              f"{cfg['pool_min']}..{cfg['pool_max']}" + (" (partial)" if results.partial else ""))
-    c = results.comparison
-    headline = (f"<p><b>Without Pooling: {c.no_pool_s:.2f}s, With Pooling: {c.pooled_s:.2f}s, "
-                f"Performance Gain: {c.gain_pct:.2f}%</b> (no pool: {_esc(c.no_pool)}; pooled: "
-                f"{_esc(c.pooled)})</p>") if c is not None else ""
+    headline = "".join({"line": "<p><b>{}</b></p>", "detail": '<p class="note">({})</p>',
+                        "warning": '<p class="bad">{}</p>', "note": '<p class="note">{}</p>'}
+                       [sentence.kind].format(_esc(sentence.text))
+                       for sentence in run_sentences(results))
     figures = _figures(results)
     divs = "".join(f'<div class="chart" id="{name}"></div>' for name, _ in figures)
     draw = "".join(f"Plotly.newPlot({json.dumps(name)}, {json.dumps(fig['data'])}, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from poolbench.report import atomic_write
+from poolbench.report.seed_line import run_sentences
 from poolbench.results import RunResults
 
 HEADER = ("| Strategy | Phase | Median [s] | Min [s] | Max [s] | Throughput [ops/s] | "
@@ -21,13 +22,9 @@ def markdown(results: RunResults) -> str:
     lines = [f"## poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool "
              f"{cfg['pool_min']}..{cfg['pool_max']}, median of {cfg['trials']} trials"
              + (" (partial)" if results.partial else ""), ""]
-    c = results.comparison
-    if c is not None:
-        lines += [f"Without Pooling: {c.no_pool_s:.2f}s, With Pooling: {c.pooled_s:.2f}s, "
-                  f"Performance Gain: {c.gain_pct:.2f}% (no pool: `{c.no_pool}`; pooled: "
-                  f"`{c.pooled}`)", ""]
-        if c.best_overall:
-            lines += [f"Best of all routes: `{c.best_overall}` ({c.best_overall_s:.2f}s)", ""]
+    for sentence in run_sentences(results):
+        lines += [{"line": "{}", "detail": "({})", "warning": "**Warning:** {}",
+                   "note": "_{}_"}[sentence.kind].format(sentence.text), ""]
     lines += [HEADER, "|" + "|".join(":---" if i < 2 else "---:" for i in range(11)) + "|"]
     for s in results.strategies:
         for p in s.phases:
