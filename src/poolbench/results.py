@@ -115,24 +115,36 @@ class PoolerCheck:
 
 @dataclass(frozen=True)
 class DriverConnect:
-    """A driver's own connect() + close(), timed per call, at one concurrency (threads)."""
+    """A driver's own connect() + close(), timed per call, at one concurrency (threads);
+    ``latency`` is None when it could not connect, and ``not_measured`` says why."""
 
     driver: str
     concurrency: int
-    latency: LatencySummary
+    latency: LatencySummary | None
+    not_measured: str | None = None
 
 
 @dataclass(frozen=True)
 class ConnectCost:
-    """What a new connection costs, slice by slice (the protocol probe), and each driver's
-    connect() single-threaded and under concurrency. ``total`` is the probe's whole
-    connection; the slices are contiguous parts of it (their means add up to its mean)."""
+    """What a new connection costs on one route, slice by slice (the protocol probe), and
+    each driver's connect() single-threaded and under concurrency.
+
+    ``route`` is where the connections went (``direct``, ``pgbouncer:session``, ...).
+    ``total`` is the probe's whole connection on a wall clock of its own (TCP connect to
+    socket closed); the slices are contiguous parts of it, and ``unaccounted`` is, per
+    connection, the wall time no slice covers (Terminate, close, the probe's bookkeeping).
+    When the probe could not measure (an authentication method it does not speak, a
+    refusal), ``slices`` is empty, ``total`` and ``unaccounted`` are None and
+    ``not_measured`` says why; the drivers' figures stand on their own."""
 
     samples: int
     tls: bool
     slices: dict[str, LatencySummary]
-    total: LatencySummary
+    total: LatencySummary | None
     drivers: tuple[DriverConnect, ...]
+    route: str = "direct"
+    unaccounted: LatencySummary | None = None
+    not_measured: str | None = None
 
     @property
     def parts_sum_us(self) -> float:

@@ -2,28 +2,42 @@
 
 The probe speaks PostgreSQL's wire protocol over a plain socket and times each
 step of one connection: the TCP connect; the TLS handshake (when ``sslmode``
-asks for it); the startup message and authentication exchange (for SCRAM: its
-round trips, the server's verification and, since the postmaster forks the
-backend as it accepts, the fork), with the client's SCRAM key derivation
-(PBKDF2, done by the maintained ``scramp`` library) timed as its own slice; the
-backend's start from AuthenticationOk to ReadyForQuery; and a first query
-(``SELECT 1``). The slices are contiguous, so they add up to the probe's total.
+asks for it); the startup message and authentication exchange (SCRAM, md5 or
+cleartext: its round trips, the server's verification and, since the postmaster
+forks the backend as it accepts, the fork), with the client's SCRAM key
+derivation (PBKDF2, done by the maintained ``scramp`` library) timed as its own
+slice; the backend's start from AuthenticationOk to ReadyForQuery; and a first
+query (``SELECT 1``). The slices are contiguous; a wall clock started before the
+TCP connect and stopped after the socket is closed times the whole connection,
+and what no slice covers (sending Terminate, closing, the probe's own
+bookkeeping) is reported as its own figure, so the slices are checked against
+an independent total rather than against their own sum.
+
 Beside it, each driver's own ``connect()`` is timed single-threaded and at each
 concurrency: what it costs above the single-threaded figure is waiting for the
-CPU and the GIL. The password is used only in memory, never logged.
+CPU and the GIL. Everything is measured against the target it is given: through
+a pooler route, that is the pooler, and the result carries the route's name.
+
+A measurement that cannot be made (an authentication method the probe does not
+speak, such as GSSAPI, SSPI or a client certificate; a driver that cannot
+connect) is reported as "not measured" with the reason, never raised: the
+connect cost is an optional part of a run. The password is used only in memory,
+never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import ssl
 import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from poolbench.db.target import ConnectionTarget
+from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConnectError
 from poolbench.measure.metrics import BucketCounts, bucket_index
 from poolbench.results import ConnectCost, DriverConnect, LatencySummary
@@ -32,6 +46,24 @@ SLICES = ("tcp", "tls", "auth_exchange", "scram_key_derivation", "backend_start"
           "first_query")
 PROBE_APPLICATION_NAME = "poolbench-probe"
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+TLS_MODES = ("require", "verify-ca", "verify-full")
+# Authentication requests the probe does not answer, by their protocol code; libpq's names.
+UNSPOKEN_METHODS = {2: "Kerberos V5", 6: "SCM credentials", 7: "GSSAPI", 8: "GSSAPI",
+                    9: "SSPI"}
+
+
+@dataclass(frozen=True)
+class ProbeTimes:
+    """One probe connection: nanoseconds per slice (see SLICES), and the wall time of the
+    whole connection, timed apart from the slices (TCP connect to socket closed)."""
+
+    slices: dict[str, int]
+    wall_ns: int
+
+    @property
+    def unaccounted_ns(self) -> int:
+        """The wall time no slice covers: Terminate, close, the probe's own bookkeeping."""
+        return self.wall_ns - sum(self.slices.values())
 
 
 class _Wire:
@@ -67,61 +99,23 @@ class _Wire:
                 return body
 
 
-def probe_once(target: ConnectionTarget) -> dict[str, int]:
-    """One connection, step by step; nanoseconds per slice (see SLICES)."""
-    import scramp
-
+def probe_once(target: ConnectionTarget) -> ProbeTimes:
+    """One connection, step by step. Raises ConnectError if the server refuses it or asks
+    for an authentication method the probe does not speak."""
+    start = time.perf_counter_ns()
     host, port = target.get("host") or "127.0.0.1", int(target.get("port") or 5432)
-    user, password = target.get("user") or "postgres", target.password or ""
     times: dict[str, int] = dict.fromkeys(SLICES, 0)
     t0 = time.perf_counter_ns()
     sock = socket.create_connection((host, port), timeout=30)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    t1 = time.perf_counter_ns()
-    times["tcp"] = t1 - t0
     try:
-        if target.get("sslmode") in ("require", "verify-ca", "verify-full", "prefer"):
-            sock.sendall(SSL_REQUEST)
-            if sock.recv(1) == b"S":
-                context = ssl.create_default_context()
-                if target.get("sslmode") in ("require", "prefer"):
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                sock = context.wrap_socket(sock, server_hostname=host)
-            elif target.get("sslmode") != "prefer":
-                raise ConnectError("sslmode asks for TLS but the server does not offer it")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t1 = time.perf_counter_ns()
+        times["tcp"] = t1 - t0
+        sock = _tls(sock, target, host)
         wire = _Wire(sock)
         t2 = time.perf_counter_ns()
         times["tls"] = t2 - t1
-        params = {"user": user, "database": target.dbname,
-                  "application_name": PROBE_APPLICATION_NAME}
-        wire.sock.sendall(_startup(params))
-        derivation = 0
-        client: scramp.ScramClient | None = None
-        while True:
-            kind, body = wire.receive()
-            if kind != b"R":
-                continue
-            code = struct.unpack("!i", body[:4])[0]
-            if code == 0:
-                break
-            if code == 10:  # SASL: the mechanisms the server offers
-                client = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
-                first = client.get_client_first().encode()
-                wire.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
-            elif code == 11 and client is not None:
-                client.set_server_first(body[4:].decode())
-                d0 = time.perf_counter_ns()
-                final = client.get_client_final().encode()  # PBKDF2 happens here
-                derivation = time.perf_counter_ns() - d0
-                wire.send(b"p", final)
-            elif code == 12 and client is not None:
-                client.set_server_final(body[4:].decode())
-            elif code == 3:
-                wire.send(b"p", password.encode() + b"\0")
-            else:
-                raise ConnectError(f"the probe speaks SCRAM and cleartext only; the server "
-                                   f"asked for authentication method {code}")
+        derivation = _authenticate(wire, target)
         t3 = time.perf_counter_ns()
         times["scram_key_derivation"] = derivation
         times["auth_exchange"] = t3 - t2 - derivation
@@ -134,7 +128,73 @@ def probe_once(target: ConnectionTarget) -> dict[str, int]:
         wire.send(b"X", b"")
     finally:
         sock.close()
-    return times
+    return ProbeTimes(slices=times, wall_ns=time.perf_counter_ns() - start)
+
+
+def _tls(sock: socket.socket, target: ConnectionTarget, host: str) -> socket.socket:
+    """The socket, wrapped in TLS when ``sslmode`` asks for it and the server offers it."""
+    mode = target.get("sslmode")
+    if mode not in (*TLS_MODES, "prefer"):
+        return sock
+    sock.sendall(SSL_REQUEST)
+    if sock.recv(1) != b"S":
+        if mode != "prefer":
+            raise ConnectError("sslmode asks for TLS but the server does not offer it")
+        return sock
+    context = ssl.create_default_context()
+    if mode in ("require", "prefer"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def _authenticate(wire: _Wire, target: ConnectionTarget) -> int:
+    """The startup message and the authentication exchange, up to AuthenticationOk;
+    returns the nanoseconds spent deriving the SCRAM key (0 for other methods)."""
+    import scramp
+
+    user, password = target.get("user") or "postgres", target.password or ""
+    wire.sock.sendall(_startup({"user": user, "database": target.dbname,
+                                "application_name": PROBE_APPLICATION_NAME}))
+    derivation = 0
+    client: scramp.ScramClient | None = None
+    while True:
+        kind, body = wire.receive()
+        if kind != b"R":
+            continue
+        code = struct.unpack("!i", body[:4])[0]
+        if code == 0:
+            return derivation
+        if code == 10:  # SASL: the mechanisms the server offers
+            offered = [m.decode() for m in body[4:].split(b"\0") if m]
+            if "SCRAM-SHA-256" not in offered:
+                raise ConnectError(f"the server offers SASL mechanisms {', '.join(offered)}; "
+                                      "the probe speaks SCRAM-SHA-256")
+            client = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
+            first = client.get_client_first().encode()
+            wire.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
+        elif code == 11 and client is not None:
+            client.set_server_first(body[4:].decode())
+            d0 = time.perf_counter_ns()
+            final = client.get_client_final().encode()  # PBKDF2 happens here
+            derivation = time.perf_counter_ns() - d0
+            wire.send(b"p", final)
+        elif code == 12 and client is not None:
+            try:
+                client.set_server_final(body[4:].decode())
+            except scramp.ScramException as exc:
+                raise ConnectError(f"the server's SCRAM signature did not verify: {exc}") from None
+        elif code == 5:  # md5: "md5" + md5(md5(password + user) + the server's 4-byte salt)
+            inner = hashlib.md5((password + user).encode(), usedforsecurity=False).hexdigest()
+            outer = hashlib.md5(inner.encode() + body[4:8], usedforsecurity=False).hexdigest()
+            wire.send(b"p", b"md5" + outer.encode() + b"\0")
+        elif code == 3:
+            wire.send(b"p", password.encode() + b"\0")
+        else:
+            method = UNSPOKEN_METHODS.get(code, f"authentication request {code}")
+            raise ConnectError(f"the server asks for {method} authentication, which the "
+                                  "probe does not speak (it speaks SCRAM-SHA-256, md5 and "
+                                  "cleartext passwords)")
 
 
 def _startup(params: dict[str, str]) -> bytes:
@@ -145,6 +205,10 @@ def _startup(params: dict[str, str]) -> bytes:
 
 def _summary(counts: BucketCounts) -> LatencySummary:
     return LatencySummary.of(counts.to_hdr())
+
+
+def _record(counts: BucketCounts, ns: int) -> None:
+    counts[bucket_index(ns // 1000 or 1)] += 1
 
 
 def _driver_connects(target: ConnectionTarget) -> dict[str, Callable[[], None]]:
@@ -175,19 +239,26 @@ def _driver_connects(target: ConnectionTarget) -> dict[str, Callable[[], None]]:
             "asyncpg": asyncpg_connect}
 
 
-def _timed_connects(connect: Callable[[], None], samples: int, concurrency: int) -> BucketCounts:
-    """``samples`` connects spread over ``concurrency`` threads; each one's wall time."""
+def _timed_connects(connect: Callable[[], None], samples: int,
+                    concurrency: int) -> tuple[BucketCounts, BaseException | None]:
+    """``samples`` connects spread over ``concurrency`` threads; each one's wall time, and
+    the first failure if any (a thread stops at its first failure)."""
     counts = BucketCounts()
+    failures: list[BaseException] = []
     lock = threading.Lock()
     per_thread = [samples // concurrency + (1 if i < samples % concurrency else 0)
                   for i in range(concurrency)]
 
     def loop(n: int) -> None:
         mine = BucketCounts()
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            connect()
-            mine[bucket_index((time.perf_counter_ns() - t0) // 1000 or 1)] += 1
+        try:
+            for _ in range(n):
+                t0 = time.perf_counter_ns()
+                connect()
+                _record(mine, time.perf_counter_ns() - t0)
+        except Exception as exc:  # whatever the driver raises: reported, never raised
+            with lock:
+                failures.append(exc)
         with lock:
             counts.add(mine)
 
@@ -196,25 +267,52 @@ def _timed_connects(connect: Callable[[], None], samples: int, concurrency: int)
         t.start()
     for t in threads:
         t.join()
-    return counts
+    return counts, failures[0] if failures else None
 
 
-def connect_cost(target: ConnectionTarget, *, samples: int = 200,
+def _why(exc: BaseException, target: ConnectionTarget) -> str:
+    """A failure in one line, the password masked."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return redact(line, target.password)
+
+
+def _probe(target: ConnectionTarget, samples: int
+           ) -> tuple[dict[str, BucketCounts], str | None]:
+    """The probe's histograms over ``samples`` connections (slices, total, unaccounted), or
+    why it measured nothing (it stops at the first failure)."""
+    counts = {name: BucketCounts() for name in (*SLICES, "total", "unaccounted")}
+    for _ in range(samples):
+        try:
+            times = probe_once(target)
+        except (ConnectError, OSError) as exc:  # OSError: refused, reset, timed out, TLS
+            return counts, _why(exc, target)
+        for name, ns in times.slices.items():
+            _record(counts[name], ns)
+        _record(counts["total"], times.wall_ns)
+        _record(counts["unaccounted"], times.unaccounted_ns)
+    return counts, None
+
+
+def connect_cost(target: ConnectionTarget, *, route: str = "direct", samples: int = 200,
                  concurrency: tuple[int, ...] = (1, 8),
                  drivers: tuple[str, ...] = ("psycopg", "psycopg2", "asyncpg")) -> ConnectCost:
-    """The probe's slices over ``samples`` connections, and each driver's connect()."""
-    slices = {name: BucketCounts() for name in (*SLICES, "total")}
-    for _ in range(samples):
-        times = probe_once(target)
-        for name, ns in times.items():
-            slices[name][bucket_index(ns // 1000 or 1)] += 1
-        slices["total"][bucket_index(sum(times.values()) // 1000 or 1)] += 1
+    """The probe's slices over ``samples`` connections to ``target``, and each driver's
+    connect(), labelled with ``route`` (the route ``target`` is the entry of: ``direct``,
+    ``pgbouncer:session``, ...). Never raises for a connection that fails or a method the
+    probe does not speak: that part of the result is "not measured", with the reason."""
+    counts, why = _probe(target, samples)
     found = _driver_connects(target)
-    measured = tuple(DriverConnect(driver=d, concurrency=n,
-                                   latency=_summary(_timed_connects(found[d], samples, n)))
-                     for d in drivers for n in concurrency)
-    summaries = {name: _summary(counts) for name, counts in slices.items()}
-    return ConnectCost(samples=samples, tls=target.get("sslmode") in ("require", "verify-ca",
-                                                                      "verify-full"),
-                       slices={n: summaries[n] for n in SLICES}, total=summaries["total"],
-                       drivers=measured)
+    measured = []
+    for d in drivers:
+        for n in concurrency:
+            timed, failure = _timed_connects(found[d], samples, n)
+            measured.append(DriverConnect(
+                driver=d, concurrency=n,
+                latency=_summary(timed) if failure is None else None,
+                not_measured=_why(failure, target) if failure is not None else None))
+    summaries = {name: _summary(c) for name, c in counts.items()}
+    return ConnectCost(samples=samples, tls=target.get("sslmode") in TLS_MODES, route=route,
+                       slices={n: summaries[n] for n in SLICES} if why is None else {},
+                       total=summaries["total"] if why is None else None,
+                       unaccounted=summaries["unaccounted"] if why is None else None,
+                       drivers=tuple(measured), not_measured=why)

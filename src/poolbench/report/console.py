@@ -246,30 +246,56 @@ SLICE_NAMES = {"tcp": "TCP connect", "tls": "TLS handshake",
                "scram_key_derivation": "SCRAM key derivation (client CPU)",
                "backend_start": "backend start (AuthenticationOk -> ReadyForQuery)",
                "first_query": "first query (SELECT 1)"}
+UNACCOUNTED_NAME = "in no slice (Terminate, close, the probe's own work)"
+
+
+def connect_cost_title(cost: ConnectCost) -> str:
+    """The probe's heading: how many connections, over TLS or not, on which route."""
+    return (f"What a new connection costs — protocol probe, {cost.samples} connections"
+            f"{' over TLS' if cost.tls else ''}, route {cost.route}")
 
 
 def render_connect_cost(cost: ConnectCost, console: Console) -> None:
     """The probe's slices of one new connection, then each driver's connect()."""
-    table = Table(title=f"What a new connection costs — protocol probe, {cost.samples} "
-                        f"connections{' over TLS' if cost.tls else ''}")
-    for col in ("slice", "p50 ms", "p99 ms", "mean ms"):
-        table.add_column(col, justify="left" if col == "slice" else "right")
-    for name, s in cost.slices.items():
-        table.add_row(SLICE_NAMES.get(name, name), _ms(s.p50_us), _ms(s.p99_us),
-                      _ms(s.mean_us))
-    table.add_row("[b]total[/]", _ms(cost.total.p50_us), _ms(cost.total.p99_us),
-                  _ms(cost.total.mean_us), end_section=True)
-    table.add_row("slices added up", "", "", _ms(cost.parts_sum_us))
-    console.print(table)
-    drivers = Table(title="Each driver's connect() + close(), per call (threads)")
-    for col in ("driver", "threads", "p50 ms", "p99 ms", "waiting for CPU/GIL p50 ms"):
-        drivers.add_column(col, justify="left" if col == "driver" else "right")
+    if cost.total is None:
+        # markup off: a server's or a driver's message may hold [brackets]
+        console.print(f"{connect_cost_title(cost)}: not measured: {cost.not_measured}",
+                      highlight=False, markup=False)
+    else:
+        table = Table(title=connect_cost_title(cost))
+        for col in ("slice", "p50 ms", "p99 ms", "mean ms"):
+            table.add_column(col, justify="left" if col == "slice" else "right")
+        for name, s in cost.slices.items():
+            table.add_row(SLICE_NAMES.get(name, name), _ms(s.p50_us), _ms(s.p99_us),
+                          _ms(s.mean_us))
+        if cost.unaccounted is not None:
+            table.add_row(UNACCOUNTED_NAME, _ms(cost.unaccounted.p50_us),
+                          _ms(cost.unaccounted.p99_us), _ms(cost.unaccounted.mean_us))
+        table.add_row("[b]total (wall clock around each connection)[/]", _ms(cost.total.p50_us),
+                      _ms(cost.total.p99_us), _ms(cost.total.mean_us), end_section=True)
+        table.add_row("slices added up", "", "", _ms(cost.parts_sum_us))
+        console.print(table)
+    measured = [d for d in cost.drivers if d.latency is not None]
+    if measured:
+        drivers = Table(title=f"Each driver's connect() + close(), per call (threads), "
+                              f"route {cost.route}")
+        for col in ("driver", "threads", "p50 ms", "p99 ms", "waiting for CPU/GIL p50 ms"):
+            drivers.add_column(col, justify="left" if col == "driver" else "right")
+        for d in measured:
+            assert d.latency is not None
+            alone = cost.driver(d.driver, 1)
+            wait = (d.latency.p50_us - alone.latency.p50_us
+                    if alone and alone.latency and d.concurrency > 1 else None)
+            drivers.add_row(d.driver, str(d.concurrency), _ms(d.latency.p50_us),
+                            _ms(d.latency.p99_us), _ms(wait) if wait is not None else "")
+        console.print(drivers)
+    unmeasured: dict[tuple[str, str | None], list[int]] = {}
     for d in cost.drivers:
-        alone = cost.driver(d.driver, 1)
-        wait = (d.latency.p50_us - alone.latency.p50_us) if alone and d.concurrency > 1 else None
-        drivers.add_row(d.driver, str(d.concurrency), _ms(d.latency.p50_us),
-                        _ms(d.latency.p99_us), _ms(wait) if wait is not None else "")
-    console.print(drivers)
+        if d.latency is None:
+            unmeasured.setdefault((d.driver, d.not_measured), []).append(d.concurrency)
+    for (driver, why), threads in unmeasured.items():
+        console.print(f"{driver}'s connect() at {', '.join(map(str, threads))} thread(s), route "
+                      f"{cost.route}: not measured: {why}", highlight=False, markup=False)
 
 
 def render_findings(found: tuple[Finding, ...], console: Console) -> None:

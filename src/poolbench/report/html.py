@@ -18,9 +18,10 @@ from typing import Any
 
 from poolbench.measure.metrics import percentile_curve
 from poolbench.report import atomic_write
+from poolbench.report.console import SLICE_NAMES, UNACCOUNTED_NAME, connect_cost_title
 from poolbench.report.seed_line import run_sentences
 from poolbench.report.timeline import series
-from poolbench.results import PHASES, RunResults
+from poolbench.results import PHASES, ConnectCost, RunResults
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -169,6 +170,8 @@ def _sections(results: RunResults) -> str:
                                "connect ms"], rows)
                      + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",
                                "connect"], ratio_rows))
+    if results.connect_cost is not None:
+        parts.append(_connect_cost(results.connect_cost))
     if results.findings:
         parts.append("<h2>Findings</h2>" + _table(
             ["finding", "strategy", "evidence", "fix"],
@@ -185,6 +188,27 @@ def _sections(results: RunResults) -> str:
                  + "</pre><h2>Config</h2><pre>" + _esc(json.dumps(results.config, indent=2))
                  + "</pre>")
     return "".join(parts)
+
+
+def _connect_cost(cost: ConnectCost) -> str:
+    """The probe's slices and each driver's connect(), or why they were not measured."""
+    head = f"<h2>{_esc(connect_cost_title(cost))}</h2>"
+    if cost.total is None:
+        probe = f"<p>The probe: not measured: {_esc(cost.not_measured)}</p>"
+    else:
+        rows = [[_esc(SLICE_NAMES.get(n, n)), _ms(s.p50_us), _ms(s.p99_us), _ms(s.mean_us)]
+                for n, s in cost.slices.items()]
+        if cost.unaccounted is not None:
+            u = cost.unaccounted
+            rows.append([_esc(UNACCOUNTED_NAME), _ms(u.p50_us), _ms(u.p99_us), _ms(u.mean_us)])
+        rows.append(["<b>total</b> (wall clock around each connection)",
+                     _ms(cost.total.p50_us), _ms(cost.total.p99_us), _ms(cost.total.mean_us)])
+        probe = _table(["slice", "p50 ms", "p99 ms", "mean ms"], rows)
+    drivers = [[_esc(d.driver), d.concurrency, _ms(d.latency.p50_us), _ms(d.latency.p99_us)]
+               if d.latency is not None else
+               [_esc(d.driver), d.concurrency, f"not measured: {_esc(d.not_measured)}", ""]
+               for d in cost.drivers]
+    return head + probe + _table(["driver", "threads", "connect() p50 ms", "p99 ms"], drivers)
 
 
 def report_html(results: RunResults) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from poolbench.report import atomic_write
+from poolbench.report.console import SLICE_NAMES, UNACCOUNTED_NAME, connect_cost_title
 from poolbench.report.seed_line import run_sentences
-from poolbench.results import RunResults
+from poolbench.results import ConnectCost, RunResults
 
 HEADER = ("| Strategy | Phase | Median [s] | Min [s] | Max [s] | Throughput [ops/s] | "
           "p50 [ms] | p99 [ms] | Wait p50 [ms] | Statement p50 [ms] | Errors |")
@@ -15,6 +16,31 @@ HEADER = ("| Strategy | Phase | Median [s] | Min [s] | Max [s] | Throughput [ops
 
 def _ms(us: float) -> str:
     return f"{us / 1000:.2f}"
+
+
+def _cell(text: str | None) -> str:
+    return (text or "").replace("|", "\\|")
+
+
+def _connect_cost(cost: ConnectCost) -> list[str]:
+    """The probe's slices and each driver's connect(), or why they were not measured."""
+    if cost.total is None:
+        lines = ["", f"{connect_cost_title(cost)}: not measured: {_cell(cost.not_measured)}"]
+    else:
+        lines = ["", f"{connect_cost_title(cost)}:", "", "| Slice | p50 [ms] | p99 [ms] | "
+                 "Mean [ms] |", "|:---|---:|---:|---:|"]
+        rows = [(SLICE_NAMES.get(n, n), s) for n, s in cost.slices.items()]
+        if cost.unaccounted is not None:
+            rows.append((UNACCOUNTED_NAME, cost.unaccounted))
+        rows.append(("**total** (wall clock around each connection)", cost.total))
+        lines += [f"| {name} | {_ms(s.p50_us)} | {_ms(s.p99_us)} | {_ms(s.mean_us)} |"
+                  for name, s in rows]
+    lines += ["", "| Driver | Threads | connect() p50 [ms] | p99 [ms] |", "|:---|---:|---:|---:|"]
+    lines += [f"| {d.driver} | {d.concurrency} | {_ms(d.latency.p50_us)} | "
+              f"{_ms(d.latency.p99_us)} |" if d.latency is not None else
+              f"| {d.driver} | {d.concurrency} | not measured: {_cell(d.not_measured)} | |"
+              for d in cost.drivers]
+    return lines
 
 
 def markdown(results: RunResults) -> str:
@@ -32,6 +58,8 @@ def markdown(results: RunResults) -> str:
                 f"| `{s.name}` | {p.phase} | {p.median_s:.3f} | {p.min_s:.3f} | {p.max_s:.3f} | "
                 f"{p.throughput_ops_s:,.0f} | {_ms(p.latency.p50_us)} | {_ms(p.latency.p99_us)} "
                 f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
+    if results.connect_cost is not None:
+        lines += _connect_cost(results.connect_cost)
     env = results.environment
     server = env.get("server", {})
     lines += ["", f"PostgreSQL {server.get('server_version', '?')}, poolbench "
