@@ -68,14 +68,16 @@ def seed_table(conn: psycopg.Connection, table: str, rows: int) -> None:
 
 
 def wait_for_run_rows(conn: psycopg.Connection, table: str, proc: subprocess.Popen,
-                      timeout_s: float = 60) -> None:
-    """Block until the run has created rows of its own (its usernames start with 'pb')."""
+                      timeout_s: float = 180) -> None:
+    """Block until the run has created rows of its own (its usernames start with 'pb'):
+    a condition polled, with a deadline only a hang would reach."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
         if conn.execute(f"SELECT count(*) FROM {quote_ident(table)} WHERE username LIKE %s",
                         ("pb%",)).fetchone()[0]:
             return
+        time.sleep(0.02)  # between two looks, not in place of one: the server stays free
     pytest.fail("the run never created a row")
 
 

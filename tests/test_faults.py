@@ -185,5 +185,9 @@ def test_failed_operations_that_held_a_connection_too_long_are_reported(
         create = s["phases"][0]
         assert create["ops"] == 0 and sum(create["errors"].values()) == 2, create["errors"]
         assert create["held_too_long"] == 2, (s["name"], create["held_too_long"])
-        assert 400_000 <= create["failed"]["p50_us"] < 2_000_000, create["failed"]
+        # The server cancelled each at the timeout (57014) rather than let it sleep its
+        # 5 s, and a cancelled operation kept its time: at least the 0.4 s it ran.
+        assert all(k.startswith("execute:") and "57014" in k for k in create["errors"]), \
+            create["errors"]
+        assert create["failed"]["p50_us"] >= 400_000, create["failed"]
     assert table_contents(admin, table) == before
