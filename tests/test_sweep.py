@@ -1,53 +1,227 @@
 """`poolbench sweep`: a real sweep over pool sizes completes, fits, recommends, and writes
-its versioned JSON and chart."""
+its versioned JSON and chart; the sweep's arithmetic (a point's throughput over its
+trials, one curve per client count, no-pool strategies as references, "still scaling")
+is checked on points whose right answer is known by construction."""
 
 from __future__ import annotations
 
+import io
 import json
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
+import pytest
 from conftest import run_cli
+from rich.console import Console
 
+from poolbench.analysis.sweep import (
+    SWEEP_SCHEMA_VERSION,
+    SweepPoint,
+    SweepResults,
+    models,
+    point_of,
+    recommend,
+)
 from poolbench.db.target import ConnectionTarget
+from poolbench.measure.metrics import PhaseMeasurement, new_histogram
+from poolbench.measure.summary import phase_result
+from poolbench.report.sweep_view import render_sweep, sweep_png
+from poolbench.results import LatencySummary, RunResults, StrategyResult
+
+SCHEMA = json.loads(resources.files("poolbench").joinpath("sweep.schema.json").read_text())
 
 
-def test_sweep_over_pool_sizes_recommends_a_size(tmp_path: Path,
-                                                 target: ConnectionTarget) -> None:
-    result = run_cli("sweep", "--strategies", "psycopg:pool", "--pool-sizes", "1,2,4",
-                     "--workers", "8", "--duration", "1", "--dsn", target.conninfo(),
-                     "--table", "sweep_users", "--app-instances", "50", "--warmup", "0.5",
-                     cwd=tmp_path)
+def summary(p99_us: int) -> LatencySummary:
+    return LatencySummary(100, p99_us / 2, p99_us // 2, p99_us, p99_us, p99_us)
+
+
+def point(strategy: str, pool: int, clients: int, ops_s: float, p99_us: int = 2_000,
+          trials: tuple[float, ...] = ()) -> SweepPoint:
+    per_trial = {"trial_throughputs_ops_s": trials} if trials else {}
+    return SweepPoint(strategy, pool, clients, ops_s, summary(p99_us), summary(10),
+                      summary(p99_us), 0, True, "pb00000000", **per_trial)
+
+
+def sweep_of(points: tuple[SweepPoint, ...], axis: str = "pool_size") -> SweepResults:
+    return SweepResults(schema_version=SWEEP_SCHEMA_VERSION, partial=False, axis=axis,
+                        config={}, environment={}, points=points,
+                        models=models(points, axis),
+                        recommendations=recommend(points, axis=axis, p99_slo_ms=None,
+                                                  server_cores=2))
+
+
+def console_text(results: SweepResults) -> str:
+    out = io.StringIO()
+    render_sweep(results, Console(file=out, width=250, color_system=None))
+    return out.getvalue()
+
+
+def measured(phase: str, trial: int, ops: int, seconds: float,
+             warmup: bool = False) -> PhaseMeasurement:
+    return PhaseMeasurement(phase=phase, trial=trial, warmup=warmup, elapsed_s=seconds,
+                            ops=ops, errors={}, latency=new_histogram(),
+                            acquire=new_histogram(), execute=new_histogram(),
+                            scheduled=new_histogram(), failed=new_histogram())
+
+
+def run_of(trials: dict[str, list[tuple[int, float]]]) -> tuple[RunResults, StrategyResult]:
+    """A run of one strategy whose phases measured (ops, seconds) per trial, after a
+    warm-up trial (trial 0) of 10,000 operations in 1 s that must not count."""
+    phases = tuple(phase_result(name, [measured(name, 0, 10_000, 1.0, warmup=True)] + [
+        measured(name, i, ops, seconds) for i, (ops, seconds) in enumerate(figures, 1)])
+        for name, figures in trials.items())
+    strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
+                              per_operation="acquire", open_s=0.0, phases=phases, stats={},
+                              leftover_rows_deleted=0)
+    run = RunResults(schema_version=3, run_tag="pb00000000", partial=False, started_at="",
+                     finished_at="", config={}, environment={}, strategies=(strategy,),
+                     comparison=None, verification=None)
+    return run, strategy
+
+
+@pytest.mark.parametrize(("trials", "throughput", "per_trial"), [
+    # one mixed phase, three equal trials: each 1,000 ops/s, and so is the point
+    ({"mix": [(2_000, 2.0)] * 3}, 1_000.0, (1_000.0,) * 3),
+    # trials that differ: all their operations over all their seconds
+    ({"mix": [(1_000, 2.0), (1_500, 3.0), (600, 1.0)]}, 3_100 / 6, (500.0, 500.0, 600.0)),
+    # four phases (no mix): a trial's phases summed, then the trials
+    ({"create": [(100, 1.0), (100, 1.0)], "read": [(300, 1.0), (500, 1.0)]},
+     1_000 / 4, (200.0, 300.0)),
+])
+def test_a_points_throughput_is_its_trials_operations_over_their_seconds(
+        trials: dict[str, list[tuple[int, float]]], throughput: float,
+        per_trial: tuple[float, ...]) -> None:
+    """--trials N reported N× the throughput: ops summed over trials, over one trial's
+    seconds. The warm-up trial counts in neither."""
+    run, strategy = run_of(trials)
+    got = point_of(run, strategy, pool_size=4, workers=8)
+    assert got.throughput_ops_s == pytest.approx(throughput)
+    assert got.trial_throughputs_ops_s == pytest.approx(per_trial)
+
+
+def test_a_grid_fits_and_recommends_per_client_count() -> None:
+    """At 2 clients a pool above 2 buys nothing; at 16 clients throughput grows to 8. One
+    curve across both would mix them; each client count gets its own answer."""
+    at_two = {1: 1_000, 2: 1_900, 4: 1_900, 8: 1_900}
+    at_sixteen = {1: 1_000, 2: 2_000, 4: 3_600, 8: 6_000}
+    points = tuple(point("psycopg:pool", size, clients, ops)
+                   for size in (1, 2, 4, 8)
+                   for clients, ops in ((2, at_two[size]), (16, at_sixteen[size])))
+    results = sweep_of(points)
+    assert len(results.models) == len(results.recommendations) == 2
+    assert [(m.strategy, m.workers, m.points) for m in results.models] == [
+        ("psycopg:pool", 2, 4), ("psycopg:pool", 16, 4)]
+    assert [(r.workers, r.pool_size) for r in results.recommendations] == [(2, 2), (16, 8)]
+    text = console_text(results)
+    assert "Recommended for psycopg:pool at 2 clients: 2: 100%" in text
+    assert "Recommended for psycopg:pool at 16 clients: 8: 100%" in text
+    assert "USL model, psycopg:pool at 16 clients:" in text
+    jsonschema.validate(json.loads(json.dumps(results.to_dict())), SCHEMA)
+    assert sweep_png(results).startswith(b"\x89PNG")
+
+
+def test_a_strategy_without_a_pool_is_a_reference_line_not_a_pool_size() -> None:
+    points = (point("psycopg:none", 0, 8, 700, p99_us=9_000),
+              *(point("psycopg:pool", size, 8, ops)
+                for size, ops in ((1, 900), (2, 1_700), (4, 2_000), (8, 2_000))))
+    results = sweep_of(points)
+    assert [m.strategy for m in results.models] == ["psycopg:pool"]
+    assert [(r.strategy, r.pool_size) for r in results.recommendations] == [
+        ("psycopg:pool", 4)]
+    data = json.loads(json.dumps(results.to_dict()))
+    jsonschema.validate(data, SCHEMA)
+    assert data["references"] == ["psycopg:none"]
+    text = console_text(results)
+    assert "psycopg:none at 8 clients has no pool: a reference line, not a pool size" in text
+    assert "700 ops/s, p99 9.0 ms" in text
+    assert "Recommended for psycopg:none" not in text and "psycopg:none:" not in text
+    assert sweep_png(results).startswith(b"\x89PNG")
+    # over clients, a strategy without a pool is a curve like any other
+    over_clients = sweep_of(tuple(point("psycopg:none", 0, clients, 500 * clients)
+                                  for clients in (1, 2, 4, 8)), axis="workers")
+    assert [(m.strategy, m.workers) for m in over_clients.models] == [("psycopg:none", None)]
+    assert [r.pool_size for r in over_clients.recommendations] == [8]
+
+
+@pytest.mark.parametrize(("figures", "still_scaling"), [
+    ({1: 1_000, 2: 2_000, 4: 4_000, 8: 8_000}, True),  # best at the largest: no knee seen
+    ({1: 1_000, 2: 2_000, 4: 4_000, 8: 4_100}, False),  # levelled off at 4
+])
+def test_still_scaling_at_the_largest_size_says_try_larger(figures: dict[int, float],
+                                                            still_scaling: bool) -> None:
+    results = sweep_of(tuple(point("psycopg:pool", n, 64, ops) for n, ops in figures.items()))
+    (rec,) = results.recommendations
+    assert ("still scaling at 8: try larger sizes" in rec.reason) is still_scaling
+    if still_scaling:  # linear: the law's κ is 0, no knee to show
+        (model,) = results.models
+        assert model.trusted and model.peak_n is None
+
+
+def test_the_model_is_fitted_to_each_trial() -> None:
+    """Points whose means follow the law exactly, from trials ±30% apart: the model sees
+    the trials, so its residual is about 30% and it is not trusted."""
+    from poolbench.analysis.usl import usl
+
+    results = sweep_of(tuple(point("psycopg:pool", n, 64, usl(n, 1000, 0.1, 0.001),
+                                   trials=(usl(n, 1000, 0.1, 0.001) * 0.7,
+                                           usl(n, 1000, 0.1, 0.001) * 1.3))
+                             for n in (1, 2, 4, 8)))
+    (model,) = results.models
+    assert not model.trusted and model.residual_pct > 25
+
+
+def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
+                                                         target: ConnectionTarget) -> None:
+    """A real grid: pool sizes × client counts, two trials a point, and a strategy without
+    a pool beside them as a reference."""
+    result = run_cli("sweep", "--strategies", "psycopg:none,psycopg:pool", "--pool-sizes",
+                     "1,4", "--workers", "2,8", "--trials", "2", "--duration", "1",
+                     "--dsn", target.conninfo(), "--table", "sweep_users", "--app-instances",
+                     "50", "--warmup", "0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
-    schema = json.loads(resources.files("poolbench").joinpath("sweep.schema.json").read_text())
-    jsonschema.validate(data, schema)
-    assert [(p["pool_size"], p["workers"]) for p in data["points"]] == [(1, 8), (2, 8), (4, 8)]
+    jsonschema.validate(data, SCHEMA)
+    assert [(p["strategy"], p["pool_size"], p["workers"]) for p in data["points"]] == [
+        ("psycopg:none", 0, 2), ("psycopg:none", 0, 8),
+        *(("psycopg:pool", size, clients) for size in (1, 4) for clients in (2, 8))]
     assert (data["config"]["warmup"], data["config"]["warmup_s"]) == (1, 0.5)
     assert all(p["server_ok"] and p["errors"] == 0 and p["throughput_ops_s"] > 0
                for p in data["points"])
+    # Two trials: the point's throughput is theirs (between them), never their sum.
+    assert all(len(p["trial_throughputs_ops_s"]) == 2
+               and min(p["trial_throughputs_ops_s"]) <= p["throughput_ops_s"]
+               <= max(p["trial_throughputs_ops_s"]) for p in data["points"]), data["points"]
     # The server's samples, per point: never more active backends than the pool holds. A
     # fast statement's backend is mostly idle, waiting on the client, so a 1 s point may
     # sample its one backend active never; shares are then empty, else they add up to 1.
+    pooled = [p for p in data["points"] if p["pool_size"]]
     activity = [(p["pool_size"], p["active_median"], p["active_max"], p["wait_shares"])
-                for p in data["points"]]
+                for p in pooled]
     assert all(0 <= p["active_median"] <= p["active_max"] <= p["pool_size"]
                and (abs(sum(p["wait_shares"].values()) - 1) < 0.01 if p["active_max"]
                     else p["wait_shares"] == {})
-               for p in data["points"]), activity
-    (model,) = data["models"]
-    assert model["points"] == 3 and model["trusted"] is False  # fewer than 4 points
-    (rec,) = data["recommendations"]
-    assert rec["pool_size"] in (1, 2, 4)
-    best = max(p["throughput_ops_s"] for p in data["points"])
-    chosen = next(p for p in data["points"] if p["pool_size"] == rec["pool_size"])
-    assert chosen["throughput_ops_s"] >= 0.95 * best
-    assert all(p["throughput_ops_s"] < 0.95 * best for p in data["points"]
-               if p["pool_size"] < rec["pool_size"])  # the smallest such size
-    assert f"Recommended for psycopg:pool: {rec['pool_size']}:" in result.stdout
+               for p in pooled), activity
+    # one curve per client count; the strategy without a pool is a reference line
+    assert data["references"] == ["psycopg:none"]
+    assert [(m["strategy"], m["workers"], m["points"], m["trusted"])
+            for m in data["models"]] == [("psycopg:pool", 2, 2, False),
+                                         ("psycopg:pool", 8, 2, False)]  # 2 points < 4
+    assert [(r["strategy"], r["workers"]) for r in data["recommendations"]] == [
+        ("psycopg:pool", 2), ("psycopg:pool", 8)]
+    for rec in data["recommendations"]:
+        curve = [p for p in pooled if p["workers"] == rec["workers"]]
+        best = max(p["throughput_ops_s"] for p in curve)
+        chosen = next(p for p in curve if p["pool_size"] == rec["pool_size"])
+        assert chosen["throughput_ops_s"] >= 0.95 * best
+        assert all(p["throughput_ops_s"] < 0.95 * best for p in curve
+                   if p["pool_size"] < rec["pool_size"])  # the smallest such size
+        assert (f"Recommended for psycopg:pool at {rec['workers']} clients: "
+                f"{rec['pool_size']}:") in result.stdout
+        assert "50 app instances" in rec["capacity_note"]
+    assert "psycopg:none at 8 clients has no pool: a reference line" in result.stdout
+    assert "Recommended for psycopg:none" not in result.stdout
     assert "rule of thumb (HikariCP)" in result.stdout
-    assert "50 app instances" in rec["capacity_note"]
     assert (tmp_path / "reports" / "sweep.png").read_bytes().startswith(b"\x89PNG")
 
 

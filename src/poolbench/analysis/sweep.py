@@ -1,12 +1,19 @@
 """``poolbench sweep``: the same run at several pool sizes (or client counts), a USL model per
-strategy, and a recommendation with its reason.
+curve, and a recommendation with its reason.
 
 A point is one normal run (same server, same checks, same safety). Its throughput is
-the run's successful operations over the summed phase times; its latency, acquire wait
-and statement percentiles come from the histograms of every phase merged.
-Recommendation: the smallest pool size whose throughput is at least ``GOOD_ENOUGH`` of
-the best measured, and with ``--p99-slo`` whose p99 meets it. Beside it, HikariCP's rule
-of thumb, ``connections = cores × 2 + effective spindles``, labelled as a rule of thumb.
+its counted trials' successful operations over the same trials' seconds (phases
+summed), so ``--trials N`` averages trials and never adds them up; each trial's own
+figure is kept, and the model is fitted to those. Its latency, acquire wait and
+statement percentiles come from the histograms of every phase merged.
+A curve is one strategy's points along the swept N; in a grid (lists of pool sizes and
+of workers) one curve per client count, each with its own model and recommendation.
+A strategy without a pool in a pool-size sweep has no size to fit or recommend: its
+points are reference lines.
+Recommendation: the smallest N whose throughput is at least ``GOOD_ENOUGH`` of the
+best measured on its curve, and with ``--p99-slo`` whose p99 meets it. Beside it,
+HikariCP's rule of thumb, ``connections = cores × 2 + effective spindles``, labelled as
+a rule of thumb.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from poolbench.analysis.usl import UslModel, fit_usl
 from poolbench.measure.metrics import decode_histogram, merge_histograms
 from poolbench.results import ActivitySummary, Finding, LatencySummary, RunResults, StrategyResult
 
-SWEEP_SCHEMA_VERSION = 1
+SWEEP_SCHEMA_VERSION = 2
 GOOD_ENOUGH = 0.95
 SPINDLES = 1  # HikariCP's effective spindle count for an SSD-backed server (an assumption)
 
@@ -26,15 +33,16 @@ SPINDLES = 1  # HikariCP's effective spindle count for an SSD-backed server (an 
 @dataclass(frozen=True)
 class SweepPoint:
     strategy: str
-    pool_size: int
+    pool_size: int  # 0: the strategy has no pool
     workers: int
-    throughput_ops_s: float
+    throughput_ops_s: float  # counted trials' operations over the same trials' seconds
     latency: LatencySummary
     acquire: LatencySummary
     execute: LatencySummary
     errors: int
     server_ok: bool | None
     run_tag: str
+    trial_throughputs_ops_s: tuple[float, ...] = ()  # each counted trial's own figure
     active_max: int | None = None  # most active backends sampled (None: sampler off)
     # The server's samples over the point: median active backends, what they waited on
     # (shares of active samples by wait_event_type, CPU = none), the idle-in-transaction
@@ -42,16 +50,19 @@ class SweepPoint:
     active_median: float | None = None
     wait_shares: dict[str, float] | None = None
     idle_in_transaction_share: float | None = None
+    # Every per-run finding of the point's run, for its strategy (lock contention, churn...)
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
 class Recommendation:
     strategy: str
-    pool_size: int | None
+    pool_size: int | None  # the recommended N (a client count in a workers sweep)
     reason: str
     rule_of_thumb: int | None
     rule_of_thumb_note: str
     capacity_note: str | None = None
+    workers: int | None = None  # the client count it applies to (None: a workers sweep)
 
 
 @dataclass(frozen=True)
@@ -68,22 +79,35 @@ class SweepResults:
     notes: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["references"] = list(dict.fromkeys(
+            p.strategy for p in references(self.points, self.axis)))
+        return data
 
 
 def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
              workers: int) -> SweepPoint:
-    """One strategy of one run, summed over its phases (a mix: its mixed phase)."""
+    """One strategy of one run, summed over its phases (a mix: its mixed phase): per
+    counted trial, its phases' operations over their seconds."""
     phases = [p for p in strategy.phases if p.phase == "mix"] or list(strategy.phases)
-    ops = sum(p.ops for p in phases)
-    seconds = sum(p.median_s for p in phases)
+    trials: dict[int, tuple[int, float]] = {}
+    for phase in phases:
+        for trial in phase.trials:
+            if not trial.warmup:
+                ops, seconds = trials.get(trial.trial, (0, 0.0))
+                trials[trial.trial] = (ops + trial.ops, seconds + trial.elapsed_s)
+    ops = sum(o for o, _ in trials.values())
+    seconds = sum(s for _, s in trials.values())
     merged = {kind: LatencySummary.of(merge_histograms(
         [decode_histogram(getattr(p, f"histogram_{kind}_us")) for p in phases]))
         for kind in ("latency", "acquire", "execute")}
     return SweepPoint(strategy=strategy.name, pool_size=pool_size, workers=workers,
-                      throughput_ops_s=ops / seconds if seconds else 0.0, errors=
+                      throughput_ops_s=ops / seconds if seconds else 0.0,
+                      trial_throughputs_ops_s=tuple(o / s if s else 0.0
+                                                    for o, s in trials.values()), errors=
                       strategy.error_count, server_ok=strategy.server.ok if strategy.server
                       else None, run_tag=result.run_tag,
+                      findings=tuple(f for f in result.findings if f.strategy == strategy.name),
                       **_samples(strategy.activity), **merged)
 
 
@@ -95,12 +119,39 @@ def _samples(activity: ActivitySummary | None) -> dict[str, object]:
             "idle_in_transaction_share": activity.idle_in_transaction_share}
 
 
+def is_reference(point: SweepPoint, axis: str) -> bool:
+    """A no-pool point of a pool-size sweep: a reference line, not a pool size of 0."""
+    return axis == "pool_size" and point.pool_size == 0
+
+
+def references(points: tuple[SweepPoint, ...], axis: str) -> tuple[SweepPoint, ...]:
+    return tuple(p for p in points if is_reference(p, axis))
+
+
+def curves(points: tuple[SweepPoint, ...], axis: str
+           ) -> dict[tuple[str, int | None], tuple[SweepPoint, ...]]:
+    """The sweep's curves by (strategy, client count), their points in order of N. In a
+    pool-size sweep each client count is its own curve (a grid's throughput at 8 clients
+    says nothing of 64's); in a workers sweep the key's client count is None."""
+    found: dict[tuple[str, int | None], list[SweepPoint]] = {}
+    for p in points:
+        if not is_reference(p, axis):
+            key = (p.strategy, p.workers if axis == "pool_size" else None)
+            found.setdefault(key, []).append(p)
+    return {key: tuple(sorted(mine, key=lambda p: getattr(p, axis)))
+            for key, mine in found.items()}
+
+
 def models(points: tuple[SweepPoint, ...], axis: str) -> tuple[UslModel, ...]:
+    """One USL model per curve, fitted to each trial's throughput (a point without
+    per-trial figures counts once)."""
     found = []
-    for name in dict.fromkeys(p.strategy for p in points):
-        mine = [p for p in points if p.strategy == name]
-        found.append(fit_usl(name, [getattr(p, axis) for p in mine],
-                             [p.throughput_ops_s for p in mine]))
+    for (name, clients), mine in curves(points, axis).items():
+        figures = [(getattr(p, axis), x) for p in mine
+                   for x in p.trial_throughputs_ops_s or (p.throughput_ops_s,)]
+        found.append(dataclasses.replace(fit_usl(name, [n for n, _ in figures],
+                                                 [x for _, x in figures]),
+                                         workers=clients))
     return tuple(found)
 
 
@@ -116,15 +167,17 @@ def rule_of_thumb(server_cores: int | None) -> tuple[int | None, str]:
 def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | None,
               server_cores: int | None, app_instances: int | None = None,
               max_connections: int | None = None) -> tuple[Recommendation, ...]:
-    """Per strategy: the smallest N within GOOD_ENOUGH of the best (and within the SLO)."""
+    """Per curve: the smallest N within GOOD_ENOUGH of the best (and within the SLO);
+    references get none."""
     thumb, thumb_note = rule_of_thumb(server_cores)
+    larger = "larger sizes" if axis == "pool_size" else "more clients"
     found = []
-    for name in dict.fromkeys(p.strategy for p in points):
-        mine = sorted((p for p in points if p.strategy == name and not p.errors),
-                      key=lambda p: getattr(p, axis))
+    for (name, clients), curve in curves(points, axis).items():
+        mine = [p for p in curve if not p.errors]
         if not mine:
             found.append(Recommendation(name, None, "every point had failed operations: no "
-                                        "size can be recommended", thumb, thumb_note))
+                                        "size can be recommended", thumb, thumb_note,
+                                        workers=clients))
             continue
         best = max(mine, key=lambda p: p.throughput_ops_s)
         fit = [p for p in mine if p.throughput_ops_s >= GOOD_ENOUGH * best.throughput_ops_s
@@ -132,14 +185,17 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
         if not fit:
             found.append(Recommendation(
                 name, None, f"no {axis.replace('_', ' ')} met the p99 SLO of {p99_slo_ms} ms "
-                "within 95% of the best throughput", thumb, thumb_note))
+                "within 95% of the best throughput", thumb, thumb_note, workers=clients))
             continue
         pick = fit[0]
         n = getattr(pick, axis)
         reason = (f"{n}: {pick.throughput_ops_s / best.throughput_ops_s:.0%} of the best "
                   f"throughput ({getattr(best, axis)}), p99 {pick.latency.p99_us / 1000:.1f} ms")
         largest = mine[-1]
-        if largest is not pick and pick.latency.p99_us:
+        if largest is pick and best is pick and len(mine) > 1:
+            # no knee measured: throughput still grew at the largest N tried
+            reason += f"; still scaling at {n}: try {larger}"
+        elif largest is not pick and pick.latency.p99_us:
             growth = largest.latency.p99_us / pick.latency.p99_us
             gain = (largest.throughput_ops_s / pick.throughput_ops_s - 1) * 100
             at = getattr(largest, axis)
@@ -157,5 +213,5 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
                            if total <= max_connections else
                            f"exceed the server's {max_connections} usable connections: put an "
                            "external pooler (PgBouncer) between them, or shrink the pools"))
-        found.append(Recommendation(name, n, reason, thumb, thumb_note, capacity))
+        found.append(Recommendation(name, n, reason, thumb, thumb_note, capacity, clients))
     return tuple(found)

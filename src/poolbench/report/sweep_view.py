@@ -1,6 +1,7 @@
 """Views of a sweep: ``sweep.json`` (schema ``sweep.schema.json``), ``sweep.png`` and the
 console table with the recommendation. They read :class:`SweepResults` only; the fitted
-curve is drawn from the model's own prediction."""
+curve is drawn from the model's own prediction. One curve per (strategy, client count);
+a strategy without a pool in a pool-size sweep is drawn as a horizontal reference line."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from poolbench.analysis.sweep import SweepResults
+from poolbench.analysis.sweep import SweepResults, curves, references
 from poolbench.report import atomic_write
 from poolbench.report.console import render_findings
 
@@ -21,6 +22,14 @@ def write_sweep(results: SweepResults, out_dir: Path, *, chart: bool = True) -> 
                  + b"\n")
     if chart and results.points:
         atomic_write(out_dir / "sweep.png", sweep_png(results))
+
+
+def curve_name(strategy: str, workers: int | None) -> str:
+    return strategy if workers is None else f"{strategy} at {workers} clients"
+
+
+def _interval(ci: tuple[float, float] | None, fmt: str) -> str:
+    return "" if ci is None else f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
 
 def sweep_png(results: SweepResults) -> bytes:
@@ -34,38 +43,51 @@ def sweep_png(results: SweepResults) -> bytes:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 9), sharex=True,
                                       constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, model in enumerate(results.models):
+    found = curves(results.points, axis)
+    for i, ((strategy, clients), mine) in enumerate(found.items()):
         colour = colours[i % len(colours)]
-        mine = [p for p in results.points if p.strategy == model.strategy]
+        name = curve_name(strategy, clients)
+        model = next((m for m in results.models
+                      if (m.strategy, m.workers) == (strategy, clients)), None)
         xs = [getattr(p, axis) for p in mine]
         top.plot(xs, [p.throughput_ops_s for p in mine], "o", color=colour,
-                 label=f"{model.strategy} (measured)")
+                 label=f"{name} (measured)")
         bottom.plot(xs, [p.latency.p99_us / 1000 for p in mine], "o-", color=colour,
-                    label=model.strategy)
-        if model.lam > 0 and len(xs) > 1:
-            lo, hi = min(xs), max(xs)
+                    label=name)
+        if model is not None and model.lam > 0 and len(xs) > 1:
+            lo, hi = min(xs), max(max(xs), model.peak_n or 0)
             grid = [lo + (hi - lo) * k / 100 for k in range(101)]
+            residual = ("" if model.residual_pct is None
+                        else f", residual {model.residual_pct:.1f}%")
             top.plot(grid, [model.predict(n) for n in grid], "-" if model.trusted else ":",
-                     color=colour, label=f"{model.strategy} USL fit, R² {model.r2:.2f}"
+                     color=colour, label=f"{name} USL fit{residual}"
                      + ("" if model.trusted else " (not trusted)"))
-            if model.trusted and model.peak_n is not None and lo <= model.peak_n <= hi:
+            if model.peak_n is not None:  # set only when trusted and within reach
                 top.axvline(model.peak_n, color=colour, linestyle="--", alpha=0.5)
                 top.annotate(f"knee N*={model.peak_n:.0f}", (model.peak_n, model.predict(
                     model.peak_n)), color=colour, textcoords="offset points", xytext=(5, 5))
-        rec = next((r for r in results.recommendations if r.strategy == model.strategy), None)
+        rec = next((r for r in results.recommendations
+                    if (r.strategy, r.workers) == (strategy, clients)), None)
         if rec is not None and rec.pool_size is not None:
             at = next(p for p in mine if getattr(p, axis) == rec.pool_size)
             top.plot([rec.pool_size], [at.throughput_ops_s], marker="*", markersize=18,
-                     color=colour, label=f"{model.strategy} recommended: {rec.pool_size}")
+                     color=colour, label=f"{name} recommended: {rec.pool_size}")
+    # A strategy without a pool has no pool size: a horizontal line across the sizes.
+    for j, p in enumerate(references(results.points, axis), start=len(found)):
+        colour = colours[j % len(colours)]
+        name = f"{curve_name(p.strategy, p.workers)}: no pool (reference)"
+        top.axhline(p.throughput_ops_s, color=colour, linestyle="-.", label=name)
+        bottom.axhline(p.latency.p99_us / 1000, color=colour, linestyle="-.", label=name)
     top.set_ylabel("throughput (operations per second)")
     top.set_title("Throughput by " + label + " — measured, and the USL fit")
     bottom.set_ylabel("p99 latency (milliseconds)")
     bottom.set_xlabel(label)
     bottom.set_title("p99 latency")
-    ticks = sorted({getattr(p, axis) for p in results.points})
+    ticks = sorted({getattr(p, axis) for mine in found.values() for p in mine})
     for ax in (top, bottom):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ticks, [str(n) for n in ticks])
+        if ticks:  # a sweep of references alone has no N axis to draw
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(n) for n in ticks])
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
         ax.set_ylim(bottom=0)  # from zero, so a 5% difference does not look like 50%
@@ -82,7 +104,7 @@ def render_sweep(results: SweepResults, console: Console) -> None:
                 "wait p99 ms", "active backends median / max", "errors", "server agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for p in results.points:
-        table.add_row(p.strategy, str(p.pool_size or "-"), str(p.workers),
+        table.add_row(p.strategy, str(p.pool_size or "no pool"), str(p.workers),
                       f"{p.throughput_ops_s:,.0f}", f"{p.latency.p50_us / 1000:.2f}",
                       f"{p.latency.p99_us / 1000:.2f}", f"{p.acquire.p50_us / 1000:.2f}",
                       f"{p.acquire.p99_us / 1000:.2f}",
@@ -90,15 +112,24 @@ def render_sweep(results: SweepResults, console: Console) -> None:
                       else "", str(p.errors or ""),
                       "yes" if p.server_ok else "[red]NO[/]" if p.server_ok is False else "")
     console.print(table)
+    for p in references(results.points, results.axis):
+        console.print(f"{curve_name(p.strategy, p.workers)} has no pool: a reference line, "
+                      f"not a pool size (not fitted, not recommended): "
+                      f"{p.throughput_ops_s:,.0f} ops/s, p99 {p.latency.p99_us / 1000:.1f} ms",
+                      highlight=False)
     for m in results.models:
-        peak = f", peak N* = {m.peak_n:.1f}" if m.peak_n is not None else ", no peak (κ = 0)"
-        console.print(f"USL model, {m.strategy}: λ = {m.lam:,.1f} ops/s, σ = {m.sigma:.4f}, "
-                      f"κ = {m.kappa:.6f}{peak}; {m.note}", highlight=False)
+        peak = f", peak N* = {m.peak_n:.1f}" if m.peak_n is not None else ""
+        console.print(f"USL model, {curve_name(m.strategy, m.workers)}: λ = {m.lam:,.1f} "
+                      f"ops/s{_interval(m.lam_ci, ',.0f')}, σ = {m.sigma:.4f}"
+                      f"{_interval(m.sigma_ci, '.4f')}, κ = {m.kappa:.6f}"
+                      f"{_interval(m.kappa_ci, '.6f')} (95% intervals){peak}; {m.note}",
+                      highlight=False)
     for r in results.recommendations:
+        name = curve_name(r.strategy, r.workers)
         if r.pool_size is None:
-            console.print(f"[yellow]{r.strategy}: {r.reason}[/]", highlight=False)
+            console.print(f"[yellow]{name}: {r.reason}[/]", highlight=False)
         else:
-            console.print(f"[bold]Recommended for {r.strategy}: {r.reason}[/]", highlight=False)
+            console.print(f"[bold]Recommended for {name}: {r.reason}[/]", highlight=False)
         console.print(f"  ({r.rule_of_thumb_note}; a rule of thumb, not a measurement)",
                       style="dim", highlight=False)
         if r.capacity_note:
