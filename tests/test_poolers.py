@@ -189,3 +189,41 @@ def test_a_pooler_the_user_runs(tmp_path: Path, target: ConnectionTarget, admin:
     assert s["server"]["ok"] is True
     assert target.password not in result.stdout + result.stderr
     assert table_contents(admin, table) == before
+
+
+def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
+        tmp_path: Path, target: ConnectionTarget, table: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target whose password libpq finds in a pgpass file: PgBouncer still asks every
+    client for a password, its admin console too. The strategies get a throw-away one; a
+    local user who only knows the server's (pgpass offers it to any port) is refused."""
+    from poolbench.poolers.pgbouncer import PgBouncer, PoolerSettings
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:*:{target.password}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    bare = ConnectionTarget(tuple((k, v) for k, v in target.params if k != "password"), "--dsn")
+    with PgBouncer(bare, PoolerSettings(mode="transaction", pool_size=2,
+                                        max_clients=10)) as bouncer:
+        assert bouncer.root is not None
+        written = "".join(p.read_text() for p in bouncer.root.iterdir() if p.suffix in (
+            ".ini", ".txt"))
+        assert "trust" not in written and "auth_type = scram-sha-256\n" in written
+        strangers = [bare.with_params(host="127.0.0.1", port=str(bouncer.port)),
+                     bare.with_params(host="127.0.0.1", port=str(bouncer.port),
+                                      dbname="pgbouncer"),
+                     bouncer.admin_target().with_params(password="guess")]
+        for stranger in strangers:
+            with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+                psycopg.connect(stranger.conninfo(), connect_timeout=10)
+        with psycopg.connect(bouncer.client_target().conninfo()) as conn:
+            assert conn.execute("SELECT current_user").fetchone()[0] == target.get("user")
+        with psycopg.connect(bouncer.admin_target().conninfo(), autocommit=True) as conn:
+            assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer")
+    results = run(RunConfig(target=bare, strategies=("psycopg:pool",), rows=20, workers=2,
+                            pool_max=2, warmup=0, trials=1, table=table, out_dir=None,
+                            via=("pgbouncer:transaction",)))
+    (s,) = results.strategies
+    assert s.error_count == 0 and s.pooler is not None and s.pooler.ok, s.pooler
+    no_pgbouncer_left()

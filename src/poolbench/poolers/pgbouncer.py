@@ -1,9 +1,19 @@
 """PgBouncer started by poolbench, in front of the embedded server or the user's own.
 
 Debian's ``pgbouncer`` package (found on PATH or in /usr/sbin), run in a temporary
-directory: ``pgbouncer.ini`` and an auth file (mode 0600, the password only in
-there, never on a command line or in a log), listening on 127.0.0.1 at a free
-port with its own ``unix_socket_dir``. PgBouncer refuses to run as root: under
+directory: ``pgbouncer.ini`` and an auth file (mode 0600), listening on 127.0.0.1 at
+a free port with its own ``unix_socket_dir``. Clients, the admin console included,
+always authenticate with SCRAM, never ``trust``: with a throw-away password made at
+each start, which strategies get through the target object (never on a command line).
+PgBouncer logs in to the server with the target's own user and password, written only
+in ``pgbouncer.ini``; a target without a password (``~/.pgpass``, ``PGPASSFILE``, a
+server that trusts) gets the one libpq finds for it, learnt from one connection.
+
+The auth file holds the throw-away password itself, not its SCRAM secret: given a
+secret, PgBouncer (1.18) keeps the client's SCRAM keys on the pool's user and logs in
+to the server with them instead of the configured password, which the server refuses.
+A secret would protect nothing here anyway: ``pgbouncer.ini`` beside it, same owner
+and mode, holds the server's password. PgBouncer refuses to run as root: under
 root it runs as the same unprivileged user as the embedded server. It is stopped,
 and its directory removed, when the strategy using it ends, on an error, and on
 SIGINT/SIGTERM; the kernel also sends it SIGTERM if poolbench itself dies
@@ -16,6 +26,7 @@ import contextlib
 import ctypes
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,8 +36,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from poolbench.db.server import Service, free_port, service_user
-from poolbench.db.target import ConnectionTarget
+from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, ServerError
 
 START_TIMEOUT_S = 15.0
@@ -90,6 +103,8 @@ class PgBouncer(Service):
         self.root: Path | None = None
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.user = ""
+        self.client_password = ""  # made at start; lives as long as this PgBouncer
 
     @property
     def keeps_prepared_statements(self) -> bool:
@@ -116,7 +131,9 @@ class PgBouncer(Service):
         return self.client_target()
 
     def client_target(self) -> ConnectionTarget:
-        return self.server.with_params(host="127.0.0.1", port=str(self.port))
+        """The server's target, but for host, port, and the throw-away client password."""
+        return self.server.with_params(host="127.0.0.1", port=str(self.port), user=self.user,
+                                       password=self.client_password)
 
     def admin_target(self) -> ConnectionTarget:
         """The admin console (database ``pgbouncer``; SHOW commands, simple protocol only)."""
@@ -143,25 +160,45 @@ class PgBouncer(Service):
 
     # -- steps -----------------------------------------------------------------
 
+    def _server_login(self) -> tuple[str, str]:
+        """The user and password PgBouncer logs in to the server with: the target's, or,
+        where it names none, those libpq chose for it (``~/.pgpass``, ``PG*``...)."""
+        server = self.server
+        if server.get("user") and server.password:
+            return server.get("user") or "", server.password
+        try:
+            with psycopg.connect(server.with_params(application_name="poolbench-admin")
+                                 .conninfo()) as conn:
+                return conn.info.user, conn.info.password or ""
+        except psycopg.Error as exc:
+            reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
+                            type(exc).__name__, *server.secrets())
+            raise ServerError(f"pgbouncer: cannot log in to {server.masked()} to start it "
+                              f"({reason})") from None
+
     def _write_config(self) -> None:
         assert self.root is not None
         s, server = self.settings, self.server
         self.port = free_port()
-        user = server.get("user") or "postgres"
-        password = server.password or ""
-        quoted = '"' + password.replace('"', '""') + '"'
+        user, password = self._server_login()
+        self.user = user
+        self.client_password = secrets.token_urlsafe(24)
         auth = self.root / "userlist.txt"
         auth.touch(mode=0o600)
-        auth.write_text(f'"{user}" {quoted}\n')
+        auth.write_text(f"{_ini_quote(user)} {_ini_quote(self.client_password)}\n")
         host = server.get("host") or "127.0.0.1"
         backend = f"host={host} port={server.get('port') or 5432} dbname={server.dbname}"
         if server.get("sslmode"):
             backend += f" sslmode={server.get('sslmode')}"
+        # The server's own login, for the one pool of this database: clients never send it.
+        backend += f" user={_connstr_quote(user)}"
+        if password:
+            backend += f" password={_connstr_quote(password)}"
         lines = {
             "listen_addr": "127.0.0.1",
             "listen_port": str(self.port),
             "unix_socket_dir": str(self.root),
-            "auth_type": "scram-sha-256" if password else "trust",
+            "auth_type": "scram-sha-256",  # never trust: any local user could use it
             "auth_file": str(auth),
             "admin_users": user,
             "stats_users": user,
@@ -203,3 +240,14 @@ class PgBouncer(Service):
             time.sleep(POLL_S)  # poll for readiness; PgBouncer has no ready notification here
         raise ServerError(f"pgbouncer did not listen on port {self.port} within "
                           f"{START_TIMEOUT_S:.0f} s")
+
+
+def _ini_quote(value: str) -> str:
+    """An auth-file field: double quotes, an inner ``"`` doubled."""
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _connstr_quote(value: str) -> str:
+    """A value of a ``[databases]`` connection string: single quotes, an inner ``'``
+    doubled (PgBouncer's own rule, not libpq's backslash)."""
+    return "'" + value.replace("'", "''") + "'"
