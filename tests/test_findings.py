@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from dataclasses import replace
 
 import psycopg
 import psycopg2.pool
+import pytest
 
 from poolbench import RunConfig, run
-from poolbench.analysis.findings import activity_findings
+from poolbench.analysis.findings import activity_findings, sweep_findings
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import quote_ident
 from poolbench.events import RunEvents
 from poolbench.measure.sampler import Sampler
+from poolbench.results import Finding, LatencySummary
 
 
 def rules(results, strategy: str | None = None) -> set[str]:
@@ -112,3 +116,118 @@ def test_idle_in_transaction_in_the_seeds_pooled_design(target: ConnectionTarget
         sampler.close()
         pool.closeall()
     assert {f.rule for f in activity_findings("seed design", summary)} == {"idle in transaction"}
+
+
+def _point(size: int, ops_s: float, p99_us: int, active: int, waits: dict[str, float],
+           found: tuple[Finding, ...] = (), strategy: str = "psycopg:pool"):
+    from poolbench.analysis.sweep import SweepPoint
+
+    summary = LatencySummary(100, p99_us / 2, p99_us // 2, p99_us, p99_us, p99_us)
+    return SweepPoint(strategy=strategy, pool_size=size, workers=16, throughput_ops_s=ops_s,
+                      latency=summary, acquire=summary, execute=summary, errors=0,
+                      server_ok=True, run_tag="pb00000000", active_max=active,
+                      active_median=active, wait_shares=waits, idle_in_transaction_share=0.0,
+                      findings=found)
+
+
+@pytest.mark.parametrize(("waits", "rule", "queue", "fix"), [
+    ({"Lock": 0.93, "CPU": 0.07}, "lock contention", "a heavyweight lock",
+     "shorten the transactions that hold it"),
+    ({"CPU": 0.95, "IO": 0.05}, "oversubscription", "the server's cores",
+     "shrink the pool toward 4"),
+    ({"LWLock": 0.7, "CPU": 0.3}, "LWLock contention", "internal locks",
+     "shrink the pool toward 4"),
+    ({"IO": 0.8, "CPU": 0.2}, "I/O-bound", "disk I/O", "faster storage"),
+    ({"Client": 0.6, "CPU": 0.4}, "client-bound", "their client", "--processes"),
+])
+def test_a_sweeps_extra_backends_are_named_by_what_they_wait_on(
+        waits: dict[str, float], rule: str, queue: str, fix: str) -> None:
+    """Flat throughput from 4 to 16 on a 2-core server, the statements' p99 up 4×: the
+    finding names what the 16 active backends waited on, and the fix that follows."""
+    points = (_point(2, 500, 5_000, 2, {"CPU": 1.0}), _point(4, 1000, 5_000, 4, {"CPU": 1.0}),
+              _point(16, 1000, 20_000, 16, waits))
+    (found,) = sweep_findings(points, "pool_size", server_cores=2)
+    assert found.rule == rule and found.strategy == "psycopg:pool"
+    assert found.evidence.startswith("at 16: 16 active backends")
+    assert queue in found.evidence and fix in found.fix
+    top = max(waits, key=waits.get)
+    assert f"waiting on {top} {waits[top]:.0%}" in found.evidence
+
+
+def test_a_sweep_still_scaling_or_without_samples_names_no_bottleneck() -> None:
+    lock = {"Lock": 0.93, "CPU": 0.07}
+    scaling = (_point(2, 500, 5_000, 2, lock), _point(4, 1000, 5_000, 4, lock),
+               _point(16, 1500, 20_000, 16, lock))
+    assert sweep_findings(scaling, "pool_size", server_cores=2) == ()
+    unsampled = tuple(replace(p, active_max=None, wait_shares=None) for p in (
+        _point(2, 500, 5_000, 2, lock), _point(4, 1000, 5_000, 4, lock),
+        _point(16, 1000, 20_000, 16, lock)))
+    assert sweep_findings(unsampled, "pool_size", server_cores=2) == ()
+
+
+def test_every_per_run_finding_of_a_sweep_point_is_reported() -> None:
+    """The points' own findings come through once per rule, saying at which sizes; the
+    run's lock-contention evidence (which lock) joins the sweep's; 'pool too small' counts
+    at the largest size only (the smaller ones are what the sweep compares)."""
+    lock = {"Lock": 0.93, "CPU": 0.07}
+    held = Finding("lock contention", "psycopg:pool", "93% of active backend samples waited "
+                   "on a lock (Lock:transactionid)", "find the holder")
+    small = Finding("pool too small", "psycopg:pool", "waiting", "grow the pool")
+    churn = Finding("pool churn", "psycopg:pool", "1,000 connections opened", "keep them")
+    idle = Finding("idle in transaction", "psycopg2:none", "6% idle in transaction",
+                   "commit")
+    points = (_point(2, 500, 5_000, 2, lock, (small,)),
+              _point(4, 1000, 5_000, 4, lock, (held, small, churn)),
+              _point(16, 1000, 20_000, 16, lock, (held, churn)),
+              _point(0, 300, 9_000, 16, {"CPU": 1.0}, (idle,), strategy="psycopg2:none"))
+    found = {(f.strategy, f.rule): f for f in sweep_findings(points, "pool_size",
+                                                              server_cores=2)}
+    assert set(found) == {("psycopg:pool", "lock contention"), ("psycopg:pool", "pool churn"),
+                          ("psycopg2:none", "idle in transaction")}
+    lock_found = found[("psycopg:pool", "lock contention")]
+    assert lock_found.evidence.startswith("at 16: 16 active backends")
+    assert lock_found.evidence.endswith("; at 4, 16: " + held.evidence)
+    assert found[("psycopg:pool", "pool churn")].evidence == "at 4, 16: " + churn.evidence
+    assert found[("psycopg2:none", "idle in transaction")].evidence == "at 0: " + idle.evidence
+
+
+def test_a_hot_row_is_lock_contention_across_a_sweep(target: ConnectionTarget,
+                                                     admin: psycopg.Connection,
+                                                     table: str) -> None:
+    """Every update also bumps one counter row and keeps its lock 5 ms (a trigger): the
+    updates queue on that row's lock whatever the pool size. The sweep names lock
+    contention, at every point whose run saw it, and never CPU oversubscription."""
+    from poolbench.api import sweep
+    from poolbench.db.workload import CREATE_TABLE
+
+    counter = f"{table}_hot"
+    admin.execute(CREATE_TABLE.format(table=quote_ident(table)))
+    admin.execute(f"CREATE TABLE {quote_ident(counter)} (id int PRIMARY KEY, n bigint)")
+    admin.execute(f"INSERT INTO {quote_ident(counter)} VALUES (1, 0)")
+    admin.execute(f"CREATE OR REPLACE FUNCTION {quote_ident(table + '_bump')}() RETURNS "
+                  "trigger LANGUAGE plpgsql AS $$ BEGIN "
+                  f"UPDATE {quote_ident(counter)} SET n = n + 1 WHERE id = 1; "
+                  "PERFORM pg_sleep(0.005); RETURN NEW; END $$")
+    admin.execute(f"CREATE TRIGGER hot BEFORE UPDATE ON {quote_ident(table)} FOR EACH ROW "
+                  f"EXECUTE FUNCTION {quote_ident(table + '_bump')}()")
+    try:
+        cores = os.cpu_count() or 1
+        largest = 4 * cores
+        config = RunConfig(target=target, strategies=("psycopg:pool",), rows=100,
+                           workers=largest, warmup=0, trials=1, table=table, out_dir=None,
+                           duration_s=1.5, mix=(("update", 1),), sample_interval_s=0.05)
+        results = sweep(config, pool_sizes=(2, 4, largest), workers=(largest,))
+    finally:
+        admin.execute(f"DROP TABLE IF EXISTS {quote_ident(counter)}")
+        admin.execute(f"DROP FUNCTION IF EXISTS {quote_ident(table + '_bump')}() CASCADE")
+    evidence = [(p.pool_size, round(p.throughput_ops_s), p.active_max, p.wait_shares,
+                 [f.rule for f in p.findings]) for p in results.points]
+    last = results.points[-1]
+    assert last.wait_shares and max(last.wait_shares, key=last.wait_shares.get) == "Lock", \
+        evidence
+    # every point's run evaluated its own rules: the largest pool's saw the lock
+    assert "lock contention" in [f.rule for f in last.findings], evidence
+    rules = [f.rule for f in results.findings]
+    assert "lock contention" in rules and "oversubscription" not in rules, (rules, evidence)
+    (found,) = [f for f in results.findings if f.rule == "lock contention"]
+    assert f"at {largest}" in found.evidence and "Lock:" in found.evidence, found

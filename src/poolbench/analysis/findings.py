@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from poolbench.analysis.sweep import SweepPoint, curves, references
 from poolbench.results import ActivitySummary, Finding, RunResults, StrategyResult
 
 LOCK_SHARE = 0.2  # of active backend samples waiting on a heavyweight lock
@@ -129,32 +130,107 @@ def findings(run: RunResults, *, server_cores: int | None) -> tuple[Finding, ...
                  if (f := rule(s, run, server_cores)) is not None)
 
 
-def sweep_findings(points: tuple, axis: str, *, server_cores: int | None) -> tuple[Finding, ...]:
-    """Oversubscription across a sweep: the largest point ran more active backends than twice
-    the server's cores, for no more throughput than the smallest size reaching 95% of the
-    best (the knee), while its statements waited inside the server (statement p99 up by
-    half or more)."""
-    if server_cores is None:
-        return ()
+# What the extra backends of a sweep's largest point wait on (the largest share of their
+# active samples, by wait_event_type; CPU: no wait event), and what follows from it:
+# (rule, what they queue on, the fix; {shrink}: toward the knee, the smallest N with
+# 95% of the best throughput).
+BOTTLENECKS: dict[str, tuple[str, str, str]] = {
+    "CPU": ("oversubscription", "the server's cores",
+            "{shrink}: the server runs only so many backends at once, "
+            "the rest queue for its cores"),
+    "Lock": ("lock contention", "a heavyweight lock (a row or table another transaction "
+             "holds), not on the server's cores",
+             "more connections only lengthen the lock's queue: shorten the transactions that "
+             "hold it (pg_locks joined to pg_stat_activity names the holder), spread the "
+             "writes over more rows, and {shrink}"),
+    "LWLock": ("LWLock contention", "the server's internal locks (LWLock: WAL insertion, "
+               "buffer mapping, the lock manager)",
+               "{shrink}: fewer backends contend less for the server's "
+               "internal locks (pg_stat_activity.wait_event names which one)"),
+    "IO": ("I/O-bound", "disk I/O",
+           "{shrink}: more backends only deepen the disk's queue; beyond "
+           "that, faster storage, or more memory (shared_buffers) for reads"),
+    "Client": ("client-bound", "their client (ClientRead/ClientWrite: the load generator or "
+               "the network)",
+               "the server waits for its clients, not the reverse: spread the load generator "
+               "(--processes N, --cluster) or look at the network; the pool size is not "
+               "the limit"),
+}
+
+
+def _where(ns: list[int], clients: int | None) -> str:
+    return "at " + ", ".join(str(n) for n in ns) + (f" ({clients} clients)" if clients else "")
+
+
+def _bottleneck(curve: tuple[SweepPoint, ...], axis: str, clients: int | None,
+                server_cores: int | None) -> Finding | None:
+    """The extra backends of the largest point bought no throughput and their statements
+    waited inside the server: name what they waited on, and the fix that follows."""
+    mine = [p for p in curve if not p.errors]
+    if len(mine) < 3:
+        return None
+    best = max(p.throughput_ops_s for p in mine)
+    knee = next(p for p in mine if p.throughput_ops_s >= 0.95 * best)
+    last = mine[-1]
+    if (last is knee or last.throughput_ops_s > 1.05 * knee.throughput_ops_s
+            or last.execute.p99_us < 1.5 * knee.execute.p99_us
+            or not last.wait_shares or last.active_max is None):
+        return None
+    kind = max(last.wait_shares, key=last.wait_shares.get)
+    if kind == "CPU":
+        if server_cores is None or last.active_max <= 2 * server_cores:
+            return None
+        on = f" on {server_cores} server cores"
+    elif last.active_max <= (knee.active_max or 0):
+        return None  # no extra backends at the largest point
+    else:
+        on = ""
+    rule, what, fix = BOTTLENECKS.get(kind, ("oversubscription", f"{kind} waits",
+                                             "{shrink}"))
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(
+        last.wait_shares.items(), key=lambda kv: -kv[1])[:3])
+    n, k = getattr(last, axis), getattr(knee, axis)
+    shrink = (f"shrink the pool toward {k}" if axis == "pool_size" else
+              f"hold the server's connections near {k} (a pool of {k} in front of it)")
+    return Finding(
+        rule, last.strategy,
+        f"{_where([n], clients)}: {last.active_max} active backends{on}, their samples "
+        f"waiting on {shares}: the extra backends queue on {what}; throughput "
+        f"{last.throughput_ops_s / knee.throughput_ops_s:.0%} of that at {k}, statement p99 "
+        f"{last.execute.p99_us / 1000:.1f} ms vs {knee.execute.p99_us / 1000:.1f} ms",
+        fix.format(shrink=shrink))
+
+
+def sweep_findings(points: tuple[SweepPoint, ...], axis: str, *,
+                   server_cores: int | None) -> tuple[Finding, ...]:
+    """A sweep's findings, per curve: what bounds its largest point (more backends than the
+    knee's, for no more throughput, their statements waiting inside the server: on the
+    cores, a lock, I/O, ... from the sampler's wait shares), then every per-run finding
+    its points carry (reference lines' too), once per rule, with the points where it
+    fired. In a pool-size sweep, "pool too small" counts only at a curve's largest size:
+    the smaller sizes are what the sweep compares."""
     found = []
-    for name in dict.fromkeys(p.strategy for p in points):
-        mine = sorted((p for p in points if p.strategy == name and not p.errors),
-                      key=lambda p: getattr(p, axis))
-        if len(mine) < 3:
-            continue
-        best = max(p.throughput_ops_s for p in mine)
-        knee = next(p for p in mine if p.throughput_ops_s >= 0.95 * best)
-        last = mine[-1]
-        if (last is knee or (last.active_max or 0) <= 2 * server_cores
-                or last.throughput_ops_s > 1.05 * knee.throughput_ops_s
-                or last.execute.p99_us < 1.5 * knee.execute.p99_us):
-            continue
-        found.append(Finding(
-            "oversubscription", name,
-            f"at {getattr(last, axis)}: {last.active_max} active backends on {server_cores} "
-            f"server cores, throughput {last.throughput_ops_s / knee.throughput_ops_s:.0%} of "
-            f"that at {getattr(knee, axis)}, statement p99 {last.execute.p99_us / 1000:.1f} ms "
-            f"vs {knee.execute.p99_us / 1000:.1f} ms",
-            f"shrink the pool toward {getattr(knee, axis)}: the server runs only so many "
-            "backends at once, the rest queue inside it"))
+    grid = len({p.workers for p in points}) > 1  # then each finding says its client count
+    groups: dict[tuple[str, int | None], tuple[SweepPoint, ...]] = dict(curves(points, axis))
+    for p in references(points, axis):
+        groups[(p.strategy, p.workers)] = (*groups.get((p.strategy, p.workers), ()), p)
+    for (_, clients), curve in groups.items():
+        clients = clients if grid else None
+        named = _bottleneck(curve, axis, clients, server_cores)
+        fired: dict[str, list[tuple[int, Finding]]] = {}
+        for p in curve:
+            for f in p.findings:
+                if f.rule == "pool too small" and axis == "pool_size" and p is not curve[-1]:
+                    continue
+                fired.setdefault(f.rule, []).append((getattr(p, axis), f))
+        if named is not None:
+            same = fired.pop(named.rule, None)
+            if same is not None:  # the run's own rule saw it too: its evidence says where
+                named = Finding(named.rule, named.strategy,
+                                f"{named.evidence}; {_where([n for n, _ in same], clients)}: "
+                                f"{same[-1][1].evidence}", named.fix)
+            found.append(named)
+        found += [Finding(rule, hits[-1][1].strategy,
+                          f"{_where([n for n, _ in hits], clients)}: {hits[-1][1].evidence}",
+                          hits[-1][1].fix) for rule, hits in fired.items()]
     return tuple(found)
