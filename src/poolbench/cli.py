@@ -550,8 +550,9 @@ def connect_cost_command(secrets: Secrets, dsn: str | None, env_file: Path | Non
 @cli.command()
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
-@click.option("--threshold", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Percent: exit 1 when a significant throughput drop or p99 rise exceeds it.")
+@click.option("--threshold", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Percent: exit 1 when a significant throughput drop or p99 rise beyond "
+                   "the runs' noise exceeds it.")
 @click.option("--markdown", "markdown_file", type=click.Path(path_type=Path),
               help="Also write the comparison as Markdown to this file.")
 @click.option("--html", "html_file", type=click.Path(path_type=Path),
