@@ -1,15 +1,198 @@
-"""`poolbench compare`: a CI gate over two results.json files."""
+"""`poolbench compare`: a CI gate over two results.json files.
+
+The tests of the method build result files whose answer is known by construction
+(trials of chosen values and spread); the CLI tests use one real run.
+"""
 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from scipy.stats import rankdata
 
+from poolbench.analysis.compare import compare_runs, holm
+from poolbench.config import RunConfig
 from poolbench.db.target import ConnectionTarget
+from poolbench.results import SCHEMA_VERSION
+
+PHASES = ("create", "read", "update", "delete")
+
+
+def synthetic(throughputs: dict[str, list[float]], *, p99: dict[str, list[float]] | None = None,
+              **config: object) -> dict:
+    """A results.json's content: one strategy, these phases with these counted trials'
+    throughputs (and p99s, else 2000 µs each) after one warm-up trial; the config is a real
+    RunConfig's, with ``config`` over it."""
+    phases = []
+    for phase, values in throughputs.items():
+        p99s = (p99 or {}).get(phase, [2000.0] * len(values))
+        trials = [{"trial": 0, "warmup": True, "throughput_ops_s": values[0] / 2,
+                   "latency": {"p50_us": 500, "p99_us": 9000}}]
+        trials += [{"trial": i + 1, "warmup": False, "throughput_ops_s": v,
+                    "latency": {"p50_us": 500, "p99_us": q}}
+                   for i, (v, q) in enumerate(zip(values, p99s))]
+        phases.append({"phase": phase, "throughput_ops_s": sorted(values)[len(values) // 2],
+                       "latency": {"p50_us": 500, "p99_us": sorted(p99s)[len(p99s) // 2]},
+                       "trials": trials})
+    settings = RunConfig(strategies=("psycopg:pool",), trials=len(next(iter(
+        throughputs.values())))).public_dict()
+    settings.update(config)
+    return {"schema_version": SCHEMA_VERSION, "run_tag": "pb00000000", "partial": False,
+            "config": settings,
+            "environment": {"host": "bench", "cpu_count": 2, "poolbench": "1", "python": "3",
+                            "machine": "x86_64", "packages": {}, "server":
+                            {"server_version": "16.1"}},
+            "strategies": [{"name": "psycopg:pool", "phases": phases}]}
+
+
+def every_phase(values: list[float]) -> dict[str, list[float]]:
+    return {phase: list(values) for phase in PHASES}
+
+
+def compared(base: dict, new: dict, threshold: float = 5.0):
+    return compare_runs(base, new, base_name="base", new_name="new", threshold_pct=threshold)
+
+
+def change(comparison, phase: str, metric: str):
+    return next(c for c in comparison.changes if c.phase == phase and c.metric == metric)
+
+
+STEADY = [1000.0, 1004.0, 1008.0, 1012.0, 1016.0, 1020.0]  # 2% spread
+
+
+def test_holm_known_answer() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> made
+    # non-decreasing: 0.02, 0.03, 0.06, 0.06; given back in the input's order.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.02]) == pytest.approx([0.5, 0.04])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # never below an earlier step
+
+
+def test_holm_over_every_figure_compared() -> None:
+    """Four phases, three figures: a family of 12. Six trials against six that separate
+    completely give p = 2 / C(12, 6) = 0.00216, 0.026 once multiplied by 12: a
+    regression. Five against five give at best 2 / C(10, 5) = 0.0079: below 0.05 alone,
+    but they cannot reach 0.05 / 12, so they cannot be judged."""
+    slower = every_phase(STEADY)
+    slower["read"] = [v * 0.7 for v in STEADY]
+    result = compared(synthetic(every_phase(STEADY)), synthetic(slower))
+    five = compared(synthetic(every_phase(STEADY[:5])),
+                    synthetic({k: v[:5] for k, v in slower.items()}))
+    assert not five.regressions
+    assert change(five, "read", "throughput").significant is None
+    read = change(result, "read", "throughput")
+    assert read.p_value == pytest.approx(2 / math.comb(12, 6))
+    assert [(c.phase, c.metric) for c in result.regressions] == [("read", "throughput")]
+    assert result.family == 12
+    assert read.p_holm == pytest.approx(12 * 2 / math.comb(12, 6))
+    assert any("need at least 6 counted trials per run" in w for w in five.warnings)
+
+
+def test_exact_distribution_without_ties() -> None:
+    """Nine trials against nine, completely apart: exactly 2 of the C(18, 9) splits are as
+    extreme, p = 2 / 48620 (the normal approximation says about 4e-4)."""
+    base = [1000.0 + i for i in range(9)]
+    new = [900.0 + i for i in range(9)]
+    result = compared(synthetic({"mix": base}, mix={"read": 1}),
+                      synthetic({"mix": new}, mix={"read": 1}))
+    assert change(result, "mix", "throughput").p_value == pytest.approx(2 / math.comb(18, 9))
+
+
+def brute_force_p(base: list[float], new: list[float]) -> float:
+    """Two-sided p of U (mid-ranks) over every split of the pooled values."""
+    pooled = base + new
+
+    def u(chosen: tuple[int, ...]) -> float:
+        ranks = rankdata(pooled)
+        return sum(ranks[i] for i in chosen) - len(base) * (len(base) + 1) / 2
+
+    observed = u(tuple(range(len(base))))
+    splits = [u(c) for c in itertools.combinations(range(len(pooled)), len(base))]
+    lower = sum(s <= observed + 1e-9 for s in splits) / len(splits)
+    upper = sum(s >= observed - 1e-9 for s in splits) / len(splits)
+    return min(1.0, 2 * min(lower, upper))
+
+
+def test_tied_percentiles_use_the_permutation_distribution() -> None:
+    """HDR buckets make p99s tie; the p is that of every split of the pooled trials."""
+    base_p99 = [2000.0, 2000.0, 2100.0, 2100.0, 2200.0, 2300.0]
+    new_p99 = [2100.0, 2200.0, 2200.0, 2300.0, 2300.0, 2400.0]
+    result = compared(synthetic({"mix": STEADY}, p99={"mix": base_p99}, mix={"read": 1}),
+                      synthetic({"mix": STEADY}, p99={"mix": new_p99}, mix={"read": 1}))
+    p99 = change(result, "mix", "p99")
+    assert p99.p_value == pytest.approx(brute_force_p(base_p99, new_p99))
+    assert change(result, "mix", "throughput").p_value == 1.0
+
+
+def test_a_significant_change_inside_the_runs_noise_is_no_regression() -> None:
+    """One phase (a family of 3). Trials that overlap by one (p = 4 / 924, significant
+    after Holm) or a change (-15%) smaller than the base run's 29% spread: a run whose
+    trials scatter that much cannot show such a change as more than its own noise."""
+    overlapping = [1002.0, 700.0, 710.0, 720.0, 730.0, 740.0]  # one above base's lowest
+    base = STEADY
+    result = compared(synthetic({"mix": base}, mix={"read": 1}),
+                      synthetic({"mix": overlapping}, mix={"read": 1}))
+    figure = change(result, "mix", "throughput")
+    assert not result.regressions
+    assert figure.significant and not figure.beyond_noise
+    scattered = [1000.0, 1010.0, 1020.0, 1030.0, 1040.0, 1300.0]  # spread 29% of 1025
+    result = compared(synthetic({"mix": scattered}, mix={"read": 1}),
+                      synthetic({"mix": [850.0, 860.0, 870.0, 880.0, 890.0, 900.0]},
+                                mix={"read": 1}))
+    figure = change(result, "mix", "throughput")
+    assert not result.regressions
+    assert figure.significant and figure.spread_pct == pytest.approx(300 / 1025 * 100)
+    assert not figure.beyond_noise
+
+
+def test_a_20_percent_drop_beyond_the_noise_is_a_regression() -> None:
+    result = compared(synthetic({"mix": STEADY}, mix={"read": 1}),
+                      synthetic({"mix": [v * 0.8 for v in STEADY]}, mix={"read": 1}),
+                      threshold=10.0)
+    assert [c.metric for c in result.regressions] == ["throughput"]
+    assert result.regressions[0].change_pct == pytest.approx(-20.0)
+
+
+def test_every_setting_that_differs_is_warned_about() -> None:
+    base = synthetic(every_phase(STEADY))
+    other = dict(mix={"read": 80, "update": 20}, interleave=True, cluster="local:2", nodes=2,
+                 acquire_timeout_s=5.0, statement_timeout_s=1.0, sample_interval_s=0,
+                 keep_prepared=True, via=["direct", "pgbouncer:transaction"], warmup_s=2.0,
+                 out_dir="elsewhere", target_source="--dsn")
+    new = synthetic(every_phase(STEADY), **other)
+    warnings = compared(base, new).warnings
+    for key in other:
+        said = [w for w in warnings if w.startswith(f"config differs: {key} ")]
+        if key in ("out_dir", "target_source"):  # where the reports went: not a setting
+            assert not said, said
+        else:
+            assert len(said) == 1, (key, warnings)
+    assert "config differs: interleave False -> True" in warnings
+    # A key only one run has (written by another poolbench version) is a difference too.
+    newer = copy.deepcopy(base)
+    newer["config"]["pool_timeout_s"] = 3
+    assert "config differs: pool_timeout_s None -> 3" in compared(base, newer).warnings
+
+
+def test_partial_runs_are_warned_about() -> None:
+    base = synthetic(every_phase(STEADY), strategies=["psycopg:pool", "asyncpg:pool"])
+    new = synthetic(every_phase(STEADY))
+    base["partial"] = True
+    phase = new["strategies"][0]["phases"][3]
+    phase["trials"] = phase["trials"][:4]  # the warm-up and 3 of 6 counted trials
+    del new["strategies"][0]["phases"][2]
+    warnings = compared(base, new).warnings
+    assert "base is a partial run (interrupted): only what it finished is compared" in warnings
+    assert "base has no results for asyncpg:pool" in warnings
+    assert "new: psycopg:pool has no update phase" in warnings
+    assert "new: psycopg:pool delete has 3 of 6 counted trials" in warnings
+    assert compared(synthetic(every_phase(STEADY)), synthetic(every_phase(STEADY))).warnings == ()
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +201,7 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget)
     # Open loop at a fixed rate: each trial's throughput is the rate, within a fraction of a
     # percent, so a 30% drop stands out of the noise of this machine.
     result = run_cli("run", "--dsn", target.conninfo(), "--strategies", "psycopg:pool", "-n",
-                     "1", "-w", "4", "--warmup", "1", "--trials", "4", "--rate", "400",
+                     "1", "-w", "4", "--warmup", "1", "--trials", "6", "--rate", "400",
                      "--duration", "0.5", "--no-chart", "--table", "compare_users", cwd=cwd)
     assert result.returncode == 0, result.stderr
     return json.loads((cwd / "reports" / "results.json").read_text())
@@ -35,7 +218,9 @@ def test_identical_runs_pass_the_gate(tmp_path: Path, base_run: dict) -> None:
                      "cmp.html", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "REGRESSION" not in result.stdout and "significant (p" not in result.stdout
-    assert "Mann–Whitney U" in result.stdout
+    text = " ".join(result.stdout.split())  # the console wraps long lines
+    assert "Mann–Whitney U" in text and "Holm (1979)" in text
+    assert "bench/compare_false_alarm.py" in text
     assert "| psycopg:pool | read | throughput [ops/s] |" in (tmp_path / "cmp.md").read_text()
     assert "<table>" in (tmp_path / "cmp.html").read_text()
 

@@ -1,20 +1,46 @@
 """``poolbench compare BASE.json NEW.json``: what changed between two runs, and whether the
 change is more than the noise.
 
-Method: per strategy and phase, the counted trials' throughputs (and their p99
-latencies) of the two runs are compared with the Mann–Whitney U test (two-sided,
-exact for small samples; scipy), at ``ALPHA``. It needs at least ``MIN_TRIALS``
-counted trials per run to be able to reach ALPHA at all (3 against 3 cannot go
-below p = 0.1); with fewer, the change is shown and significance is "cannot be
-judged". A gate fails (exit 1) when a significant throughput drop or p99 rise
-exceeds ``--threshold`` percent. Result files of every schema version poolbench
-has written are read, upgraded step by step (as asv does).
+Method (``METHOD``, printed with every comparison):
+
+1. Per strategy, phase and figure (throughput, p50, p99), the counted trials of the
+   two runs are compared with the Mann–Whitney rank-sum test, two-sided, on its
+   exact null distribution (Mann & Whitney 1947; ``scipy.stats.mannwhitneyu``,
+   ``method="exact"``). Where values tie (HDR-bucketed percentiles often do) the
+   exact distribution without ties does not hold and the normal approximation is
+   poor at these sample sizes, so the same statistic (U, with mid-ranks) is referred
+   to its permutation distribution over every split of the pooled trials
+   (``scipy.stats.permutation_test``; a fixed-seed sample of splits beyond
+   ``EXACT_SPLITS_MAX``).
+2. The p-values of all the figures compared form one family, adjusted with Holm's
+   step-down procedure (Holm 1979, "A simple sequentially rejective multiple test
+   procedure", Scand. J. Statist. 6:65-70): the chance that *any* figure of an
+   unchanged pair is called significant stays at ``ALPHA``. A figure whose trials
+   cannot reach ``ALPHA / family`` even when they separate completely "cannot be
+   judged" (the report says how many trials would do).
+3. Trials inside one run share its state (the server's cache, the table's bloat,
+   the machine's load at that time), so they vary less than runs do, and a test
+   over trials alone calls run-to-run drift significant: an A/A of one
+   configuration run twice in a row came out "+37% create throughput, p = 0.032".
+   So a significant change is a regression only when it is also larger than the
+   runs' own noise: the two runs' trial ranges do not overlap, the change exceeds
+   each run's within-run spread ((max - min) / median) times ``SPREAD_FACTOR``, and
+   it exceeds ``--threshold``. ``bench/compare_false_alarm.py`` measures how often
+   this rule fails an A/A pair and how often it catches a real 20% slowdown
+   (``bench/results/compare_false_alarm.txt``).
+
+A gate fails (exit 1) on a regression in throughput (a drop) or p99 (a rise); p50
+is shown and tested but never gates. Settings that differ between the runs (every
+config key but where the reports went) and partial runs are warned about. Result
+files of every schema version poolbench has written are read, upgraded step by step
+(as asv does).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +48,31 @@ from typing import Any
 from poolbench.errors import ConfigError
 from poolbench.results import SCHEMA_VERSION
 
-ALPHA = 0.05
-MIN_TRIALS = 4  # per run: 4 against 4 can reach p = 0.029 (two-sided, exact)
-# Settings whose difference makes two runs measure different things.
-CONFIG_KEYS = ("strategies", "rows", "workers", "pool_min", "pool_max", "warmup", "trials",
-               "duration_s", "rate", "processes", "via", "pooler_size", "table")
-ENVIRONMENT_KEYS = ("host", "cpu_count", "poolbench", "python", "machine")
+ALPHA = 0.05  # family-wise, over every figure compared (Holm)
+# The smallest worsening that fails the gate (--threshold's default): above the drift
+# between two runs of one configuration, below the 20% slowdown a gate must catch (both
+# measured by bench/compare_false_alarm.py, which prints the gate at other thresholds).
+DEFAULT_THRESHOLD_PCT = 10.0
+# A change must exceed this many times the larger within-run spread to be more than
+# the runs' own noise (see the module's docstring, step 3).
+SPREAD_FACTOR = 1.0
+# Beyond this many splits of the pooled trials (10 against 10 have 184,756), a tied
+# comparison samples splits (fixed seed, so a comparison always gives the same p).
+EXACT_SPLITS_MAX = 200_000
+RESAMPLES = 100_000
+# Keys of the run config that do not change what is measured: where the reports went,
+# where the target's address came from, and what ran after the strategies (pgbench).
+SETTINGS_NOT_COMPARED = frozenset({"out_dir", "target_source", "baseline",
+                                   "baseline_seconds"})
+ENVIRONMENT_KEYS = ("host", "cpu_count", "poolbench", "python", "machine", "packages")
+METHOD = (f"Mann–Whitney U (two-sided; exact distribution, a permutation test over every "
+          f"split where values tie) over the counted trials; Holm (1979) over every figure "
+          f"compared, family-wise alpha {ALPHA}; a significant change is a regression only "
+          f"when the two runs' trial ranges do not overlap and it exceeds "
+          f"{'each run' if SPREAD_FACTOR == 1 else f'{SPREAD_FACTOR:g}x each run'}'s "
+          f"within-run spread and the threshold, because trials of one run share its state "
+          f"and understate the variation between runs (false alarms and detection measured "
+          f"by bench/compare_false_alarm.py)")
 
 
 class CompareInputError(ConfigError):
@@ -80,6 +125,70 @@ def load_results(path: Path) -> dict[str, Any]:
     return data
 
 
+def smallest_p(n: int, m: int) -> float:
+    """The smallest two-sided p the exact rank-sum test can give n against m values: both
+    complete separations, out of every split of the pooled values."""
+    return min(1.0, 2 / math.comb(n + m, n))
+
+
+def trials_needed(family: int, alpha: float = ALPHA) -> int:
+    """Counted trials per run (the same in both) that can reach ``alpha / family``."""
+    n = 2
+    while smallest_p(n, n) >= alpha / family:
+        n += 1
+    return n
+
+
+def _u_statistic(x: Any, y: Any, axis: int = -1) -> Any:
+    """U of x (mid-ranks over x and y pooled), along ``axis``; vectorised for
+    ``permutation_test``."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    pooled = np.concatenate([x, y], axis=axis)
+    ranks = rankdata(pooled, axis=axis)
+    n = np.shape(x)[axis]
+    return np.take(ranks, range(n), axis=axis).sum(axis=axis) - n * (n + 1) / 2
+
+
+def rank_sum_p(base: Sequence[float], new: Sequence[float]) -> float:
+    """Two-sided p of the Mann–Whitney test of ``base`` against ``new``: exact without ties,
+    a permutation test of the same statistic (every split, or ``RESAMPLES`` of them beyond
+    ``EXACT_SPLITS_MAX``) with ties."""
+    from scipy.stats import mannwhitneyu, permutation_test
+
+    pooled = list(base) + list(new)
+    if len(set(pooled)) == 1:
+        return 1.0  # every value the same: no order to test
+    if len(set(pooled)) == len(pooled):
+        return float(mannwhitneyu(base, new, alternative="two-sided", method="exact").pvalue)
+    exact = math.comb(len(pooled), len(base)) <= EXACT_SPLITS_MAX
+    result = permutation_test((list(base), list(new)), _u_statistic, vectorized=True,
+                              permutation_type="independent", alternative="two-sided",
+                              n_resamples=math.inf if exact else RESAMPLES, rng=0)
+    return float(min(1.0, result.pvalue))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: sorted ascending, the i-th
+    (from 0) is multiplied by (m - i), made non-decreasing, capped at 1."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for i, index in enumerate(sorted(range(m), key=lambda k: pvalues[k])):
+        running = max(running, min(1.0, (m - i) * pvalues[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def spread_pct(values: Sequence[float]) -> float:
+    """(max - min) / median of one run's trials, in %: how far apart its trials were."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return (ordered[-1] - ordered[0]) / median * 100 if median else 0.0
+
+
 @dataclass(frozen=True)
 class Change:
     """One figure of one strategy and phase, in both runs."""
@@ -90,9 +199,15 @@ class Change:
     base: float
     new: float
     change_pct: float
-    p_value: float | None  # None: too few trials to judge
-    significant: bool | None
-    regression: bool  # significant and worse by more than the threshold
+    p_value: float | None  # the test's own p; None: fewer than 2 counted trials in a run
+    p_holm: float | None  # adjusted over every figure compared; None as p_value, or unjudgeable
+    significant: bool | None  # p_holm < ALPHA; None: the trials cannot reach it
+    # the trial ranges do not overlap and the change exceeds both runs' spreads
+    beyond_noise: bool
+    regression: bool  # significant, beyond the noise, and worse by more than the threshold
+    base_trials: int = 0
+    new_trials: int = 0
+    spread_pct: float = 0.0  # the larger of the two runs' within-run spreads
 
 
 @dataclass(frozen=True)
@@ -105,6 +220,8 @@ class RunComparison:
     only_in_base: tuple[str, ...]
     only_in_new: tuple[str, ...]
     method: str
+    family: int = 0  # figures compared: the Holm family
+    trials_needed: int = 0  # counted trials per run that can reach ALPHA / family
 
     @property
     def regressions(self) -> tuple[Change, ...]:
@@ -115,63 +232,110 @@ def _counted(phase: dict[str, Any], figure: Callable[[dict[str, Any]], float]) -
     return [figure(t) for t in phase.get("trials", []) if not t.get("warmup")]
 
 
-def _test(base: list[float], new: list[float]) -> float | None:
-    if min(len(base), len(new)) < MIN_TRIALS:
-        return None
-    from scipy.stats import mannwhitneyu
-
-    if len(set(base) | set(new)) == 1:
-        return 1.0  # identical samples: no difference to find
-    return float(mannwhitneyu(base, new, alternative="two-sided").pvalue)
-
-
-def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, new_name: str,
-                 threshold_pct: float = 5.0) -> RunComparison:
-    warnings = []
+def setting_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per config key (but ``SETTINGS_NOT_COMPARED``) whose value differs, keys
+    only one run has included, and per environment key."""
+    lines = []
+    for key in sorted((set(base["config"]) | set(new["config"])) - SETTINGS_NOT_COMPARED):
+        a, b = base["config"].get(key), new["config"].get(key)
+        if a != b:
+            lines.append(f"config differs: {key} {a!r} -> {b!r}")
     for key in ENVIRONMENT_KEYS:
         a, b = base["environment"].get(key), new["environment"].get(key)
         if a != b:
-            warnings.append(f"environment differs: {key} {a!r} -> {b!r}")
-    a = base["environment"].get("server", {}).get("server_version")
-    b = new["environment"].get("server", {}).get("server_version")
+            lines.append(f"environment differs: {key} {a!r} -> {b!r}")
+    a = (base["environment"].get("server") or {}).get("server_version")
+    b = (new["environment"].get("server") or {}).get("server_version")
     if a != b:
-        warnings.append(f"environment differs: PostgreSQL {a} -> {b}")
-    for key in CONFIG_KEYS:
-        if base["config"].get(key) != new["config"].get(key):
-            warnings.append(f"config differs: {key} {base['config'].get(key)!r} -> "
-                            f"{new['config'].get(key)!r}")
+        lines.append(f"environment differs: PostgreSQL {a} -> {b}")
+    return lines
+
+
+def partial_warnings(data: dict[str, Any], name: str) -> list[str]:
+    """What a run did not finish: marked partial, a configured strategy or phase missing, a
+    phase with fewer counted trials than configured."""
+    lines = []
+    if data.get("partial"):
+        lines.append(f"{name} is a partial run (interrupted): only what it finished is "
+                     "compared")
+    config = data["config"]
+    done = {s["name"] for s in data["strategies"]}
+    missing = [s for s in config.get("strategies") or () if not any(
+        n == s or n.startswith(f"{s}@") for n in done)]
+    if missing:
+        lines.append(f"{name} has no results for {', '.join(missing)}")
+    trials = config.get("trials")
+    phases = ["mix"] if config.get("mix") else ["create", "read", "update", "delete"]
+    for s in data["strategies"]:
+        have = {p["phase"]: p for p in s["phases"]}
+        absent = [p for p in phases if p not in have]
+        if absent:
+            lines.append(f"{name}: {s['name']} has no {', '.join(absent)} phase")
+        for p in s["phases"]:
+            counted = len(_counted(p, lambda t: 0.0))
+            if isinstance(trials, int) and counted < trials:
+                lines.append(f"{name}: {s['name']} {p['phase']} has {counted} of {trials} "
+                             "counted trials")
+    return lines
+
+
+def _figures(p: dict[str, Any], q: dict[str, Any]) -> list[tuple[str, float, float, list[float],
+                                                                list[float], bool]]:
+    """(figure, base, new, base trials, new trials, higher is better) of one phase."""
+    out = [("throughput", p["throughput_ops_s"], q["throughput_ops_s"],
+            _counted(p, lambda t: t["throughput_ops_s"]),
+            _counted(q, lambda t: t["throughput_ops_s"]), True)]
+    for metric in ("p50", "p99"):
+        key = f"{metric}_us"
+        out.append((metric, p["latency"][key], q["latency"][key],
+                    _counted(p, lambda t, k=key: t["latency"][k]),
+                    _counted(q, lambda t, k=key: t["latency"][k]), False))
+    return out
+
+
+def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, new_name: str,
+                 threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RunComparison:
+    """Every figure of every strategy and phase both runs have, judged by ``METHOD``."""
+    warnings = setting_differences(base, new)
+    warnings += partial_warnings(base, base_name) + partial_warnings(new, new_name)
     by_name = {s["name"]: s for s in new["strategies"]}
-    changes: list[Change] = []
+    rows = []
     for s in base["strategies"]:
         other = by_name.get(s["name"])
         if other is None:
             continue
         phases = {p["phase"]: p for p in other["phases"]}
         for p in s["phases"]:
-            q = phases.get(p["phase"])
-            if q is None:
-                continue
-            figures = (("throughput", p["throughput_ops_s"], q["throughput_ops_s"],
-                        lambda t: t["throughput_ops_s"], True),
-                       ("p50", p["latency"]["p50_us"], q["latency"]["p50_us"],
-                        lambda t: t["latency"]["p50_us"], False),
-                       ("p99", p["latency"]["p99_us"], q["latency"]["p99_us"],
-                        lambda t: t["latency"]["p99_us"], False))
-            for metric, old, now, per_trial, higher_better in figures:
-                pct = (now - old) / old * 100 if old else 0.0
-                pvalue = _test(_counted(p, per_trial), _counted(q, per_trial))
-                significant = None if pvalue is None else pvalue < ALPHA
-                worse = -pct if higher_better else pct
-                regression = bool(significant) and metric != "p50" and worse > threshold_pct
-                changes.append(Change(s["name"], p["phase"], metric, old, now, pct, pvalue,
-                                      significant, regression))
+            if (q := phases.get(p["phase"])) is not None:
+                rows += [(s["name"], p["phase"], *figure) for figure in _figures(p, q)]
+    family = len(rows)
+    needed = trials_needed(family) if family else 0
+    raw = [rank_sum_p(xs, ys) if min(len(xs), len(ys)) >= 2 else None
+           for *_, xs, ys, _ in rows]
+    tested = [i for i, p in enumerate(raw) if p is not None]
+    adjusted = dict(zip(tested, holm([raw[i] for i in tested])))
+    changes = []
+    for i, (strategy, phase, metric, old, now, xs, ys, higher_better) in enumerate(rows):
+        pct = (now - old) / old * 100 if old else 0.0
+        judgeable = raw[i] is not None and smallest_p(len(xs), len(ys)) < ALPHA / family
+        significant = adjusted[i] < ALPHA if judgeable else None
+        spread = max(spread_pct(xs), spread_pct(ys)) if xs and ys else 0.0
+        apart = bool(xs and ys) and (max(xs) < min(ys) or max(ys) < min(xs))
+        beyond = apart and abs(pct) > SPREAD_FACTOR * spread
+        worse = -pct if higher_better else pct
+        regression = (bool(significant) and beyond and metric != "p50"
+                      and worse > threshold_pct)
+        changes.append(Change(strategy, phase, metric, old, now, pct, raw[i],
+                              adjusted.get(i) if judgeable else None, significant, beyond,
+                              regression, len(xs), len(ys), spread))
+    if changes and not any(c.significant is not None for c in changes):
+        warnings.append(f"no change can be judged: {family} figures compared need at least "
+                        f"{needed} counted trials per run to reach alpha {ALPHA} / {family} "
+                        f"(run both with --trials {needed})")
     names_base = [s["name"] for s in base["strategies"]]
     names_new = [s["name"] for s in new["strategies"]]
-    method = (f"Mann–Whitney U (two-sided, exact) over the counted trials' figures, "
-              f"alpha {ALPHA}; needs at least {MIN_TRIALS} trials per run, else significance "
-              "cannot be judged")
     return RunComparison(base=base_name, new=new_name, threshold_pct=threshold_pct,
                          changes=tuple(changes), warnings=tuple(warnings),
                          only_in_base=tuple(n for n in names_base if n not in names_new),
                          only_in_new=tuple(n for n in names_new if n not in names_base),
-                         method=method)
+                         method=METHOD, family=family, trials_needed=needed)

@@ -18,11 +18,18 @@ def _value(c: Change, value: float) -> str:
 
 
 def _verdict(c: Change) -> str:
+    if c.p_value is None:
+        return "cannot be judged (fewer than 2 counted trials)"
     if c.significant is None:
-        return "cannot be judged (too few trials)"
+        return f"cannot be judged ({c.base_trials} and {c.new_trials} trials are too few)"
     if c.regression:
-        return "REGRESSION"
-    return f"significant (p={c.p_value:.3f})" if c.significant else f"noise (p={c.p_value:.2f})"
+        return f"REGRESSION (p={c.p_holm:.3f})"
+    if not c.significant:
+        return f"noise (p={c.p_holm:.2f})"
+    if not c.beyond_noise:
+        return (f"within run-to-run noise (p={c.p_holm:.3f}, but the trial ranges overlap or "
+                f"the change is within the {c.spread_pct:.0f}% spread)")
+    return f"significant (p={c.p_holm:.3f})"
 
 
 def rows(comparison: RunComparison) -> list[list[str]]:
@@ -44,7 +51,8 @@ def render_comparison(comparison: RunComparison, console: Console) -> None:
         style = "red" if c.regression else None
         table.add_row(*row, style=style)
     console.print(table)
-    console.print(f"method: {comparison.method}", style="dim", highlight=False)
+    console.print(f"method: {comparison.method}; p is Holm-adjusted over the "
+                  f"{comparison.family} figures compared", style="dim", highlight=False)
     for warning in comparison.warnings:
         console.print(f"[yellow]warning: {warning}[/]", highlight=False)
     for name in comparison.only_in_base:
@@ -53,7 +61,8 @@ def render_comparison(comparison: RunComparison, console: Console) -> None:
         console.print(f"[yellow]only in {comparison.new}: {name}[/]", highlight=False)
     for c in comparison.regressions:
         console.print(f"[red]regression: {c.strategy} {c.phase} {c.metric} "
-                      f"{c.change_pct:+.1f}% (p={c.p_value:.3f})[/]", highlight=False)
+                      f"{c.change_pct:+.1f}% (p={c.p_holm:.3f}, Holm-adjusted; ranges apart, "
+                      f"beyond the {c.spread_pct:.0f}% within-run spread)[/]", highlight=False)
 
 
 def comparison_markdown(comparison: RunComparison) -> str:
@@ -61,7 +70,8 @@ def comparison_markdown(comparison: RunComparison) -> str:
              "| " + " | ".join(HEADERS) + " |",
              "|" + "|".join(":---" if i in (0, 1, 2, 6) else "---:" for i in range(7)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows(comparison)]
-    lines += ["", f"Method: {comparison.method}.", ""]
+    lines += ["", f"Method: {comparison.method}; p is Holm-adjusted over the "
+                  f"{comparison.family} figures compared.", ""]
     lines += [f"- warning: {w}" for w in comparison.warnings]
     return "\n".join(lines) + "\n"
 
@@ -80,5 +90,6 @@ def comparison_html(comparison: RunComparison) -> str:
             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
             ".bad{color:#b00;font-weight:bold}.warn{color:#a60}</style></head><body>"
             f"<h1>{title}</h1><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            f"</table><p>Method: {html.escape(comparison.method)}.</p>{warnings}"
+            f"</table><p>Method: {html.escape(comparison.method)}; p is Holm-adjusted over "
+            f"the {comparison.family} figures compared.</p>{warnings}"
             "</body></html>")

@@ -1,0 +1,210 @@
+"""How often ``poolbench compare`` fails an A/A pair, and how often it catches a real 20%
+slowdown.
+
+On one embedded server, each pair is three runs of one small configuration in a row:
+A, A' (the same configuration again: an A/A pair) and S, the same configuration
+against a server made slower. The runs' order rotates from pair to pair (A A' S,
+A' S A, S A A'), so that no kind always comes first on a server that has just
+deleted a run's rows. ``compare_runs`` (the method ``poolbench compare`` prints) is
+applied to A -> A' (a regression there is a false alarm: the gate would fail an
+unchanged build) and A' -> S (a throughput regression in a slowed phase is a
+detection).
+
+The slowdown is real work the server does, not an edited number: a BEFORE INSERT
+OR UPDATE OR DELETE trigger on the run's table calls ``pg_sleep`` for a fixed
+share of rows (by id, so the share is exact), the way an audit trigger writing
+somewhere slow makes every write wait. pg_sleep sleeps whole milliseconds, so a
+sub-millisecond cost per operation is made as SLEEP_S on a share of the rows. The
+share is set per phase (create, update, delete) from the first run's throughput
+so that each worker's operations take 25% longer (1 / 1.25 = 20% fewer ops/s),
+corrected once from a calibration run with the trigger (a CPU-bound server slows
+less than the sleep predicts); the slowdown each pair got is printed. Reads do
+not fire the trigger: in the A' -> S pairs the read phase is one more A/A.
+
+Run: python bench/compare_false_alarm.py [--pairs 10] [--trials 6] [--rows 2000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from _common import Report
+
+from poolbench import RunConfig, run
+from poolbench.analysis.compare import (
+    DEFAULT_THRESHOLD_PCT,
+    METHOD,
+    RunComparison,
+    compare_runs,
+)
+from poolbench.db.admin import AdminSession
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.workload import ensure_table, quote_ident
+
+TABLE = "compare_false_alarm"
+STRATEGY = "psycopg:pool"
+SLOWED = ("create", "update", "delete")
+TG_OP = {"create": "INSERT", "update": "UPDATE", "delete": "DELETE"}
+SLEEP_S = 0.002
+TARGET_DROP = 0.20  # throughput 20% lower: each operation 25% longer in a closed loop
+
+
+def one_run(target: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One run as ``poolbench compare`` reads it (results.json's content)."""
+    results = run(RunConfig(target=target, strategies=(STRATEGY,), rows=args.rows,
+                            workers=args.workers, pool_min=args.workers, pool_max=args.workers,
+                            warmup=1, trials=args.trials, table=TABLE, out_dir=None,
+                            chart=False, sample_interval_s=0))
+    return json.loads(json.dumps(results.to_dict(), default=str))
+
+
+def throughput(data: dict[str, Any], phase: str) -> float:
+    return next(p["throughput_ops_s"] for p in data["strategies"][0]["phases"]
+                if p["phase"] == phase)
+
+
+def install_slowdown(admin: AdminSession, shares: dict[str, float]) -> None:
+    """The trigger: ``pg_sleep(SLEEP_S)`` on ``share`` of the rows, per statement kind."""
+    branches = "".join(
+        f"WHEN '{TG_OP[phase]}' THEN {round(share * 10_000)} " for phase, share in shares.items())
+    body = f"""
+        CREATE OR REPLACE FUNCTION compare_false_alarm_slow() RETURNS trigger AS $$
+        DECLARE row_id integer := CASE TG_OP WHEN 'DELETE' THEN OLD.id ELSE NEW.id END;
+        BEGIN
+          IF row_id % 10000 < (CASE TG_OP {branches}ELSE 0 END) THEN
+            PERFORM pg_sleep({SLEEP_S});
+          END IF;
+          RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+        END $$ LANGUAGE plpgsql"""
+    table = quote_ident(TABLE)
+    admin.call(lambda c: c.execute(body))
+    admin.call(lambda c: c.execute(f"CREATE TRIGGER compare_false_alarm_slow BEFORE INSERT OR "
+                                   f"UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION "
+                                   "compare_false_alarm_slow()"))
+
+
+def remove_slowdown(admin: AdminSession) -> None:
+    admin.call(lambda c: c.execute(f"DROP TRIGGER IF EXISTS compare_false_alarm_slow ON "
+                                   f"{quote_ident(TABLE)}"))
+
+
+def shares_for(base: dict[str, Any], workers: int, stretch: dict[str, float]) -> dict[str, float]:
+    """Share of rows to sleep on, per phase, so each worker's operation takes 25% longer:
+    a worker spends workers / throughput seconds per operation."""
+    added = TARGET_DROP / (1 - TARGET_DROP)
+    return {phase: min(1.0, added * workers / throughput(base, phase) / SLEEP_S
+                       * stretch.get(phase, 1.0)) for phase in SLOWED}
+
+
+def worst(comparison: RunComparison, *, phases: tuple[str, ...] | None = None,
+          metrics: tuple[str, ...] = ("throughput", "p99")) -> float | None:
+    """The largest worsening (in %) among the changes the method calls significant and beyond
+    the runs' noise: the gate fails at any --threshold below it (None: at none)."""
+    worse = [-c.change_pct if c.metric == "throughput" else c.change_pct
+             for c in comparison.changes
+             if c.significant and c.beyond_noise and c.metric in metrics
+             and (phases is None or c.phase in phases)]
+    return max(worse, default=None)
+
+
+def fails(worst_pct: float | None, threshold: float) -> bool:
+    return worst_pct is not None and worst_pct > threshold
+
+
+def verdict(comparison: RunComparison) -> str:
+    return ", ".join(f"{c.phase} {c.metric} {c.change_pct:+.1f}%"
+                     for c in comparison.regressions) or "no regression"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10, help="A/A pairs (and slowed runs)")
+    parser.add_argument("--trials", type=int, default=6, help="counted trials per run")
+    parser.add_argument("--rows", type=int, default=2000, help="rows per phase")
+    parser.add_argument("--workers", type=int, default=8, help="workers (= pool size)")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT,
+                        help="compare's --threshold")
+    parser.add_argument("--keep", type=Path, help="also write each run's results.json here "
+                        "(pairNN-A.json ...), to try other methods on the same runs")
+    args = parser.parse_args()
+    report = Report("compare_false_alarm")
+    report.line(f"# {STRATEGY}, {args.workers} workers and pool, {args.rows} rows, 1 warm-up "
+                f"and {args.trials} counted trials per run, {args.pairs} pairs, "
+                f"--threshold {args.threshold:g}, on one embedded server")
+    report.line(f"# method: {METHOD}")
+    aa_worst: list[float | None] = []
+    slow_worst: list[float | None] = []
+    achieved: dict[str, list[float]] = {phase: [] for phase in SLOWED}
+    with EmbeddedServer(max_connections=100) as server:
+        target = server.target
+        admin = AdminSession(target)
+        admin.call(lambda c: ensure_table(c, TABLE))
+        # Calibration: the share from a plain run, then corrected once from a slowed run.
+        plain = one_run(target, args)
+        shares = shares_for(plain, args.workers, {})
+        install_slowdown(admin, shares)
+        slowed = one_run(target, args)
+        remove_slowdown(admin)
+        stretch = {}
+        for phase in SLOWED:
+            got = 1 / (1 - min(0.9, max(0.01, 1 - throughput(slowed, phase)
+                                        / throughput(plain, phase)))) - 1
+            stretch[phase] = (TARGET_DROP / (1 - TARGET_DROP)) / got
+        shares = shares_for(plain, args.workers, stretch)
+        on = ", ".join(f"{share:.1%} ({phase})" for phase, share in shares.items())
+        report.line(f"# trigger: pg_sleep({SLEEP_S:g}) on {on} of the rows")
+        for pair in range(args.pairs):
+            runs: dict[str, dict[str, Any]] = {}
+            order = ("A", "A'", "S")[pair % 3:] + ("A", "A'", "S")[:pair % 3]
+            for kind in order:
+                if kind == "S":
+                    install_slowdown(admin, shares)
+                try:
+                    runs[kind] = one_run(target, args)
+                finally:
+                    if kind == "S":
+                        remove_slowdown(admin)
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for kind, data in runs.items():
+                    name = f"pair{pair + 1:02d}-{kind.replace(chr(39), 'p')}.json"
+                    (args.keep / name).write_text(json.dumps(data))
+            aa = compare_runs(runs["A"], runs["A'"], base_name="A", new_name="A'",
+                              threshold_pct=args.threshold)
+            slow = compare_runs(runs["A'"], runs["S"], base_name="A'", new_name="S",
+                                threshold_pct=args.threshold)
+            aa_worst.append(worst(aa))
+            slow_worst.append(worst(slow, phases=SLOWED, metrics=("throughput",)))
+            drops = {phase: 1 - throughput(runs["S"], phase) / throughput(runs["A'"], phase)
+                     for phase in SLOWED}
+            for phase, drop in drops.items():
+                achieved[phase].append(drop)
+            report.line(f"pair {pair + 1} ({' '.join(order)}): A/A {verdict(aa)}; "
+                        f"slowed by {', '.join(f'{d:.0%} ({p})' for p, d in drops.items())}: "
+                        f"{verdict(slow)}")
+        admin.close()
+    report.line("slowdown achieved (median over pairs): " + ", ".join(
+        f"{phase} {statistics.median(v):.1%}" for phase, v in achieved.items()))
+    report.line("the gate at other --threshold values (same runs): threshold, A/A pairs "
+                "failed, slowed runs caught")
+    for threshold in sorted({2.5, 5.0, 7.5, 10.0, 12.5, 15.0, args.threshold}):
+        alarms = sum(fails(w, threshold) for w in aa_worst)
+        caught = sum(fails(w, threshold) for w in slow_worst)
+        report.line(f"  {threshold:>5g}%: {alarms}/{args.pairs} false alarms, "
+                    f"{caught}/{args.pairs} caught")
+    false_alarms = sum(fails(w, args.threshold) for w in aa_worst)
+    detections = sum(fails(w, args.threshold) for w in slow_worst)
+    report.line(f"false alarms: {false_alarms} of {args.pairs} A/A pairs failed the gate at "
+                f"--threshold {args.threshold:g} ({false_alarms / args.pairs:.0%}; target at "
+                "most 5%)")
+    report.line(f"detection: {detections} of {args.pairs} slowed runs failed the gate on a "
+                f"slowed phase's throughput ({detections / args.pairs:.0%}; target: all)")
+    report.save()
+
+
+if __name__ == "__main__":
+    main()
