@@ -228,38 +228,3 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
 def test_bad_sweep_lists_are_refused(tmp_path: Path) -> None:
     result = run_cli("sweep", "--pool-sizes", "1,x", cwd=tmp_path)
     assert result.returncode == 2 and "--pool-sizes" in result.stderr
-
-
-
-def test_oversubscription_is_found_across_a_sweep(target: ConnectionTarget,
-                                                  admin, table: str) -> None:
-    """A server that can do only one thing at a time: every update takes one advisory lock
-    and holds it 5 ms (a trigger). Throughput is the same at every pool size, and past twice
-    the cores the extra backends only queue inside the server, their statements' p99
-    growing with the pool. This is the measured situation the rule names; it does not
-    depend on how fast this machine's cores are."""
-    import os
-
-    from poolbench import RunConfig
-    from poolbench.api import sweep
-    from poolbench.db.workload import CREATE_TABLE, quote_ident
-
-    admin.execute(CREATE_TABLE.format(table=quote_ident(table)))
-    admin.execute("CREATE OR REPLACE FUNCTION pb_serial() RETURNS trigger LANGUAGE plpgsql "
-                  "AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); PERFORM pg_sleep(0.005); "
-                  "RETURN NEW; END $$")
-    admin.execute(f"CREATE TRIGGER serial BEFORE UPDATE ON {quote_ident(table)} "
-                  "FOR EACH ROW EXECUTE FUNCTION pb_serial()")
-    cores = os.cpu_count() or 1
-    largest = 4 * cores
-    config = RunConfig(target=target, strategies=("psycopg:pool",), rows=100,
-                       workers=largest, warmup=0, trials=1, table=table, out_dir=None,
-                       duration_s=1.5, mix=(("update", 1),), sample_interval_s=0.05)
-    results = sweep(config, pool_sizes=(2, 4, largest), workers=(largest,))
-    evidence = [(p.pool_size, round(p.throughput_ops_s), p.active_max,
-                 p.execute.p99_us) for p in results.points]
-    over = [f for f in results.findings if f.rule == "oversubscription"]
-    assert len(over) == 1, evidence
-    # the evidence is real: the largest pool ran more than twice the cores' backends at once
-    assert results.points[-1].active_max > 2 * cores, evidence
-    assert f"at {largest}:" in over[0].evidence and "shrink the pool" in over[0].fix

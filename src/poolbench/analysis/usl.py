@@ -112,7 +112,7 @@ def fit_usl(strategy: str, ns: list[float], throughputs: list[float]) -> UslMode
         return untrusted(f"only {distinct} points (a fit needs {MIN_POINTS}): not trusted",
                          **fitted)
     if residual > MAX_RESIDUAL * 100:
-        return untrusted(f"residual error {residual:.0f}% of the mean throughput "
+        return untrusted(f"residual error {residual:.1f}% of the mean throughput "
                          f"(> {MAX_RESIDUAL:.0%}): the law does not describe these points",
                          **fitted)
     if None in half[:2]:
