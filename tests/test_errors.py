@@ -130,6 +130,21 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], needle: str
     assert "secretpw" not in result.stderr
 
 
+@pytest.mark.parametrize(("command", "mix", "fix"), [
+    ("run", "read=199,delete=1", "give delete=2 or more"),  # a 0.5 share rounds to none
+    ("run", "read=400,update=1,delete=1", "give update=3 and delete=3 or more"),
+    ("sweep", "read=1000,delete=1", "give delete=6 or more"),
+])
+def test_a_mix_weight_that_rounds_to_no_operation_is_refused(tmp_path: Path, command: str,
+                                                             mix: str, fix: str) -> None:
+    """A mix deals its kinds out in cycles of 100 operations by their rounded shares: a
+    kind whose share rounds to none would never run, so the mix is refused before
+    anything starts, with the least weight that makes it run."""
+    result = run_cli(command, "--mix", mix, cwd=tmp_path)
+    assert_one_line_error(result, 2, f"--mix {mix}:", "would never run", fix)
+    assert not (tmp_path / "reports").exists() and "embedded server" not in result.stdout
+
+
 def test_unwritable_output_folder_is_refused_before_the_run(tmp_path: Path,
                                                             target: ConnectionTarget) -> None:
     blocker = tmp_path / "file"

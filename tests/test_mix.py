@@ -102,6 +102,23 @@ def test_a_mix_without_creates_makes_rows_when_none_is_free(tmp_path: Path,
     assert data["verification"]["ok"]
 
 
+def test_the_rarest_kind_accepted_runs_once_in_each_cycle(target: ConnectionTarget,
+                                                         table: str) -> None:
+    """Known answer: a mix deals its kinds out in cycles of 100 operations by rounded
+    shares. delete=1 against read=198 is a share of 0.5025, one in each cycle, so 200
+    operations hold exactly 2 deletes (read=199 rounds it to none and is refused)."""
+    from poolbench.config import mix_cycle
+
+    mix = (("read", 198), ("delete", 1))
+    assert mix_cycle(mix) == (("read", 99), ("delete", 1))
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=200, workers=2,
+                            pool_max=2, warmup=0, trials=1, table=table, out_dir=None,
+                            mix=mix))
+    s = results.strategies[0]
+    assert (s.phase("mix:delete").ops, s.phase("mix:read").ops) == (2, 198)
+    assert s.server is not None and s.server.ok, s.server
+
+
 @pytest.mark.parametrize("spec", ["read=80,scan=20", "read=x", "read=0", ""])
 def test_bad_mix_is_a_usage_error(tmp_path, spec: str) -> None:
     from conftest import run_cli

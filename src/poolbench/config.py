@@ -38,6 +38,34 @@ def parse_mix(spec: str) -> tuple[tuple[str, int], ...]:
     return tuple(pairs)
 
 
+MIX_CYCLE = 100  # a mix runs as a shuffled cycle of this many operations, repeated
+
+
+def mix_cycle(mix: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """(kind, operations) in each cycle of :data:`MIX_CYCLE`: its share of the weights,
+    rounded (half to even, as ``round``), which is how a mixed phase deals them out."""
+    total = sum(w for _, w in mix)
+    return tuple((kind, round(w * MIX_CYCLE / total)) for kind, w in mix)
+
+
+def _starved_mix_error(mix: tuple[tuple[str, int], ...]) -> ConfigError | None:
+    """The error for a mix with a kind whose share rounds to no operation (it would never
+    run), naming the least weights that give each such kind one; None if every kind runs."""
+    starved = [kind for kind, n in mix_cycle(mix) if n == 0]
+    if not starved:
+        return None
+    weights = dict(mix)
+    while missing := [k for k, n in mix_cycle(tuple(weights.items())) if n == 0]:
+        for kind in missing:  # one in a cycle needs w / total > 1 / (2 * MIX_CYCLE)
+            rest = sum(weights.values()) - weights[kind]
+            weights[kind] = rest // (2 * MIX_CYCLE - 1) + 1
+    spec = ",".join(f"{k}={w}" for k, w in mix)
+    fix = " and ".join(f"{k}={weights[k]}" for k in starved)
+    return ConfigError(f"--mix {spec}: {', '.join(starved)} would never run (under one "
+                       f"operation in each cycle of {MIX_CYCLE}); give {fix} or more, or "
+                       f"leave {'it' if len(starved) == 1 else 'them'} out")
+
+
 SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
                   "HOST": "host", "PORT": "port"}
 LIBPQ_VARIABLES = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user",
@@ -191,6 +219,8 @@ class RunConfig:
                          or len({k for k, _ in self.mix}) != len(self.mix)):
             raise ConfigError(f"--mix {self.mix!r}: give kinds from {', '.join(MIX_KINDS)} "
                               "with whole-number weights >= 1, each once")
+        if self.mix and (starved := _starved_mix_error(self.mix)) is not None:
+            raise starved
         if not (isinstance(self.sample_interval_s, (int, float))
                 and 0 <= self.sample_interval_s <= 60):
             raise ConfigError(f"--sample-interval must be a number of seconds from 0 (off) to "
