@@ -14,7 +14,7 @@ of λ and σ (from ``curve_fit``'s covariance, Student's t on n − 3 degrees of
 freedom) are narrow: λ within ±``MAX_LAM_HALF_WIDTH`` of itself, σ within
 ±``MAX_SIGMA_HALF_WIDTH``. κ decides only whether there is a peak: N* is reported
 when the fit is trusted, κ's interval lies above 0, and N* falls within the measured
-range or at most ``PEAK_REACH`` times past its largest N.
+range or at most ``PEAK_REACH`` times past its ends.
 """
 
 from __future__ import annotations
@@ -122,13 +122,14 @@ def fit_usl(strategy: str, ns: list[float], throughputs: list[float]) -> UslMode
         return untrusted(f"95% intervals λ ±{lam_half:.0%}, σ ±{sigma_half:.2f}: too wide "
                          "to trust", **fitted)
     note = f"residual {residual:.1f}% of the mean throughput over {distinct} points"
-    top = float(x.max())
+    bottom, top = float(x.min()), float(x.max())
     peak = math.sqrt((1 - sigma) / kappa) if kappa > 0 and sigma < 1 else None
     if half[2] is None or cis[2][0] <= 0 or peak is None:
         note += "; no peak: κ's 95% interval includes 0"
         peak = None
-    elif not 1 <= peak <= PEAK_REACH * top:
-        note += f"; N* = {peak:.0f} lies outside the range measured (up to {top:g}): not reported"
+    elif not bottom / PEAK_REACH <= peak <= PEAK_REACH * top:
+        note += (f"; N* = {peak:.1f} lies outside the range measured ({bottom:g} to "
+                 f"{top:g}): not reported")
         peak = None
     if cis[1][0] >= 0.8:
         note += "; σ ≈ 1: the work is serialised, a larger N adds no throughput"
