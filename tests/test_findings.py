@@ -12,12 +12,20 @@ import psycopg2.pool
 import pytest
 
 from poolbench import RunConfig, run
-from poolbench.analysis.findings import activity_findings, sweep_findings
+from poolbench.analysis.findings import activity_findings, findings, sweep_findings
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import quote_ident
 from poolbench.events import RunEvents
 from poolbench.measure.sampler import Sampler
-from poolbench.results import Finding, LatencySummary
+from poolbench.results import (
+    SCHEMA_VERSION,
+    ActivitySummary,
+    Finding,
+    LatencySummary,
+    PhaseResult,
+    RunResults,
+    StrategyResult,
+)
 
 
 def rules(results, strategy: str | None = None) -> set[str]:
@@ -231,3 +239,38 @@ def test_a_hot_row_is_lock_contention_across_a_sweep(target: ConnectionTarget,
     assert "lock contention" in rules and "oversubscription" not in rules, (rules, evidence)
     (found,) = [f for f in results.findings if f.rule == "lock contention"]
     assert f"at {largest}" in found.evidence and "Lock:" in found.evidence, found
+
+
+def _activity(waits: dict[str, float], active_median: float) -> ActivitySummary:
+    return ActivitySummary(samples=100, interval_s=0.05, seconds=5.0, backends_max=2,
+                           active_median=active_median, active_max=2,
+                           idle_in_transaction_share=0.0, wait_shares=waits,
+                           wait_events={"Lock:transactionid": 93} if "Lock" in waits else {},
+                           client_cpu_s=1.0, server_cpu_s=1.0, client_rss_max_mb=50.0,
+                           server_rss_max_mb=50.0)
+
+
+@pytest.mark.parametrize(("waits", "expected"), [
+    ({"Lock": 0.93, "CPU": 0.07}, {"lock contention"}),
+    ({"CPU": 1.0}, {"pool too small"}),
+])
+def test_a_pool_whose_backends_queue_on_a_lock_is_not_called_too_small(
+        waits: dict[str, float], expected: set[str]) -> None:
+    """16 workers wait for a pool of 2 longer than its statements take, one backend active
+    of 2 on a 4-core server. With the backends mostly on CPU, the pool is too small; with
+    93% of their samples waiting on a lock, a bigger pool would queue there too: lock
+    contention is named, and no advice to grow the pool."""
+    waited = LatencySummary(100, 5_000.0, 5_000, 9_000, 9_000, 9_000)
+    statement = LatencySummary(100, 1_000.0, 1_000, 2_000, 2_000, 2_000)
+    phase = PhaseResult(phase="update", trials=(), median_s=1.0, min_s=1.0, max_s=1.0, ops=100,
+                        throughput_ops_s=100.0, errors={}, latency=waited, acquire=waited,
+                        execute=statement, histogram_latency_us="", histogram_acquire_us="",
+                        histogram_execute_us="", failed=statement, histogram_failed_us="")
+    strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
+                              per_operation="", open_s=0.0, phases=(phase,), stats={},
+                              leftover_rows_deleted=0, activity=_activity(waits, 1.0))
+    results = RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
+                         started_at="", finished_at="", environment={},
+                         config={"pool_max": 2, "pool_min": 2, "processes": 1},
+                         strategies=(strategy,), comparison=None, verification=None)
+    assert {f.rule for f in findings(results, server_cores=4)} == expected

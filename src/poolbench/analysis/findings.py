@@ -27,6 +27,8 @@ def _pool_too_small(s: StrategyResult, run: RunResults, cores: int | None) -> Fi
         return None
     if cores is not None and s.activity.active_median >= cores:
         return None  # the server's cores are busy: a bigger pool would only queue there
+    if s.activity.wait_shares.get("Lock", 0.0) >= LOCK_SHARE:
+        return None  # its backends queue on a lock: more would queue there too (lock contention)
     worst = max(waiting, key=lambda p: p.acquire.p50_us)
     return Finding("pool too small", s.name,
                    f"{worst.phase}: waiting for a connection p50 {worst.acquire.p50_us / 1000:.2f}"
