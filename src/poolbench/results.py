@@ -338,13 +338,13 @@ class StrategyResult:
     prepared_statements: bool = True  # False: turned off for a transaction pooler
     pooler: PoolerCheck | None = None  # the pooler's own counts, on a pooler route
     activity: ActivitySummary | None = None  # server activity and resources while it ran
+    # --interleave: each window's own counters (a fresh pool each), summed in ``stats``
+    window_stats: tuple[dict[str, int], ...] = ()
 
     @property
     def strategy(self) -> str:
         """The registry name (``name`` is ``STRATEGY@ROUTE`` off the direct route)."""
         return self.name.split("@", 1)[0]
-    # --interleave: each window's own counters (a fresh pool each), summed in ``stats``
-    window_stats: tuple[dict[str, int], ...] = ()
 
     @property
     def held_too_long(self) -> int:

@@ -80,6 +80,8 @@ def render(results: RunResults, console: Console) -> None:
             console.print(f"[yellow]{s.name}: {s.leftover_rows_deleted} of its rows were left "
                           "by failed deletes and removed by the end-of-strategy sweep[/]")
     render_findings(results.findings, console)
+    for measurement, why in results.not_measured.items():
+        console.print(f"[yellow]{measurement}: not measured: {why}[/]", highlight=False)
     v = results.verification
     if v is not None:
         if v.ok:

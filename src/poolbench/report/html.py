@@ -172,6 +172,10 @@ def _sections(results: RunResults) -> str:
                                "connect"], ratio_rows))
     if results.connect_cost is not None:
         parts.append(_connect_cost(results.connect_cost))
+    if results.not_measured:
+        parts.append("<h2>Not measured</h2>" + _table(
+            ["measurement", "why"],
+            [[_esc(m), _esc(why)] for m, why in results.not_measured.items()]))
     if results.findings:
         parts.append("<h2>Findings</h2>" + _table(
             ["finding", "strategy", "evidence", "fix"],

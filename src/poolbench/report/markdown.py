@@ -60,6 +60,7 @@ def markdown(results: RunResults) -> str:
                 f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
     if results.connect_cost is not None:
         lines += _connect_cost(results.connect_cost)
+    lines += [f"\n**{m}: not measured:** {_cell(why)}" for m, why in results.not_measured.items()]
     env = results.environment
     server = env.get("server", {})
     lines += ["", f"PostgreSQL {server.get('server_version', '?')}, poolbench "
