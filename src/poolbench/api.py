@@ -517,7 +517,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
           stop: threading.Event | None = None,
           on_point: object = None) -> SweepResults:
     """``poolbench sweep``: every strategy at every (pool size, workers) point, in order of
-    size, one normal run each on one server; a USL model per strategy and a recommendation.
+    size, one normal run each on one server; a USL model and a recommendation per (strategy,
+    client count). Strategies without a pool are reference lines of a pool-size sweep.
 
     A list of pool sizes sweeps the pool (min = max) at each client count; a list of
     workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
