@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ from conftest import clean_env
 
 from poolbench.db.server import EmbeddedServer, pgserver_bin_dir
 from poolbench.db.target import ConnectionTarget
+from poolbench.errors import ServerError
 
 
 def test_embedded_server_requires_scram_password_over_tcp(target: ConnectionTarget,
@@ -82,4 +84,22 @@ def test_root_run_leaves_a_private_install_directory_as_it_was(tmp_path: Path) -
     finally:
         srv.stop()
     assert {p: stat.S_IMODE(p.lstat().st_mode) for p in (private, *private.rglob("*"))} == modes
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+
+
+def test_a_private_tmpdir_is_refused_as_root_not_opened(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root the server's directory must be reachable by user pgserver; a TMPDIR only its
+    owner may enter is refused with the fix, and keeps its mode. Another user just runs."""
+    private = tmp_path / "tmp"
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    srv = EmbeddedServer(max_connections=10)
+    if os.geteuid() == 0:
+        with pytest.raises(ServerError, match=r"cannot enter .* set TMPDIR"):
+            srv.start()
+        assert list(private.iterdir()) == []  # its own directory removed on the way out
+    else:
+        srv.start()
+        srv.stop()
     assert stat.S_IMODE(private.stat().st_mode) == 0o700

@@ -71,6 +71,7 @@ def stage_install(bin_dir: Path, into: Path) -> Path:
     prefix = bin_dir.parent
     package = prefix.parent
     staged = into / package.name / prefix.name
+    into.mkdir()  # new, so that every directory chmod-ed below is one made here
     for part in ("bin", "lib", "share"):
         if (prefix / part).is_dir():
             _mirror(prefix / part, staged / part)
@@ -111,7 +112,7 @@ def _mirror(source: Path, dest: Path) -> None:
                 (here / name).symlink_to(target)
 
 
-def _check_reachable(path: Path, user: str, what: str) -> None:
+def _check_reachable(path: Path, user: str, what: str, fix: str) -> None:
     """Refuse, rather than open up, a ``path`` that ``user`` cannot reach: every ancestor
     must be searchable by others (the user is not their owner)."""
     for directory in (path, *path.parents):
@@ -120,8 +121,8 @@ def _check_reachable(path: Path, user: str, what: str) -> None:
             raise ServerError(
                 f"{what}: user {user} (PostgreSQL refuses to run as root) cannot enter "
                 f"{directory} (mode {mode & 0o7777:04o}), and poolbench does not change the "
-                "mode of directories it did not create; set TMPDIR to a directory everyone "
-                "can enter, such as /tmp, or run poolbench as an ordinary user")
+                f"mode of directories it did not create; {fix}, or run poolbench as an "
+                "ordinary user")
 
 
 _Started = TypeVar("_Started", bound="Service")
@@ -246,13 +247,15 @@ class EmbeddedServer(Service):
             return
         import pwd
 
-        _check_reachable(self.root.parent, self._run_as, "the temporary directory (TMPDIR)")
+        _check_reachable(self.root.parent, self._run_as, "the temporary directory",
+                         "set TMPDIR to a directory everyone can enter, such as /tmp")
         entry = pwd.getpwnam(self._run_as)
         os.chown(self.root, entry.pw_uid, entry.pw_gid)  # ours: made by mkdtemp above
         if (self.bin_dir.parent / "share").is_dir():
             self.bin_dir = stage_install(self.bin_dir, self.root / "install")
         else:  # a system install (e.g. Debian's): readable by everyone, or refused
-            _check_reachable(self.bin_dir, self._run_as, f"the PostgreSQL binaries {self.bin_dir}")
+            _check_reachable(self.bin_dir, self._run_as, f"the PostgreSQL binaries {self.bin_dir}",
+                             "install PostgreSQL where everyone can read it")
 
     def _initdb(self, password: str) -> None:
         assert self.root is not None
