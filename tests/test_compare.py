@@ -140,7 +140,7 @@ def test_a_significant_change_inside_the_runs_noise_is_no_regression() -> None:
                       synthetic({"mix": overlapping}, mix={"read": 1}))
     figure = change(result, "mix", "throughput")
     assert not result.regressions
-    assert figure.significant and not figure.beyond_noise
+    assert figure.significant and not figure.beyond_noise and not figure.ranges_apart
     scattered = [1000.0, 1010.0, 1020.0, 1030.0, 1040.0, 1300.0]  # spread 29% of 1025
     result = compared(synthetic({"mix": scattered}, mix={"read": 1}),
                       synthetic({"mix": [850.0, 860.0, 870.0, 880.0, 890.0, 900.0]},
@@ -148,7 +148,27 @@ def test_a_significant_change_inside_the_runs_noise_is_no_regression() -> None:
     figure = change(result, "mix", "throughput")
     assert not result.regressions
     assert figure.significant and figure.spread_pct == pytest.approx(300 / 1025 * 100)
-    assert not figure.beyond_noise
+    assert figure.ranges_apart and not figure.beyond_noise
+
+
+def test_the_gate_says_why_a_change_is_noise_and_what_differs(tmp_path: Path) -> None:
+    base = synthetic({"mix": [1000.0, 1010.0, 1020.0, 1030.0, 1040.0, 1300.0]},
+                     mix={"read": 1})
+    new = synthetic({"mix": [850.0, 860.0, 870.0, 880.0, 890.0, 900.0]}, mix={"read": 2},
+                    interleave=True)
+    new["partial"] = True
+    result = run_cli("compare", str(write(tmp_path / "base.json", base)),
+                     str(write(tmp_path / "new.json", new)), "--markdown", "cmp.md",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(result.stdout.split())
+    assert "config differs: interleave False -> True" in text
+    assert "config differs: mix {'read': 1} -> {'read': 2}" in text
+    assert "new.json is a partial run (interrupted)" in text
+    markdown = (tmp_path / "cmp.md").read_text()  # the console wraps the table's cells
+    assert ("| -14.6% | within run-to-run noise (p=0.006, but the change is within the runs' "
+            "29% spread) |") in markdown
+    assert "Holm (1979)" in markdown and "interleave False -> True" in markdown
 
 
 def test_a_20_percent_drop_beyond_the_noise_is_a_regression() -> None:

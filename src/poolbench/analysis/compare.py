@@ -208,6 +208,7 @@ class Change:
     base_trials: int = 0
     new_trials: int = 0
     spread_pct: float = 0.0  # the larger of the two runs' within-run spreads
+    ranges_apart: bool = False  # every trial of one run above every trial of the other
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, n
                       and worse > threshold_pct)
         changes.append(Change(strategy, phase, metric, old, now, pct, raw[i],
                               adjusted.get(i) if judgeable else None, significant, beyond,
-                              regression, len(xs), len(ys), spread))
+                              regression, len(xs), len(ys), spread, apart))
     if changes and not any(c.significant is not None for c in changes):
         warnings.append(f"no change can be judged: {family} figures compared need at least "
                         f"{needed} counted trials per run to reach alpha {ALPHA} / {family} "

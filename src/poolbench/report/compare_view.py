@@ -27,8 +27,9 @@ def _verdict(c: Change) -> str:
     if not c.significant:
         return f"noise (p={c.p_holm:.2f})"
     if not c.beyond_noise:
-        return (f"within run-to-run noise (p={c.p_holm:.3f}, but the trial ranges overlap or "
-                f"the change is within the {c.spread_pct:.0f}% spread)")
+        why = ("the two runs' trial ranges overlap" if not c.ranges_apart
+               else f"the change is within the runs' {c.spread_pct:.0f}% spread")
+        return f"within run-to-run noise (p={c.p_holm:.3f}, but {why})"
     return f"significant (p={c.p_holm:.3f})"
 
 
