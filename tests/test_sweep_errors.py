@@ -61,3 +61,15 @@ def test_an_error_at_a_later_point_writes_the_points_done(
     written = json.loads((tmp_path / "sweep.json").read_text())
     assert written["partial"] is True
     assert [(p["pool_size"], p["workers"]) for p in written["points"]] == [(1, 2)]
+
+
+def test_the_cli_refuses_a_sweep_whose_largest_point_does_not_fit(
+        tmp_path: Path, target: ConnectionTarget) -> None:
+    from conftest import run_cli
+
+    # The capacity check refuses the largest size before any point: exit 2, one line.
+    result = run_cli("sweep", "--strategies", "psycopg:pool", "--pool-sizes", "1,200",
+                     "-w", "2", "--duration", "1", "--dsn", target.conninfo(), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "--pool-max 200" in result.stderr
+    assert not (tmp_path / "reports" / "sweep.json").exists()

@@ -497,6 +497,14 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
             render_sweep(exc.results, out)
         exc.exit_code = 128 + (interrupt.signum or signal.SIGINT)
         raise
+    except PoolbenchError as exc:
+        # The points done before the error are written (partial): shown, then the error.
+        if progress.live.is_started:
+            progress.stop()
+        if exc.results is not None:
+            render_sweep(exc.results, out)
+            out.print(f"Partial sweep written to {config.out_dir}/", highlight=False)
+        raise
     finally:
         if progress.live.is_started:
             progress.stop()

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 
 class PoolbenchError(Exception):
-    """Base of every error poolbench reports to a user; ``exit_code`` is the CLI's."""
+    """Base of every error poolbench reports to a user; ``exit_code`` is the CLI's.
+
+    ``results``: what was measured before the error (partial run or sweep results, already
+    written), or None."""
 
     exit_code = 1
+    results: object = None
 
 
 class ConfigError(PoolbenchError):
