@@ -437,7 +437,8 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]
 
 def _why(exc: BaseException, target: ConnectionTarget) -> str:
     """An optional measurement's failure, in one line, the password masked."""
-    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0], target.password)
+    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0],
+                  *target.secrets())
 
 
 def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,

@@ -144,7 +144,7 @@ def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str,
         if proc.returncode != 0:
             last = (stderr.strip() or stdout.strip() or "no output").splitlines()[-1]
             raise ServerError(f"pgbench failed on the {name} script: "
-                              f"{redact(last, target.password)}")
+                              f"{redact(last, *target.secrets())}")
         counts = BucketCounts()
         for log in Path(tmp).glob("log*"):
             with log.open() as lines:

@@ -82,7 +82,7 @@ class AdminSession:
 
 def describe_connect_error(exc: BaseException, target: ConnectionTarget) -> str:
     """One line: what failed, where (masked), and what to do about it."""
-    text = redact(str(exc), target.password)
+    text = redact(str(exc), *target.secrets())
     where = target.masked()
     src = target.source
     if "does not exist" in text and "database" in text:

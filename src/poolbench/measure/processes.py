@@ -189,16 +189,16 @@ def _child_main(pipe: Connection, name: str, settings: StrategySettings, stop: S
                 pipe.send(("ok", executor.stats()))
                 return
     except BaseException as exc:
-        pipe.send(("error", _portable(exc, settings.target.password)))
+        pipe.send(("error", _portable(exc, settings.target.secrets())))
 
 
 def _ignore(advance: int) -> None:
     """Progress inside a child is summed by the parent when the phase ends."""
 
 
-def _portable(exc: BaseException, password: str | None) -> BaseException:
+def _portable(exc: BaseException, secrets: tuple[str, ...]) -> BaseException:
     """The exception itself if it is ours and survives pickling (our messages never carry a
-    password), else a WorkerProcessError with its text, the password masked."""
+    password), else a WorkerProcessError with its text, every secret masked."""
     if isinstance(exc, PoolbenchError):
         try:
             pickle.loads(pickle.dumps(exc))
@@ -206,4 +206,4 @@ def _portable(exc: BaseException, password: str | None) -> BaseException:
         except Exception:
             pass
     return WorkerProcessError(redact(f"worker process: unexpected {type(exc).__name__}: {exc} "
-                                     "(rerun with --debug for details)", password))
+                                     "(rerun with --debug for details)", *secrets))
