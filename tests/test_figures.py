@@ -141,8 +141,9 @@ def test_a_no_pool_strategy_that_failed_is_flagged_in_every_view() -> None:
 
 def test_processes_start_together_and_hold_the_rate(target: ConnectionTarget,
                                                    table: str) -> None:
-    """Two processes behind one start barrier: the paced schedule holds without a burst,
-    and each phase lasts its duration, from the first start to the last finish."""
+    """Two processes on one paced schedule: every due operation runs once, and each phase
+    lasts at least until its last operation was due (the barrier and the absence of a
+    start-up burst are tested on the schedule itself, in test_pacing)."""
     results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"), rows=1,
                             workers=4, pool_max=4, warmup=0, trials=1, table=table,
                             out_dir=None, processes=2, rate=200.0, duration_s=2.0))
@@ -150,10 +151,11 @@ def test_processes_start_together_and_hold_the_rate(target: ConnectionTarget,
         for p in s.phases[:3]:
             assert p.ops == 400 and p.error_count == 0, (s.name, p.phase, p.ops)
             # the last of 400 operations is due at 1.995 s
-            assert 1.99 <= p.median_s < 2.25, (s.name, p.phase, p.median_s)
-            assert p.scheduled is not None
-            # No operation was overdue when its process started: no start-up burst.
-            assert p.scheduled.p99_us - p.latency.p99_us < 20_000, (p.scheduled, p.latency)
+            assert p.median_s >= 1.99, (s.name, p.phase, p.median_s)
+            # an operation never starts before it is due: from its due time it took longer
+            assert p.scheduled is not None and p.scheduled.count == 400
+            assert p.scheduled.p50_us >= p.latency.p50_us
+            assert p.scheduled.p99_us >= p.latency.p99_us
         assert s.server is not None and s.server.ok
 
 
@@ -252,26 +254,21 @@ def test_per_second_waiters_are_the_workers_without_a_connection(
     assert len(whole) >= 2 and all(low <= sec.waiting <= high for sec in whole), read
 
 
-def test_interleave_rotates_the_order_and_keeps_exact_counts(target: ConnectionTarget,
-                                                              table: str) -> None:
-    events = RunEvents()
-    started: list[str] = []
-    events.strategy_started.add_listener(lambda strategy, trials: started.append(strategy))
+def test_interleaved_trials_spread_is_over_the_counted_trials(target: ConnectionTarget,
+                                                               table: str) -> None:
+    """With --interleave each window warms its pool before its counted trial (the rotation
+    and the per-window counts are tested in test_interleave): the spread is computed over
+    the counted trials only."""
     results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"),
                             rows=30, workers=3, pool_max=3, warmup=1, trials=2, table=table,
-                            out_dir=None, interleave=True), events=events)
-    assert started == ["psycopg:pool", "asyncpg:pool", "asyncpg:pool", "psycopg:pool",
-                       "psycopg:pool", "asyncpg:pool"]
-    assert [s.name for s in results.strategies] == ["psycopg:pool", "asyncpg:pool"]
+                            out_dir=None, interleave=True))
     for s in results.strategies:
-        assert [t.trial for t in s.phase("read").trials] == [0, 1, 2]
-        assert [t.warmup for t in s.phase("read").trials] == [True, False, False]
+        read = s.phase("read")
+        values = [t.throughput_ops_s for t in read.trials if not t.warmup]
+        assert len(values) == 2 and len(read.trials) == 4
+        assert read.throughput_spread_pct == pytest.approx(
+            (max(values) - min(values)) / (sum(values) / 2) * 100, abs=0.1)
         assert s.server is not None and s.server.ok, s.server
-        assert s.server.checks[0].server == 90  # three windows of 30 inserts, added up
-        spread = s.phase("read").throughput_spread_pct
-        values = [t.throughput_ops_s for t in s.phase("read").trials[1:]]
-        assert spread == pytest.approx((max(values) - min(values)) / (sum(values) / 2) * 100,
-                                       abs=0.1)
 
 
 def test_phase_sink_counts_a_straggling_second_and_every_operation() -> None:
