@@ -169,21 +169,22 @@ def _authenticate(wire: _Wire, target: ConnectionTarget) -> int:
             offered = [m.decode() for m in body[4:].split(b"\0") if m]
             if "SCRAM-SHA-256" not in offered:
                 raise ConnectError(f"the server offers SASL mechanisms {', '.join(offered)}; "
-                                      "the probe speaks SCRAM-SHA-256")
+                                   "the probe speaks SCRAM-SHA-256")
             client = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
             first = client.get_client_first().encode()
             wire.send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first)
-        elif code == 11 and client is not None:
-            client.set_server_first(body[4:].decode())
-            d0 = time.perf_counter_ns()
-            final = client.get_client_final().encode()  # PBKDF2 happens here
-            derivation = time.perf_counter_ns() - d0
-            wire.send(b"p", final)
-        elif code == 12 and client is not None:
+        elif code in (11, 12) and client is not None:
             try:
-                client.set_server_final(body[4:].decode())
+                if code == 11:
+                    client.set_server_first(body[4:].decode())
+                    d0 = time.perf_counter_ns()
+                    final = client.get_client_final().encode()  # PBKDF2 happens here
+                    derivation = time.perf_counter_ns() - d0
+                    wire.send(b"p", final)
+                else:
+                    client.set_server_final(body[4:].decode())
             except scramp.ScramException as exc:
-                raise ConnectError(f"the server's SCRAM signature did not verify: {exc}") from None
+                raise ConnectError(f"the server's SCRAM exchange did not verify: {exc}") from None
         elif code == 5:  # md5: "md5" + md5(md5(password + user) + the server's 4-byte salt)
             inner = hashlib.md5((password + user).encode(), usedforsecurity=False).hexdigest()
             outer = hashlib.md5(inner.encode() + body[4:8], usedforsecurity=False).hexdigest()
@@ -193,8 +194,8 @@ def _authenticate(wire: _Wire, target: ConnectionTarget) -> int:
         else:
             method = UNSPOKEN_METHODS.get(code, f"authentication request {code}")
             raise ConnectError(f"the server asks for {method} authentication, which the "
-                                  "probe does not speak (it speaks SCRAM-SHA-256, md5 and "
-                                  "cleartext passwords)")
+                               "probe does not speak (it speaks SCRAM-SHA-256, md5 and "
+                               "cleartext passwords)")
 
 
 def _startup(params: dict[str, str]) -> bytes:
@@ -286,6 +287,9 @@ def _probe(target: ConnectionTarget, samples: int
             times = probe_once(target)
         except (ConnectError, OSError) as exc:  # OSError: refused, reset, timed out, TLS
             return counts, _why(exc, target)
+        except (ValueError, struct.error) as exc:  # a reply that is not the protocol's
+            return counts, _why(ValueError(f"the server's reply is not PostgreSQL's protocol "
+                                           f"as the probe speaks it: {exc}"), target)
         for name, ns in times.slices.items():
             _record(counts[name], ns)
         _record(counts["total"], times.wall_ns)
