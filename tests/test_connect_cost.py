@@ -93,15 +93,15 @@ def test_a_run_against_an_md5_server_completes_with_every_report(
     results = run(RunConfig(target=md5_target, strategies=("psycopg2:none", "psycopg:pool"),
                             rows=20, workers=2, warmup=0, trials=1, table="t_md5",
                             out_dir=tmp_path))
-    cost = results.connect_cost
-    assert cost is not None and cost.not_measured is None and cost.total is not None
-    assert cost.total.count == 50 and "connect cost" not in results.not_measured
+    (cost,) = results.connect_cost
+    assert cost.not_measured is None and cost.total is not None
+    assert cost.total.count == 50 and not results.not_measured
     data = json.loads((tmp_path / "results.json").read_text())
     schema = json.loads((Path(__file__).parents[1] / "src" / "poolbench" /
                          "results.schema.json").read_text())
     jsonschema.validate(data, schema)
-    assert data["connect_cost"]["route"] == "direct"
-    assert data["connect_cost"]["unaccounted"]["count"] == 50
+    assert data["connect_cost"][0]["route"] == "direct"
+    assert data["connect_cost"][0]["unaccounted"]["count"] == 50
     total_ms = f"{cost.total.p50_us / 1000:.2f}"
     assert total_ms in (tmp_path / "results.md").read_text()
     assert "SCRAM key derivation" in (tmp_path / "report.html").read_text()
@@ -112,7 +112,7 @@ def test_a_run_against_an_md5_server_completes_with_every_report(
     assert cost.not_measured is not None and "pg_hba.conf rejects" in cost.not_measured
     assert cost.drivers[0].latency is None and "pg_hba.conf" in (cost.drivers[0].not_measured
                                                                   or "")
-    shown = replace(results, connect_cost=cost)
+    shown = replace(results, connect_cost=(cost,))
     for text in (markdown(shown), report_html(shown)):
         assert "not measured: the server refused the probe: pg_hba.conf rejects" in text
     jsonschema.validate(json.loads(json.dumps(shown.to_dict())), schema)
@@ -226,7 +226,26 @@ def test_a_run_with_a_no_pool_strategy_carries_the_breakdown(target: ConnectionT
                                                             table: str) -> None:
     results = run(RunConfig(target=target, strategies=("psycopg2:none", "psycopg:pool"),
                             rows=20, workers=3, warmup=0, trials=1, table=table, out_dir=None))
-    cost = results.connect_cost
-    assert cost is not None and cost.total is not None and cost.total.count == 50
+    (cost,) = results.connect_cost
+    assert cost.total is not None and cost.total.count == 50
     assert [(d.driver, d.concurrency) for d in cost.drivers] == [("psycopg2", 1),
                                                                  ("psycopg2", 3)]
+
+
+def test_a_run_measures_connects_through_the_route_its_no_pool_strategy_took(
+        target: ConnectionTarget, table: str, admin: psycopg.Connection) -> None:
+    def sessions() -> int:
+        return admin.execute("SELECT sum(sessions) FROM pg_stat_database").fetchone()[0]
+
+    before = sessions()
+    results = run(RunConfig(target=target, strategies=("psycopg2:none",),
+                            via=("pgbouncer:transaction",), rows=10, workers=2, warmup=0,
+                            trials=1, table=table, out_dir=None, sample_interval_s=0))
+    (cost,) = results.connect_cost
+    assert cost.route == "pgbouncer:transaction" and not results.not_measured
+    assert cost.not_measured is None and cost.total is not None and cost.total.count == 50
+    assert all(d.latency is not None and d.latency.count == 50 for d in cost.drivers)
+    # Through PgBouncer, the probe's 50 connections and the drivers' 100 are PgBouncer's
+    # clients: the server sees only the pooler's few server connections (and the run's
+    # own sessions). Straight to the server, it would have counted 150 more.
+    assert sessions() - before < 50

@@ -27,7 +27,7 @@ from poolbench.db.target import ConnectionTarget
 from poolbench.measure.metrics import PhaseMeasurement, new_histogram
 from poolbench.measure.summary import phase_result
 from poolbench.report.sweep_view import render_sweep, sweep_png
-from poolbench.results import LatencySummary, RunResults, StrategyResult
+from poolbench.results import SCHEMA_VERSION, LatencySummary, RunResults, StrategyResult
 
 SCHEMA = json.loads(resources.files("poolbench").joinpath("sweep.schema.json").read_text())
 
@@ -74,9 +74,9 @@ def run_of(trials: dict[str, list[tuple[int, float]]]) -> tuple[RunResults, Stra
     strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
                               per_operation="acquire", open_s=0.0, phases=phases, stats={},
                               leftover_rows_deleted=0)
-    run = RunResults(schema_version=3, run_tag="pb00000000", partial=False, started_at="",
-                     finished_at="", config={}, environment={}, strategies=(strategy,),
-                     comparison=None, verification=None)
+    run = RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
+                     started_at="", finished_at="", config={}, environment={},
+                     strategies=(strategy,), comparison=None, verification=None)
     return run, strategy
 
 

@@ -11,7 +11,7 @@ import os
 import resource
 import threading
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -46,7 +46,7 @@ from poolbench.measure.runner import StrategyMeasurement, run_strategy
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.measure.summary import strategy_result
 from poolbench.poolers.pgbouncer import find_pgbouncer
-from poolbench.poolers.routes import open_route
+from poolbench.poolers.routes import Route, open_route
 from poolbench.report import ExportManager, check_writable
 from poolbench.results import (
     SCHEMA_VERSION,
@@ -348,11 +348,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
     marked partial, before the error."""
     config, sampler, admin = session.config, session.sampler, session.admin
     try:
-        with open_route(route_name, session.settings.target,
-                        pool_size=config.effective_pooler_size,
-                        max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
-                        keep_prepared=config.keep_prepared, pooler=config.pooler_dsn,
-                        pgbouncer=config.pgbouncer) as route:
+        with _open_route(session, route_name) as route:
             # A mix works on rows made for it first (not measured, outside the
             # cross-check's window), tagged with the run's tag like every row.
             mix_rows = (admin.call(lambda c: make_rows(c, config.table, session.workload,
@@ -397,21 +393,39 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
 
 
 def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
-                          ) -> tuple[ConnectCost | None, dict[str, str]]:
+                          ) -> tuple[tuple[ConnectCost, ...], dict[str, str]]:
     """What each of the run's new connections cost, broken down (docs: *What a new
-    connection costs*), at one thread and at the run's concurrency; an optional
-    measurement: if it fails, the run says why and completes."""
+    connection costs*), at one thread and at the run's concurrency, through each route
+    the run's no-pool strategies took (a route of its own, outside every strategy's
+    window: the probe's queries are in no cross-check). An optional measurement: where
+    it fails, the run says why and completes."""
     config = session.config
     drivers = tuple(dict.fromkeys(
         c.driver for c in classes if not c.pooled and c.driver in PROBED_DRIVERS))
     if not drivers or session.stop.is_set():
-        return None, {}
-    try:
-        return connect_cost(session.target, samples=max(CONNECT_SAMPLES, config.workers),
-                            concurrency=tuple(sorted({1, config.workers})),
-                            drivers=drivers), {}
-    except Exception as exc:  # any failure of an optional measurement: the run completes
-        return None, {"connect cost": _why(exc, session.target)}
+        return (), {}
+    costs: list[ConnectCost] = []
+    why: dict[str, str] = {}
+    for route_name in config.via:
+        try:
+            with _open_route(session, route_name) as route:
+                costs.append(connect_cost(route.target, route=route_name,
+                                          samples=max(CONNECT_SAMPLES, config.workers),
+                                          concurrency=tuple(sorted({1, config.workers})),
+                                          drivers=drivers))
+        except Exception as exc:  # any failure of an optional measurement: the run completes
+            why[f"connect cost via {route_name}"] = _why(exc, session.target)
+    return tuple(costs), why
+
+
+def _open_route(session: _Session, route_name: str) -> AbstractContextManager[Route]:
+    """The route ``route_name`` for the run's strategies (a PgBouncer of its own, if any)."""
+    config = session.config
+    return open_route(route_name, session.settings.target,
+                      pool_size=config.effective_pooler_size,
+                      max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
+                      keep_prepared=config.keep_prepared, pooler=config.pooler_dsn,
+                      pgbouncer=config.pgbouncer)
 
 
 def _calibrate(session: _Session, done: tuple[StrategyResult, ...]

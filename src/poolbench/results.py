@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hdrh.histogram import HdrHistogram
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PHASES: tuple[str, ...] = ("create", "read", "update", "delete")
 PERCENTILES = (50.0, 95.0, 99.0)
 
@@ -440,7 +440,7 @@ class RunResults:
     # ("threads", "asyncio"), with the run's worker count per process
     harness_us_per_op: dict[str, float] | None = None
     # what a new connection costs, slice by slice (runs with a no-pool strategy)
-    connect_cost: ConnectCost | None = None
+    connect_cost: tuple[ConnectCost, ...] = ()
     findings: tuple[Finding, ...] = ()  # pathologies the measurements show, with their fix
     # optional measurements that failed, and why (the run completed without them)
     not_measured: dict[str, str] = field(default_factory=dict)

@@ -99,7 +99,18 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    # Schema 4: connect costs per route (a list); the seed's comparison per driver (not
+    # read here); optional measurements that failed.
+    cost = data.get("connect_cost")
+    if cost is None or isinstance(cost, dict):
+        data["connect_cost"] = [] if cost is None else [{"route": "direct", **cost}]
+    data.setdefault("not_measured", {})
+    return data
+
+
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def load_results(path: Path) -> dict[str, Any]:

@@ -45,8 +45,8 @@ def render(results: RunResults, console: Console) -> None:
     _render_activity(results, console)
     _render_pooler(results, console)
     _render_calibration(results, console)
-    if results.connect_cost is not None:
-        render_connect_cost(results.connect_cost, console)
+    for cost in results.connect_cost:
+        render_connect_cost(cost, console)
     cluster = results.environment.get("cluster")
     if isinstance(cluster, dict):
         nodes = "; ".join(f"{n['address']} ({n['host']}, {n['cpu_count']} CPUs, {n['workers']} "
@@ -81,7 +81,8 @@ def render(results: RunResults, console: Console) -> None:
                           "by failed deletes and removed by the end-of-strategy sweep[/]")
     render_findings(results.findings, console)
     for measurement, why in results.not_measured.items():
-        console.print(f"[yellow]{measurement}: not measured: {why}[/]", highlight=False)
+        console.print(f"{measurement}: not measured: {why}", style="yellow", markup=False,
+                      highlight=False)
     v = results.verification
     if v is not None:
         if v.ok:

@@ -170,8 +170,7 @@ def _sections(results: RunResults) -> str:
                                "connect ms"], rows)
                      + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",
                                "connect"], ratio_rows))
-    if results.connect_cost is not None:
-        parts.append(_connect_cost(results.connect_cost))
+    parts.extend(_connect_cost(cost) for cost in results.connect_cost)
     if results.not_measured:
         parts.append("<h2>Not measured</h2>" + _table(
             ["measurement", "why"],

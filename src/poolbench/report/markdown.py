@@ -58,8 +58,8 @@ def markdown(results: RunResults) -> str:
                 f"| `{s.name}` | {p.phase} | {p.median_s:.3f} | {p.min_s:.3f} | {p.max_s:.3f} | "
                 f"{p.throughput_ops_s:,.0f} | {_ms(p.latency.p50_us)} | {_ms(p.latency.p99_us)} "
                 f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
-    if results.connect_cost is not None:
-        lines += _connect_cost(results.connect_cost)
+    for cost in results.connect_cost:
+        lines += _connect_cost(cost)
     lines += [f"\n**{m}: not measured:** {_cell(why)}" for m, why in results.not_measured.items()]
     env = results.environment
     server = env.get("server", {})
