@@ -24,7 +24,7 @@ from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, redact
+from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, reason
 from poolbench.db.workload import (
     Workload,
     count_own_rows,
@@ -414,7 +414,7 @@ def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
                                           concurrency=tuple(sorted({1, config.workers})),
                                           drivers=drivers))
         except Exception as exc:  # any failure of an optional measurement: the run completes
-            why[f"connect cost via {route_name}"] = _why(exc, session.target)
+            why[f"connect cost via {route_name}"] = reason(exc, session.target)
     return tuple(costs), why
 
 
@@ -441,18 +441,12 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]
                                clients=config.workers, seconds=config.baseline_seconds,
                                stop=session.stop)
     except Exception as exc:  # any failure of an optional measurement: the run completes
-        return None, {"pgbench calibration": _why(exc, session.target)}
+        return None, {"pgbench calibration": reason(exc, session.target)}
     finally:
         session.delete_own_rows()
     if calibrated is None:
         return None, {}
     return replace(calibrated, ratios=ratios(calibrated, done)), {}
-
-
-def _why(exc: BaseException, target: ConnectionTarget) -> str:
-    """An optional measurement's failure, in one line, the password masked."""
-    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0],
-                  *target.secrets())
 
 
 def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,

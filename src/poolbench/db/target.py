@@ -177,6 +177,13 @@ def secret_forms(secret: str) -> set[str]:
     return {form for form in forms if form}
 
 
+def reason(exc: BaseException, target: ConnectionTarget) -> str:
+    """An error in one line, for a "not measured: why": its first line (or its type), every
+    secret of ``target`` masked."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return redact(line, *target.secrets())
+
+
 def _password_guess(dsn: str) -> tuple[str, ...]:
     """Best-effort secrets of a DSN that libpq could not parse, so errors can hide them:
     the URI's userinfo password and every ``*pass*=value`` of a query or conninfo."""

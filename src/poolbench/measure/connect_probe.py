@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from poolbench.db.target import ConnectionTarget, redact
+from poolbench.db.target import ConnectionTarget, reason
 from poolbench.errors import ConnectError
 from poolbench.measure.metrics import BucketCounts, bucket_index
 from poolbench.results import ConnectCost, DriverConnect, LatencySummary
@@ -271,12 +271,6 @@ def _timed_connects(connect: Callable[[], None], samples: int,
     return counts, failures[0] if failures else None
 
 
-def _why(exc: BaseException, target: ConnectionTarget) -> str:
-    """A failure in one line, the password masked."""
-    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return redact(line, target.password)
-
-
 def _probe(target: ConnectionTarget, samples: int
            ) -> tuple[dict[str, BucketCounts], str | None]:
     """The probe's histograms over ``samples`` connections (slices, total, unaccounted), or
@@ -286,9 +280,9 @@ def _probe(target: ConnectionTarget, samples: int
         try:
             times = probe_once(target)
         except (ConnectError, OSError) as exc:  # OSError: refused, reset, timed out, TLS
-            return counts, _why(exc, target)
+            return counts, reason(exc, target)
         except (ValueError, struct.error) as exc:  # a reply that is not the protocol's
-            return counts, _why(ValueError(f"the server's reply is not PostgreSQL's protocol "
+            return counts, reason(ValueError(f"the server's reply is not PostgreSQL's protocol "
                                            f"as the probe speaks it: {exc}"), target)
         for name, ns in times.slices.items():
             _record(counts[name], ns)
@@ -313,7 +307,7 @@ def connect_cost(target: ConnectionTarget, *, route: str = "direct", samples: in
             measured.append(DriverConnect(
                 driver=d, concurrency=n,
                 latency=_summary(timed) if failure is None else None,
-                not_measured=_why(failure, target) if failure is not None else None))
+                not_measured=reason(failure, target) if failure is not None else None))
     summaries = {name: _summary(c) for name, c in counts.items()}
     return ConnectCost(samples=samples, tls=target.get("sslmode") in TLS_MODES, route=route,
                        slices={n: summaries[n] for n in SLICES} if why is None else {},
