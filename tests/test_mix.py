@@ -19,19 +19,29 @@ MIX = (("create", 5), ("read", 80), ("update", 10), ("delete", 5))
 @pytest.mark.parametrize("processes", [1, 2])
 def test_mix_keeps_exact_counts_and_foreign_rows(processes: int, target: ConnectionTarget,
                                                  admin: psycopg.Connection, table: str) -> None:
+    """200 operations a trial (two cycles of 100 in each process's share): every kind runs
+    exactly its cycle's count, whatever the timing (a --duration trial ends mid-cycle, where
+    the shares drift; the deal itself is what is checked here)."""
+    from poolbench.config import mix_cycle
+
     seed_table(admin, table, 10_000)
     before = table_contents(admin, table)
+    rows = 200
     results = run(RunConfig(target=target, strategies=("psycopg:pool", "asyncpg:pool"),
-                            rows=200, workers=4, pool_max=4, warmup=1, trials=2, table=table,
-                            out_dir=None, mix=MIX, duration_s=1.0, processes=processes))
+                            rows=rows, workers=4, pool_max=4, warmup=1, trials=2, table=table,
+                            out_dir=None, mix=MIX, processes=processes))
+    per_trial = {f"mix:{kind}": n * rows // 100 for kind, n in mix_cycle(MIX)}
+    assert per_trial == {"mix:create": 10, "mix:read": 160, "mix:update": 20, "mix:delete": 10}
     for s in results.strategies:
         assert [p.phase for p in s.phases] == ["mix", "mix:create", "mix:read", "mix:update",
                                                "mix:delete"]
         whole, kinds = s.phases[0], s.phases[1:]
         assert whole.ops == sum(k.ops for k in kinds) > 0
         assert all(k.error_count == 0 for k in s.phases), [k.errors for k in s.phases]
-        # Weights hold: reads are 80% of the operations, within a percent.
-        assert s.phase("mix:read").ops / whole.ops == pytest.approx(0.80, abs=0.01)
+        # Weights hold exactly: each trial (the warm-up too) dealt its cycles' counts.
+        assert {k.phase: [t.ops for t in k.trials] for k in kinds} == {
+            kind: [n] * 3 for kind, n in per_trial.items()}, s.name
+        assert [t.ops for t in whole.trials] == [rows] * 3
         assert s.server is not None and s.server.ok, s.server
         created = sum(t.ops for t in s.phase("mix:create").trials)
         assert s.server.checks[0].server == created  # the prefill is outside the window
@@ -51,7 +61,9 @@ def test_mix_under_a_rate(target: ConnectionTarget, table: str) -> None:
 def test_warmup_in_seconds_runs_first_and_is_not_counted(target: ConnectionTarget,
                                                          table: str) -> None:
     """A sweep's --warmup SECONDS: the warm-up trial runs 0.4 s on the same pool, is kept
-    flagged, and only the counted trial (1.5 s) makes the figures; the server saw both."""
+    flagged, and only the counted trial (1.5 s) makes the figures; the server saw both. A
+    timed trial ends only once its deadline has passed, so each lasts at least its time
+    (how much longer depends on the machine)."""
     from poolbench.measure.metrics import decode_histogram
 
     results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=100, workers=4,
@@ -62,7 +74,7 @@ def test_warmup_in_seconds_runs_first_and_is_not_counted(target: ConnectionTarge
     whole = s.phase("mix")
     warm, counted = whole.trials
     assert warm.warmup and not counted.warmup
-    assert 0.4 <= warm.elapsed_s < 1.0 and 1.5 <= counted.elapsed_s < 2.2
+    assert warm.elapsed_s >= 0.4 and counted.elapsed_s >= 1.5
     assert warm.ops > 0 and whole.ops == counted.ops
     assert decode_histogram(whole.histogram_latency_us).get_total_count() == counted.ops
     assert s.server is not None and s.server.ok, s.server
