@@ -179,7 +179,9 @@ def test_probe_slices_fit_in_a_wall_clock_around_the_connection(
                                                                          rel=0.01, abs=2)
     # SCRAM (the embedded server's only method) ran: the client derived its key.
     assert cost.slices["scram_key_derivation"].p50_us > 0
-    assert cost.slices["tls"].p50_us < 100  # plain TCP: no handshake to speak of
+    # Plain TCP: the target asks for no TLS, and the probe says it measured none (how
+    # long its no-op TLS step takes is the machine's business).
+    assert target.get("sslmode") is None and cost.tls is False
     assert [(d.driver, d.concurrency) for d in cost.drivers] == [
         ("psycopg", 1), ("psycopg", 4), ("asyncpg", 1), ("asyncpg", 4)]
     assert all(d.latency is not None and d.latency.count == 30 and d.not_measured is None
@@ -216,7 +218,9 @@ def test_tls_slice_is_measured_on_a_server_built_with_openssl() -> None:
     with EmbeddedServer(tls=True, bin_dir=DEBIAN[-1].parent) as server:
         assert server.target is not None and server.target.get("sslmode") == "require"
         cost = connect_cost(server.target, samples=10, concurrency=(1,), drivers=("psycopg",))
-    assert cost.tls and cost.slices["tls"].p50_us > 100  # a real handshake
+    # A real handshake: the server signs it with the RSA-2048 key made for it, work of
+    # well over 100 µs on any CPU (it holds by the work done, not by the machine's speed).
+    assert cost.tls and cost.slices["tls"].p50_us > 100
     assert cost.total is not None and cost.unaccounted is not None
     assert cost.parts_sum_us + cost.unaccounted.mean_us == pytest.approx(cost.total.mean_us,
                                                                          rel=0.01, abs=2)
