@@ -176,16 +176,17 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
     """A real grid: pool sizes × client counts, two trials a point, and a strategy without
     a pool beside them as a reference."""
     result = run_cli("sweep", "--strategies", "psycopg:none,psycopg:pool", "--pool-sizes",
-                     "1,4", "--workers", "2,8", "--trials", "2", "--duration", "1",
+                     "1,4", "--workers", "2,8", "--trials", "2", "--duration", "0.5",
                      "--dsn", target.conninfo(), "--table", "sweep_users", "--app-instances",
-                     "50", "--warmup", "0.5", cwd=tmp_path)
+                     "50", "--warmup", "0.2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
     jsonschema.validate(data, SCHEMA)
     assert [(p["strategy"], p["pool_size"], p["workers"]) for p in data["points"]] == [
         ("psycopg:none", 0, 2), ("psycopg:none", 0, 8),
         *(("psycopg:pool", size, clients) for size in (1, 4) for clients in (2, 8))]
-    assert (data["config"]["warmup"], data["config"]["warmup_s"]) == (1, 0.5)
+    assert (data["config"]["warmup"], data["config"]["warmup_s"]) == (1, 0.2)
+    assert data["config"]["duration_s"] == 0.5 and data["config"]["trials"] == 2
     assert all(p["server_ok"] and p["errors"] == 0 and p["throughput_ops_s"] > 0
                for p in data["points"])
     # Two trials: the point's throughput is theirs (between them), never their sum.
@@ -213,6 +214,7 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
         curve = [p for p in pooled if p["workers"] == rec["workers"]]
         best = max(p["throughput_ops_s"] for p in curve)
         chosen = next(p for p in curve if p["pool_size"] == rec["pool_size"])
+        # the recommendation's own rule applied to its own figures (not a claim on speed)
         assert chosen["throughput_ops_s"] >= 0.95 * best
         assert all(p["throughput_ops_s"] < 0.95 * best for p in curve
                    if p["pool_size"] < rec["pool_size"])  # the smallest such size
