@@ -8,11 +8,10 @@ in bench/pacing.py."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import seed_table, table_contents
+from conftest import debian_bin_dir, seed_table, table_contents
 
 from poolbench import RunConfig, run
 from poolbench.config import Pace
@@ -239,15 +238,10 @@ def test_calibration_against_pgbench_returns_ratios(tmp_path, target: Connection
     assert table_contents(admin, table) == before
 
 
-DEBIAN_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-
-
-@pytest.mark.skipif(not DEBIAN_BIN_DIRS, reason="no PostgreSQL with contrib on this machine "
-                    "(pgserver ships none): pg_stat_statements cannot be checked")
 def test_statement_calls_agree_with_pg_stat_statements(table: str) -> None:
     """On a server with pg_stat_statements (Debian's, when installed), its calls join the
     cross-check and agree exactly with poolbench's counts."""
-    with EmbeddedServer(max_connections=40, bin_dir=DEBIAN_BIN_DIRS[-1].parent) as server:
+    with EmbeddedServer(max_connections=40, bin_dir=debian_bin_dir("contrib")) as server:
         assert server.stat_statements_available() and server.target is not None
         results = run(RunConfig(target=server.target, strategies=("psycopg:pool",
                                                                    "psycopg2:none"),
