@@ -11,10 +11,11 @@ import os
 import resource
 import threading
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
@@ -62,6 +63,7 @@ from poolbench.results import (
 )
 from poolbench.strategies import StrategySettings, load_strategy
 
+T = TypeVar("T")
 CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
 PROBED_DRIVERS = ("psycopg", "psycopg2", "asyncpg")
 if TYPE_CHECKING:
@@ -116,11 +118,10 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     with ExitStack() as stack:
         session = _open_session(config, classes, events, stop, stack, on_server)
         done = _measure_strategies(session, classes)
-        cost, not_measured = _measure_connect_cost(session, classes)
-        calibration, why = _calibrate(session, done)
-        not_measured.update(why)
+        cost = _measure_connect_cost(session, classes)
+        calibration = _calibrate(session, done)
         results = session.finish(done, partial=stop.is_set(), calibration=calibration,
-                                 connect_cost=cost, not_measured=not_measured)
+                                 connect_cost=cost)
         if stop.is_set():
             raise Interrupted(f"interrupted; partial results written, rows of run "
                               f"{session.workload.run_tag} deleted", results)
@@ -163,6 +164,17 @@ class _Session:
     public: RunConfig
     harness: dict[str, float] = field(default_factory=dict)
     done: tuple[StrategyResult, ...] = ()  # every strategy finished so far, as configured
+    # Optional measurements that failed, and why: the run completes without them.
+    not_measured: dict[str, str] = field(default_factory=dict)
+
+    def optional(self, what: str, measure: Callable[[], T]) -> T | None:
+        """``measure()``, or None with ``what`` recorded as not measured, and why, if it
+        fails in any way: an optional measurement never fails a run."""
+        try:
+            return measure()
+        except Exception as exc:
+            self.not_measured[what] = reason(exc, self.target)
+            return None
 
     def delete_own_rows(self) -> int:
         """Whatever happened, the run's rows go: a sweep by run tag, on a fresh connection
@@ -180,7 +192,8 @@ class _Session:
                           # strategy: the seed's time-for-the-work line means nothing then.
                           comparison=comparison(done) if self.config.duration_s is None
                           else None, verification=verification,
-                          harness_us_per_op=self.harness, **measured)
+                          harness_us_per_op=self.harness, not_measured=dict(self.not_measured),
+                          **measured)
 
     def finish(self, done: tuple[StrategyResult, ...], *, partial: bool,
                **measured: Any) -> RunResults:
@@ -218,15 +231,18 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
     server_cores = os.cpu_count() if _is_local(target) else None
     app_name = target.get("application_name") or APPLICATION_NAME
-    sampler = None
+    sampler, sampler_failed = None, None
     if config.sample_interval_s:
         # Opened now, before any strategy's snapshot: its session is in no window.
-        sampler = Sampler(target, (app_name,), config.sample_interval_s,
-                          server=ServerProcesses.find(
-                              data_dir=str(embedded.data_dir) if embedded else None,
-                              port=int(target.get("port") or 5432)
-                              if server_cores is not None else None))
-        stack.callback(sampler.close)
+        try:
+            sampler = Sampler(target, (app_name,), config.sample_interval_s,
+                              server=ServerProcesses.find(
+                                  data_dir=str(embedded.data_dir) if embedded else None,
+                                  port=int(target.get("port") or 5432)
+                                  if server_cores is not None else None))
+            stack.callback(sampler.close)
+        except Exception as exc:  # optional: the run goes on without its samples
+            sampler_failed = reason(exc, target)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
     environment = manifest(facts, embedded=config.target is None)
     if cluster is not None:
@@ -242,6 +258,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
         server_cores=server_cores, started=started, environment=environment,
         public=replace(config, target=target) if config.target is None else config)
+    if sampler_failed is not None:
+        session.not_measured["server activity sampler"] = sampler_failed
     session.harness = _harness(session, classes)
     return session
 
@@ -359,7 +377,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
             reconnected_before = sampler.reconnects if sampler else 0
             if sampler is not None:
                 sampler.start()
-            route.begin()
+            session.optional(f"pooler console ({route_name})", route.begin)
             measurement = run_strategy(
                 cls, replace(session.settings, target=route.target,
                              prepared_statements=route.prepared_statements),
@@ -369,9 +387,9 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
                 window=trial, mix=config.mix, mix_rows=mix_rows,
                 label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
             activity = sampler.stop() if sampler is not None else None
-            pooler = route.end(attempts=_attempts(measurement),
-                               extra=cls.extra_traffic(
-                                   prepared_statements=route.prepared_statements))
+            pooler = session.optional(f"pooler console ({route_name})", lambda: route.end(
+                attempts=_attempts(measurement),
+                extra=cls.extra_traffic(prepared_statements=route.prepared_statements)))
     except PoolbenchError as exc:
         # A reported failure (a node lost, a pooler gone...).
         session.delete_own_rows()
@@ -393,7 +411,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
 
 
 def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
-                          ) -> tuple[tuple[ConnectCost, ...], dict[str, str]]:
+                          ) -> tuple[ConnectCost, ...]:
     """What each of the run's new connections cost, broken down (docs: *What a new
     connection costs*), at one thread and at the run's concurrency, through each route
     the run's no-pool strategies took (a route of its own, outside every strategy's
@@ -403,19 +421,18 @@ def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
     drivers = tuple(dict.fromkeys(
         c.driver for c in classes if not c.pooled and c.driver in PROBED_DRIVERS))
     if not drivers or session.stop.is_set():
-        return (), {}
-    costs: list[ConnectCost] = []
-    why: dict[str, str] = {}
-    for route_name in config.via:
-        try:
-            with _open_route(session, route_name) as route:
-                costs.append(connect_cost(route.target, route=route_name,
-                                          samples=max(CONNECT_SAMPLES, config.workers),
-                                          concurrency=tuple(sorted({1, config.workers})),
-                                          drivers=drivers))
-        except Exception as exc:  # any failure of an optional measurement: the run completes
-            why[f"connect cost via {route_name}"] = reason(exc, session.target)
-    return tuple(costs), why
+        return ()
+
+    def through(route_name: str) -> ConnectCost:
+        with _open_route(session, route_name) as route:
+            return connect_cost(route.target, route=route_name,
+                                samples=max(CONNECT_SAMPLES, config.workers),
+                                concurrency=tuple(sorted({1, config.workers})),
+                                drivers=drivers)
+
+    costs = (session.optional(f"connect cost via {r}", lambda r=r: through(r))
+             for r in config.via)
+    return tuple(c for c in costs if c is not None)
 
 
 def _open_route(session: _Session, route_name: str) -> AbstractContextManager[Route]:
@@ -428,25 +445,20 @@ def _open_route(session: _Session, route_name: str) -> AbstractContextManager[Ro
                       pgbouncer=config.pgbouncer)
 
 
-def _calibrate(session: _Session, done: tuple[StrategyResult, ...]
-               ) -> tuple[Calibration | None, dict[str, str]]:
+def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibration | None:
     """``--baseline pgbench``: the same statements run by pgbench on the same server; an
     optional measurement: if pgbench fails, the run says why and completes."""
     config = session.config
     if config.baseline != "pgbench" or session.stop.is_set():
-        return None, {}
+        return None
     session.events.calibration_started.fire(seconds=config.baseline_seconds * 6)
     try:
-        calibrated = calibrate(session.admin, session.target, session.workload,
-                               clients=config.workers, seconds=config.baseline_seconds,
-                               stop=session.stop)
-    except Exception as exc:  # any failure of an optional measurement: the run completes
-        return None, {"pgbench calibration": reason(exc, session.target)}
+        calibrated = session.optional("pgbench calibration", lambda: calibrate(
+            session.admin, session.target, session.workload, clients=config.workers,
+            seconds=config.baseline_seconds, stop=session.stop))
     finally:
         session.delete_own_rows()
-    if calibrated is None:
-        return None, {}
-    return replace(calibrated, ratios=ratios(calibrated, done)), {}
+    return None if calibrated is None else replace(calibrated, ratios=ratios(calibrated, done))
 
 
 def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,
