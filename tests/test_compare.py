@@ -311,3 +311,15 @@ def test_unreadable_input_exits_2(tmp_path: Path, base_run: dict, content: str) 
     assert len(lines) == 1 and "bad.json" in lines[0], result.stderr
     result = run_cli("compare", str(base), "missing.json", cwd=tmp_path)
     assert result.returncode == 2 and "missing.json" in result.stderr
+
+
+def test_runs_whose_trials_scatter_more_than_the_threshold_are_warned_about() -> None:
+    """A gate cannot see a change smaller than the runs' own scatter: it says so."""
+    scattered = [1000.0, 1010.0, 1020.0, 1030.0, 1040.0, 1300.0]  # spread 29% of 1025
+    result = compared(synthetic({"mix": scattered}, mix={"read": 1}),
+                      synthetic({"mix": scattered}, mix={"read": 1}), threshold=10.0)
+    (warning,) = [w for w in result.warnings if "vary by" in w]
+    assert warning.startswith("these runs' trials vary by 29% within a run")
+    steady = compared(synthetic({"mix": STEADY}, mix={"read": 1}),
+                      synthetic({"mix": STEADY}, mix={"read": 1}), threshold=10.0)
+    assert not [w for w in steady.warnings if "vary by" in w]

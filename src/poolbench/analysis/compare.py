@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +341,16 @@ def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, n
         changes.append(Change(strategy, phase, metric, old, now, pct, raw[i],
                               adjusted.get(i) if judgeable else None, significant, beyond,
                               regression, len(xs), len(ys), spread, apart))
+    noise = [c.spread_pct for c in changes
+             if c.metric == "throughput" and min(c.base_trials, c.new_trials) >= 2]
+    if noise and statistics.median(noise) > threshold_pct:
+        # bench/compare_false_alarm.py: with trials this scattered, slowdowns of 30-40%
+        # passed the gate; say so rather than let a pass read as "no regression".
+        warnings.append(f"these runs' trials vary by {statistics.median(noise):.0f}% within a "
+                        f"run (median over the throughput figures): a change smaller than that "
+                        f"cannot be told from their noise, so a real slowdown above "
+                        f"--threshold {threshold_pct:g}% can pass; lengthen the trials "
+                        f"(--duration, more rows) until they agree")
     if changes and not any(c.significant is not None for c in changes):
         warnings.append(f"no change can be judged: {family} figures compared need at least "
                         f"{needed} counted trials per run to reach alpha {ALPHA} / {family} "
