@@ -21,7 +21,15 @@ corrected once from a calibration run with the trigger (a CPU-bound server slows
 less than the sleep predicts); the slowdown each pair got is printed. Reads do
 not fire the trigger: in the A' -> S pairs the read phase is one more A/A.
 
-Run: python bench/compare_false_alarm.py [--pairs 10] [--trials 6] [--rows 2000] [--keep DIR]
+The configuration is one a gate can judge on a 2-core machine: 2 workers (8 workers on 2
+cores made trials scatter by 25-160% and two runs differ by up to 48%: the first version of
+this script, at 2000 rows), phases of ``--duration`` seconds, 8 counted trials.
+
+Besides the 10 A/A pairs run back to back, every pairing of two unslowed runs (A and A' of
+all pairs, run up to half an hour apart) is compared too, and every unslowed run against
+every slowed one: the rates over those pairings are printed beside the pairs' own.
+
+Run: python bench/compare_false_alarm.py [--pairs 10] [--trials 8] [--duration 1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from poolbench.analysis.compare import (
     METHOD,
     RunComparison,
     compare_runs,
+    spread_pct,
 )
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
@@ -56,9 +65,10 @@ TARGET_DROP = 0.20  # throughput 20% lower: each operation 25% longer in a close
 def one_run(target: Any, args: argparse.Namespace) -> dict[str, Any]:
     """One run as ``poolbench compare`` reads it (results.json's content)."""
     results = run(RunConfig(target=target, strategies=(STRATEGY,), rows=args.rows,
-                            workers=args.workers, pool_min=args.workers, pool_max=args.workers,
-                            warmup=1, trials=args.trials, table=TABLE, out_dir=None,
-                            chart=False, sample_interval_s=0))
+                            duration_s=args.duration or None, workers=args.workers,
+                            pool_min=args.workers, pool_max=args.workers, warmup=1,
+                            trials=args.trials, table=TABLE, out_dir=None, chart=False,
+                            sample_interval_s=0))
     return json.loads(json.dumps(results.to_dict(), default=str))
 
 
@@ -123,16 +133,19 @@ def verdict(comparison: RunComparison) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10, help="A/A pairs (and slowed runs)")
-    parser.add_argument("--trials", type=int, default=6, help="counted trials per run")
-    parser.add_argument("--rows", type=int, default=2000, help="rows per phase")
-    parser.add_argument("--workers", type=int, default=8, help="workers (= pool size)")
+    parser.add_argument("--trials", type=int, default=8, help="counted trials per run")
+    parser.add_argument("--duration", type=float, default=1.0,
+                        help="seconds per phase (0: --rows per phase)")
+    parser.add_argument("--rows", type=int, default=2000, help="rows per phase (--duration 0)")
+    parser.add_argument("--workers", type=int, default=2, help="workers (= pool size)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PCT,
                         help="compare's --threshold")
     parser.add_argument("--keep", type=Path, help="also write each run's results.json here "
                         "(pairNN-A.json ...), to try other methods on the same runs")
     args = parser.parse_args()
     report = Report("compare_false_alarm")
-    report.line(f"# {STRATEGY}, {args.workers} workers and pool, {args.rows} rows, 1 warm-up "
+    size = f"{args.duration:g} s per phase" if args.duration else f"{args.rows} rows"
+    report.line(f"# {STRATEGY}, {args.workers} workers and pool, {size}, 1 warm-up "
                 f"and {args.trials} counted trials per run, {args.pairs} pairs, "
                 f"--threshold {args.threshold:g}, on one embedded server")
     report.line(f"# method: {METHOD}")
@@ -141,6 +154,8 @@ def main() -> None:
     per_phase: dict[str, list[float | None]] = {phase: [] for phase in SLOWED}
     unjudged: set[str] = set()
     achieved: dict[str, list[float]] = {phase: [] for phase in SLOWED}
+    plain_runs: list[dict[str, Any]] = []
+    slowed_runs: list[dict[str, Any]] = []
     with EmbeddedServer(max_connections=100) as server:
         target = server.target
         admin = AdminSession(target)
@@ -176,6 +191,8 @@ def main() -> None:
                 for kind, data in runs.items():
                     name = f"pair{pair + 1:02d}-{kind.replace(chr(39), 'p')}.json"
                     (args.keep / name).write_text(json.dumps(data))
+            plain_runs += [runs["A"], runs["A'"]]
+            slowed_runs.append(runs["S"])
             aa = compare_runs(runs["A"], runs["A'"], base_name="A", new_name="A'",
                               threshold_pct=args.threshold)
             slow = compare_runs(runs["A'"], runs["S"], base_name="A'", new_name="S",
@@ -212,6 +229,22 @@ def main() -> None:
                 f"slowed phase's throughput ({detections / args.pairs:.0%}; target: all); by "
                 "phase: " + ", ".join(f"{phase} {sum(fails(w, args.threshold) for w in v)}/"
                                       f"{args.pairs}" for phase, v in per_phase.items()))
+    every_aa = [worst(compare_runs(a, b, base_name="A", new_name="B",
+                                   threshold_pct=args.threshold))
+                for i, a in enumerate(plain_runs) for b in plain_runs[i + 1:]]
+    every_slow = [worst(compare_runs(a, s, base_name="A", new_name="S",
+                                     threshold_pct=args.threshold),
+                        phases=SLOWED, metrics=("throughput",))
+                  for a in plain_runs for s in slowed_runs]
+    aa_failed = sum(fails(w, args.threshold) for w in every_aa)
+    slow_caught = sum(fails(w, args.threshold) for w in every_slow)
+    report.line(f"every pairing of two unslowed runs: {aa_failed} of {len(every_aa)} failed the "
+                f"gate; every unslowed run against every slowed run: {slow_caught} of "
+                f"{len(every_slow)} caught")
+    report.line("run-to-run drift of the unslowed runs' median throughput (max - min over "
+                f"{len(plain_runs)} runs, / median): " + ", ".join(
+                    f"{phase} {spread_pct([throughput(r, phase) for r in plain_runs]):.0f}%"
+                    for phase in ("create", "read", "update", "delete")))
     for warning in sorted(unjudged):
         report.line(f"warning: {warning}")
     report.save()

@@ -23,10 +23,12 @@ Method (``METHOD``, printed with every comparison):
    over trials alone calls run-to-run drift significant: an A/A of one
    configuration run twice in a row came out "+37% create throughput, p = 0.032".
    So a significant change is a regression only when it is also larger than the
-   runs' own noise: the two runs' trial ranges do not overlap, the change exceeds
-   each run's within-run spread ((max - min) / median) times ``SPREAD_FACTOR``, and
-   it exceeds ``--threshold``. ``bench/compare_false_alarm.py`` measures how often
-   this rule fails an A/A pair and how often it catches a real 20% slowdown
+   runs' own noise: it exceeds each run's interquartile spread ((Q3 - Q1) / median
+   of its trials; a robust spread that, unlike max - min, neither grows with the
+   number of trials nor follows one outlier) times ``SPREAD_FACTOR``, and it
+   exceeds ``--threshold``, which stands for the drift between runs of one
+   configuration. ``bench/compare_false_alarm.py`` measures how often this rule
+   fails an A/A pair and how often it catches a real 20% slowdown
    (``bench/results/compare_false_alarm.txt``).
 
 A gate fails (exit 1) on a regression in throughput (a drop) or p99 (a rise); p50
@@ -69,11 +71,11 @@ ENVIRONMENT_KEYS = ("host", "cpu_count", "poolbench", "python", "machine", "pack
 METHOD = (f"Mann–Whitney U (two-sided; exact distribution, a permutation test over every "
           f"split where values tie) over the counted trials; Holm (1979) over every figure "
           f"compared, family-wise alpha {ALPHA}; a significant change is a regression only "
-          f"when the two runs' trial ranges do not overlap and it exceeds "
+          f"when it exceeds "
           f"{'each run' if SPREAD_FACTOR == 1 else f'{SPREAD_FACTOR:g}x each run'}'s "
-          f"within-run spread and the threshold, because trials of one run share its state "
-          f"and understate the variation between runs (false alarms and detection measured "
-          f"by bench/compare_false_alarm.py)")
+          f"interquartile spread ((Q3 - Q1) / median of its trials) and the threshold, "
+          f"because trials of one run share its state and understate the variation between "
+          f"runs (false alarms and detection measured by bench/compare_false_alarm.py)")
 
 
 class CompareInputError(ConfigError):
@@ -195,10 +197,18 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def spread_pct(values: Sequence[float]) -> float:
     """(max - min) / median of one run's trials, in %: how far apart its trials were."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return (ordered[-1] - ordered[0]) / median * 100 if median else 0.0
+    median = statistics.median(values)
+    return (max(values) - min(values)) / median * 100 if median else 0.0
+
+
+def iqr_pct(values: Sequence[float]) -> float:
+    """(Q3 - Q1) / median of one run's trials, in % (quartiles by linear interpolation
+    between order statistics, numpy's default): the middle half's width."""
+    if len(values) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    median = statistics.median(values)
+    return (q3 - q1) / median * 100 if median else 0.0
 
 
 @dataclass(frozen=True)
@@ -214,12 +224,12 @@ class Change:
     p_value: float | None  # the test's own p; None: fewer than 2 counted trials in a run
     p_holm: float | None  # adjusted over every figure compared; None as p_value, or unjudgeable
     significant: bool | None  # p_holm < ALPHA; None: the trials cannot reach it
-    # the trial ranges do not overlap and the change exceeds both runs' spreads
+    # the change exceeds both runs' interquartile spreads
     beyond_noise: bool
     regression: bool  # significant, beyond the noise, and worse by more than the threshold
     base_trials: int = 0
     new_trials: int = 0
-    spread_pct: float = 0.0  # the larger of the two runs' within-run spreads
+    spread_pct: float = 0.0  # the larger of the two runs' interquartile spreads, in %
     ranges_apart: bool = False  # every trial of one run above every trial of the other
 
 
@@ -332,9 +342,9 @@ def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, n
         pct = (now - old) / old * 100 if old else 0.0
         judgeable = raw[i] is not None and smallest_p(len(xs), len(ys)) < ALPHA / family
         significant = adjusted[i] < ALPHA if judgeable else None
-        spread = max(spread_pct(xs), spread_pct(ys)) if xs and ys else 0.0
+        spread = max(iqr_pct(xs), iqr_pct(ys)) if xs and ys else 0.0
         apart = bool(xs and ys) and (max(xs) < min(ys) or max(ys) < min(xs))
-        beyond = apart and abs(pct) > SPREAD_FACTOR * spread
+        beyond = abs(pct) > SPREAD_FACTOR * spread
         worse = -pct if higher_better else pct
         regression = (bool(significant) and beyond and metric != "p50"
                       and worse > threshold_pct)
@@ -344,10 +354,11 @@ def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, n
     noise = [c.spread_pct for c in changes
              if c.metric == "throughput" and min(c.base_trials, c.new_trials) >= 2]
     if noise and statistics.median(noise) > threshold_pct:
-        # bench/compare_false_alarm.py: with trials this scattered, slowdowns of 30-40%
-        # passed the gate; say so rather than let a pass read as "no regression".
+        # A change inside the runs' spread is never a regression: say so rather than let
+        # a pass read as "no regression".
         warnings.append(f"these runs' trials vary by {statistics.median(noise):.0f}% within a "
-                        f"run (median over the throughput figures): a change smaller than that "
+                        f"run (interquartile spread, median over the throughput figures): a "
+                        f"change smaller than that "
                         f"cannot be told from their noise, so a real slowdown above "
                         f"--threshold {threshold_pct:g}% can pass; lengthen the trials "
                         f"(--duration, more rows) until they agree")

@@ -27,9 +27,8 @@ def _verdict(c: Change) -> str:
     if not c.significant:
         return f"noise (p={c.p_holm:.2f})"
     if not c.beyond_noise:
-        why = ("the two runs' trial ranges overlap" if not c.ranges_apart
-               else f"the change is within the runs' {c.spread_pct:.0f}% spread")
-        return f"within run-to-run noise (p={c.p_holm:.3f}, but {why})"
+        return (f"within run-to-run noise (p={c.p_holm:.3f}, but the change is within the "
+                f"runs' {c.spread_pct:.0f}% interquartile spread)")
     return f"significant (p={c.p_holm:.3f})"
 
 
@@ -62,8 +61,8 @@ def render_comparison(comparison: RunComparison, console: Console) -> None:
         console.print(f"[yellow]only in {comparison.new}: {name}[/]", highlight=False)
     for c in comparison.regressions:
         console.print(f"[red]regression: {c.strategy} {c.phase} {c.metric} "
-                      f"{c.change_pct:+.1f}% (p={c.p_holm:.3f}, Holm-adjusted; ranges apart, "
-                      f"beyond the {c.spread_pct:.0f}% within-run spread)[/]", highlight=False)
+                      f"{c.change_pct:+.1f}% (p={c.p_holm:.3f}, Holm-adjusted; beyond the "
+                      f"{c.spread_pct:.0f}% interquartile spread)[/]", highlight=False)
 
 
 def comparison_markdown(comparison: RunComparison) -> str:
