@@ -10,6 +10,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from poolbench.db import binaries
 from poolbench.environment import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -17,7 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> str:
     return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"pgserver {package_versions().get('pgserver', '?')}")
+            f"{binaries.DISTRIBUTION} {package_versions().get(binaries.DISTRIBUTION, '?')}")
 
 
 def _commit() -> str:

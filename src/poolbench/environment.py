@@ -8,9 +8,11 @@ import socket
 import sys
 from importlib import metadata
 
+from poolbench.db import binaries
+
 DRIVER_DISTRIBUTIONS = ("psycopg2-binary", "psycopg2", "psycopg", "psycopg-pool", "asyncpg",
                         "sqlalchemy", "distributed", "plotly", "scipy",
-                        "pgserver", "hdrhistogram")
+                        binaries.DISTRIBUTION, "hdrhistogram")
 
 
 def package_versions(names: tuple[str, ...] = DRIVER_DISTRIBUTIONS) -> dict[str, str]:

@@ -1,8 +1,8 @@
 """Calibration against pgbench: the same statements on the same server at the same client
 count, run by PostgreSQL's own load generator, so poolbench's figures have a reference.
 
-pgbench comes from the PostgreSQL binaries pgserver ships (or the one on PATH).
-It runs custom scripts on the run's table, never pgbench's own tables:
+pgbench is the one shipped with the embedded server's binaries (``db/binaries.py``), else
+the one on PATH. It runs custom scripts on the run's table, never pgbench's own tables:
 
 - ``read``: ``SELECT id, username, email, created_at ... WHERE id = :id``;
 - ``update``: ``UPDATE ... SET email = ... WHERE id = :id``;
@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from poolbench.db import binaries
 from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.db.workload import Workload, quote_ident
@@ -44,19 +45,18 @@ MIN_READ_ROWS = 1000
 
 
 def find_pgbench() -> Path:
-    """pgserver's pgbench (it ships with the embedded server's binaries), else PATH's."""
+    """The pgbench shipped with the embedded server's binaries, else PATH's."""
     try:
-        from poolbench.db.server import pgserver_bin_dir
-
-        shipped = pgserver_bin_dir() / "pgbench"
+        shipped = binaries.pgbench()
         if shipped.exists():
             return shipped
-    except ImportError:
-        pass
+    except ServerError:
+        pass  # the package is missing (no wheel for this platform): PATH's, if any
     found = shutil.which("pgbench")
     if found is None:
-        raise ConfigError("--baseline pgbench: no pgbench found; pip install pgserver (it ships "
-                          "pgbench) or put PostgreSQL's pgbench on PATH")
+        raise ConfigError(f"--baseline pgbench: no pgbench found; pip install "
+                          f"{binaries.DISTRIBUTION} (it ships pgbench) or put PostgreSQL's "
+                          "pgbench on PATH")
     return Path(found)
 
 

