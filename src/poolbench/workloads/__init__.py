@@ -1,0 +1,1 @@
+"""Workloads: what one operation does on a connection (the CRUD phases, the mix, scripts)."""
