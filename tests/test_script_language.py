@@ -42,7 +42,8 @@ from poolbench.workloads.script import (
     parse_script,
     parse_weighted,
 )
-from poolbench.workloads.script.expr import evaluate, hash_fnv1a, hash_murmur2, parse_expr
+from poolbench.workloads.script.expr import parse_expr
+from poolbench.workloads.script.functions import evaluate, hash_fnv1a, hash_murmur2
 
 
 def run_once(text: str, style: ParamStyle = ParamStyle.DOLLAR, **kw: int) -> list:
@@ -100,6 +101,16 @@ def test_semicolons_inside_quotes_comments_and_parentheses_do_not_split() -> Non
     assert [c.sql for c in script.statements] == [
         "SELECT ';', \"a;b\", $$x;y$$, $tag$ ; $tag$, E'\\';', /* ; /* ; */ ; */ 1;",
         "SELECT (1;\n2);", "SELECT 'no semicolon at the end'"]
+
+
+def test_a_function_body_is_one_statement_as_psql_splits_it() -> None:
+    script = parse_script(
+        "CREATE OR REPLACE FUNCTION pg_temp.f(x int) RETURNS int LANGUAGE sql\n"
+        "BEGIN ATOMIC\n  SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END;\n  SELECT x;\nEND;\n"
+        "CREATE TABLE begin_t (a int); SELECT 1;\n", name="f.sql")
+    assert [(c.line, c.sql.split()[:2], c.tx) for c in script.statements] == [
+        (1, ["CREATE", "OR"], TxRole.AUTOCOMMIT), (6, ["CREATE", "TABLE"], TxRole.AUTOCOMMIT),
+        (6, ["SELECT", "1;"], TxRole.AUTOCOMMIT)]
 
 
 def test_a_meta_command_ends_the_sql_before_it_and_its_own_line() -> None:

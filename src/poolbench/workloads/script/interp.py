@@ -27,9 +27,18 @@ import random
 from collections.abc import Callable
 from typing import NamedTuple
 
-from poolbench.workloads.script import expr as ex
+from poolbench.workloads.script import functions as fn
 from poolbench.workloads.script.errors import ScriptError, ScriptRuntimeError
-from poolbench.workloads.script.expr import Call, Const, Expr, Value, Var
+from poolbench.workloads.script.expr import (
+    INT64_MAX,
+    INT64_MIN,
+    RANDOM_FUNCTIONS,
+    Call,
+    Const,
+    Expr,
+    Value,
+    Var,
+)
 from poolbench.workloads.script.parser import (
     BUILTIN_VARIABLES,
     INT_MAX,
@@ -78,10 +87,10 @@ class ScriptRunner:
         self.style = style
         self.rng = random.Random(f"{seed}/{client_id}")
         if default_seed is None:
-            default_seed = ex.wrap64(random.Random(f"{seed}/default_seed").getrandbits(64))
+            default_seed = fn.wrap64(random.Random(f"{seed}/default_seed").getrandbits(64))
         self.variables: dict[str, Value] = {
             "client_id": client_id, "scale": scale, "default_seed": default_seed,
-            "random_seed": ex.wrap64(seed)}
+            "random_seed": fn.wrap64(seed)}
         self.sql: tuple[str | None, ...] = tuple(
             c.render(style) if isinstance(c, SqlCommand) and style is not ParamStyle.SIMPLE
             else None for c in script.commands)
@@ -102,7 +111,7 @@ _NULL = frozenset({type(None)})
 _NUMERIC_OPS = {"+": "+", "-": "-", "*": "*"}
 _COMPARISONS = {"=": "==", "<>": "!=", "<=": "<=", "<": "<"}
 _INT_RESULT = {"mod", "int", "hash_murmur2", "hash_fnv1a", "&", "|", "#", "<<", ">>",
-               *ex.RANDOM_FUNCTIONS}
+               *RANDOM_FUNCTIONS}
 _DOUBLE_RESULT = {"double", "sqrt", "ln", "exp", "pow", "pi"}
 _BOOL_RESULT = {"=", "<>", "<=", "<", "!not", "!is", "!and", "!or"}
 _OVERFLOW = {"+": "add", "-": "sub", "*": "mul"}
@@ -129,12 +138,12 @@ class _Compiler:
         self.rng = runner.rng
         self.ns: dict[str, object] = {
             "_rng": self.rng, "_randrange": self.rng.randrange, "_tnew": tuple.__new__,
-            "_SQL": SqlStep, "_SLEEP": SleepStep, "_apply": ex.apply, "_Error": ScriptRuntimeError,
-            "_overflow": _overflow, "_idiv": ex.int_div, "_imod": ex.int_mod,
-            "_fdiv": ex.double_div, "_to_int": ex.to_int, "_to_bool": ex.to_bool,
-            "_abs": ex.c_abs, "_murmur2": ex.hash_murmur2, "_fnv1a": ex.hash_fnv1a,
-            "_text": ex.value_text, "_random_call": ex.random_call,
-            "_gaussian": ex.gaussian, "_exponential": ex.exponential, "_zipfian": ex.zipfian,
+            "_SQL": SqlStep, "_SLEEP": SleepStep, "_apply": fn.apply, "_Error": ScriptRuntimeError,
+            "_overflow": _overflow, "_idiv": fn.int_div, "_imod": fn.int_mod,
+            "_fdiv": fn.double_div, "_to_int": fn.to_int, "_to_bool": fn.to_bool,
+            "_abs": fn.c_abs, "_murmur2": fn.hash_murmur2, "_fnv1a": fn.hash_fnv1a,
+            "_text": fn.value_text, "_random_call": fn.random_call,
+            "_gaussian": fn.gaussian, "_exponential": fn.exponential, "_zipfian": fn.zipfian,
             "_and_rhs": _and_rhs, "_sleep_seconds": _sleep_seconds, "_fail": self.located,
         }
         self.locals: dict[str, tuple[str, frozenset[type]]] = {}
@@ -181,7 +190,7 @@ class _Compiler:
         label = f"{self.script.name}:{command.line}: \\set {command.variable}"
         self.where[command.index] = label
         try:
-            expr = ex.fold(command.expr, self.constants)
+            expr = fn.fold(command.expr, self.constants)
         except ScriptRuntimeError as exc:
             raise ScriptError(f"{label}: {exc}") from None
         src, types = self.expr(expr)
@@ -196,14 +205,14 @@ class _Compiler:
             seconds = max(command.amount * command.unit_us, 0) / 1e6
             return self.constant(SleepStep(seconds, command.index))
         assert command.variable is not None
-        src, _ = self.expr(ex.fold(Var(command.variable), self.constants))
+        src, _ = self.expr(fn.fold(Var(command.variable), self.constants))
         local = self.fresh("s")
         self.body += [f"_cur = {command.index}",
                       f"{local} = _sleep_seconds({src}, {command.unit_us})"]
         return f"_tnew(_SLEEP, ({local}, {command.index}))"
 
     def sql_step(self, command: SqlCommand) -> str:
-        values = [self.expr(ex.fold(Var(name), self.constants)) for name in command.variables]
+        values = [self.expr(fn.fold(Var(name), self.constants)) for name in command.variables]
         if self.runner.style is ParamStyle.SIMPLE:
             if not values:
                 return self.constant(SqlStep(command.sql, (), command.index))
@@ -264,8 +273,8 @@ class _Compiler:
             if not all_int:
                 return f"({a[0]} {_NUMERIC_OPS[func]} {a[1]})", _DOUBLE
             tmp = self.fresh("t")
-            return (f"({tmp} if {ex.INT64_MIN - 1} < ({tmp} := {a[0]} {_NUMERIC_OPS[func]} "
-                    f"{a[1]}) < {ex.INT64_MAX + 1} else _overflow({_OVERFLOW[func]!r}))", _INT)
+            return (f"({tmp} if {INT64_MIN - 1} < ({tmp} := {a[0]} {_NUMERIC_OPS[func]} "
+                    f"{a[1]}) < {INT64_MAX + 1} else _overflow({_OVERFLOW[func]!r}))", _INT)
         if func == "/":
             return (f"_idiv({a[0]}, {a[1]})", _INT) if all_int else (
                 f"_fdiv({a[0]}, {a[1]})", _DOUBLE)
@@ -284,7 +293,7 @@ class _Compiler:
             return (f"float({a[0]})", _DOUBLE) if all_int else (a[0], _DOUBLE)
         if func == "abs":
             return f"_abs({a[0]})", _INT if all_int else _DOUBLE
-        if func in ex.RANDOM_FUNCTIONS and t[0] is int and t[1] is int:
+        if func in RANDOM_FUNCTIONS and t[0] is int and t[1] is int:
             return self.random(node, a)
         return None
 
@@ -299,7 +308,7 @@ class _Compiler:
         param = node.args[2]
         if constant_range and isinstance(param, Const):  # all checked by fold()
             function = node.func.removeprefix("random_")
-            return f"_{function}(_rng, {a[0]}, {a[1]}, {ex.to_double(param.value)!r})", _INT
+            return f"_{function}(_rng, {a[0]}, {a[1]}, {fn.to_double(param.value)!r})", _INT
         return f"_random_call(_rng, {node.func!r}, ({a[0]}, {a[1]}, {a[2]}))", _INT
 
     def case(self, args: tuple[Expr, ...]) -> tuple[str, frozenset[type]]:
@@ -347,13 +356,13 @@ def _overflow(op: str) -> int:
 
 
 def _and_rhs(value: Value) -> bool | None:
-    return None if value is None else ex.to_bool(value)
+    return None if value is None else fn.to_bool(value)
 
 
 def _sleep_seconds(value: Value, unit_us: int) -> float:
     """pgbench's ``evaluateSleep`` on a variable: ``atoi`` of its text, an error when
     that text does not start with a digit and reads as 0."""
-    text = ex.value_text(value)
+    text = fn.value_text(value)
     digits = len(text) - len(text.lstrip("+-"))
     sign, rest = text[:digits], text[digits:]
     count = len(rest) - len(rest.lstrip("0123456789"))

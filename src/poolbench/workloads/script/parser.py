@@ -32,13 +32,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from poolbench.workloads.script.errors import SUPPORTED, ScriptError, ScriptRuntimeError
-from poolbench.workloads.script.expr import (
-    Expr,
-    ExprSyntaxError,
-    fold,
-    parse_expr,
-    variables_of,
-)
+from poolbench.workloads.script.expr import Expr, ExprSyntaxError, parse_expr, variables_of
+from poolbench.workloads.script.functions import fold
 
 BUILTIN_VARIABLES = ("client_id", "default_seed", "random_seed", "scale")
 MAX_PARAMETERS = 255  # pgbench's MAX_ARGS - 1
@@ -206,6 +201,28 @@ class _Statement:
     words: list[str]  # code words starting with a letter, upper-cased
 
 
+class _FunctionBody:
+    """psqlscan.l's heuristic for ``CREATE [OR REPLACE] {FUNCTION|PROCEDURE} ... BEGIN
+    ATOMIC ... END``: semicolons inside the body do not end the statement."""
+
+    def __init__(self) -> None:
+        self.firsts: list[str] = []  # first letters of the statement's first four words
+        self.depth = 0
+
+    def word(self, word: str, paren_depth: int) -> None:
+        if len(self.firsts) < 4:
+            known = word in ("CREATE", "FUNCTION", "PROCEDURE", "OR", "REPLACE")
+            self.firsts.append(word[0] if known else "")
+        head = "".join(f or "-" for f in self.firsts)
+        if paren_depth or not (head.startswith(("CF", "CP", "COR")) and
+                               (not head.startswith("COR") or head[3:4] in ("F", "P"))):
+            return
+        if word == "BEGIN" or (word == "CASE" and self.depth >= 1):
+            self.depth += 1
+        elif word == "END" and self.depth > 0:
+            self.depth -= 1
+
+
 class _Parser:
     def __init__(self, text: str, name: str) -> None:
         self.text = text
@@ -254,6 +271,7 @@ class _Parser:
         text, i = self.text, start
         stmt = _Statement(start, len(text), [], [])
         depth = 0
+        body = _FunctionBody()
         e_prefix_end = -1  # end of a lone E/e word: an E'...' string follows
         while i < len(text):
             c = text[i]
@@ -275,7 +293,7 @@ class _Parser:
                     depth += 1
                 elif c == ")":
                     depth = max(0, depth - 1)
-                elif c == ";" and depth == 0:
+                elif c == ";" and depth == 0 and body.depth == 0:
                     stmt.end = i + 1
                     break
                 elif c == "\\":
@@ -290,6 +308,7 @@ class _Parser:
                         j += 1
                     if _ident_start(c):
                         stmt.words.append(text[i:j].upper())
+                        body.word(stmt.words[-1], depth)
                         if j - i == 1 and c in "eE":
                             e_prefix_end = j
                     i = j
