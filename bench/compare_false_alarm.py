@@ -17,8 +17,9 @@ somewhere slow makes every write wait. pg_sleep sleeps whole milliseconds, so a
 sub-millisecond cost per operation is made as SLEEP_S on a share of the rows. The
 share is set per phase (create, update, delete) from the first run's throughput
 so that each worker's operations take 25% longer (1 / 1.25 = 20% fewer ops/s),
-corrected once from a calibration run with the trigger (a CPU-bound server slows
-less than the sleep predicts); the slowdown each pair got is printed. Reads do
+corrected from two calibration runs with the trigger alternating with plain ones (a
+CPU-bound server slows less than the sleep predicts); the slowdown each pair got is
+printed. Reads do
 not fire the trigger: in the A' -> S pairs the read phase is one more A/A.
 
 The configuration is one a gate can judge on a 2-core machine: 2 workers (8 workers on 2
@@ -102,11 +103,12 @@ def remove_slowdown(admin: AdminSession) -> None:
                                    f"{quote_ident(TABLE)}"))
 
 
-def shares_for(base: dict[str, Any], workers: int, stretch: dict[str, float]) -> dict[str, float]:
+def shares_for(speed: dict[str, float], workers: int,
+               stretch: dict[str, float]) -> dict[str, float]:
     """Share of rows to sleep on, per phase, so each worker's operation takes 25% longer:
-    a worker spends workers / throughput seconds per operation."""
+    a worker spends workers / throughput seconds per operation (``speed``: ops/s)."""
     added = TARGET_DROP / (1 - TARGET_DROP)
-    return {phase: min(1.0, added * workers / throughput(base, phase) / SLEEP_S
+    return {phase: min(1.0, added * workers / speed[phase] / SLEEP_S
                        * stretch.get(phase, 1.0)) for phase in SLOWED}
 
 
@@ -160,19 +162,29 @@ def main() -> None:
         target = server.target
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, TABLE))
-        # Calibration: the share from a plain run, then corrected once from a slowed run.
+        # Calibration: the share from a plain run, then corrected from two more plain and
+        # two slowed runs, alternating (one noisy run must not set the slowdown).
         plain = one_run(target, args)
-        shares = shares_for(plain, args.workers, {})
-        install_slowdown(admin, shares)
-        slowed = one_run(target, args)
-        remove_slowdown(admin)
+        first = shares_for({phase: throughput(plain, phase) for phase in SLOWED},
+                           args.workers, {})
+        plains, slows = [plain], []
+        for _ in range(2):
+            install_slowdown(admin, first)
+            try:
+                slows.append(one_run(target, args))
+            finally:
+                remove_slowdown(admin)
+            plains.append(one_run(target, args))
         stretch = {}
         for phase in SLOWED:
-            got = 1 / (1 - min(0.9, max(0.01, 1 - throughput(slowed, phase)
-                                        / throughput(plain, phase)))) - 1
-            # at most halved or doubled: one noisy calibration run must not swing it wildly
-            stretch[phase] = min(2.0, max(0.5, (TARGET_DROP / (1 - TARGET_DROP)) / got))
-        shares = shares_for(plain, args.workers, stretch)
+            before = statistics.median(throughput(r, phase) for r in plains)
+            after = statistics.median(throughput(r, phase) for r in slows)
+            got = 1 / (1 - min(0.9, max(0.01, 1 - after / before))) - 1
+            # at most a third or three times: a calibration this noisy must not swing it wildly
+            stretch[phase] = min(3.0, max(1 / 3, (TARGET_DROP / (1 - TARGET_DROP)) / got))
+        base = {phase: statistics.median(throughput(r, phase) for r in plains)
+                for phase in SLOWED}
+        shares = shares_for(base, args.workers, stretch)
         on = ", ".join(f"{share:.1%} ({phase})" for phase, share in shares.items())
         report.line(f"# trigger: pg_sleep({SLEEP_S:g}) on {on} of the rows")
         for pair in range(args.pairs):
