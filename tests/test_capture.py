@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import debian_bin_dir
+from conftest import clean_env, debian_bin_dir, run_cli
 
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
@@ -401,3 +401,34 @@ def test_a_server_that_does_not_preload_it_gets_one_line_and_no_files(tmp_path: 
     assert "\n" not in message and "installed in database 'poolbench'" in message
     assert "shared_preload_libraries = 'pg_stat_statements'" in message and "restart" in message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_capture_command_writes_the_workload_and_never_the_password(
+        stat_target: ConnectionTarget, items: str, tmp_path: Path) -> None:
+    """``poolbench capture`` as a user runs it: the DSN without its password (that comes
+    from PGPASSWORD, never a command line); a summary, the scripts and workload.txt."""
+    with connect(stat_target, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+    run_mix(stat_target, items)
+    password = stat_target.password
+    assert password
+    dsn = " ".join(f"{k}={v}" for k, v in stat_target.params if k != "password")
+    env = clean_env(PGPASSWORD=password)
+    result = run_cli("capture", "--dsn", dsn, "--top", "3", "--out", "wl", cwd=tmp_path,
+                     env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (tmp_path / "wl" / "workload.txt").read_text().split()
+    assert lines and all(line.startswith("-f") or "@" in line for line in lines)
+    assert "workload.txt" in result.stdout
+    for path in (tmp_path / "wl").iterdir():
+        assert password not in path.read_text()
+    assert password not in result.stdout + result.stderr
+
+
+def test_the_capture_command_needs_a_server(tmp_path: Path) -> None:
+    result = run_cli("capture", "--out", "wl", cwd=tmp_path)
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "poolbench: error: capture reads a running server's pg_stat_statements: give --dsn (or "
+        "DATABASE_URL, or the seed's DB_* variables)"]
+    assert not (tmp_path / "wl").exists()

@@ -556,6 +556,38 @@ def connect_cost_command(secrets: Secrets, dsn: str | None, env_file: Path | Non
 
 
 @cli.command()
+@click.option("--dsn", help="PostgreSQL URI or key=value DSN of the server to read "
+                            "[default: as for run; there must be one].")
+@click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many statements to keep.")
+@click.option("--by", type=click.Choice(["calls", "time"]), default="calls", show_default=True,
+              help="Rank statements by their calls or by their total time.")
+@click.option("--sample", "sample_s", type=click.FloatRange(min=0), default=0.0,
+              show_default=True, help="Seconds to sample pg_stat_activity for the live "
+                                      "concurrency (suggested --workers); 0: do not sample.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="A new (or empty) folder for the scripts and workload.txt.")
+@click.pass_obj
+def capture(secrets: Secrets, dsn: str | None, env_file: Path | None, top: int, by: str,
+            sample_s: float, out_dir: Path) -> None:
+    """The workload the server has been running: one pgbench-format script per top statement
+    of pg_stat_statements (read in a read-only session), with its weight, and workload.txt
+    holding the -f FILE@WEIGHT arguments for run and sweep."""
+    from poolbench.workloads.capture import capture as capture_workload
+    from poolbench.workloads.capture import summary_lines
+
+    target = resolve_target(dsn=dsn, env_file=env_file, environ=os.environ)
+    if target is None:
+        raise ConfigError("capture reads a running server's pg_stat_statements: give --dsn "
+                          "(or DATABASE_URL, or the seed's DB_* variables)")
+    secrets.add(target)
+    result = capture_workload(target, out_dir=out_dir, top=top, by=by, sample_s=sample_s)
+    for line in summary_lines(result):
+        click.echo(line)
+
+
+@cli.command()
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
 @click.option("--threshold", type=click.FloatRange(min=0), default=10.0, show_default=True,
