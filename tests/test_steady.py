@@ -1,0 +1,120 @@
+"""MSER-5 on series with a known answer: a built-in transient is cut to within one batch,
+a steady series is not cut, a drifting one never settles, a short one is not judged, and
+steady noise is rarely called unsettled. Pure functions: no database."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from poolbench.analysis.steady import batch_means, mser, steady_state
+from poolbench.errors import ConfigError
+
+
+def _wiggle(n: int) -> list[float]:
+    """Small deterministic noise around 1000 (±5)."""
+    return [1000 + 5 * math.sin(i) for i in range(n)]
+
+
+def test_mser_is_the_truncated_sum_of_squares_over_the_squared_count() -> None:
+    values = [1.0, 5.0, 3.0, 4.0]
+    # d=0: mean 3.25, squares 5.0625+3.0625+0.0625+0.5625 = 8.75, / 16
+    # d=1: mean 4, squares 1+1+0 = 2, / 9; d=2: 0.5 / 4; d=3: 0
+    assert mser(values) == pytest.approx((8.75 / 16, 2 / 9, 0.5 / 4, 0.0))
+    assert batch_means(list(range(12)), 5) == (2.0, 7.0)  # the partial batch is left out
+
+
+def test_a_transient_of_20_points_is_cut_at_20() -> None:
+    series = [500.0] * 20 + _wiggle(180)
+    state = steady_state(series)
+    assert (state.cut, state.settled, state.observations) == (20, True, 200)
+    assert "settled after 20" in state.reason
+
+
+@pytest.mark.parametrize("transient", [13, 22, 37])
+def test_a_transient_off_the_batch_grid_is_cut_within_one_batch(transient: int) -> None:
+    state = steady_state([500.0] * transient + _wiggle(200 - transient))
+    assert state.settled and abs(state.cut - transient) < state.batch_size
+    assert state.cut % state.batch_size == 0
+
+
+def test_a_noisy_transient_is_cut_within_one_batch() -> None:
+    rng = random.Random(1)
+    series = ([500 + rng.gauss(0, 10) for _ in range(20)]
+              + [1000 + rng.gauss(0, 10) for _ in range(180)])
+    state = steady_state(series)
+    assert state.settled and abs(state.cut - 20) <= 5
+
+
+def test_a_warm_up_that_decays_is_cut_where_it_meets_the_noise() -> None:
+    """1000 (1 - e^(-t/5)) reaches within the noise (±5) of 1000 at t ≈ 26."""
+    state = steady_state([1000 * (1 - math.exp(-i / 5)) + 5 * math.sin(i)
+                          for i in range(200)])
+    assert state.settled and 15 <= state.cut <= 35
+
+
+@pytest.mark.parametrize("series", [_wiggle(200), [1000.0] * 100], ids=["wiggle", "flat"])
+def test_a_steady_series_is_not_cut(series: list[float]) -> None:
+    state = steady_state(series)
+    assert (state.cut, state.settled) == (0, True)
+    assert "steady from the start" in state.reason
+
+
+@pytest.mark.parametrize("slope", [2.0, -2.0, 0.5])
+def test_a_drifting_series_never_settles(slope: float) -> None:
+    state = steady_state([1000 + slope * i + 5 * math.sin(i) for i in range(200)])
+    assert (state.cut, state.settled) == (0, False)
+    assert "never settles" in state.reason
+
+
+def test_a_warm_up_of_half_the_trial_counts_as_never_settling() -> None:
+    for transient in (100, 110):
+        assert steady_state([500.0] * transient + _wiggle(200 - transient)).settled is False
+
+
+def test_a_warm_up_well_over_half_the_trial_is_msers_blind_spot() -> None:
+    """As the module says: no steady stretch within reach of d <= n/2, so the series
+    reads as steady from the start (the warm-up trials are the guard)."""
+    state = steady_state([500.0] * 130 + _wiggle(70))
+    assert (state.cut, state.settled) == (0, True)
+
+
+def test_a_constant_series_off_zero_is_steady_despite_rounding() -> None:
+    for level in (0.1, 1234.567, 987654.321):
+        assert steady_state([level] * 150) == steady_state([0.0] * 150)
+
+
+def test_a_series_too_short_to_judge_says_how_long_it_must_be() -> None:
+    state = steady_state(_wiggle(99))  # 19 batches of 5
+    assert (state.cut, state.settled) == (0, None)
+    assert "needs 20" in state.reason and "100 observations" in state.reason
+    assert steady_state(_wiggle(100)).settled is True
+
+
+def test_steady_noise_is_rarely_called_unsettled() -> None:
+    """The false-alarm rate the module quotes for 20 batches (about 2%), measured on
+    white noise with fixed seeds."""
+    runs, unsettled = 400, 0
+    for seed in range(runs):
+        rng = random.Random(seed)
+        unsettled += steady_state([1000 + rng.gauss(0, 20) for _ in range(100)]
+                                  ).settled is False
+    assert unsettled / runs < 0.05
+
+
+def test_another_batch_size_is_mser_on_its_batches() -> None:
+    state = steady_state([500.0] * 20 + _wiggle(80), batch_size=1, min_batches=50)
+    assert (state.cut, state.settled, state.batch_size) == (20, True, 1)
+
+
+@pytest.mark.parametrize(("series", "kwargs", "message"), [
+    ([1.0, math.nan] * 60, {}, "finite"),
+    ([1.0] * 100, {"batch_size": 0}, "batch_size"),
+    ([1.0] * 100, {"min_batches": 1}, "min_batches"),
+])
+def test_bad_input_is_a_one_line_error(series: list[float], kwargs: dict,
+                                       message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        steady_state(series, **kwargs)
