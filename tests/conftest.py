@@ -81,21 +81,6 @@ def wait_for_run_rows(conn: psycopg.Connection, table: str, proc: subprocess.Pop
     pytest.fail("the run never created a row")
 
 
-def debian_bin_dir(built_with: str) -> Path:
-    """Debian's PostgreSQL binaries (apt-get install postgresql). The embedded server's have
-    OpenSSL, GSSAPI and contrib now: only a test not yet moved to it uses these (to go, with
-    `postgresql` in the README's test command, once none does). Missing, the test fails
-    under CI (the README's test command installs them) and is skipped elsewhere."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        why = (f"no Debian PostgreSQL (for {built_with}) on this machine: "
-               "apt-get install postgresql")
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return found[-1].parent
-
-
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     """The real CLI in the background, output captured."""
     return subprocess.Popen([sys.executable, "-m", "poolbench", *args], cwd=cwd,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import clean_env, debian_bin_dir, run_cli
+from conftest import clean_env, run_cli
 
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
@@ -145,16 +145,9 @@ def test_an_out_dir_with_files_is_refused_untouched(tmp_path: Path) -> None:
 # --- on a server with pg_stat_statements ------------------------------------------------------
 
 
-def stat_bin_dir() -> Path | None:
-    """The embedded server's binaries (it preloads pg_stat_statements), or Debian's if this
-    build has no contrib."""
-    return None if EmbeddedServer().stat_statements_available() else \
-        debian_bin_dir("pg_stat_statements")
-
-
 @pytest.fixture(scope="module")
 def stat_server() -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(max_connections=30, bin_dir=stat_bin_dir()) as server:
+    with EmbeddedServer(max_connections=30) as server:  # it preloads pg_stat_statements
         yield server
 
 
@@ -392,7 +385,7 @@ def test_a_database_without_the_extension_gets_one_line_and_no_files(
 
 def test_a_server_that_does_not_preload_it_gets_one_line_and_no_files(tmp_path: Path) -> None:
     """CREATE EXTENSION works without the preload; reading the view does not."""
-    with EmbeddedServer(max_connections=10, bin_dir=stat_bin_dir(),
+    with EmbeddedServer(max_connections=10,
                         settings={"shared_preload_libraries": "''"}) as bare:
         assert bare.target is not None
         with pytest.raises(StatStatementsUnavailable) as err:

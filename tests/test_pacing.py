@@ -11,7 +11,7 @@ import threading
 
 import psycopg
 import pytest
-from conftest import debian_bin_dir, seed_table, table_contents
+from conftest import seed_table, table_contents
 
 from poolbench import RunConfig, run
 from poolbench.config import Pace
@@ -239,9 +239,9 @@ def test_calibration_against_pgbench_returns_ratios(tmp_path, target: Connection
 
 
 def test_statement_calls_agree_with_pg_stat_statements(table: str) -> None:
-    """On a server with pg_stat_statements (Debian's, when installed), its calls join the
-    cross-check and agree exactly with poolbench's counts."""
-    with EmbeddedServer(max_connections=40, bin_dir=debian_bin_dir("contrib")) as server:
+    """On a server with pg_stat_statements (the embedded one preloads it), its calls join
+    the cross-check and agree exactly with poolbench's counts."""
+    with EmbeddedServer(max_connections=40) as server:
         assert server.stat_statements_available() and server.target is not None
         results = run(RunConfig(target=server.target, strategies=("psycopg:pool",
                                                                    "psycopg2:none"),
