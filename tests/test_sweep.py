@@ -230,3 +230,45 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
 def test_bad_sweep_lists_are_refused(tmp_path: Path) -> None:
     result = run_cli("sweep", "--pool-sizes", "1,x", cwd=tmp_path)
     assert result.returncode == 2 and "--pool-sizes" in result.stderr
+
+
+def test_each_point_and_each_recommendation_carry_their_interval() -> None:
+    """A knee at 8 measured with ±0.5% trials: the point intervals are tight and the
+    recommendation is pinned ("8, 95% interval 8-8"). The same curve with ±15% trials
+    (every size within reach of the best): the resampled rule picks sizes from 1 up."""
+    knee = {1: 100.0, 2: 200.0, 4: 400.0, 8: 800.0, 16: 810.0}
+    spread = (-0.005, -0.0025, 0.0, 0.0025, 0.005, 0.001, -0.001)
+    tight = tuple(point("psycopg:pool", n, 64, ops, trials=tuple(ops * (1 + d) for d in spread))
+                  for n, ops in knee.items())
+    results = sweep_of(tight)
+    (rec,) = results.recommendations
+    assert rec.pool_size == 8 and rec.interval is not None
+    assert (rec.interval.low, rec.interval.high) == (8, 8)
+    assert rec.reason.startswith("8, 95% interval 8-8: ")
+    at8 = next(p for p in results.points if p.pool_size == 8)
+    # point() builds points by hand: their interval comes from point_of in a real sweep
+    assert at8.throughput_interval is None
+    flat = tuple(point("psycopg:pool", n, 64, 1000.0, trials=tuple(
+        1000.0 * (1 + 0.15 * ((i * 7 + n) % 5 - 2) / 2) for i in range(7))) for n in knee)
+    (rec,) = sweep_of(flat).recommendations
+    assert rec.interval is not None and rec.interval.low is not None
+    assert rec.interval.high is not None and rec.interval.high > rec.interval.low
+    assert f", 95% interval {rec.interval.low}-{rec.interval.high}" in rec.reason
+    jsonschema.validate(json.loads(json.dumps(sweep_of(flat).to_dict())), SCHEMA)
+    one = tuple(point("psycopg:pool", n, 64, ops) for n, ops in knee.items())
+    (rec,) = sweep_of(one).recommendations
+    assert rec.interval is not None and rec.interval.low is None
+    assert "no interval: one trial per size" in console_text(sweep_of(one))
+
+
+def test_a_points_interval_is_the_median_of_its_trials_with_a_bootstrap_interval() -> None:
+    """point_of: 7 trials of a run give the median and a percentile bootstrap interval
+    inside the trials' range; the console shows it."""
+    run, strategy = run_of({"create": [(100 * k, 1.0) for k in (10, 11, 12, 13, 14, 15, 16)]})
+    p = point_of(run, strategy, pool_size=4, workers=8)
+    ci = p.throughput_interval
+    assert ci is not None and ci.n == 7 and ci.value == 1300.0 and ci.method == "percentile"
+    assert ci.low is not None and ci.high is not None
+    assert 1000.0 <= ci.low < 1300.0 < ci.high <= 1600.0
+    text = console_text(sweep_of((p,)))
+    assert f"1,300 [{ci.low:,.0f}, {ci.high:,.0f}]" in text

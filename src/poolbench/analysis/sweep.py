@@ -14,6 +14,11 @@ Recommendation: the smallest N whose throughput is at least ``GOOD_ENOUGH`` of t
 best measured on its curve, and with ``--p99-slo`` whose p99 meets it. Beside it,
 HikariCP's rule of thumb, ``connections = cores × 2 + effective spindles``, labelled as
 a rule of thumb.
+How sure: each point's throughput carries the median of its trials with a percentile
+bootstrap 95% interval, and each recommendation the range of sizes the same rule picks
+on the medians of resampled trials (:mod:`poolbench.analysis.intervals`, Efron &
+Tibshirani 1993): "8, 95% interval 4-8". One trial per point gives no interval: sweep
+with ``--trials`` 3 or more.
 """
 
 from __future__ import annotations
@@ -21,11 +26,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from poolbench.analysis.intervals import (
+    Interval,
+    SizeInterval,
+    median_interval,
+    recommended_size_interval,
+)
 from poolbench.analysis.usl import UslModel, fit_usl
 from poolbench.measure.metrics import decode_histogram, merge_histograms
 from poolbench.results import ActivitySummary, Finding, LatencySummary, RunResults, StrategyResult
 
-SWEEP_SCHEMA_VERSION = 2
+SWEEP_SCHEMA_VERSION = 3  # 3: throughput_interval per point, interval per recommendation
 GOOD_ENOUGH = 0.95
 SPINDLES = 1  # HikariCP's effective spindle count for an SSD-backed server (an assumption)
 
@@ -52,6 +63,8 @@ class SweepPoint:
     idle_in_transaction_share: float | None = None
     # Every per-run finding of the point's run, for its strategy (lock contention, churn...)
     findings: tuple[Finding, ...] = ()
+    # The median of the trials' throughputs and its bootstrap 95% interval (None: no trials)
+    throughput_interval: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class Recommendation:
     rule_of_thumb_note: str
     capacity_note: str | None = None
     workers: int | None = None  # the client count it applies to (None: a workers sweep)
+    # The sizes the same rule picks on resampled trials' medians (None: no size measured)
+    interval: SizeInterval | None = None
 
 
 @dataclass(frozen=True)
@@ -101,10 +116,12 @@ def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
     merged = {kind: LatencySummary.of(merge_histograms(
         [decode_histogram(getattr(p, f"histogram_{kind}_us")) for p in phases]))
         for kind in ("latency", "acquire", "execute")}
+    per_trial = tuple(o / s if s else 0.0 for o, s in trials.values())
     return SweepPoint(strategy=strategy.name, pool_size=pool_size, workers=workers,
                       throughput_ops_s=ops / seconds if seconds else 0.0,
-                      trial_throughputs_ops_s=tuple(o / s if s else 0.0
-                                                    for o, s in trials.values()), errors=
+                      trial_throughputs_ops_s=per_trial,
+                      throughput_interval=median_interval(per_trial) if per_trial else None,
+                      errors=
                       strategy.error_count, server_ok=strategy.server.ok if strategy.server
                       else None, run_tag=result.run_tag,
                       findings=tuple(f for f in result.findings if f.strategy == strategy.name),
@@ -189,7 +206,9 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
             continue
         pick = fit[0]
         n = getattr(pick, axis)
-        reason = (f"{n}: {pick.throughput_ops_s / best.throughput_ops_s:.0%} of the best "
+        interval = size_interval(mine, axis, p99_slo_ms)
+        reason = (f"{n}{interval_text(n, interval)}: "
+                  f"{pick.throughput_ops_s / best.throughput_ops_s:.0%} of the best "
                   f"throughput ({getattr(best, axis)}), p99 {pick.latency.p99_us / 1000:.1f} ms")
         largest = mine[-1]
         if largest is pick and best is pick and len(mine) > 1:
@@ -213,5 +232,32 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
                            if total <= max_connections else
                            f"exceed the server's {max_connections} usable connections: put an "
                            "external pooler (PgBouncer) between them, or shrink the pools"))
-        found.append(Recommendation(name, n, reason, thumb, thumb_note, capacity, clients))
+        found.append(Recommendation(name, n, reason, thumb, thumb_note, capacity, clients,
+                                    interval))
     return tuple(found)
+
+
+def size_interval(points: list[SweepPoint], axis: str,
+                  p99_slo_ms: float | None) -> SizeInterval:
+    """The recommendation's interval over one curve's error-free points: each point's
+    trials resampled, the rule applied to their medians. A point's p99 is its run's
+    (trials do not keep their own), so with an SLO it does not vary between resamples."""
+    trials = {getattr(p, axis): p.trial_throughputs_ops_s or (p.throughput_ops_s,)
+              for p in points}
+    p99s = ({getattr(p, axis): (p.latency.p99_us,) * len(trials[getattr(p, axis)])
+             for p in points} if p99_slo_ms is not None else None)
+    return recommended_size_interval(trials, good_enough=GOOD_ENOUGH, p99s_us=p99s,
+                                     p99_slo_us=None if p99_slo_ms is None
+                                     else p99_slo_ms * 1000)
+
+
+def interval_text(n: int, interval: SizeInterval) -> str:
+    """", 95% interval 4-8" (and what it means when its own pick is not ``n``); nothing
+    without an interval (its note says why: the views show it)."""
+    if interval.low is None or interval.high is None:
+        return ""
+    text = f", {interval.confidence:.0%} interval {interval.low}-{interval.high}"
+    if interval.size is not None and interval.size != n:
+        text += (f" (on the trials' medians the rule picks {interval.size}; {n} is picked "
+                 "on the trials' summed operations over their seconds)")
+    return text

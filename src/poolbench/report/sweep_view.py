@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from poolbench.analysis.intervals import SMALL_TRIALS, Interval
 from poolbench.analysis.sweep import SweepResults, curves, references
 from poolbench.report import atomic_write
 from poolbench.report.console import render_findings
@@ -97,15 +98,27 @@ def sweep_png(results: SweepResults) -> bytes:
     return buf.getvalue()
 
 
+def _trials(ci: Interval | None) -> str:
+    """A point's trials: their median and its bootstrap interval, or why there is none."""
+    if ci is None:
+        return ""
+    if ci.low is None or ci.high is None:
+        return f"{ci.value:,.0f} (1 trial)"
+    return f"{ci.value:,.0f} [{ci.low:,.0f}, {ci.high:,.0f}]" + (
+        f" ({ci.n} trials: their range)" if ci.n <= SMALL_TRIALS else "")
+
+
 def render_sweep(results: SweepResults, console: Console) -> None:
     table = Table(title=f"poolbench sweep — {len(results.points)} points"
                         + (" (partial)" if results.partial else ""))
-    for col in ("strategy", "pool", "workers", "ops/s", "p50 ms", "p99 ms", "wait p50 ms",
+    for col in ("strategy", "pool", "workers", "ops/s", "trials: median [95% interval]",
+                "p50 ms", "p99 ms", "wait p50 ms",
                 "wait p99 ms", "active backends median / max", "errors", "server agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for p in results.points:
         table.add_row(p.strategy, str(p.pool_size or "no pool"), str(p.workers),
-                      f"{p.throughput_ops_s:,.0f}", f"{p.latency.p50_us / 1000:.2f}",
+                      f"{p.throughput_ops_s:,.0f}", _trials(p.throughput_interval),
+                      f"{p.latency.p50_us / 1000:.2f}",
                       f"{p.latency.p99_us / 1000:.2f}", f"{p.acquire.p50_us / 1000:.2f}",
                       f"{p.acquire.p99_us / 1000:.2f}",
                       f"{p.active_median:g} / {p.active_max}" if p.active_max is not None
@@ -130,6 +143,8 @@ def render_sweep(results: SweepResults, console: Console) -> None:
             console.print(f"[yellow]{name}: {r.reason}[/]", highlight=False)
         else:
             console.print(f"[bold]Recommended for {name}: {r.reason}[/]", highlight=False)
+        if r.interval is not None and r.interval.low is None and r.interval.note:
+            console.print(f"  no interval: {r.interval.note}", style="dim", highlight=False)
         console.print(f"  ({r.rule_of_thumb_note}; a rule of thumb, not a measurement)",
                       style="dim", highlight=False)
         if r.capacity_note:
