@@ -223,14 +223,16 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
               click.option("--warmup-seconds", type=float, default=None,
                            help="Each warm-up trial runs its phases for this many seconds "
                                 "instead of --duration or -n rows.")),
-        click.option("--trials", type=int, default=1 if point else 3, show_default=True,
-                     help="Counted trials" + (" at each point." if point else ".")),
+        click.option("--trials", type=int, default=6 if point else 3, show_default=True,
+                     help="Counted trials" + (": the sweep's rounds, each point once per "
+                                              "round, in a fresh order each round."
+                                              if point else ".")),
         click.option("--acquire-timeout", type=float, default=30.0, show_default=True,
                      help="Seconds a worker may wait for a pooled connection."),
         click.option("--statement-timeout", type=float, default=None,
                      help="Seconds a statement may run (server statement_timeout) "
                           "[default: server's]."),
-        click.option("--duration", type=float, default=3.0 if point else None,
+        click.option("--duration", type=float, default=1.0 if point else None,
                      show_default=point,
                      help="Run create, read and update for this many seconds each instead "
                           "of -n rows (pgbench -T)."),
@@ -448,12 +450,18 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
 @click.option("--app-instances", type=click.IntRange(min=1), default=None,
               help="How many app instances will each hold such a pool (checked against "
                    "max_connections).")
+@click.option("--budget", "budget_s", type=click.FloatRange(min=0, min_open=True),
+              default=None, help="Seconds the whole sweep may take: after the grid, add sizes "
+                                 "between the recommendation's neighbours (8 and 16: try 12) "
+                                 "while they fit in it, until it is pinned to one step "
+                                 "[default: the grid alone].")
 @click.option("--warmup", "warmup_seconds", type=click.FloatRange(min=0), default=1.0,
               show_default=True,
               help="Seconds each point runs on its fresh pool before it is measured (0: none).")
 @run_options(point=True)
 @click.pass_obj
 def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: float | None,
+          budget_s: float | None,
           four_phases: bool, app_instances: int | None, warmup_seconds: float,
           **options: Any) -> None:
     """Run the benchmark at several pool sizes (or client counts), fit the Universal
@@ -489,7 +497,7 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
         with interrupt.installed():
             results = api.sweep(config, pool_sizes=sizes, workers=clients,
                                 p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
-                                on_point=on_point)
+                                on_point=on_point, budget_s=budget_s)
     except Interrupted as exc:
         if progress.live.is_started:
             progress.stop()

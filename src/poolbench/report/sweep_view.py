@@ -149,4 +149,12 @@ def render_sweep(results: SweepResults, console: Console) -> None:
                       style="dim", highlight=False)
         if r.capacity_note:
             console.print(f"  {r.capacity_note}", highlight=False)
+    adaptive = results.config.get("adaptive")
+    if isinstance(adaptive, dict) and adaptive.get("budget_s") is not None:
+        added = "; ".join(f"step {i}: " + ", ".join(f"{pool} ({name} at {clients})"
+                                                   for name, pool, clients in step)
+                          for i, step in enumerate(adaptive.get("steps") or [], start=1))
+        console.print(f"adaptive sizes (--budget {adaptive['budget_s']:g} s): "
+                      f"{added or 'none added'}; stopped: {adaptive.get('stopped')}",
+                      highlight=False)
     render_findings(results.findings, console)
