@@ -189,6 +189,13 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
     assert data["config"]["duration_s"] == 0.5 and data["config"]["trials"] == 2
     assert all(p["server_ok"] and p["errors"] == 0 and p["throughput_ops_s"] > 0
                for p in data["points"])
+    # Two rounds: every point once per round, each round in its own order; the order
+    # the sweep ran is recorded.
+    grid = {(p["strategy"], p["pool_size"], p["workers"]) for p in data["points"]}
+    ran = [tuple(step) for step in data["config"]["schedule"]]
+    assert data["config"]["rounds"] == 2 and len(ran) == 2 * len(grid)
+    assert set(ran[:len(grid)]) == set(ran[len(grid):]) == grid
+    assert ran[:len(grid)] != ran[len(grid):]  # a fresh order each round (seed 0)
     # Two trials: the point's throughput is theirs (between them), never their sum.
     assert all(len(p["trial_throughputs_ops_s"]) == 2
                and min(p["trial_throughputs_ops_s"]) <= p["throughput_ops_s"]
@@ -219,7 +226,7 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
         assert all(p["throughput_ops_s"] < 0.95 * best for p in curve
                    if p["pool_size"] < rec["pool_size"])  # the smallest such size
         assert (f"Recommended for psycopg:pool at {rec['workers']} clients: "
-                f"{rec['pool_size']}:") in result.stdout
+                f"{rec['pool_size']}, 95% interval ") in result.stdout
         assert "50 app instances" in rec["capacity_note"]
     assert "psycopg:none at 8 clients has no pool: a reference line" in result.stdout
     assert "Recommended for psycopg:none" not in result.stdout

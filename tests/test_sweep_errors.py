@@ -34,12 +34,14 @@ def test_the_largest_point_is_refused_before_the_first_runs(
 def test_an_error_at_a_later_point_writes_the_points_done(
         tmp_path: Path, target: ConnectionTarget, table: str) -> None:
     held: list[psycopg.Connection] = []
+    first: list[tuple[int, int]] = []
 
     def fill_the_server(done: int, total: int, point: object) -> None:
         # After the first point, this test takes every free connection: the second
         # point's own capacity check then refuses it, as a busy server would.
         if done != 1:
             return
+        first.append((point.pool_size, point.workers))  # type: ignore[attr-defined]
         with psycopg.connect(target.conninfo(), autocommit=True) as conn:
             free = conn.execute(
                 "SELECT current_setting('max_connections')::int"
@@ -57,10 +59,11 @@ def test_an_error_at_a_later_point_writes_the_points_done(
     assert held, "the test never filled the server"
     partial = caught.value.results
     assert partial is not None and partial.partial
-    assert [(p.pool_size, p.workers) for p in partial.points] == [(1, 2)]
+    assert first and [(p.pool_size, p.workers) for p in partial.points] == first
     written = json.loads((tmp_path / "sweep.json").read_text())
     assert written["partial"] is True
-    assert [(p["pool_size"], p["workers"]) for p in written["points"]] == [(1, 2)]
+    assert [(p["pool_size"], p["workers"]) for p in written["points"]] == first
+    assert written["config"]["schedule"] == [["psycopg:pool", *first[0]]]
 
 
 def test_the_cli_refuses_a_sweep_whose_largest_point_does_not_fit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 
 FD_HEADROOM = 64  # files a run opens besides its connections: admin, sampler, logs, reports
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
+SWEEP_ORDER_SEED = 0  # the sweep's order of points in each round (analysis.plan.schedule)
 # A no-pool client's next connect can reach PgBouncer before it has seen the last one
 # close: its max_client_conn leaves room for that churn and the admin console.
 PGBOUNCER_SPARE_CLIENTS = 100
@@ -530,13 +532,40 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
                    sampler_statements=sampler_statements, sampler_sessions=sampler_sessions)
 
 
+def _next_points(points: list[Any], keys: list[tuple[type, int, int]], classes: list[Any],
+                 p99_slo_ms: float | None) -> list[tuple[type, int, int]]:
+    """The adaptive step's next points: per pooled curve with a recommendation, the sizes
+    ``next_sizes`` proposes between its neighbours (none already planned)."""
+    from poolbench.analysis.plan import next_sizes
+    from poolbench.analysis.sweep import recommend
+
+    by_name = {cls.name: cls for cls in classes}
+    new: list[tuple[type, int, int]] = []
+    for rec in recommend(tuple(points), axis="pool_size", p99_slo_ms=p99_slo_ms,
+                         server_cores=None):
+        cls = by_name[rec.strategy]
+        if rec.pool_size is None or not cls.pooled:
+            continue
+        sizes = [pool for c, pool, clients in keys if c is cls and clients == rec.workers]
+        interval = (rec.interval.low, rec.interval.high) if rec.interval else None
+        new += [(cls, size, rec.workers) for size in next_sizes(sizes, rec.pool_size, interval)
+                if (cls, size, rec.workers) not in keys]
+    return new
+
+
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
           p99_slo_ms: float | None = None, app_instances: int | None = None,
-          stop: threading.Event | None = None,
-          on_point: object = None) -> SweepResults:
-    """``poolbench sweep``: every strategy at every (pool size, workers) point, in order of
-    size, one normal run each on one server; a USL model and a recommendation per (strategy,
-    client count). Strategies without a pool are reference lines of a pool-size sweep.
+          stop: threading.Event | None = None, on_point: object = None,
+          budget_s: float | None = None) -> SweepResults:
+    """``poolbench sweep``: every strategy at every (pool size, workers) point, on one
+    server; a USL model and a recommendation per (strategy, client count). Strategies
+    without a pool are reference lines of a pool-size sweep.
+
+    ``config.trials`` rounds: in each, every point runs once (a normal run of one counted
+    trial after its warm-up, on a fresh pool), the points in a fresh random order each
+    round (``analysis.plan.schedule``, seed ``SWEEP_ORDER_SEED``), so the machine's drift
+    spreads over every size instead of lining up with them. The order run is recorded in
+    the results' config (``schedule``).
 
     A list of pool sizes sweeps the pool (min = max) at each client count; a list of
     workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
@@ -544,19 +573,29 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     point's connections checked). On an interrupt, or any error of poolbench's after the
     first point began, the points done so far are written (marked partial) and carried by
     the exception's ``results``.
+
+    ``budget_s`` (``--budget``): after the coarse grid, while the sweep's time so far plus
+    the next sizes' (at the seconds per point measured so far) stays within it, add the
+    sizes between each recommendation's neighbours (``analysis.plan.next_sizes``: 8 and
+    16 measured, 8 recommended: try 12) until every recommendation is pinned to one step.
+    None: the grid alone. What each step added and why it stopped is in the results'
+    config (``adaptive``).
     """
     from poolbench.analysis.findings import sweep_findings
+    from poolbench.analysis.plan import fits, schedule
     from poolbench.analysis.sweep import (
         SWEEP_SCHEMA_VERSION,
         SweepResults,
         models,
-        point_of,
+        point_of_runs,
         recommend,
     )
 
     stop = stop or threading.Event()
     if not pool_sizes or not workers or min(pool_sizes) < 1 or min(workers) < 1:
         raise ConfigError("--pool-sizes and --workers must be whole numbers >= 1")
+    if budget_s is not None and not budget_s > 0:
+        raise ConfigError(f"--budget {budget_s:g}: give the sweep's seconds, more than 0")
     axis = "pool_size" if len(pool_sizes) > 1 or len(workers) == 1 else "workers"
     classes = [load_strategy(name) for name in config.strategies]
     if config.cluster is None:
@@ -565,9 +604,16 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     grid = [(cls, p, w) for cls in classes
             for p, w in sorted({(p if cls.pooled else 0, w) for p in pool_sizes
                                 for w in workers}, key=lambda pw: (pw[0], pw[1]))]
+
+    def grid_order(key: tuple[type, int, int]) -> tuple[int, int, int]:
+        return classes.index(key[0]), key[1], key[2]
+
     if config.out_dir is not None:
         check_writable(config.out_dir)
+    started = time.monotonic()  # --budget counts from here
     points = []
+    ran: list[tuple[str, int, int]] = []  # (strategy, pool size, workers) in the order run
+    adaptive: dict[str, object] = {"budget_s": budget_s, "steps": [], "stopped": None}
     interrupted: Interrupted | None = None
     failed: PoolbenchError | None = None
     facts: dict[str, object] = {}
@@ -589,30 +635,71 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                 pool_max=largest.pool_max if any(cls.pooled for cls in classes) else None))
         finally:
             admin.close()
+        rounds = max(1, config.trials)
+        plan = schedule(grid, rounds=rounds, seed=SWEEP_ORDER_SEED)
         if callable(on_point):
-            on_point(0, len(grid), None)
-        for done, (cls, pool, clients) in enumerate(grid, start=1):
-            if stop.is_set():
+            on_point(0, len(plan), None)
+        runs: dict[tuple[type, int, int], list[tuple[RunResults, StrategyResult]]] = {}
+
+        def run_plan(plan: tuple[tuple[int, tuple[type, int, int]], ...], first: int,
+                     total: int) -> None:
+            """Each (round, point) of ``plan`` as one run of one counted trial; stops at
+            the first interrupt or error (kept in ``interrupted`` / ``failed``)."""
+            nonlocal interrupted, failed, facts, env
+            for done, (_, (cls, pool, clients)) in enumerate(plan, start=first):
+                if stop.is_set():
+                    return
+                size = pool or 1  # a no-pool strategy has no pool: its settings are unused
+                point_config = replace(config, target=target, strategies=(cls.name,),
+                                       pool_min=size, pool_max=max(size, 1),
+                                       workers=clients, trials=1, out_dir=None,
+                                       processes=min(config.processes, clients, size))
+                try:
+                    result = run(point_config, stop=stop)
+                except Interrupted as exc:
+                    interrupted = exc
+                    return
+                except PoolbenchError as exc:
+                    # Any reported error (a point over capacity, a lost node...): the
+                    # points done so far are kept and written, marked partial.
+                    failed = exc
+                    return
+                facts, env = result.environment.get("server", {}), result.environment
+                mine = runs.setdefault((cls, pool, clients), [])
+                mine.append((result, result.strategies[0]))
+                ran.append((cls.name, pool, clients))
+                if callable(on_point):
+                    on_point(done, total, point_of_runs(mine, pool_size=pool,
+                                                        workers=clients))
+
+        run_plan(plan, 1, len(plan))
+        keys = list(grid)
+        # Adaptive: sizes between the recommendation's neighbours until it is pinned to
+        # one step, while the budget lasts (the coarse grid always runs whole).
+        while (budget_s is not None and axis == "pool_size" and failed is None
+               and interrupted is None and not stop.is_set()):
+            points = [point_of_runs(runs[key], pool_size=key[1], workers=key[2])
+                      for key in keys if key in runs]
+            new = _next_points(points, keys, classes, p99_slo_ms)
+            if not new:
+                adaptive["stopped"] = ("pinned: every recommendation is one step from its "
+                                       "neighbours, or its interval holds no unmeasured size")
                 break
-            size = pool or 1  # a no-pool strategy has no pool: its settings are unused
-            point_config = replace(config, target=target, strategies=(cls.name,),
-                                   pool_min=size, pool_max=max(size, 1), workers=clients,
-                                   out_dir=None, processes=min(config.processes, clients, size))
-            try:
-                result = run(point_config, stop=stop)
-            except Interrupted as exc:
-                interrupted = exc
+            spent = time.monotonic() - started
+            per_point = spent / len({k for k in keys if k in runs})
+            affordable = max((k for k in range(1, len(new) + 1) if fits(
+                budget_s, spent_s=spent, seconds_per_point=per_point, points=k)), default=0)
+            if not affordable:
+                adaptive["stopped"] = (f"budget: {spent:.0f} of {budget_s:g} s spent; the next "
+                                       f"size would take about {per_point:.0f} s")
                 break
-            except PoolbenchError as exc:
-                # Any reported error (a point over capacity, a lost node...): the points
-                # done so far are kept and written, marked partial, before the error.
-                failed = exc
-                break
-            facts, env = result.environment.get("server", {}), result.environment
-            point = point_of(result, result.strategies[0], pool_size=pool, workers=clients)
-            points.append(point)
-            if callable(on_point):
-                on_point(done, len(grid), point)
+            new = new[:affordable]
+            adaptive["steps"].append([[cls.name, pool, clients] for cls, pool, clients in new])
+            keys += new
+            plan = schedule(new, rounds=rounds, seed=SWEEP_ORDER_SEED + len(adaptive["steps"]))
+            run_plan(plan, len(ran) + 1, len(ran) + len(plan))
+        points = [point_of_runs(runs[key], pool_size=key[1], workers=key[2])
+                  for key in sorted(keys, key=grid_order) if key in runs]
     cores = os.cpu_count() if config.target is None or _is_local(config.target) else None
     usable = facts.get("max_connections")
     results = SweepResults(
@@ -620,7 +707,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         partial=interrupted is not None or failed is not None or stop.is_set(),
         axis=axis, config={**config.public_dict(), "pool_sizes": list(pool_sizes),
                            "workers": list(workers), "p99_slo_ms": p99_slo_ms,
-                           "app_instances": app_instances},
+                           "app_instances": app_instances, "rounds": max(1, config.trials),
+                           "schedule": [list(r) for r in ran], "adaptive": adaptive},
         environment=env, points=tuple(points), models=models(tuple(points), axis),
         findings=sweep_findings(tuple(points), axis,
                                 server_cores=cores),

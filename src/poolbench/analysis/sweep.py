@@ -24,6 +24,8 @@ with ``--trials`` 3 or more.
 from __future__ import annotations
 
 import dataclasses
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from poolbench.analysis.intervals import (
@@ -104,36 +106,68 @@ def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
              workers: int) -> SweepPoint:
     """One strategy of one run, summed over its phases (a mix: its mixed phase): per
     counted trial, its phases' operations over their seconds."""
-    phases = [p for p in strategy.phases if p.phase == "mix"] or list(strategy.phases)
-    trials: dict[int, tuple[int, float]] = {}
-    for phase in phases:
-        for trial in phase.trials:
-            if not trial.warmup:
-                ops, seconds = trials.get(trial.trial, (0, 0.0))
-                trials[trial.trial] = (ops + trial.ops, seconds + trial.elapsed_s)
-    ops = sum(o for o, _ in trials.values())
-    seconds = sum(s for _, s in trials.values())
+    return point_of_runs(((result, strategy),), pool_size=pool_size, workers=workers)
+
+
+def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_size: int,
+                  workers: int) -> SweepPoint:
+    """One point from the runs made of it (a sweep's rounds: one run per round), each run's
+    counted trials its own: the point's throughput is every counted trial's operations
+    over their seconds, its percentiles every phase's histograms merged, its errors summed;
+    it agrees with the server when every run did. Run tags are joined with commas."""
+    trials: list[tuple[int, float]] = []
+    phases = []
+    for _, strategy in runs:
+        mine = [p for p in strategy.phases if p.phase == "mix"] or list(strategy.phases)
+        phases += mine
+        per_trial: dict[int, tuple[int, float]] = {}
+        for phase in mine:
+            for trial in phase.trials:
+                if not trial.warmup:
+                    ops, seconds = per_trial.get(trial.trial, (0, 0.0))
+                    per_trial[trial.trial] = (ops + trial.ops, seconds + trial.elapsed_s)
+        trials += per_trial.values()
+    ops = sum(o for o, _ in trials)
+    seconds = sum(s for _, s in trials)
     merged = {kind: LatencySummary.of(merge_histograms(
         [decode_histogram(getattr(p, f"histogram_{kind}_us")) for p in phases]))
         for kind in ("latency", "acquire", "execute")}
-    per_trial = tuple(o / s if s else 0.0 for o, s in trials.values())
-    return SweepPoint(strategy=strategy.name, pool_size=pool_size, workers=workers,
+    per_trial_ops_s = tuple(o / s if s else 0.0 for o, s in trials)
+    verdicts = [s.server.ok for _, s in runs if s.server]
+    findings: dict[tuple[str, str], Finding] = {}
+    for result, strategy in runs:
+        for f in result.findings:
+            if f.strategy == strategy.name:
+                findings.setdefault((f.rule, f.strategy), f)
+    name = runs[0][1].name
+    return SweepPoint(strategy=name, pool_size=pool_size, workers=workers,
                       throughput_ops_s=ops / seconds if seconds else 0.0,
-                      trial_throughputs_ops_s=per_trial,
-                      throughput_interval=median_interval(per_trial) if per_trial else None,
-                      errors=
-                      strategy.error_count, server_ok=strategy.server.ok if strategy.server
-                      else None, run_tag=result.run_tag,
-                      findings=tuple(f for f in result.findings if f.strategy == strategy.name),
-                      **_samples(strategy.activity), **merged)
+                      trial_throughputs_ops_s=per_trial_ops_s,
+                      throughput_interval=median_interval(per_trial_ops_s)
+                      if per_trial_ops_s else None,
+                      errors=sum(s.error_count for _, s in runs),
+                      server_ok=all(verdicts) if verdicts else None,
+                      run_tag=",".join(r.run_tag for r, _ in runs),
+                      findings=tuple(findings.values()),
+                      **_samples([s.activity for _, s in runs if s.activity is not None]),
+                      **merged)
 
 
-def _samples(activity: ActivitySummary | None) -> dict[str, object]:
-    if activity is None:
+def _samples(activity: Sequence[ActivitySummary]) -> dict[str, object]:
+    """The server's samples over a point's runs: the most active backends of any, the
+    median of their medians, and the mean of their shares (wait shares over the runs that
+    sampled a backend active, so they still add up to 1)."""
+    if not activity:
         return {}
-    return {"active_max": activity.active_max, "active_median": activity.active_median,
-            "wait_shares": dict(activity.wait_shares),
-            "idle_in_transaction_share": activity.idle_in_transaction_share}
+    kinds = sorted({k for a in activity for k in a.wait_shares})
+    waited = [a for a in activity if a.wait_shares]
+    idle = [a.idle_in_transaction_share for a in activity
+            if a.idle_in_transaction_share is not None]
+    return {"active_max": max(a.active_max for a in activity),
+            "active_median": statistics.median(a.active_median for a in activity),
+            "wait_shares": {k: sum(a.wait_shares.get(k, 0.0) for a in waited) / len(waited)
+                            for k in kinds},
+            "idle_in_transaction_share": sum(idle) / len(idle) if idle else None}
 
 
 def is_reference(point: SweepPoint, axis: str) -> bool:
