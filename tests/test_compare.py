@@ -16,7 +16,13 @@ import pytest
 from conftest import run_cli
 from scipy.stats import rankdata
 
-from poolbench.analysis.compare import compare_runs, holm
+from poolbench.analysis.compare import (
+    METHOD_RUNS,
+    CompareInputError,
+    compare_runs,
+    compare_sides,
+    holm,
+)
 from poolbench.config import RunConfig
 from poolbench.db.target import ConnectionTarget
 from poolbench.results import SCHEMA_VERSION
@@ -235,6 +241,7 @@ def base_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget)
 
 
 def write(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path
 
@@ -329,3 +336,70 @@ def test_runs_whose_trials_scatter_more_than_the_threshold_are_warned_about() ->
     steady = compared(synthetic({"mix": STEADY}, mix={"read": 1}),
                       synthetic({"mix": STEADY}, mix={"read": 1}), threshold=10.0)
     assert not [w for w in steady.warnings if "vary by" in w]
+
+
+# --- several runs per side: the run as the unit ---------------------------------------------
+
+
+def runs_at(levels: list[float], spread: float = 0.01) -> list[dict]:
+    """One run per level: six trials within ±spread of it, on every phase."""
+    return [synthetic(every_phase([level * (1 + spread * k / 5) for k in (-5, -3, -1, 1, 3, 5)]))
+            for level in levels]
+
+
+def test_runs_as_the_unit_known_answer() -> None:
+    """Welch's t on the logs of the runs' medians, against scipy's own on the same values;
+    a 20% drop measured by four runs a side that drift ±3% between runs is a regression,
+    and the same runs against themselves are not."""
+    from scipy.stats import ttest_ind
+
+    base_levels = [1000.0, 1030.0, 970.0, 1010.0]
+    new_levels = [v * 0.8 for v in (990.0, 1020.0, 1000.0, 975.0)]
+    result = compare_sides(runs_at(base_levels), runs_at(new_levels), base_name="a",
+                           new_name="b", threshold_pct=10.0)
+    assert result.method == METHOD_RUNS and result.family == 4 * 3
+    read = change(result, "read", "throughput")
+    # each run's figure: its trials' median = its level
+    expected = ttest_ind([math.log(v) for v in base_levels], [math.log(v) for v in new_levels],
+                         equal_var=False).pvalue
+    assert read.p_value == pytest.approx(expected)
+    geometric = math.exp(sum(map(math.log, new_levels)) / 4) / math.exp(
+        sum(map(math.log, base_levels)) / 4) - 1
+    assert read.change_pct == pytest.approx(geometric * 100)
+    assert {(c.phase, c.metric) for c in result.regressions} == {
+        (phase, "throughput") for phase in PHASES}
+    same = compare_sides(runs_at(base_levels), runs_at(base_levels[::-1]), base_name="a",
+                         new_name="b", threshold_pct=10.0)
+    assert not same.regressions
+
+
+def test_runs_that_drift_more_than_the_change_are_no_regression() -> None:
+    """Runs ±25% apart on each side: a 15% drop is not significant, whatever its trials
+    say (each run's trials agree within 1%: the single-run method would call it)."""
+    base = runs_at([1000.0, 1250.0, 800.0, 1100.0, 900.0])
+    new = runs_at([v * 0.85 for v in (1000.0, 1250.0, 800.0, 1100.0, 900.0)][::-1])
+    result = compare_sides(base, new, base_name="a", new_name="b", threshold_pct=10.0)
+    assert not result.regressions
+    assert all(not c.significant for c in result.changes if c.metric == "throughput")
+    single = compare_runs(base[0], new[-1], base_name="a", new_name="b", threshold_pct=10.0)
+    assert single.regressions  # one run each: the drift cannot be told from a change
+
+
+def test_a_side_of_one_run_against_several_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CompareInputError, match="1 run"):
+        compare_sides(runs_at([1000.0]), runs_at([1000.0, 990.0]), base_name="a",
+                      new_name="b")
+
+
+def test_folders_of_runs_through_the_cli(tmp_path: Path) -> None:
+    """``poolbench compare old/ new/``: every results.json below each folder is a run."""
+    for side, levels in (("old", [1000.0, 1030.0, 970.0]), ("new", [800.0, 790.0, 810.0])):
+        for i, data in enumerate(runs_at(levels)):
+            write(tmp_path / side / f"run{i}" / "results.json", data)
+    result = run_cli("compare", "old", "new", "--markdown", "cmp.md", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    markdown = (tmp_path / "cmp.md").read_text()
+    assert "the run as the unit" in markdown and "REGRESSION" in markdown
+    (tmp_path / "empty").mkdir()
+    result = run_cli("compare", "old", "empty", cwd=tmp_path)
+    assert result.returncode == 2 and "no results.json" in result.stderr

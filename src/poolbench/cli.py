@@ -607,9 +607,10 @@ def capture(secrets: Secrets, dsn: str | None, env_file: Path | None, top: int, 
               help="Also write the comparison as an HTML page to this file.")
 def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
             html_file: Path | None) -> None:
-    """Compare two results.json files: per strategy and phase, throughput, p50 and p99, the
-    change and whether it is significant; exit 1 on a significant regression."""
-    from poolbench.analysis.compare import compare_runs, load_results
+    """Compare two runs (results.json files), or two folders of runs (every results.json
+    below each: the run is then the unit): per strategy and phase, throughput, p50 and p99,
+    the change and whether it is significant; exit 1 on a significant regression."""
+    from poolbench.analysis.compare import compare_sides, load_side
     from poolbench.report import atomic_write
     from poolbench.report.compare_view import (
         comparison_html,
@@ -617,8 +618,8 @@ def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
         render_comparison,
     )
 
-    result = compare_runs(load_results(base), load_results(new), base_name=str(base),
-                          new_name=str(new), threshold_pct=threshold)
+    result = compare_sides(load_side(base), load_side(new), base_name=str(base),
+                           new_name=str(new), threshold_pct=threshold)
     render_comparison(result, Console(width=None if sys.stdout.isatty() else 140))
     for path, text in ((markdown_file, comparison_markdown), (html_file, comparison_html)):
         if path is not None:

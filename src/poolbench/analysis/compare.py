@@ -31,6 +31,14 @@ Method (``METHOD``, printed with every comparison):
    fails an A/A pair and how often it catches a real 20% slowdown
    (``bench/results/compare_false_alarm.txt``).
 
+With two or more runs on each side (``compare_sides``; ``poolbench compare`` given
+folders), the run is the unit instead (``METHOD_RUNS``): each run's figure is the median
+of its counted trials, the two sides' runs are compared with Welch's t-test on the
+logarithms of those figures (Welch 1947: unequal variances; the log makes a change a
+ratio), two-sided, Holm over every figure compared as above; a significant change is a
+regression when it is worse than ``--threshold`` (on the ratio of the sides' geometric
+means). Run-to-run variation is then measured, not assumed.
+
 A gate fails (exit 1) on a regression in throughput (a drop) or p99 (a rise); p50
 is shown and tested but never gates. Settings that differ between the runs (every
 config key but where the reports went) and partial runs are warned about. Result
@@ -76,6 +84,13 @@ METHOD = (f"Mann–Whitney U (two-sided; exact distribution, a permutation test 
           f"interquartile spread ((Q3 - Q1) / median of its trials) and the threshold, "
           f"because trials of one run share its state and understate the variation between "
           f"runs (false alarms and detection measured by bench/compare_false_alarm.py)")
+
+
+METHOD_RUNS = (f"the run as the unit: each run's figure is the median of its counted trials; "
+               f"Welch's t-test (two-sided, unequal variances; Welch 1947) on the logarithms "
+               f"of the two sides' run figures; Holm (1979) over every figure compared, "
+               f"family-wise alpha {ALPHA}; a significant change is a regression when it is "
+               f"worse than the threshold (ratio of the sides' geometric means)")
 
 
 class CompareInputError(ConfigError):
@@ -373,3 +388,95 @@ def compare_runs(base: dict[str, Any], new: dict[str, Any], *, base_name: str, n
                          only_in_base=tuple(n for n in names_base if n not in names_new),
                          only_in_new=tuple(n for n in names_new if n not in names_base),
                          method=METHOD, family=family, trials_needed=needed)
+
+
+def load_side(path: Path) -> list[dict[str, Any]]:
+    """One side of a comparison: a results.json, or a folder whose ``results.json`` files
+    (at any depth, e.g. one per ``poolbench run --out``) are that side's runs."""
+    if path.is_dir():
+        found = sorted(path.rglob("results.json"))
+        if not found:
+            raise CompareInputError(f"{path}: no results.json in this folder or below; give "
+                                    "a results.json or a folder of runs' report folders")
+        return [load_results(f) for f in found]
+    return [load_results(path)]
+
+
+def _run_figure(phase: dict[str, Any], metric: str) -> float:
+    """One run's figure: the median of its counted trials (the phase's own figure when it
+    kept no trials)."""
+    key = "throughput_ops_s" if metric == "throughput" else f"{metric}_us"
+    values = _counted(phase, (lambda t: t[key]) if metric == "throughput"
+                      else (lambda t: t["latency"][key]))
+    if values:
+        return statistics.median(values)
+    return phase[key] if metric == "throughput" else phase["latency"][key]
+
+
+def welch_log_p(base: Sequence[float], new: Sequence[float]) -> float:
+    """Two-sided p of Welch's t-test on the logarithms; 1.0 when neither side varies and
+    they are equal, 0.0 when neither varies and they differ."""
+    from scipy.stats import ttest_ind
+
+    x = [math.log(v) for v in base]
+    y = [math.log(v) for v in new]
+    if len(set(x)) == 1 and len(set(y)) == 1:
+        return 1.0 if x[0] == y[0] else 0.0
+    return float(ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def compare_sides(bases: Sequence[dict[str, Any]], news: Sequence[dict[str, Any]], *,
+                  base_name: str, new_name: str,
+                  threshold_pct: float = DEFAULT_THRESHOLD_PCT) -> RunComparison:
+    """One run against one: ``compare_runs``. Two or more on each side: ``METHOD_RUNS``
+    over the figures every run of both sides has."""
+    if len(bases) == 1 and len(news) == 1:
+        return compare_runs(bases[0], news[0], base_name=base_name, new_name=new_name,
+                            threshold_pct=threshold_pct)
+    if min(len(bases), len(news)) < 2:
+        raise CompareInputError(f"{len(bases)} run(s) against {len(news)}: give one run on "
+                                "each side, or two or more on each (the run as the unit)")
+    warnings: list[str] = []
+    for side, runs in ((base_name, bases), (new_name, news)):
+        for i, other in enumerate(runs[1:], start=2):
+            warnings += [f"{side}: run {i} vs run 1: {line}"
+                         for line in setting_differences(runs[0], other)
+                         if not line.startswith("environment differs: host")]
+        for i, data in enumerate(runs, start=1):
+            warnings += partial_warnings(data, f"{side} run {i}")
+    warnings += setting_differences(bases[0], news[0])
+
+    def phases_of(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(s["name"], p["phase"]): p for s in data["strategies"] for p in s["phases"]}
+
+    every = [phases_of(d) for d in (*bases, *news)]
+    keys = [k for k in phases_of(bases[0]) if all(k in found for found in every)]
+    rows = []
+    for key in keys:
+        for metric in ("throughput", "p50", "p99"):
+            xs = [_run_figure(phases_of(d)[key], metric) for d in bases]
+            ys = [_run_figure(phases_of(d)[key], metric) for d in news]
+            rows.append((*key, metric, xs, ys))
+    raw = [welch_log_p(xs, ys) if min(xs + ys) > 0 else None for *_, xs, ys in rows]
+    tested = [i for i, p in enumerate(raw) if p is not None]
+    adjusted = dict(zip(tested, holm([raw[i] for i in tested])))
+    changes = []
+    for i, (strategy, phase, metric, xs, ys) in enumerate(rows):
+        old = math.exp(statistics.fmean(math.log(v) for v in xs)) if raw[i] is not None else 0.0
+        now = math.exp(statistics.fmean(math.log(v) for v in ys)) if raw[i] is not None else 0.0
+        pct = (now - old) / old * 100 if old else 0.0
+        significant = adjusted[i] < ALPHA if raw[i] is not None else None
+        worse = -pct if metric == "throughput" else pct
+        spread = max(spread_pct(xs), spread_pct(ys))
+        apart = max(xs) < min(ys) or max(ys) < min(xs)
+        changes.append(Change(strategy, phase, metric, old, now, pct, raw[i],
+                              adjusted.get(i), significant, True,
+                              bool(significant) and metric != "p50" and worse > threshold_pct,
+                              len(xs), len(ys), spread, apart))
+    names_base = list(dict.fromkeys(s["name"] for d in bases for s in d["strategies"]))
+    names_new = list(dict.fromkeys(s["name"] for d in news for s in d["strategies"]))
+    return RunComparison(base=base_name, new=new_name, threshold_pct=threshold_pct,
+                         changes=tuple(changes), warnings=tuple(warnings),
+                         only_in_base=tuple(n for n in names_base if n not in names_new),
+                         only_in_new=tuple(n for n in names_new if n not in names_base),
+                         method=METHOD_RUNS, family=len(rows), trials_needed=0)
