@@ -532,15 +532,108 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
                    sampler_statements=sampler_statements, sampler_sessions=sampler_sessions)
 
 
-def _next_points(points: list[Any], keys: list[tuple[type, int, int]], classes: list[Any],
-                 p99_slo_ms: float | None) -> list[tuple[type, int, int]]:
+Point = tuple[type, int, int]  # a sweep's point: (strategy class, pool size, clients)
+
+
+@dataclass
+class _Sweep:
+    """One sweep as it runs: the runs of each point, in the order they ran, and what
+    stopped it. ``run_plan`` runs (round, point) pairs; ``adapt`` adds sizes; ``results``
+    assembles what was measured."""
+
+    config: RunConfig
+    target: ConnectionTarget
+    classes: list[Any]
+    stop: threading.Event
+    on_point: object
+    runs: dict[Point, list[tuple[RunResults, StrategyResult]]] = field(default_factory=dict)
+    ran: list[tuple[str, int, int]] = field(default_factory=list)  # names, in the order run
+    adaptive: dict[str, Any] = field(default_factory=dict)
+    interrupted: Interrupted | None = None
+    failed: PoolbenchError | None = None
+    facts: dict[str, object] = field(default_factory=dict)
+    environment: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def cut_short(self) -> bool:
+        return (self.interrupted is not None or self.failed is not None
+                or self.stop.is_set())
+
+    def point(self, key: Point) -> Any:
+        from poolbench.analysis.sweep import point_of_runs
+
+        return point_of_runs(self.runs[key], pool_size=key[1], workers=key[2])
+
+    def run_plan(self, plan: tuple[tuple[int, Point], ...]) -> None:
+        """Each (round, point) of ``plan`` as one run of one counted trial after its
+        warm-up; stops at the first interrupt or error of poolbench's (a point over
+        capacity, a lost node...), kept for ``results``."""
+        total = len(self.ran) + len(plan)
+        for done, (_, key) in enumerate(plan, start=len(self.ran) + 1):
+            if self.stop.is_set():
+                return
+            cls, pool, clients = key
+            size = pool or 1  # a no-pool strategy has no pool: its settings are unused
+            point_config = replace(self.config, target=self.target, strategies=(cls.name,),
+                                   pool_min=size, pool_max=size, workers=clients, trials=1,
+                                   out_dir=None,
+                                   processes=min(self.config.processes, clients, size))
+            try:
+                result = run(point_config, stop=self.stop)
+            except Interrupted as exc:
+                self.interrupted = exc
+                return
+            except PoolbenchError as exc:
+                self.failed = exc
+                return
+            self.facts, self.environment = result.environment.get("server", {}), \
+                result.environment
+            self.runs.setdefault(key, []).append((result, result.strategies[0]))
+            self.ran.append((cls.name, pool, clients))
+            if callable(self.on_point):
+                self.on_point(done, total, self.point(key))
+
+    def adapt(self, keys: list[Point], *, rounds: int, budget_s: float, started: float,
+              p99_slo_ms: float | None) -> None:
+        """Add the sizes between each recommendation's neighbours (``next_sizes``), round
+        by round as the grid ran, until every recommendation is pinned to one step or the
+        next size would not end within ``budget_s`` of ``started`` (at the seconds per
+        point measured so far)."""
+        from poolbench.analysis.plan import fits, schedule
+
+        steps: list[list[list[object]]] = self.adaptive.setdefault("steps", [])
+        while not self.cut_short:
+            new = _next_points([self.point(k) for k in keys if k in self.runs], keys,
+                               self.classes, p99_slo_ms)
+            if not new:
+                self.adaptive["stopped"] = ("pinned: every recommendation is one step from "
+                                            "its neighbours, or its interval holds no "
+                                            "unmeasured size")
+                return
+            spent = time.monotonic() - started
+            per_point = spent / len([k for k in keys if k in self.runs])
+            affordable = max((k for k in range(1, len(new) + 1) if fits(
+                budget_s, spent_s=spent, seconds_per_point=per_point, points=k)), default=0)
+            if not affordable:
+                self.adaptive["stopped"] = (f"budget: {spent:.0f} of {budget_s:g} s spent; "
+                                            f"the next size would take about "
+                                            f"{per_point:.0f} s")
+                return
+            new = new[:affordable]
+            steps.append([[cls.name, pool, clients] for cls, pool, clients in new])
+            keys += new
+            self.run_plan(schedule(new, rounds=rounds, seed=SWEEP_ORDER_SEED + len(steps)))
+
+
+def _next_points(points: list[Any], keys: list[Point], classes: list[Any],
+                 p99_slo_ms: float | None) -> list[Point]:
     """The adaptive step's next points: per pooled curve with a recommendation, the sizes
     ``next_sizes`` proposes between its neighbours (none already planned)."""
     from poolbench.analysis.plan import next_sizes
     from poolbench.analysis.sweep import recommend
 
     by_name = {cls.name: cls for cls in classes}
-    new: list[tuple[type, int, int]] = []
+    new: list[Point] = []
     for rec in recommend(tuple(points), axis="pool_size", p99_slo_ms=p99_slo_ms,
                          server_cores=None):
         cls = by_name[rec.strategy]
@@ -551,6 +644,15 @@ def _next_points(points: list[Any], keys: list[tuple[type, int, int]], classes: 
         new += [(cls, size, rec.workers) for size in next_sizes(sizes, rec.pool_size, interval)
                 if (cls, size, rec.workers) not in keys]
     return new
+
+
+def _sweep_grid(classes: list[Any], pool_sizes: tuple[int, ...],
+                workers: tuple[int, ...]) -> list[Point]:
+    """Every strategy at every (pool size, clients); a strategy without a pool once per
+    client count (pool size 0)."""
+    return [(cls, p, w) for cls in classes
+            for p, w in sorted({(p if cls.pooled else 0, w) for p in pool_sizes
+                                for w in workers})]
 
 
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
@@ -569,7 +671,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
 
     A list of pool sizes sweeps the pool (min = max) at each client count; a list of
     workers sweeps concurrency. ``on_point(done, total, point)`` is called after each
-    point (and once with ``point`` None when the first begins, the input and the largest
+    run (and once with ``point`` None when the first begins, the input and the largest
     point's connections checked). On an interrupt, or any error of poolbench's after the
     first point began, the points done so far are written (marked partial) and carried by
     the exception's ``results``.
@@ -581,17 +683,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     None: the grid alone. What each step added and why it stopped is in the results'
     config (``adaptive``).
     """
-    from poolbench.analysis.findings import sweep_findings
-    from poolbench.analysis.plan import fits, schedule
-    from poolbench.analysis.sweep import (
-        SWEEP_SCHEMA_VERSION,
-        SweepResults,
-        models,
-        point_of_runs,
-        recommend,
-    )
+    from poolbench.analysis.plan import schedule
 
-    stop = stop or threading.Event()
     if not pool_sizes or not workers or min(pool_sizes) < 1 or min(workers) < 1:
         raise ConfigError("--pool-sizes and --workers must be whole numbers >= 1")
     if budget_s is not None and not budget_s > 0:
@@ -601,23 +694,12 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     if config.cluster is None:
         _check_open_files(classes, workers=max(workers), pool_min=max(pool_sizes),
                           pool_max=max(pool_sizes), processes=config.processes)
-    grid = [(cls, p, w) for cls in classes
-            for p, w in sorted({(p if cls.pooled else 0, w) for p in pool_sizes
-                                for w in workers}, key=lambda pw: (pw[0], pw[1]))]
-
-    def grid_order(key: tuple[type, int, int]) -> tuple[int, int, int]:
-        return classes.index(key[0]), key[1], key[2]
-
+    grid = _sweep_grid(classes, pool_sizes, workers)
     if config.out_dir is not None:
         check_writable(config.out_dir)
     started = time.monotonic()  # --budget counts from here
-    points = []
-    ran: list[tuple[str, int, int]] = []  # (strategy, pool size, workers) in the order run
-    adaptive: dict[str, object] = {"budget_s": budget_s, "steps": [], "stopped": None}
-    interrupted: Interrupted | None = None
-    failed: PoolbenchError | None = None
-    facts: dict[str, object] = {}
-    env: dict[str, object] = {}
+    rounds = max(1, config.trials)
+    keys = list(grid)
     with ExitStack() as stack:
         target = config.target
         if target is None:
@@ -635,96 +717,52 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                 pool_max=largest.pool_max if any(cls.pooled for cls in classes) else None))
         finally:
             admin.close()
-        rounds = max(1, config.trials)
+        state = _Sweep(config, target, classes, stop or threading.Event(), on_point,
+                       adaptive={"budget_s": budget_s, "steps": [], "stopped": None})
         plan = schedule(grid, rounds=rounds, seed=SWEEP_ORDER_SEED)
         if callable(on_point):
             on_point(0, len(plan), None)
-        runs: dict[tuple[type, int, int], list[tuple[RunResults, StrategyResult]]] = {}
-
-        def run_plan(plan: tuple[tuple[int, tuple[type, int, int]], ...], first: int,
-                     total: int) -> None:
-            """Each (round, point) of ``plan`` as one run of one counted trial; stops at
-            the first interrupt or error (kept in ``interrupted`` / ``failed``)."""
-            nonlocal interrupted, failed, facts, env
-            for done, (_, (cls, pool, clients)) in enumerate(plan, start=first):
-                if stop.is_set():
-                    return
-                size = pool or 1  # a no-pool strategy has no pool: its settings are unused
-                point_config = replace(config, target=target, strategies=(cls.name,),
-                                       pool_min=size, pool_max=max(size, 1),
-                                       workers=clients, trials=1, out_dir=None,
-                                       processes=min(config.processes, clients, size))
-                try:
-                    result = run(point_config, stop=stop)
-                except Interrupted as exc:
-                    interrupted = exc
-                    return
-                except PoolbenchError as exc:
-                    # Any reported error (a point over capacity, a lost node...): the
-                    # points done so far are kept and written, marked partial.
-                    failed = exc
-                    return
-                facts, env = result.environment.get("server", {}), result.environment
-                mine = runs.setdefault((cls, pool, clients), [])
-                mine.append((result, result.strategies[0]))
-                ran.append((cls.name, pool, clients))
-                if callable(on_point):
-                    on_point(done, total, point_of_runs(mine, pool_size=pool,
-                                                        workers=clients))
-
-        run_plan(plan, 1, len(plan))
-        keys = list(grid)
-        # Adaptive: sizes between the recommendation's neighbours until it is pinned to
-        # one step, while the budget lasts (the coarse grid always runs whole).
-        while (budget_s is not None and axis == "pool_size" and failed is None
-               and interrupted is None and not stop.is_set()):
-            points = [point_of_runs(runs[key], pool_size=key[1], workers=key[2])
-                      for key in keys if key in runs]
-            new = _next_points(points, keys, classes, p99_slo_ms)
-            if not new:
-                adaptive["stopped"] = ("pinned: every recommendation is one step from its "
-                                       "neighbours, or its interval holds no unmeasured size")
-                break
-            spent = time.monotonic() - started
-            per_point = spent / len({k for k in keys if k in runs})
-            affordable = max((k for k in range(1, len(new) + 1) if fits(
-                budget_s, spent_s=spent, seconds_per_point=per_point, points=k)), default=0)
-            if not affordable:
-                adaptive["stopped"] = (f"budget: {spent:.0f} of {budget_s:g} s spent; the next "
-                                       f"size would take about {per_point:.0f} s")
-                break
-            new = new[:affordable]
-            adaptive["steps"].append([[cls.name, pool, clients] for cls, pool, clients in new])
-            keys += new
-            plan = schedule(new, rounds=rounds, seed=SWEEP_ORDER_SEED + len(adaptive["steps"]))
-            run_plan(plan, len(ran) + 1, len(ran) + len(plan))
-        points = [point_of_runs(runs[key], pool_size=key[1], workers=key[2])
-                  for key in sorted(keys, key=grid_order) if key in runs]
-    cores = os.cpu_count() if config.target is None or _is_local(config.target) else None
-    usable = facts.get("max_connections")
-    results = SweepResults(
-        schema_version=SWEEP_SCHEMA_VERSION,
-        partial=interrupted is not None or failed is not None or stop.is_set(),
-        axis=axis, config={**config.public_dict(), "pool_sizes": list(pool_sizes),
-                           "workers": list(workers), "p99_slo_ms": p99_slo_ms,
-                           "app_instances": app_instances, "rounds": max(1, config.trials),
-                           "schedule": [list(r) for r in ran], "adaptive": adaptive},
-        environment=env, points=tuple(points), models=models(tuple(points), axis),
-        findings=sweep_findings(tuple(points), axis,
-                                server_cores=cores),
-        recommendations=recommend(tuple(points), axis=axis, p99_slo_ms=p99_slo_ms,
-                                  server_cores=cores,
-                                  app_instances=app_instances,
-                                  max_connections=int(usable) - int(
-                                      facts.get("superuser_reserved_connections") or 0)
-                                  if usable else None))
+        state.run_plan(plan)
+        if budget_s is not None and axis == "pool_size":
+            state.adapt(keys, rounds=rounds, budget_s=budget_s, started=started,
+                        p99_slo_ms=p99_slo_ms)
+    results = _sweep_results(state, keys, axis=axis, pool_sizes=pool_sizes, workers=workers,
+                             p99_slo_ms=p99_slo_ms, app_instances=app_instances)
     if config.out_dir is not None:
         from poolbench.report.sweep_view import write_sweep
 
         write_sweep(results, config.out_dir, chart=config.chart)
-    if failed is not None:
-        failed.results = results
-        raise failed
-    if interrupted is not None or stop.is_set():
+    if state.failed is not None:
+        state.failed.results = results
+        raise state.failed
+    if state.cut_short:
         raise Interrupted("interrupted; the sweep's points so far are written", results)
     return results
+
+
+def _sweep_results(state: _Sweep, keys: list[Point], *, axis: str,
+                   pool_sizes: tuple[int, ...], workers: tuple[int, ...],
+                   p99_slo_ms: float | None, app_instances: int | None) -> SweepResults:
+    """The points measured (in grid order), their models, findings and recommendations."""
+    from poolbench.analysis.findings import sweep_findings
+    from poolbench.analysis.sweep import SWEEP_SCHEMA_VERSION, SweepResults, models, recommend
+
+    config, facts = state.config, state.facts
+    order = {cls: i for i, cls in enumerate(state.classes)}
+    points = tuple(state.point(key) for key in sorted(
+        keys, key=lambda k: (order[k[0]], k[1], k[2])) if key in state.runs)
+    cores = os.cpu_count() if config.target is None or _is_local(config.target) else None
+    usable = facts.get("max_connections")
+    return SweepResults(
+        schema_version=SWEEP_SCHEMA_VERSION, partial=state.cut_short, axis=axis,
+        config={**config.public_dict(), "pool_sizes": list(pool_sizes),
+                "workers": list(workers), "p99_slo_ms": p99_slo_ms,
+                "app_instances": app_instances, "rounds": max(1, config.trials),
+                "schedule": [list(r) for r in state.ran], "adaptive": state.adaptive},
+        environment=state.environment, points=points, models=models(points, axis),
+        findings=sweep_findings(points, axis, server_cores=cores),
+        recommendations=recommend(points, axis=axis, p99_slo_ms=p99_slo_ms,
+                                  server_cores=cores, app_instances=app_instances,
+                                  max_connections=int(usable) - int(
+                                      facts.get("superuser_reserved_connections") or 0)
+                                  if usable else None))
