@@ -1,8 +1,11 @@
 """The library entry point: ``poolbench.run(config) -> RunResults``.
 
 Order matters for the promise "bad input writes nothing": every check that can
-fail (strategy drivers, output folder, connection, capacity, table shape) runs
-before the first write to the database, which is creating the table if missing.
+fail (strategy drivers, scripts, output folder, connection, capacity, table shape)
+runs before the first write to the database, which is creating the table if missing.
+A run of scripts (``-f``/``-b``) makes no table and no row of its own: its scripts
+work on their own tables, in read-only sessions on a server poolbench did not start
+unless ``allow_writes``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import psutil
 
 from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, ratios
-from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
+from poolbench.check.crosscheck import ScriptCounts, ServerCounters, ServerProbe, compare
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
 from poolbench.db.server import EmbeddedServer
@@ -63,6 +66,7 @@ from poolbench.results import (
     comparison,
 )
 from poolbench.strategies import StrategySettings, load_strategy
+from poolbench.workloads.scripted import ScriptPlan, check_scripts, describe_parameters, per_run
 
 T = TypeVar("T")
 CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
@@ -71,6 +75,10 @@ if TYPE_CHECKING:
     from poolbench.analysis.sweep import SweepResults
     from poolbench.strategies.base import StrategyInfo
 
+# Why a no-pool strategy's script transactions are shown, not checked.
+NEW_SESSION_EACH_OPERATION = (
+    "a new session for every operation: over many sessions the server's transaction count "
+    "was measured one off at times (a session's counters published as it exits)")
 FD_HEADROOM = 64  # files a run opens besides its connections: admin, sampler, logs, reports
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
 SWEEP_ORDER_SEED = 0  # the sweep's order of points in each round (analysis.plan.schedule)
@@ -133,6 +141,8 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
 def _check_input(config: RunConfig, events: RunEvents) -> list[type[StrategyInfo]]:
     """Every check that needs no server: drivers, open files, PgBouncer, the output folder."""
     classes = [load_strategy(name) for name in config.strategies]
+    if config.scripts:
+        _check_scripts(config)
     if config.cluster is None:  # a cluster's nodes open their own, maybe elsewhere
         _check_open_files(classes, workers=config.workers, pool_min=config.pool_min,
                           pool_max=config.pool_max, processes=config.processes)
@@ -142,6 +152,24 @@ def _check_input(config: RunConfig, events: RunEvents) -> list[type[StrategyInfo
         check_writable(config.out_dir)
         ExportManager(config.out_dir, chart=config.chart).subscribe(events)
     return classes
+
+
+def _check_scripts(config: RunConfig) -> None:
+    """Scripts compile, and their read-only sessions hold on every route."""
+    check_scripts(config.scripts, scale=config.scale, seed=config.script_seed)
+    if _read_only(config) and config.via != ("direct",):
+        raise ConfigError("scripts run in read-only sessions on a server poolbench did not "
+                          "start, which a pooler's server connections do not carry: use --via "
+                          "direct, or give --allow-writes")
+
+
+def _read_only(config: RunConfig) -> bool:
+    """Scripts on a server poolbench did not start run in read-only sessions, unless the
+    user allows writes; on an embedded server (this run's, or one a library caller started:
+    its target says so) anything goes. A DSN names a server poolbench did not start,
+    whoever did: the embedded server's own DSN given to ``--dsn`` is read-only too."""
+    return (bool(config.scripts) and not config.allow_writes
+            and config.target is not None and not config.target.embedded)
 
 
 @dataclass
@@ -168,6 +196,8 @@ class _Session:
     done: tuple[StrategyResult, ...] = ()  # every strategy finished so far, as configured
     # Optional measurements that failed, and why: the run completes without them.
     not_measured: dict[str, str] = field(default_factory=dict)
+    # Scripts, for drivers that encode values by type: which parameters go as text
+    text_params: tuple[tuple[str, tuple[bool, ...]], ...] = ()
 
     def optional(self, what: str, measure: Callable[[], T]) -> T | None:
         """``measure()``, or None with ``what`` recorded as not measured, and why, if it
@@ -180,8 +210,10 @@ class _Session:
 
     def delete_own_rows(self) -> int:
         """Whatever happened, the run's rows go: a sweep by run tag, on a fresh connection
-        if the server dropped ours."""
+        if the server dropped ours (a run of scripts made none)."""
         config, prefix = self.config, self.workload.prefix
+        if config.scripts:
+            return 0
         return self.admin.call(lambda c: delete_own_rows(c, config.table, prefix))
 
     def assemble(self, done: tuple[StrategyResult, ...], *, partial: bool,
@@ -199,13 +231,17 @@ class _Session:
 
     def finish(self, done: tuple[StrategyResult, ...], *, partial: bool,
                **measured: Any) -> RunResults:
-        """The data check, then the results (final or partial) to every exporter."""
+        """The data check, then the results (final or partial) to every exporter. A run of
+        scripts has no data check: it made no rows, and its scripts' rows are theirs."""
         table, prefix = self.config.table, self.workload.prefix
-        after = self.admin.call(lambda c: snapshot_others(c, table, prefix))
-        verification = Verification(
-            own_rows_left=self.admin.call(lambda c: count_own_rows(c, table, prefix)),
-            other_rows_before=self.before.rows, other_rows_after=after.rows,
-            other_rows_digest_before=self.before.digest, other_rows_digest_after=after.digest)
+        verification = None
+        if not self.config.scripts:
+            after = self.admin.call(lambda c: snapshot_others(c, table, prefix))
+            verification = Verification(
+                own_rows_left=self.admin.call(lambda c: count_own_rows(c, table, prefix)),
+                other_rows_before=self.before.rows, other_rows_after=after.rows,
+                other_rows_digest_before=self.before.digest,
+                other_rows_digest_after=after.digest)
         results = self.assemble(done, partial=partial, verification=verification, **measured)
         results = replace(results, findings=findings(results, server_cores=self.server_cores))
         self.events.run_finished.fire(results=results)
@@ -228,9 +264,12 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
                                         pool_max=config.pool_max
                                         if any(cls.pooled for cls in classes) else None))
-    admin.call(lambda c: ensure_table(c, config.table))
-    workload = _unused_workload(admin, config.table)
-    before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
+    if config.scripts:  # the scripts' tables are theirs: no table of ours, no rows
+        workload, before = Workload(config.table, new_run_tag()), None
+    else:
+        admin.call(lambda c: ensure_table(c, config.table))
+        workload = _unused_workload(admin, config.table)
+        before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
     server_cores = os.cpu_count() if _is_local(target) else None
     app_name = target.get("application_name") or APPLICATION_NAME
     sampler, sampler_failed = None, None
@@ -243,6 +282,9 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
                                   port=int(target.get("port") or 5432)
                                   if server_cores is not None else None))
             stack.callback(sampler.close)
+            # Each of its statements must be one transaction, as the cross-check counts
+            # them: psycopg would prepare its repeated query with a request of its own.
+            sampler.conn.prepare_threshold = None
         except Exception as exc:  # optional: the run goes on without its samples
             sampler_failed = reason(exc, target)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
@@ -262,6 +304,10 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         public=replace(config, target=target) if config.target is None else config)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
+    if config.scripts and any(cls.script_mode(config.protocol, prepared_statements=True)
+                              .typed_params for cls in classes):
+        # Asked once, before any strategy's window: nothing of it is in a cross-check.
+        session.text_params = admin.call(lambda c: describe_parameters(c, config.scripts))
     session.harness = _harness(session, classes)
     return session
 
@@ -354,7 +400,10 @@ def _measure_strategies(session: _Session,
             server=combine.cross_checks([w.check for w in parts]), route=route_name,
             prepared_statements=parts[0].prepared_statements,
             pooler=combine.pooler_checks([w.pooler for w in parts]),
-            activity=combine.activities([w.activity for w in parts]))
+            activity=combine.activities([w.activity for w in parts]),
+            protocol_note=cls.script_mode(
+                config.protocol, prepared_statements=parts[0].prepared_statements).note
+            if config.scripts else None)
         session.done = tuple(sorted((*session.done, result), key=lambda s: order[s.name]))
         session.events.strategy_finished.fire(results=session.assemble(session.done,
                                                                        partial=True))
@@ -380,13 +429,14 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
             if sampler is not None:
                 sampler.start()
             session.optional(f"pooler console ({route_name})", route.begin)
+            plan = _script_plan(config, cls, route.prepared_statements, session.text_params)
             measurement = run_strategy(
                 cls, replace(session.settings, target=route.target,
                              prepared_statements=route.prepared_statements),
                 workload=session.workload, rows=config.rows, warmup=config.warmup,
                 trials=config.trials, events=session.events, stop=session.stop,
                 pace=config.pace, processes=config.processes, cluster=session.cluster,
-                window=trial, mix=config.mix, mix_rows=mix_rows,
+                window=trial, mix=config.mix, mix_rows=mix_rows, scripts=plan,
                 label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
             activity = sampler.stop() if sampler is not None else None
             pooler = session.optional(f"pooler console ({route_name})", lambda: route.end(
@@ -402,7 +452,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
         raise
     # The route's PgBouncer has stopped: its server connections have exited and
     # published their counters.
-    check = _cross_check(session.probe, counters_before, measurement,
+    check = _cross_check(session.probe, counters_before, measurement, plan,
                          through_pooler=route_name != "direct",
                          sampler_statements=(sampler.statements - sampled_before)
                          if sampler else 0,
@@ -501,10 +551,24 @@ def _unused_workload(admin: AdminSession, table: str) -> Workload:
 
 
 def _strategy_target(config: RunConfig, target: ConnectionTarget) -> ConnectionTarget:
-    """The target the strategies connect to: the run's, plus ``--statement-timeout``."""
+    """The target the strategies connect to: the run's, plus ``--statement-timeout``, and
+    read-only sessions for scripts on a server poolbench did not start."""
+    if _read_only(config):
+        target = target.with_settings(default_transaction_read_only="on")
     if config.statement_timeout_s is None:
         return target
     return target.with_settings(statement_timeout=str(round(config.statement_timeout_s * 1000)))
+
+
+def _script_plan(config: RunConfig, cls: type[StrategyInfo], prepared_statements: bool,
+                 text_params: tuple[tuple[str, tuple[bool, ...]], ...]) -> ScriptPlan | None:
+    """The scripts as one strategy on one route runs them (None: the CRUD workload)."""
+    if not config.scripts:
+        return None
+    return ScriptPlan(config.scripts,
+                      cls.script_mode(config.protocol, prepared_statements=prepared_statements),
+                      scale=config.scale, seed=config.script_seed, read_only=_read_only(config),
+                      text_params=text_params)
 
 
 def _attempts(m: StrategyMeasurement) -> int:
@@ -512,10 +576,11 @@ def _attempts(m: StrategyMeasurement) -> int:
     return sum(p.ops + sum(p.errors.values()) for p in m.phases)
 
 
-def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement, *,
-                 through_pooler: bool = False, sampler_statements: int = 0,
-                 sampler_sessions: int = 0) -> CrossCheck | None:
-    """The server's counters over one strategy against ours (warm-up included).
+def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement,
+                 plan: ScriptPlan | None = None, *, through_pooler: bool = False,
+                 sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck | None:
+    """The server's counters over one strategy against ours (warm-up included); a run of
+    scripts by the transactions their complete runs make.
 
     None for an interrupted strategy: the server counted the cut phase, we did not.
     """
@@ -526,10 +591,19 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
     ops: Counter[str] = Counter()
     for phase in m.phases:  # a mix's kinds ("mix:create") count as their phase's
         ops[phase.phase.removeprefix("mix:")] += phase.ops
+    scripts = None
+    if plan is not None:
+        each = per_run(plan.files)
+        scripts = ScriptCounts(
+            committed=sum(ops[kind] * each[kind][0] for kind in each),
+            rolled_back=sum(ops[kind] * each[kind][1] for kind in each),
+            extra=plan.mode.extra or m.strategy.pooler_extra or (
+                None if m.strategy.pooled else NEW_SESSION_EACH_OPERATION))
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,
-                   sampler_statements=sampler_statements, sampler_sessions=sampler_sessions)
+                   sampler_statements=sampler_statements, sampler_sessions=sampler_sessions,
+                   scripts=scripts)
 
 
 Point = tuple[type, int, int]  # a sweep's point: (strategy class, pool size, clients)

@@ -22,7 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from poolbench import api
-from poolbench.config import DEFAULT_STRATEGIES, RunConfig, parse_mix, resolve_target
+from poolbench.config import (
+    DEFAULT_STRATEGIES,
+    PROTOCOLS,
+    RunConfig,
+    parse_mix,
+    resolve_target,
+)
 from poolbench.db.admin import connect_admin
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget, redact
@@ -33,6 +39,7 @@ from poolbench.report import file_exporters
 from poolbench.report.console import render
 from poolbench.results import RunResults
 from poolbench.strategies import parse_strategy_names
+from poolbench.workloads.scripted import load_scripts
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -153,14 +160,17 @@ _CONFIG_FIELDS = {
     "pooler_size": "pooler_size", "keep_prepared": "keep_prepared",
     "pgbouncer_bin": "pgbouncer", "cluster": "cluster", "nodes": "nodes",
     "sample_interval": "sample_interval_s", "interleave": "interleave", "out_dir": "out_dir",
-    "keep_server": "keep_server", "show_password": "show_password",
+    "keep_server": "keep_server", "show_password": "show_password", "protocol": "protocol",
+    "scale": "scale", "allow_writes": "allow_writes",
 }
 
 
 def _run_config(secrets: Secrets, options: dict[str, Any], **overrides: Any) -> RunConfig:
     """The RunConfig of run's options as click parsed them (``overrides`` win; an option
     the command does not take keeps RunConfig's default); the passwords of the targets
-    they name are remembered, to be masked in any message."""
+    they name are remembered, to be masked in any message. Scripts (``-f``/``-b``) are
+    read and parsed here, before anything connects."""
+    scripts = load_scripts(options.get("script_files", ()), options.get("builtin_scripts", ()))
     pooler_dsn = options["pooler_dsn"]
     pooler = secrets.add(ConnectionTarget.from_dsn(pooler_dsn, source="--pooler-dsn")
                          if pooler_dsn else None)
@@ -172,8 +182,10 @@ def _run_config(secrets: Secrets, options: dict[str, Any], **overrides: Any) -> 
         strategies=parse_strategy_names(options["strategies"]),
         via=parse_routes(options["via"], pooler_dsn=pooler is not None), pooler_dsn=pooler,
         mix=parse_mix(options["mix"]) if options["mix"] is not None else (),
-        chart=not options["no_chart"])
+        chart=not options["no_chart"], scripts=scripts)
     fields.update(overrides)
+    if scripts and options["mix"] is None:
+        fields["mix"] = ()  # a command's own default mix (sweep's) gives way to the scripts
     return RunConfig(**fields)
 
 
@@ -210,7 +222,8 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         click.option("--strategies", default=",".join(DEFAULT_STRATEGIES), show_default=True,
                      help="Comma-separated driver:pool names, or 'all'."),
         click.option("-n", "--rows", type=int, default=1000, show_default=True,
-                     help="Rows each trial creates, reads, updates and deletes."),
+                     help="Rows each trial creates, reads, updates and deletes (with "
+                          "scripts: script runs per trial)."),
         *only(not point,
               click.option("-w", "--workers", type=int, default=50, show_default=True,
                            help="Concurrent workers (threads, or asyncio tasks for "
@@ -246,6 +259,24 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                      help="One mixed timed phase per trial instead of the four, each "
                           "operation's kind by weight, e.g. read=80,update=10,create=5,"
                           "delete=5" + (" [default: that mix]." if point else ".")),
+        click.option("-f", "--file", "script_files", multiple=True, metavar="FILE[@WEIGHT]",
+                     help="Run this pgbench script instead of the CRUD phases, one script "
+                          "run per operation, chosen by weight (repeatable, as pgbench's "
+                          "-f; see docs/scripts.md)."),
+        click.option("-b", "--builtin", "builtin_scripts", multiple=True,
+                     metavar="NAME[@WEIGHT]",
+                     help="Run a pgbench built-in script: tpcb-like, simple-update, "
+                          "select-only (their tables: pgbench -i; repeatable)."),
+        click.option("-M", "--protocol", type=click.Choice(PROTOCOLS), default="simple",
+                     show_default=True,
+                     help="How scripts' statements are sent (pgbench's -M and its default), "
+                          "each driver's nearest mode; results say what it became."),
+        click.option("-s", "--scale", type=int, default=1, show_default=True,
+                     help="The scripts' :scale (pgbench's -s)."),
+        click.option("--allow-writes", is_flag=True,
+                     help="Let scripts write on a server poolbench did not start (otherwise "
+                          "they run in read-only sessions; see docs/scripts.md for the "
+                          "risk)."),
         click.option("--interleave", is_flag=True,
                      help="Run one trial of each strategy at a time, rotating their order "
                           "every round (each trial opens the strategy's pool afresh)."),

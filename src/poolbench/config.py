@@ -9,7 +9,9 @@ once; the core never sees flags. The target is chosen first-match-wins:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +66,34 @@ def _starved_mix_error(mix: tuple[tuple[str, int], ...]) -> ConfigError | None:
     return ConfigError(f"--mix {spec}: {', '.join(starved)} would never run (under one "
                        f"operation in each cycle of {MIX_CYCLE}); give {fix} or more, or "
                        f"leave {'it' if len(starved) == 1 else 'them'} out")
+
+
+PROTOCOLS = ("simple", "extended", "prepared")  # -M, as pgbench's
+SCRIPT_CYCLE_MAX = 10_000  # the longest cycle of script runs the weights may ask for
+
+
+@dataclass(frozen=True)
+class ScriptFile:
+    """A script to run (``-f FILE@WEIGHT``, ``-b NAME@WEIGHT``): its name in results (each
+    script's ``script:NAME`` figures), where it came from, its text, its weight. The text
+    travels (to ``--processes`` and cluster nodes), where it is parsed again."""
+
+    name: str
+    path: str  # as given to -f, or "builtin:NAME"
+    text: str
+    weight: int
+
+    @property
+    def sha256(self) -> str:
+        """The text's SHA-256, shortened: a changed script shows as a changed setting."""
+        return hashlib.sha256(self.text.encode()).hexdigest()[:12]
+
+
+def script_cycle(weights: tuple[int, ...]) -> tuple[int, ...]:
+    """Runs of each script in one cycle: the weights over their greatest common divisor, so
+    that every cycle holds them exactly (80/20 is a cycle of 4 and 1)."""
+    divisor = math.gcd(*weights)
+    return tuple(w // divisor for w in weights)
 
 
 SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
@@ -178,6 +208,12 @@ class RunConfig:
     mix: tuple[tuple[str, int], ...] = ()
     cluster: str | None = None  # Dask scheduler address, or local:N (see measure/cluster.py)
     nodes: int | None = None  # how many of the cluster's workers; None: all
+    # -f/-b: scripts run instead of the CRUD phases, one timed phase per trial as --mix
+    scripts: tuple[ScriptFile, ...] = ()
+    protocol: str = "simple"  # -M: how the scripts' statements are sent (pgbench's default)
+    scale: int = 1  # -s: the scripts' :scale
+    script_seed: int = 0  # the scripts' random functions: trial t draws from seed + t
+    allow_writes: bool = False  # scripts may write on a server poolbench did not start
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -233,10 +269,41 @@ class RunConfig:
             raise ConfigError("--nodes needs --cluster and a whole number >= 1")
         if "pooler" in self.via and self.pooler_dsn is None:
             raise ConfigError("--via pooler needs --pooler-dsn (the pooler you run)")
+        if self.scripts or self.protocol != "simple" or self.scale != 1:
+            self._check_scripts()
         if not self.strategies:
             raise ConfigError("--strategies is empty; name at least one, e.g. psycopg:pool")
         if len(set(self.strategies)) != len(self.strategies):
             raise ConfigError("--strategies names a strategy twice; name each once")
+
+    def _check_scripts(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"-M/--protocol {self.protocol!r}: choose simple, extended or "
+                              "prepared")
+        if not isinstance(self.scale, int) or self.scale < 1:
+            raise ConfigError(f"-s/--scale must be a whole number >= 1, got {self.scale!r}")
+        if not self.scripts:
+            return
+        if self.mix:
+            raise ConfigError("-f/-b scripts and --mix are two workloads (your scripts, or a "
+                              "mix of the CRUD statements): give one of them")
+        if self.baseline is not None:
+            raise ConfigError("--baseline pgbench (and calibrate) runs the CRUD statements in "
+                              "pgbench; with -f/-b scripts it is not supported yet: leave it "
+                              "out")
+        for script in self.scripts:
+            if not isinstance(script.weight, int) or script.weight < 1:
+                raise ConfigError(f"{script.path}@{script.weight}: a weight must be a whole "
+                                  "number >= 1 (a script of weight 0 would never run)")
+        if len({s.name for s in self.scripts}) != len(self.scripts):
+            raise ConfigError("two scripts share a name: give each script once (or copy it "
+                              "under another name)")
+        cycle = sum(script_cycle(tuple(s.weight for s in self.scripts)))
+        if cycle > SCRIPT_CYCLE_MAX:
+            given = ", ".join(f"{s.path}@{s.weight}" for s in self.scripts)
+            raise ConfigError(f"the scripts' weights ({given}) "
+                              f"make a cycle of {cycle:,} runs; weights are ratios: keep "
+                              f"their sum over their common divisor within {SCRIPT_CYCLE_MAX:,}")
 
     @property
     def pace(self) -> Pace:
@@ -260,7 +327,18 @@ class RunConfig:
             "keep_prepared": self.keep_prepared, "cluster": self.cluster, "nodes": self.nodes,
             "sample_interval_s": self.sample_interval_s, "interleave": self.interleave,
             "mix": dict(self.mix) or None,
+            **self._scripts_dict(),
         }
+
+    def _scripts_dict(self) -> dict[str, object]:
+        """Scripts' settings, only in a run of scripts (a CRUD run's config is as before):
+        their names, paths, weights and texts' hashes, not the texts."""
+        if not self.scripts:
+            return {}
+        return {"scripts": [{"name": s.name, "path": s.path, "weight": s.weight,
+                             "sha256": s.sha256} for s in self.scripts],
+                "protocol": self.protocol, "scale": self.scale,
+                "script_seed": self.script_seed, "allow_writes": self.allow_writes}
 
     @property
     def effective_pooler_size(self) -> int:

@@ -357,6 +357,8 @@ class StrategyResult:
     activity: ActivitySummary | None = None  # server activity and resources while it ran
     # --interleave: each window's own counters (a fresh pool each), summed in ``stats``
     window_stats: tuple[dict[str, int], ...] = ()
+    # scripts: what -M became on this strategy's driver (None: a CRUD run, left out of JSON)
+    protocol_note: str | None = None
 
     @property
     def strategy(self) -> str:
@@ -473,6 +475,8 @@ class RunResults:
                 raw["server"]["ok"] = strategy.server.ok
             if strategy.pooler is not None:
                 raw["pooler"]["ok"] = strategy.pooler.ok
+            if strategy.protocol_note is None:  # a CRUD run's results.json is as before
+                del raw["protocol_note"]
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
         return data

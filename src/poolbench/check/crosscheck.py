@@ -15,6 +15,15 @@ admin statement is published before the next read, and the exact number of
 them between two snapshots is subtracted. On older servers the transaction
 count is shown but not checked. ``pg_stat_statements`` calls are added when the
 extension is installed in the database.
+
+A run of scripts is checked by transactions instead of rows: each complete script run
+commits and rolls back what its statements say (``Script.committed_per_run``), and the
+server's counts, less poolbench's own statements and the one transaction every new
+session runs as it starts, must be the same. They are compared exactly only where
+nothing else can add to them: autovacuum off (its workers' visits count, vacuuming or
+not), no other client on the database, no failed run (its statements before the
+failure counted), no pooler, and a strategy that sends nothing of its own in its ``-M``
+mode; elsewhere they are shown beside ours, with the reason.
 """
 
 from __future__ import annotations
@@ -57,6 +66,17 @@ class ServerCounters:
     other_clients: frozenset[int] = frozenset()
 
 
+@dataclass(frozen=True)
+class ScriptCounts:
+    """What a strategy's script runs should have made the server count: the transactions
+    their complete runs committed and rolled back, and what the strategy or its driver adds
+    of its own in this mode, if anything (then the counts are shown, not checked)."""
+
+    committed: int
+    rolled_back: int
+    extra: str | None = None
+
+
 class ServerProbe:
     """Takes snapshots through the admin session; knows what this server can report."""
 
@@ -70,8 +90,9 @@ class ServerProbe:
         facts = admin.call(lambda c: c.execute(
             "SELECT current_setting('server_version_num')::int, "
             "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'), "
-            "current_setting('track_counts')::bool").fetchone())
-        version, self.has_statements, self.track_counts = facts
+            "current_setting('track_counts')::bool, "
+            "current_setting('autovacuum')::bool").fetchone())
+        version, self.has_statements, self.track_counts, self.autovacuum = facts
         self.can_flush = version >= 150000
         self.has_sessions = version >= 140000
 
@@ -96,15 +117,19 @@ class ServerProbe:
                      "pid <> pg_backend_pid()")
             args = (self.application_name, since.taken_at)
         while time.monotonic() < deadline:
-            left = self.admin.call(lambda c: c.execute(query, args).fetchone()[0])
+            left = self.admin.call(lambda c: c.execute(query, args, prepare=False).fetchone()[0])
             if left == 0:
                 return True
             time.sleep(QUIET_POLL_S)
         return False
 
     def snapshot(self) -> ServerCounters:
+        """The counters now. Its queries, and the quiet wait's, are never prepared: psycopg
+        prepares a query run more than 5 times with a request of its own, a transaction
+        the count of the admin's statements would not include."""
         if self.can_flush:
-            self.admin.call(lambda c: c.execute("SELECT pg_stat_force_next_flush()"))
+            self.admin.call(lambda c: c.execute("SELECT pg_stat_force_next_flush()",
+                                                prepare=False))
         before_read = self.admin.statements
         sessions = "sessions" if self.has_sessions else "NULL::bigint"
         row = self.admin.call(lambda c: c.execute(
@@ -118,7 +143,7 @@ class ServerProbe:
             " AND a.pid <> pg_backend_pid() AND a.application_name <> ALL(%s)) "
             "FROM pg_stat_database d LEFT JOIN pg_stat_user_tables t ON t.relid = "
             "to_regclass(%s) WHERE d.datname = current_database()",
-            (list(self.own_names), quote_ident(self.table))).fetchone())
+            (list(self.own_names), quote_ident(self.table)), prepare=False).fetchone())
         *counters, others = row
         calls = self._statement_calls() if self.has_statements else None
         return ServerCounters(*(v if v is None or isinstance(v, datetime) else int(v)
@@ -134,7 +159,7 @@ class ServerProbe:
                 "SELECT upper(split_part(ltrim(query), ' ', 1)), sum(calls)::bigint "
                 "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE "
                 "datname = current_database()) AND query LIKE %s GROUP BY 1",
-                (f"%{quote_ident(self.table)}%",)).fetchall())
+                (f"%{quote_ident(self.table)}%",), prepare=False).fetchall())
         except psycopg.Error:
             return None  # not readable by this role: say nothing rather than guess
         return {verb: int(n) for verb, n in rows}
@@ -143,19 +168,19 @@ class ServerProbe:
 def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int],
             attempts: int, connections_opened: int, quiet: bool,
             probe: ServerProbe, through_pooler: bool = False,
-            sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck:
+            sampler_statements: int = 0, sampler_sessions: int = 0,
+            scripts: ScriptCounts | None = None) -> CrossCheck:
     """Deltas between two snapshots against poolbench's counts for the same strategy.
 
     ``ops`` are successful operations per phase (warm-up included: the server saw
-    them too); ``attempts`` counts failed operations as well.
+    them too); ``attempts`` counts failed operations as well. ``scripts``: a run of
+    scripts, checked by transactions rather than by the CRUD table's rows.
     """
     notes: list[str] = []
-    checks = [Check("rows inserted", ops.get("create", 0),
-                    after.table_inserted - before.table_inserted),
-              Check("rows updated", ops.get("update", 0),
-                    after.table_updated - before.table_updated),
-              Check("rows deleted", ops.get("delete", 0),
-                    after.table_deleted - before.table_deleted)]
+    checks = [] if scripts is not None else [
+        Check("rows inserted", ops.get("create", 0), after.table_inserted - before.table_inserted),
+        Check("rows updated", ops.get("update", 0), after.table_updated - before.table_updated),
+        Check("rows deleted", ops.get("delete", 0), after.table_deleted - before.table_deleted)]
     admin_sessions = after.admin_sessions - before.admin_sessions + sampler_sessions
     if after.sessions is not None and before.sessions is not None:
         # pg_stat_database counts the whole database: exact only while no other
@@ -173,7 +198,7 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
     else:
         notes.append("PostgreSQL < 14 has no pg_stat_database.sessions: connections not checked")
     failed = attempts - sum(ops.values())
-    if failed and any(c.server > c.ours for c in checks):
+    if failed and scripts is None and any(c.server > c.ours for c in checks):
         notes.append(f"{failed} operations failed; some of them committed on the server before "
                      "their connection was lost (the reply never arrived), so the server counts "
                      "more rows than poolbench counts successes")
@@ -197,8 +222,15 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
     if not probe.has_statements:
         notes.append("pg_stat_statements is not installed in this database: statement calls "
                      "not checked")
+    if scripts is not None:
+        checks += _script_checks(before, after, scripts, admin=admin,
+                                 sessions_started=connections_opened + admin_sessions,
+                                 failed=failed, exact=exact and not maintenance,
+                                 through_pooler=through_pooler,
+                                 autovacuum=probe.autovacuum, notes=notes)
     calls = None
-    if before.statement_calls is not None and after.statement_calls is not None:
+    if scripts is None and before.statement_calls is not None \
+            and after.statement_calls is not None:
         calls = {verb: n - before.statement_calls.get(verb, 0)
                  for verb, n in after.statement_calls.items()
                  if n - before.statement_calls.get(verb, 0)}
@@ -212,3 +244,36 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
                       if attempts else 0.0,
                       database_deltas=database, statement_calls=calls, exact=exact,
                       notes=tuple(notes))
+
+
+def _script_checks(before: ServerCounters, after: ServerCounters, scripts: ScriptCounts, *,
+                   admin: int, sessions_started: int, failed: int, exact: bool,
+                   through_pooler: bool, autovacuum: bool, notes: list[str]) -> list[Check]:
+    """Transactions committed and rolled back by the scripts' complete runs, against the
+    server's: its commits less poolbench's own statements and one per session started."""
+    alone = not before.other_clients and not after.other_clients
+    why = []
+    if autovacuum:
+        # An autovacuum worker visits each database every autovacuum_naptime and runs a
+        # few transactions there even when it vacuums nothing: no counter tells them apart.
+        why.append("autovacuum is on, and a worker's visit to the database (one every "
+                   "autovacuum_naptime, vacuuming or not) adds transactions of its own")
+    if not alone:
+        why.append("other clients are connected to this database and pg_stat_database "
+                    "counts their transactions too")
+    if through_pooler:
+        why.append("through a pooler, the server's sessions, and what they run as they start "
+                   "and are reset, are the pooler's")
+    if failed:
+        why.append(f"{failed} operations failed, and a script run that failed part-way "
+                   "committed or rolled back its statements before the failure")
+    if scripts.extra is not None:
+        why.append(scripts.extra)
+    checked = exact and not why
+    if why:
+        notes.append("script transactions are shown, not checked: " + "; ".join(why))
+    committed = after.xact_commit - before.xact_commit - admin - sessions_started
+    return [Check("script transactions committed", scripts.committed, committed,
+                  exact=checked),
+            Check("script transactions rolled back", scripts.rolled_back,
+                  after.xact_rollback - before.xact_rollback, exact=checked)]

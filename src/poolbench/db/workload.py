@@ -50,11 +50,19 @@ RUN_TAG = re.compile(r"^pb[0-9a-f]{8}$")
 
 @dataclass(frozen=True)
 class Statement:
-    """One phase's SQL, written with ``%s`` placeholders (psycopg, psycopg2)."""
+    """One phase's SQL, written with ``%s`` placeholders (psycopg, psycopg2); or one SQL
+    command of a script (``returns_row`` None: run it, its result is ignored).
 
-    phase: str
+    A script's statement is written as its strategy's :class:`ScriptMode` asks (values in
+    the text, ``%s`` or ``$n``) and sent as ``protocol`` says: ``simple`` without
+    parameters, ``extended`` with them, ``prepared`` prepared on each connection."""
+
+    phase: str  # a CRUD phase, or the script's name
     sql: str
-    returns_row: bool
+    returns_row: bool | None
+    protocol: str = "extended"  # scripts: simple, extended or prepared, as this driver sends
+    source: str = ""  # scripts: file:line, for messages
+    in_transaction: bool = False  # scripts: between BEGIN and COMMIT (on an error, roll back)
 
     @cached_property  # asked for on every asyncpg operation: computed once per statement
     def numbered_sql(self) -> str:
@@ -69,6 +77,31 @@ class Statement:
     def _numbered(self, mark: str) -> str:
         parts = self.sql.split("%s")
         return parts[0] + "".join(f"{mark}{i}{p}" for i, p in enumerate(parts[1:], start=1))
+
+
+# Sent after a script's statement failed inside its BEGIN ... COMMIT: a pooled connection
+# never goes back to its pool in a failed transaction.
+SCRIPT_ROLLBACK = Statement("rollback", "ROLLBACK", None, "simple")
+
+
+@dataclass(frozen=True)
+class ScriptMode:
+    """How one driver sends a script's statements for pgbench's ``-M`` (see docs/scripts.md).
+
+    ``style``: where values go: ``simple`` (into the text, as pgbench ``-M simple``),
+    ``format`` (``%s``) or ``dollar`` (``$n``). ``params_as_text``: values are sent as
+    pgbench's text (type unknown, as pgbench sends them) rather than Python numbers.
+    ``note`` says in results what ``-M`` became on this driver; ``extra`` what the driver
+    adds to the server's transaction count in this mode (None: nothing). ``typed_params``:
+    the driver encodes each value by the type the server infers for its parameter
+    (asyncpg), so a parameter typed other than a number or boolean must be given text."""
+
+    protocol: str  # what the driver does: simple, extended or prepared
+    style: str
+    params_as_text: bool
+    note: str
+    extra: str | None = None
+    typed_params: bool = False
 
 
 @dataclass(frozen=True)

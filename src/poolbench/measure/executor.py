@@ -6,19 +6,29 @@ Each worker pulls the next operation from a shared
 :class:`~poolbench.measure.phase.WorkSource` and records into its own
 :class:`OperationRecorder`; the phase clock starts once every worker exists and
 waits, and stops when the last one finishes.
+
+In a phase of scripts, each worker compiles the scripts for itself (its client number
+across the run is pgbench's ``:client_id``), and one operation is one run of a script on
+one connection. An error that ends the run (see :mod:`poolbench.workloads.scripted`)
+stops every worker of the phase after its current operation, and is raised once all
+have stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from poolbench.db.workload import Statement
+from poolbench.db.workload import SCRIPT_ROLLBACK, Statement
+from poolbench.errors import PoolbenchError
 from poolbench.measure.metrics import (
     HISTOGRAMS,
     MissingRow,
@@ -26,8 +36,9 @@ from poolbench.measure.metrics import (
     PhaseSink,
     now_ns,
 )
-from poolbench.measure.phase import MixSource, PhaseSpec, WorkSource
+from poolbench.measure.phase import MixSource, PhaseSpec, ScriptSource, WorkSource
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
+from poolbench.workloads.scripted import ScriptClient, run_ending_error
 
 PROGRESS_EVERY = 16  # operations a worker finishes between two progress events
 OnProgress = Callable[[int], None]
@@ -79,13 +90,30 @@ class _Worker:
                  sinks: dict[str, PhaseSink]) -> None:
         self.rec = OperationRecorder(leak_threshold_s, "", sinks[""])
         # A mix records each kind apart (its recorder's ``kind``); else one recorder. An
-        # operation that finds no row free makes one, so a mix can always create.
-        kinds = dict.fromkeys([*(kind for kind, _ in spec.mix), "create"]) if spec.mix else {}
+        # operation that finds no row free makes one, so a mix can always create. Scripts
+        # record each script apart.
+        kinds = (dict.fromkeys(spec.scripts.kinds) if spec.scripts is not None
+                 else dict.fromkeys([*(kind for kind, _ in spec.mix), "create"]) if spec.mix
+                 else {})
         self.recs = {kind: OperationRecorder(leak_threshold_s, kind, sinks[kind])
                      for kind in kinds}
         self.created: list[int] = []
         self.keep = spec.phase == "create"
         self.done = 0
+        self.clients: list[ScriptClient] = []
+        self.fatal: PoolbenchError | None = None  # what ended the run (scripts)
+
+    def compile_scripts(self, source: ScriptSource, number: int) -> None:
+        """This worker's clients of the phase's scripts: worker ``number`` of this process
+        is client ``number * stride + offset`` of the run (processes' shares interleave)."""
+        spec = source.spec
+        assert spec.scripts is not None
+        try:
+            self.clients = [ScriptClient(script, spec.scripts, trial=spec.trial,
+                                         client_id=number * spec.stride + spec.offset)
+                            for script in source.scripts]
+        except PoolbenchError as exc:  # constants this client's :client_id makes fail
+            self.fatal = exc
 
     def start(self, origin_ns: int) -> None:
         for rec in (self.rec, *self.recs.values()):
@@ -135,10 +163,38 @@ class ThreadExecutor(_InProcessExecutor):
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
                   gate: StartGate = now_ns) -> PhaseRun:
-        source = MixSource(spec) if spec.mix else WorkSource(spec)
+        source = _source(spec)
         sinks: dict[str, PhaseSink] = defaultdict(PhaseSink)
         ready = threading.Barrier(self.workers + 1, action=lambda: source.start(gate()))
         strategy, stop, statement = self.strategy, self.stop, spec.statement
+        numbers = itertools.count()
+        ended = threading.Event()  # a worker met an error that ends the run
+
+        def script_worker() -> _Worker:
+            w = _Worker(spec, self.leak_threshold_s, sinks)
+            assert isinstance(source, ScriptSource) and spec.scripts is not None
+            w.compile_scripts(source, next(numbers))
+            if w.fatal is not None:
+                ended.set()
+            recs = [w.recs[kind] for kind in spec.scripts.kinds]
+            read_only = spec.scripts.read_only
+            ready.wait()
+            w.start(source.start_ns)
+            while not stop.is_set() and not ended.is_set() \
+                    and (item := source.next_script()) is not None:
+                index, scheduled = item
+                if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
+                        and stop.wait(delay / 1e9):
+                    break
+                try:
+                    call_script(strategy, w.clients[index], recs[index], scheduled, read_only)
+                except PoolbenchError as exc:
+                    w.fatal = exc
+                    ended.set()
+                    break
+                w.settle(None, on_progress)
+            on_progress(w.done % PROGRESS_EVERY)
+            return w
 
         def mix_worker() -> _Worker:
             w = _Worker(spec, self.leak_threshold_s, sinks)
@@ -171,7 +227,7 @@ class ThreadExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        body = mix_worker if spec.mix else worker
+        body = script_worker if spec.scripts else mix_worker if spec.mix else worker
         futures = [self._threads.submit(body) for _ in range(self.workers)]
         ready.wait()  # every thread exists and waits: the clock starts now (barrier action)
         finished = [f.result() for f in futures]
@@ -207,15 +263,20 @@ class AsyncioExecutor(_InProcessExecutor):
 
     async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
                      gate: StartGate) -> PhaseRun:
-        source = MixSource(spec) if spec.mix else WorkSource(spec)
+        source = _source(spec)
         sinks: dict[str, PhaseSink] = defaultdict(PhaseSink)
         waiting = 0
         all_waiting, go = asyncio.Event(), asyncio.Event()
         strategy, stop, statement = self.strategy, self.stop, spec.statement
+        numbers = itertools.count()
+        ended = False  # a task met an error that ends the run
 
         async def ready() -> _Worker:
-            nonlocal waiting
+            nonlocal waiting, ended
             w = _Worker(spec, self.leak_threshold_s, sinks)
+            if isinstance(source, ScriptSource):
+                w.compile_scripts(source, next(numbers))
+                ended = ended or w.fatal is not None
             waiting += 1
             if waiting == self.workers:
                 all_waiting.set()
@@ -252,7 +313,29 @@ class AsyncioExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        body = mix_worker if spec.mix else worker
+        async def script_worker() -> _Worker:
+            nonlocal ended
+            w = await ready()
+            assert isinstance(source, ScriptSource) and spec.scripts is not None
+            recs = [w.recs[kind] for kind in spec.scripts.kinds]
+            read_only = spec.scripts.read_only
+            while not stop.is_set() and not ended and (item := source.next_script()) is not None:
+                index, scheduled = item
+                if scheduled is not None and (delay := scheduled - now_ns()) > 0:
+                    await asyncio.sleep(delay / 1e9)
+                    if stop.is_set():
+                        break
+                try:
+                    await await_script(strategy, w.clients[index], recs[index], scheduled,
+                                       read_only)
+                except PoolbenchError as exc:
+                    w.fatal, ended = exc, True
+                    break
+                w.settle(None, on_progress)
+            on_progress(w.done % PROGRESS_EVERY)
+            return w
+
+        body = script_worker if spec.scripts else mix_worker if spec.mix else worker
         tasks = [asyncio.ensure_future(body()) for _ in range(self.workers)]
         await all_waiting.wait()  # every task exists and waits: the clock starts now
         source.start(gate())
@@ -268,12 +351,22 @@ class AsyncioExecutor(_InProcessExecutor):
             self._loop.close()
 
 
+def _source(spec: PhaseSpec) -> WorkSource:
+    if spec.scripts is not None:
+        return ScriptSource(spec)
+    return MixSource(spec) if spec.mix else WorkSource(spec)
+
+
 def _phase_run(source: WorkSource, finished: list[_Worker],
                sinks: dict[str, PhaseSink]) -> PhaseRun:
     """The phase's outcome; for a mix, ``created`` holds the rows still alive at its end.
     Each kind's merged seconds and totals ride on its first recorder (they travel with
-    recorders); the others' counts are in them."""
+    recorders); the others' counts are in them. An error that ended a phase of scripts is
+    raised here, once every worker has stopped."""
     end = now_ns()
+    fatal = next((w.fatal for w in finished if w.fatal is not None), None)
+    if fatal is not None:
+        raise fatal
     recorders = [r for w in finished for r in w.recorders()]
     for rec in recorders:
         rec.finish()
@@ -362,6 +455,99 @@ def _settle(statement: Statement, result: int | None, error: BaseException | Non
         rec.fail(error, stage, t0, t3, scheduled, held_ns=t3 - t1)
     return result
 
+
+def call_script(strategy: SyncStrategy, client: ScriptClient, rec: OperationRecorder,
+                scheduled: int | None = None, read_only: bool = False) -> None:
+    """One run of a script as one timed operation: acquire, its statements in order (a
+    ``\\sleep`` holds the connection), release. A statement that fails ends the script's
+    run; inside BEGIN ... COMMIT the connection is rolled back before it goes back, so no
+    pooled connection returns in a failed transaction. Raises ScriptError when the failure
+    ends the whole run (:func:`~poolbench.workloads.scripted.run_ending_error`).
+
+    :func:`await_script` is the same steps awaited (written out, as
+    :func:`call_operation` is, for the same reason)."""
+    steps = client.run()  # a failing \set raises before any connection is taken
+    t0 = now_ns()
+    try:
+        conn = strategy.acquire()
+    except Exception as exc:
+        rec.fail(exc, "acquire", t0, now_ns(), scheduled)
+        return
+    t1 = now_ns()
+    error: BaseException | None = None
+    failed: Statement | None = None
+    stage = "execute"
+    for statement, value in steps:
+        try:
+            if statement is None:
+                time.sleep(value)  # type: ignore[arg-type]
+            else:
+                strategy.execute(conn, statement, value)  # type: ignore[arg-type]
+        except Exception as exc:
+            error, failed = exc, statement
+            break
+    if failed is not None and failed.in_transaction:
+        with contextlib.suppress(Exception):  # a broken connection: its pool discards it
+            strategy.execute(conn, SCRIPT_ROLLBACK, ())
+    t2 = now_ns()
+    try:
+        strategy.release(conn)
+    except Exception as exc:
+        if error is None:
+            error, stage = exc, "release"
+    _settle_script(failed, error, stage, rec, (t0, t1, t2, now_ns(), scheduled), read_only)
+
+
+async def await_script(strategy: AsyncStrategy, client: ScriptClient, rec: OperationRecorder,
+                       scheduled: int | None = None, read_only: bool = False) -> None:
+    """:func:`call_script`, awaited (async strategies); a ``\\sleep`` is an
+    ``asyncio.sleep`` that holds the connection."""
+    steps = client.run()
+    t0 = now_ns()
+    try:
+        conn = await strategy.acquire()
+    except Exception as exc:
+        rec.fail(exc, "acquire", t0, now_ns(), scheduled)
+        return
+    t1 = now_ns()
+    error: BaseException | None = None
+    failed: Statement | None = None
+    stage = "execute"
+    for statement, value in steps:
+        try:
+            if statement is None:
+                await asyncio.sleep(value)  # type: ignore[arg-type]
+            else:
+                await strategy.execute(conn, statement, value)  # type: ignore[arg-type]
+        except Exception as exc:
+            error, failed = exc, statement
+            break
+    if failed is not None and failed.in_transaction:
+        with contextlib.suppress(Exception):
+            await strategy.execute(conn, SCRIPT_ROLLBACK, ())
+    t2 = now_ns()
+    try:
+        await strategy.release(conn)
+    except Exception as exc:
+        if error is None:
+            error, stage = exc, "release"
+    _settle_script(failed, error, stage, rec, (t0, t1, t2, now_ns(), scheduled), read_only)
+
+
+def _settle_script(failed: Statement | None, error: BaseException | None, stage: str,
+                   rec: OperationRecorder, times: tuple[int, int, int, int, int | None],
+                   read_only: bool) -> None:
+    """Record one script run (no row check: a script's results are its own); raise the
+    error that ends the run, if its failure is one."""
+    if error is None:
+        rec.record(*times)
+        return
+    t0, t1, _, t3, scheduled = times
+    rec.fail(error, stage, t0, t3, scheduled, held_ns=t3 - t1)
+    if failed is not None:
+        fatal = run_ending_error(failed, error, read_only=read_only)
+        if fatal is not None:
+            raise fatal
 
 
 def in_process_executor(cls: type[Strategy], settings: StrategySettings, *,

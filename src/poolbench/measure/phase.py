@@ -15,9 +15,11 @@ import random
 import threading
 from dataclasses import dataclass, replace
 
-from poolbench.config import Pace
+from poolbench.config import Pace, script_cycle
 from poolbench.db.workload import Statement, Workload
 from poolbench.measure.metrics import now_ns
+from poolbench.workloads.script import Script
+from poolbench.workloads.scripted import ScriptPlan
 
 Params = tuple[object, ...]
 
@@ -36,6 +38,7 @@ class PhaseSpec:
     # --mix: (kind, weight) pairs, and each kind's statement; ids are then the live rows
     mix: tuple[tuple[str, int], ...] = ()
     statements: tuple[Statement, ...] = ()
+    scripts: ScriptPlan | None = None  # -f/-b: each operation one run of a script
 
     @classmethod
     def of(cls, phase: str, statement: Statement, workload: Workload, trial: int, *,
@@ -44,6 +47,13 @@ class PhaseSpec:
         count = (None if timed and (phase == "create" or ids)
                  else rows if phase == "create" else len(ids))
         return cls(phase, statement, workload, trial, count, ids, pace)
+
+    @classmethod
+    def of_scripts(cls, plan: ScriptPlan, workload: Workload, trial: int, *, runs: int,
+                   pace: Pace) -> PhaseSpec:
+        """One phase of scripts: ``runs`` script runs, or ``--duration``."""
+        return cls("mix", SCRIPTS, workload, trial,
+                   None if pace.duration_s is not None else runs, pace=pace, scripts=plan)
 
     def params_at(self, number: int) -> Params:
         if self.phase == "create":
@@ -146,6 +156,35 @@ class LiveRows:
     def remaining(self) -> list[int]:
         with self._lock:
             return list(self._free)
+
+
+# The nominal statement of a phase of scripts (each of their statements is its own).
+SCRIPTS = Statement("mix", "", None)
+
+
+class ScriptSource(WorkSource):
+    """A phase of scripts: each operation's script by weight (pgbench's ``-f FILE@W``), as a
+    fixed shuffled cycle of the weights over their common divisor, so every cycle holds
+    them exactly. The scripts are parsed here, once per phase in each process."""
+
+    def __init__(self, spec: PhaseSpec) -> None:
+        super().__init__(spec)
+        assert spec.scripts is not None
+        self.scripts: tuple[Script, ...] = spec.scripts.parse()
+        counts = script_cycle(tuple(f.weight for f in spec.scripts.files))
+        cycle = [i for i, n in enumerate(counts) for _ in range(n)]
+        random.Random(0).shuffle(cycle)
+        self.cycle = cycle
+
+    def next_script(self) -> tuple[int, int | None] | None:
+        """The next operation: its script's index, and its scheduled start."""
+        due = self.due()
+        if due is None:
+            return None
+        number, scheduled = due
+        # Each process walks the whole cycle with its own operations, as a mix does.
+        spec = self.spec
+        return self.cycle[(number - spec.offset) // spec.stride % len(self.cycle)], scheduled
 
 
 MixItem = tuple[Statement, Params, "int | None", "int | None"]

@@ -18,6 +18,7 @@ from poolbench.measure.phase import PhaseSpec
 from poolbench.measure.processes import ProcessExecutor
 from poolbench.results import PHASES
 from poolbench.strategies.base import Strategy, StrategySettings
+from poolbench.workloads.scripted import ScriptPlan
 
 
 def make_executor(cls: type[Strategy], settings: StrategySettings, *, stop: StopFlag,
@@ -54,14 +55,16 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
                  processes: int = 1, label: str | None = None,
                  cluster: ClusterNodes | None = None,
                  window: int | None = None, mix: tuple[tuple[str, int], ...] = (),
-                 mix_rows: tuple[int, ...] = ()) -> StrategyMeasurement:
+                 mix_rows: tuple[int, ...] = (),
+                 scripts: ScriptPlan | None = None) -> StrategyMeasurement:
     """Open the strategy, run warm-up then counted trials of the four phases, close it.
 
     ``window`` (``--interleave``, which runs strategies a counted trial at a time) runs
     only counted trial number ``window``, after ``warmup`` warm-up trials of its own: each
     window opens a fresh pool, and a fresh pool is cold. Trials are numbered in the order
     the strategy runs them, across windows. With ``mix``, a trial is one mixed phase over
-    ``mix_rows`` (rows made for it), whose survivors the next trial takes on.
+    ``mix_rows`` (rows made for it), whose survivors the next trial takes on. With
+    ``scripts``, a trial is one phase of script runs (``rows`` of them, or ``--duration``).
 
     Setting ``stop`` makes every worker finish its current operation and stop;
     the strategy then closes and returns what it measured, marked interrupted.
@@ -79,7 +82,11 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
         open_s = executor.open()
         live = list(mix_rows)
         for trial, warm in trial_plan(warmup=warmup, trials=trials, window=window):
-            if mix:
+            if scripts is not None:
+                if not _run_script_trial(executor, label, workload, trial, warm, rows,
+                                         pace.of_trial(warm), events, stop, measured, scripts):
+                    break
+            elif mix:
                 if not _run_mix_trial(executor, label, workload, trial, warm, rows,
                                       pace.of_trial(warm), events, stop, measured, mix, live):
                     break
@@ -150,6 +157,27 @@ def _run_mix_trial(executor: PhaseExecutor, name: str, workload: Workload, trial
         kinds.append("create")
     for kind in kinds:
         m = PhaseMeasurement.merge(phase=f"mix:{kind}", trial=trial, warmup=warmup,
+                                   elapsed_s=run.elapsed_s,
+                                   recorders=[r for r in run.recorders if r.kind == kind])
+        measured.append(m)
+        events.phase_finished.fire(measurement=m)
+    return True
+
+
+def _run_script_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
+                      warmup: bool, runs: int, pace: Pace, events: RunEvents,
+                      stop: threading.Event, measured: list[PhaseMeasurement],
+                      plan: ScriptPlan) -> bool:
+    """One phase of scripts (``runs`` script runs, or ``--duration``), measured per script
+    (``script:NAME``, in the order given); summed into ``mix`` by the summary."""
+    spec = PhaseSpec.of_scripts(plan, workload, trial, runs=runs, pace=pace)
+    events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase="mix",
+                              total=spec.expected)
+    run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
+    if stop.is_set():
+        return False
+    for kind in plan.kinds:
+        m = PhaseMeasurement.merge(phase=kind, trial=trial, warmup=warmup,
                                    elapsed_s=run.elapsed_s,
                                    recorders=[r for r in run.recorders if r.kind == kind])
         measured.append(m)

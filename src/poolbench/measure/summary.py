@@ -30,6 +30,10 @@ from poolbench.results import (
     TrialResult,
 )
 
+# The kinds of one mixed phase: the mix's (``mix:read``) and scripts' (``script:NAME``),
+# summed into the whole phase, ``mix``.
+KINDS = ("mix:", "script:")
+
 
 def trial_result(m: PhaseMeasurement) -> TrialResult:
     return TrialResult(trial=m.trial, warmup=m.warmup, elapsed_s=m.elapsed_s, ops=m.ops,
@@ -100,15 +104,16 @@ def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
                     server: CrossCheck | None = None, route: str = "direct",
                     prepared_statements: bool = True,
                     pooler: PoolerCheck | None = None,
-                    activity: ActivitySummary | None = None) -> StrategyResult:
+                    activity: ActivitySummary | None = None,
+                    protocol_note: str | None = None) -> StrategyResult:
     s = m.strategy
     # An interrupted strategy may lack counted trials for some phases: those are left out.
     names = list(dict.fromkeys(x.phase for x in m.phases))
     phases = tuple(phase_result(p, [x for x in m.phases if x.phase == p]) for p in names
                    if any(x.phase == p and not x.warmup for x in m.phases))
-    if any(p.startswith("mix:") for p in names):
+    if any(p.startswith(KINDS) for p in names):  # a mix's kinds, or scripts
         whole = [mix_measurement([x for x in m.phases if x.trial == trial and
-                                  x.phase.startswith("mix:")])
+                                  x.phase.startswith(KINDS)])
                  for trial in dict.fromkeys(x.trial for x in m.phases)]
         if any(not x.warmup for x in whole):
             phases = (phase_result("mix", whole), *phases)
@@ -117,11 +122,13 @@ def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,
                           per_operation=s.per_operation, open_s=m.open_s, phases=phases,
                           stats=m.stats, leftover_rows_deleted=leftover_rows_deleted,
                           server=server, route=route, prepared_statements=prepared_statements,
-                          pooler=pooler, activity=activity, window_stats=m.window_stats)
+                          pooler=pooler, activity=activity, window_stats=m.window_stats,
+                          protocol_note=protocol_note)
 
 
 def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
-    """A mixed phase's kinds of one trial, merged into the whole mix (same clock)."""
+    """A mixed phase's kinds (or scripts) of one trial, merged into the whole mix (same
+    clock)."""
     first = kinds[0]
     errors: Counter[str] = Counter()
     for k in kinds:

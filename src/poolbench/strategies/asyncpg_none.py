@@ -14,9 +14,11 @@ class AsyncpgNoPool(AsyncStrategy):
     driver = "asyncpg"
     pooled = False
     per_operation = "asyncpg.connect() (TCP + auth), statement (prepared, unnamed), close()"
+    script_mode = staticmethod(asyncpg_session.script_mode)
 
     async def open(self) -> None:
         self._kwargs = self.settings.asyncpg_kwargs()
+        self._types = asyncpg_session.ParameterTypes()
 
     async def acquire(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(**self._kwargs)
@@ -28,7 +30,7 @@ class AsyncpgNoPool(AsyncStrategy):
 
     async def execute(self, conn: asyncpg.Connection, statement: Statement,
                       params: tuple[object, ...]) -> int | None:
-        return await asyncpg_session.execute(conn, statement, params)
+        return await asyncpg_session.execute(conn, statement, params, self._types)
 
     async def close(self) -> None:
         pass

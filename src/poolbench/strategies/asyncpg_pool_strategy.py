@@ -26,9 +26,11 @@ class AsyncpgPool(AsyncStrategy):
     pooled = True
     per_operation = ("pool.acquire() (waits, bounded by --acquire-timeout), prepared statement "
                      "(cached), pool.release() (resets the connection)")
+    script_mode = staticmethod(asyncpg_session.script_mode)
 
     async def open(self) -> None:
         s = self.settings
+        self._types = asyncpg_session.ParameterTypes()
         self.pool = await asyncpg.create_pool(min_size=s.pool_min, max_size=s.pool_max,
                                               init=self._count, **s.asyncpg_kwargs())
 
@@ -52,7 +54,7 @@ class AsyncpgPool(AsyncStrategy):
 
     async def execute(self, conn: asyncpg.Connection, statement: Statement,
                       params: tuple[object, ...]) -> int | None:
-        return await asyncpg_session.execute(conn, statement, params)
+        return await asyncpg_session.execute(conn, statement, params, self._types)
 
     async def close(self) -> None:
         await self.pool.close()

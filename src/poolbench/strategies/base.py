@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from poolbench.db.target import ConnectionTarget
-from poolbench.db.workload import Statement
+from poolbench.db.workload import ScriptMode, Statement
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,12 @@ class StrategyInfo:
         self.settings = settings
         self.connections_opened = 0
 
+    @staticmethod
+    def script_mode(protocol: str, *, prepared_statements: bool) -> ScriptMode:
+        """How this strategy sends a script's statements under ``-M protocol`` (simple,
+        extended, prepared): its driver's nearest mode, and what that means."""
+        raise NotImplementedError("this strategy does not run scripts")
+
     @classmethod
     def connections_needed(cls, *, workers: int, pool_min: int, pool_max: int) -> int:
         """Server connections this strategy can hold at once: a pool opens ``pool_min``
@@ -94,7 +100,9 @@ class SyncStrategy(StrategyInfo, ABC):
 
     @abstractmethod
     def execute(self, conn: Any, statement: Statement, params: tuple[object, ...]) -> int | None:
-        """Run one statement; return the first column of its row, or its row count."""
+        """Run one statement; return the first column of its row, or its row count; for a
+        script's statement (``returns_row`` None), run it as ``statement.protocol`` says
+        and return None."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -14,6 +14,7 @@ class Psycopg2NoPool(SyncStrategy):
     driver = "psycopg2"
     pooled = False
     per_operation = ("psycopg2.connect() (TCP + auth), autocommit statement, close()")
+    script_mode = staticmethod(psycopg2_session.script_mode)
 
     def open(self) -> None:
         self._conninfo = self.settings.target.conninfo()

@@ -40,6 +40,7 @@ class _Psycopg2Pool(SyncStrategy):
     driver = "psycopg2"
     pooled = True
     pool_class: type[psycopg2.pool.AbstractConnectionPool]
+    script_mode = staticmethod(psycopg2_session.script_mode)
 
     def open(self) -> None:
         s = self.settings

@@ -12,6 +12,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from poolbench.db.workload import Statement
+from poolbench.strategies import psycopg_session
 from poolbench.strategies.base import AsyncStrategy
 from poolbench.strategies.psycopg_pool_strategy import pool_stats
 
@@ -19,6 +20,9 @@ from poolbench.strategies.psycopg_pool_strategy import pool_stats
 async def execute(conn: psycopg.AsyncConnection, statement: Statement,
                   params: tuple[object, ...]) -> int | None:
     """One statement on an autocommit psycopg 3 async connection."""
+    if statement.returns_row is None:
+        await psycopg_session.run_script_statement_async(conn, statement, params)
+        return None
     cur = await conn.execute(statement.sql, params)
     if statement.returns_row:
         row = await cur.fetchone()
@@ -32,6 +36,7 @@ class PsycopgAsyncNoPool(AsyncStrategy):
     pooled = False
     per_operation = ("await AsyncConnection.connect(autocommit=True) (TCP + auth), statement, "
                      "close()")
+    script_mode = staticmethod(psycopg_session.script_mode)
 
     async def open(self) -> None:
         self._conninfo = self.settings.target.conninfo()
@@ -60,6 +65,7 @@ class PsycopgAsyncPool(AsyncStrategy):
     pooled = True
     per_operation = ("await AsyncConnectionPool.getconn() (waits, bounded by --acquire-timeout), "
                      "autocommit statement (auto-prepared after 5 uses), putconn()")
+    script_mode = staticmethod(psycopg_session.script_mode)
 
     async def open(self) -> None:
         s = self.settings

@@ -5,12 +5,16 @@ from __future__ import annotations
 import psycopg
 
 from poolbench.db.workload import Statement
+from poolbench.strategies import psycopg_session
 from poolbench.strategies.base import SyncStrategy
 
 
 def execute(conn: psycopg.Connection, statement: Statement,
             params: tuple[object, ...]) -> int | None:
     """One statement on an autocommit psycopg 3 connection (shared by psycopg strategies)."""
+    if statement.returns_row is None:
+        psycopg_session.run_script_statement(conn, statement, params)
+        return None
     cur = conn.execute(statement.sql, params)
     if statement.returns_row:
         row = cur.fetchone()
@@ -23,6 +27,7 @@ class PsycopgNoPool(SyncStrategy):
     driver = "psycopg"
     pooled = False
     per_operation = "psycopg.connect(autocommit=True) (TCP + auth), statement, close()"
+    script_mode = staticmethod(psycopg_session.script_mode)
 
     def open(self) -> None:
         self._conninfo = self.settings.target.conninfo()

@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from poolbench.db.workload import Statement
+from poolbench.strategies import psycopg_session
 from poolbench.strategies.base import SyncStrategy
 from poolbench.strategies.psycopg_none import execute
 
@@ -22,6 +23,7 @@ class PsycopgPool(SyncStrategy):
     pooled = True
     per_operation = ("ConnectionPool.getconn() (waits, bounded by --acquire-timeout), "
                      "autocommit statement (auto-prepared after 5 uses), putconn()")
+    script_mode = staticmethod(psycopg_session.script_mode)
 
     def open(self) -> None:
         s = self.settings

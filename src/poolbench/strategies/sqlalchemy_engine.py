@@ -14,10 +14,16 @@ limit) and opens up to ``--pool-max`` in all (``max_overflow`` the difference),
 waiting ``pool_timeout=--acquire-timeout``.
 Counters come from the pool's events: ``connect`` (new driver connections) and
 ``close``.
+
+A script's statements go to the checked-out connection's driver connection (psycopg's or
+asyncpg's, as those strategies send them), past SQLAlchemy's execution layer: ``text()``
+would read pgbench's ``:name`` as its own parameters, and ``exec_driver_sql`` cannot ask
+psycopg for the protocol ``-M`` names.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from psycopg.conninfo import conninfo_to_dict
@@ -27,8 +33,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool, Pool, QueuePool
 from sqlalchemy.sql.elements import TextClause
 
-from poolbench.db.workload import Statement
+from poolbench.db.workload import ScriptMode, Statement
+from poolbench.strategies import asyncpg_session, psycopg_session
 from poolbench.strategies.base import AsyncStrategy, StrategySettings, SyncStrategy
+
+
+def _on_driver(mode: ScriptMode, driver: str) -> ScriptMode:
+    return replace(mode, note=f"on SQLAlchemy's checked-out {driver} connection: {mode.note}")
+
+
+def _psycopg_script_mode(protocol: str, *, prepared_statements: bool) -> ScriptMode:
+    return _on_driver(psycopg_session.script_mode(
+        protocol, prepared_statements=prepared_statements), "psycopg")
+
+
+def _asyncpg_script_mode(protocol: str, *, prepared_statements: bool) -> ScriptMode:
+    return _on_driver(asyncpg_session.script_mode(
+        protocol, prepared_statements=prepared_statements), "asyncpg")
 
 
 class _EngineCounters:
@@ -87,6 +108,7 @@ class _SqlalchemyPsycopg(_EngineCounters, SyncStrategy):
     driver = "sqlalchemy"
     prepares_add_queries = True
     pooler_extra = "SQLAlchemy's dialect runs start-up queries on the engine's first connection"
+    script_mode = staticmethod(_psycopg_script_mode)
 
     def open(self) -> None:
         s = self.settings
@@ -107,6 +129,10 @@ class _SqlalchemyPsycopg(_EngineCounters, SyncStrategy):
 
     def execute(self, conn: Connection, statement: Statement,
                 params: tuple[object, ...]) -> int | None:
+        if statement.returns_row is None:
+            psycopg_session.run_script_statement(conn.connection.driver_connection, statement,
+                                                 params)
+            return None
         return self._value(statement, conn.execute(self._text(statement), self._params(params)))
 
     def close(self) -> None:
@@ -130,9 +156,11 @@ class SqlalchemyNullPool(_SqlalchemyPsycopg):
 class _SqlalchemyAsyncpg(_EngineCounters, AsyncStrategy):
     driver = "sqlalchemy"
     pooler_extra = "SQLAlchemy's dialect runs start-up queries on the engine's first connection"
+    script_mode = staticmethod(_asyncpg_script_mode)
 
     async def open(self) -> None:
         s = self.settings
+        self._types = asyncpg_session.ParameterTypes()
         kwargs = s.asyncpg_kwargs()
         query = {}
         if not s.prepared_statements:  # the dialect's own cache, as its docs say for PgBouncer
@@ -150,6 +178,11 @@ class _SqlalchemyAsyncpg(_EngineCounters, AsyncStrategy):
 
     async def execute(self, conn: AsyncConnection, statement: Statement,
                       params: tuple[object, ...]) -> int | None:
+        if statement.returns_row is None:
+            raw = await conn.get_raw_connection()
+            await asyncpg_session.run_script_statement(raw.driver_connection, statement,
+                                                       params, self._types)
+            return None
         return self._value(statement, await conn.execute(self._text(statement),
                                                          self._params(params)))
 

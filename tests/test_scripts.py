@@ -1,0 +1,301 @@
+"""pgbench-style scripts as the workload (-f FILE@WEIGHT, -b NAME): one script run per
+operation on a real server, weights dealt exactly, the server's transactions against the
+scripts', no pooled connection given back in a failed transaction, read-only sessions on
+a server poolbench did not start, and bad input refused in one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import clean_env, run_cli
+
+from poolbench import RunConfig, run
+from poolbench.config import ScriptFile, script_cycle
+from poolbench.db.server import EmbeddedServer
+from poolbench.db.target import ConnectionTarget
+from poolbench.results import Check, StrategyResult
+from poolbench.workloads.script import ScriptError
+from poolbench.workloads.scripted import load_scripts
+
+# A point read by a typed column, a value the server types as text (an untyped
+# concatenation: asyncpg must then be given text), and a literal % (psycopg's %%).
+READ = """\\set k random(1, 100)
+SELECT v FROM kv WHERE k = :k;
+SELECT '100%' || :k;
+"""
+# A transaction that holds its connection while the application "thinks".
+WRITE = """\\set k random(1, 100)
+BEGIN;
+UPDATE kv SET n = n + 1 WHERE k = :k;
+\\sleep 1ms
+SELECT n FROM kv WHERE k = :k;
+COMMIT;
+"""
+# Transactions the server commits for one complete run of each, counted by hand: the two
+# statements of READ are one each; WRITE's BEGIN ... COMMIT is one.
+COMMITS = {"read.sql": 2, "write.sql": 1}
+
+
+@pytest.fixture(scope="module")
+def quiet() -> Iterator[EmbeddedServer]:
+    """A server of this module's own, autovacuum off: its workers' visits to a database
+    add transactions no counter tells apart, so only here are transactions exact."""
+    with EmbeddedServer(max_connections=60, settings={"autovacuum": "off"}) as srv:
+        assert srv.target is not None
+        with psycopg.connect(srv.target.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE kv (k int PRIMARY KEY, v text NOT NULL, "
+                         "n int NOT NULL DEFAULT 0)")
+            conn.execute("INSERT INTO kv (k, v) SELECT g, 'v' || g FROM generate_series(1, 100) g")
+        yield srv
+
+
+@pytest.fixture
+def quiet_target(quiet: EmbeddedServer) -> ConnectionTarget:
+    assert quiet.target is not None
+    return quiet.target
+
+
+def scripts(**weighted: tuple[str, int]) -> tuple[ScriptFile, ...]:
+    return tuple(ScriptFile(name, name, text, weight) for name, (text, weight) in weighted.items())
+
+
+def check(s: StrategyResult, name: str) -> Check:
+    assert s.server is not None
+    return next(c for c in s.server.checks if c.name == name)
+
+
+def per_trial(s: StrategyResult) -> dict[str, list[int]]:
+    return {p.phase: [t.ops for t in p.trials] for p in s.phases}
+
+
+@pytest.mark.parametrize(("strategy", "protocol"), [
+    ("psycopg:pool", "simple"), ("psycopg:pool", "extended"), ("psycopg:pool", "prepared"),
+    ("psycopg-async:pool", "extended"), ("psycopg2:threaded", "extended"),
+    ("asyncpg:pool", "simple"), ("asyncpg:pool", "extended"), ("asyncpg:none", "prepared"),
+    ("sqlalchemy:queuepool", "extended"), ("sqlalchemy-asyncpg:queuepool", "extended"),
+])
+def test_a_weighted_pair_of_scripts_runs_on_each_strategy(
+        strategy: str, protocol: str, quiet_target: ConnectionTarget) -> None:
+    """40 runs a trial are ten cycles of the weights 3:1: every trial runs each script its
+    exact share; nothing fails; the mode is stated; where nothing but the scripts can
+    reach the server's count, it is the scripts' own."""
+    results = run(RunConfig(target=quiet_target, strategies=(strategy,), rows=40, workers=4,
+                            pool_max=3, warmup=1, trials=1, out_dir=None, protocol=protocol,
+                            scripts=scripts(**{"read.sql": (READ, 3), "write.sql": (WRITE, 1)}),
+                            allow_writes=True))
+    (s,) = results.strategies
+    assert per_trial(s) == {"mix": [40, 40], "script:read.sql": [30, 30],
+                            "script:write.sql": [10, 10]}
+    assert s.error_count == 0, [p.errors for p in s.phases]
+    assert s.protocol_note
+    committed = check(s, "script transactions committed")
+    assert committed.ours == 2 * (30 * COMMITS["read.sql"] + 10 * COMMITS["write.sql"])
+    assert check(s, "script transactions rolled back").ours == 0
+    # The driver's own traffic (asyncpg:pool's reset, psycopg's prepares, SQLAlchemy's
+    # start-up queries) is in the server's count, and a session per operation makes it
+    # drift: shown, not checked. Elsewhere, exact.
+    adds = (strategy in ("asyncpg:pool", "sqlalchemy:queuepool", "sqlalchemy-asyncpg:queuepool")
+            or (strategy.startswith("psycopg") and protocol == "prepared")
+            or strategy.endswith(":none"))
+    assert committed.exact is not adds, s.server
+    assert committed.server >= committed.ours
+    assert s.server is not None and s.server.ok, s.server
+    assert results.verification is None  # no rows of poolbench's own to check
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_weights_are_dealt_exactly_per_cycle(processes: int,
+                                             quiet_target: ConnectionTarget) -> None:
+    """80/20 is a cycle of 4 and 1: 50 runs a trial (five cycles in each process's share)
+    are 40 and 10, whichever worker takes which run."""
+    assert script_cycle((80, 20)) == (4, 1)
+    results = run(RunConfig(target=quiet_target, strategies=("psycopg2:threaded",), rows=50,
+                            workers=4, pool_max=4, warmup=0, trials=2, out_dir=None,
+                            processes=processes,
+                            scripts=scripts(**{"a.sql": ("SELECT 1;\n", 80),
+                                               "b.sql": ("SELECT 2;\n", 20)})))
+    (s,) = results.strategies
+    assert per_trial(s) == {"mix": [50, 50], "script:a.sql": [40, 40], "script:b.sql": [10, 10]}
+
+
+@pytest.mark.parametrize("strategy", ["psycopg2:threaded", "psycopg:pool"])
+def test_transactions_that_sleep_are_what_the_server_committed(
+        strategy: str, quiet_target: ConnectionTarget) -> None:
+    """BEGIN ... \\sleep 1ms ... COMMIT: the server's commits, less poolbench's own
+    statements and one start-up transaction per session, are one per script run."""
+    results = run(RunConfig(target=quiet_target, strategies=(strategy,), rows=30, workers=3,
+                            pool_max=3, warmup=0, trials=1, out_dir=None, protocol="extended",
+                            scripts=scripts(**{"write.sql": (WRITE, 1)}), allow_writes=True))
+    (s,) = results.strategies
+    committed = check(s, "script transactions committed")
+    assert committed.exact and committed.ours == 30 == committed.server, s.server
+    assert check(s, "script transactions rolled back").server == 0
+    assert s.phase("script:write.sql").execute.p50_us >= 1000  # the sleep held the connection
+
+
+FAILS_IN_TRANSACTION = """\\set zero 0
+BEGIN;
+SELECT 1 / :zero;
+COMMIT;
+"""
+
+
+def test_an_error_inside_a_transaction_is_rolled_back_before_release(
+        quiet_target: ConnectionTarget, caplog: pytest.LogCaptureFixture) -> None:
+    """Half the runs fail inside BEGIN (division by zero): each is rolled back on its
+    connection before it goes back, so the pool never receives a connection in a failed
+    transaction (psycopg_pool would warn and roll it back itself), and the other half, on
+    the same two connections, all succeed. The server saw one rollback per failure."""
+    caplog.set_level(logging.WARNING, logger="psycopg.pool")
+    results = run(RunConfig(target=quiet_target, strategies=("psycopg:pool",), rows=40,
+                            workers=2, pool_min=2, pool_max=2, warmup=0, trials=1,
+                            out_dir=None, protocol="extended",
+                            scripts=scripts(**{"fails.sql": (FAILS_IN_TRANSACTION, 1),
+                                               "ok.sql": ("SELECT 1;\n", 1)})))
+    (s,) = results.strategies
+    assert s.phase("script:fails.sql").errors == {"execute: DivisionByZero[22012]": 20}
+    assert s.phase("script:ok.sql").ops == 20 and s.phase("script:ok.sql").errors == {}
+    assert not [r for r in caplog.records if "rolling back" in r.getMessage()], caplog.text
+    rolled_back = check(s, "script transactions rolled back")
+    assert rolled_back.server == 20 and not rolled_back.exact  # failed runs: shown only
+
+
+def test_a_statement_the_server_refuses_as_written_ends_the_run(
+        quiet_target: ConnectionTarget) -> None:
+    with pytest.raises(ScriptError, match=r"^gone.sql:2: the server refused the statement: "
+                                          r"relation \"nowhere\" does not exist \(SQLSTATE "
+                                          r"42P01\); fix the script$"):
+        run(RunConfig(target=quiet_target, strategies=("asyncpg:pool",), rows=20, workers=2,
+                      pool_max=2, warmup=0, trials=1, out_dir=None,
+                      scripts=scripts(**{"gone.sql": ("SELECT 1;\nSELECT * FROM nowhere;\n",
+                                                      1)})))
+
+
+def test_a_set_that_fails_while_running_ends_the_run(quiet_target: ConnectionTarget) -> None:
+    with pytest.raises(ScriptError, match=r"^div.sql:2: \\set y: division by zero"):
+        run(RunConfig(target=quiet_target, strategies=("psycopg:pool",), rows=20, workers=2,
+                      pool_max=2, warmup=0, trials=1, out_dir=None, processes=2,
+                      scripts=scripts(**{"div.sql": ("\\set zero 0\n\\set y 1 / :zero\n"
+                                                     "SELECT :y;\n", 1)})))
+
+
+def _kv_sum(target: ConnectionTarget) -> int:
+    with psycopg.connect(target.conninfo(), autocommit=True) as conn:
+        return conn.execute("SELECT sum(n) FROM kv").fetchone()[0]
+
+
+def test_writes_on_a_server_poolbench_did_not_start_are_refused_in_one_line(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    """The embedded server's DSN given to --dsn names a server this run did not start: its
+    scripts run read-only, the first write ends the run (one line, exit 2), no row changed
+    and no table made; with --allow-writes the same run writes."""
+    (tmp_path / "write.sql").write_text(WRITE)
+    dsn = quiet_target.conninfo()
+    before = _kv_sum(quiet_target)
+    result = run_cli("run", "--dsn", dsn, "-f", "write.sql", "--strategies", "psycopg:pool",
+                     "-n", "20", "-w", "2", "--pool-max", "2", "--warmup", "0", "--trials", "1",
+                     "--no-chart", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == ("poolbench: error: write.sql:3: the server refused a write (cannot "
+                         "execute UPDATE in a read-only transaction): on a server poolbench "
+                         "did not start, scripts run in read-only sessions; give "
+                         "--allow-writes to let them write (docs/scripts.md says what that "
+                         "risks)"), result.stderr
+    assert not any("Traceback" in line for line in lines)
+    assert _kv_sum(quiet_target) == before
+    with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('users')").fetchone()[0] is None
+
+    allowed = run_cli("run", "--dsn", dsn, "-f", "write.sql", "--allow-writes", "--strategies",
+                      "psycopg:pool", "-n", "20", "-w", "2", "--pool-max", "2", "--warmup", "0",
+                      "--trials", "1", "--no-chart", cwd=tmp_path)
+    assert allowed.returncode == 0, allowed.stderr
+    assert _kv_sum(quiet_target) == before + 20
+
+
+def test_read_only_sessions_are_not_routed_through_a_pooler(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    (tmp_path / "read.sql").write_text(READ)
+    result = run_cli("run", "--dsn", quiet_target.conninfo(), "-f", "read.sql", "--via",
+                     "pgbouncer:transaction", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "poolbench: error: scripts run in read-only sessions on a server poolbench did not "
+        "start, which a pooler's server connections do not carry: use --via direct, or give "
+        "--allow-writes"]
+
+
+def test_pgbench_builtin_runs_on_pgbench_tables(quiet: EmbeddedServer,
+                                                quiet_target: ConnectionTarget) -> None:
+    """-b tpcb-like on the tables pgbench -i made (the embedded server's own pgbench): one
+    transaction a run, with ROLLBACK never needed."""
+    env = {**clean_env(), "PGPASSWORD": quiet_target.password or ""}
+    subprocess.run([str(quiet.pgbench), "-i", "-s", "1", "-q", "-h", quiet_target.get("host"),
+                    "-p", quiet_target.get("port"), "-U", quiet_target.get("user"),
+                    quiet_target.dbname], env=env, check=True, capture_output=True,
+                   stdin=subprocess.DEVNULL)
+    results = run(RunConfig(target=quiet_target, strategies=("psycopg:pool",), rows=50,
+                            workers=2, pool_max=2, warmup=0, trials=1, out_dir=None,
+                            protocol="prepared", allow_writes=True,
+                            scripts=load_scripts((), ("tpcb@1",))))
+    (s,) = results.strategies
+    assert [p.phase for p in s.phases] == ["mix", "script:tpcb-like"]
+    assert s.error_count == 0 and s.phase("script:tpcb-like").ops == 50
+    assert check(s, "script transactions committed").ours == 50
+
+
+@pytest.mark.parametrize(("files", "args", "needle"), [
+    ({}, ["-f", "nope.sql"], "-f nope.sql: no such file; give the path of a pgbench script"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql@0"], "-f a.sql@0: a weight must be a whole "
+                                                  "number >= 1"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql@x"], "a.sql@x: invalid weight specification: @x"),
+    ({"bad.sql": "SELECT 1;\n\\gset\n"}, ["-f", "bad.sql"], "bad.sql:2: \\gset is not supported"),
+    ({"bad.sql": "SELECT :nope;\n"}, ["-f", "bad.sql"], "bad.sql:1: undefined variable :nope"),
+    ({"bad.sql": "\\set x random(5, 1)\n"}, ["-f", "bad.sql"], "bad.sql:1: \\set x:"),
+    ({}, ["-b", "tpcc"], 'no builtin script found for name "tpcc"'),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--mix", "read=1"],
+     "-f/-b scripts and --mix are two workloads"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--baseline", "pgbench"],
+     "with -f/-b scripts it is not supported yet"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-M", "fast"], "'fast' is not one of"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-s", "0"], "-s/--scale must be a whole number"),
+])
+def test_bad_script_input_is_one_line_before_anything_connects(
+        tmp_path: Path, files: dict[str, str], args: list[str], needle: str) -> None:
+    """No server is given and none is started: each refusal comes first."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = run_cli("run", *args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("poolbench: error: ") and needle in lines[0], \
+        result.stderr
+    assert result.stdout == "" and not (tmp_path / "reports").exists()
+
+
+def test_results_json_names_each_script_and_its_hash(tmp_path: Path,
+                                                     quiet_target: ConnectionTarget) -> None:
+    """What compare needs to see a changed script: names, paths, weights and a hash of
+    each text (not the text); a CRUD run's config has none of these keys."""
+    run(RunConfig(target=quiet_target, strategies=("psycopg:pool",), rows=8, workers=2,
+                  pool_max=2, warmup=0, trials=1, out_dir=tmp_path, chart=False,
+                  scripts=scripts(**{"a.sql": ("SELECT 1;\n", 3), "b.sql": ("SELECT 2;\n", 1)})))
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["config"]["scripts"] == [
+        {"name": "a.sql", "path": "a.sql", "weight": 3,
+         "sha256": hashlib.sha256(b"SELECT 1;\n").hexdigest()[:12]},
+        {"name": "b.sql", "path": "b.sql", "weight": 1,
+         "sha256": hashlib.sha256(b"SELECT 2;\n").hexdigest()[:12]}]
+    assert data["config"]["protocol"] == "simple" and data["config"]["scale"] == 1
+    assert data["strategies"][0]["protocol_note"].startswith("values put in the text")
+    assert "script:a.sql" in (tmp_path / "results.csv").read_text()
+    crud = RunConfig().public_dict()
+    assert not {"scripts", "protocol", "scale", "script_seed", "allow_writes"} & set(crud)
