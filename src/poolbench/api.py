@@ -75,10 +75,6 @@ if TYPE_CHECKING:
     from poolbench.analysis.sweep import SweepResults
     from poolbench.strategies.base import StrategyInfo
 
-# Why a no-pool strategy's script transactions are shown, not checked.
-NEW_SESSION_EACH_OPERATION = (
-    "a new session for every operation: over many sessions the server's transaction count "
-    "was measured one off at times (a session's counters published as it exits)")
 FD_HEADROOM = 64  # files a run opens besides its connections: admin, sampler, logs, reports
 HEADROOM_CONNECTIONS = 10  # embedded server: admin connection, pgbench, a psql of the user's
 SWEEP_ORDER_SEED = 0  # the sweep's order of points in each round (analysis.plan.schedule)
@@ -597,8 +593,7 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
         scripts = ScriptCounts(
             committed=sum(ops[kind] * each[kind][0] for kind in each),
             rolled_back=sum(ops[kind] * each[kind][1] for kind in each),
-            extra=plan.mode.extra or m.strategy.pooler_extra or (
-                None if m.strategy.pooled else NEW_SESSION_EACH_OPERATION))
+            extra=plan.mode.extra or m.strategy.pooler_extra)
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,

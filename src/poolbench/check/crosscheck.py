@@ -128,8 +128,12 @@ class ServerProbe:
         prepares a query run more than 5 times with a request of its own, a transaction
         the count of the admin's statements would not include."""
         if self.can_flush:
-            self.admin.call(lambda c: c.execute("SELECT pg_stat_force_next_flush()",
-                                                prepare=False))
+            # Reading a catalog gives the admin backend table stats to flush: without any,
+            # PostgreSQL (15-17) skips the forced flush, and the transaction counts waiting
+            # with it (the flush call's own among them) stay unpublished.
+            self.admin.call(lambda c: c.execute(
+                "SELECT pg_stat_force_next_flush() FROM pg_database "
+                "WHERE datname = current_database()", prepare=False))
         before_read = self.admin.statements
         sessions = "sessions" if self.has_sessions else "NULL::bigint"
         row = self.admin.call(lambda c: c.execute(
