@@ -403,3 +403,10 @@ def test_folders_of_runs_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = run_cli("compare", "old", "empty", cwd=tmp_path)
     assert result.returncode == 2 and "no results.json" in result.stderr
+
+
+def test_a_script_run_is_one_mixed_phase_not_missing_four() -> None:
+    scripts = [{"name": "read.sql", "path": "read.sql", "weight": 1, "sha256": "ab"}]
+    base = synthetic({"mix": STEADY}, scripts=scripts)
+    result = compared(base, copy.deepcopy(base))
+    assert not [w for w in result.warnings if "has no" in w], result.warnings

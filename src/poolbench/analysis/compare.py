@@ -303,7 +303,9 @@ def partial_warnings(data: dict[str, Any], name: str) -> list[str]:
     if missing:
         lines.append(f"{name} has no results for {', '.join(missing)}")
     trials = config.get("trials")
-    phases = ["mix"] if config.get("mix") else ["create", "read", "update", "delete"]
+    # a mix or scripts run one mixed phase per trial
+    phases = (["mix"] if config.get("mix") or config.get("scripts")
+              else ["create", "read", "update", "delete"])
     for s in data["strategies"]:
         have = {p["phase"]: p for p in s["phases"]}
         absent = [p for p in phases if p not in have]

@@ -188,7 +188,7 @@ class Sampler:
     def _connect(self) -> psycopg.Connection:
         return psycopg.connect(self.target.with_params(
             application_name=SAMPLER_APPLICATION_NAME, connect_timeout="5").conninfo(),
-            autocommit=True)
+            autocommit=True, prepare_threshold=None)  # a PREPARE would be a transaction more
 
     def _states(self) -> list[State] | None:
         """The backends' states, or None when the server cannot be asked right now (it
