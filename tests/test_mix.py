@@ -56,6 +56,16 @@ def test_mix_under_a_rate(target: ConnectionTarget, table: str) -> None:
     whole = results.strategies[0].phase("mix")
     assert whole.ops == 600 and whole.scheduled is not None and whole.scheduled.count == 600
     assert results.strategies[0].phase("mix:update").ops == 150
+    # the charts name the mixed phase and its kinds, not CRUD's phases
+    from poolbench.report.chart import ChartExporter
+    from poolbench.report.html import _figures
+
+    fig = ChartExporter().figure(results)
+    assert {ax.get_xlabel().split(" (solid")[0] for ax in fig.axes} == {
+        "phase (mix: all; then each kind)"}
+    titles = [str(f["layout"].get("xaxis", {}).get("title")) for _, f in _figures(results)]
+    assert sum("phase (mix: all; then each kind)" in t for t in titles) == 2, titles
+    assert not any("CRUD" in t for t in titles), titles
 
 
 def test_warmup_in_seconds_runs_first_and_is_not_counted(target: ConnectionTarget,

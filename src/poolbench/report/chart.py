@@ -41,6 +41,8 @@ class ChartExporter:
 
         strategies = results.strategies
         names = list(dict.fromkeys(p.phase for s in strategies for p in s.phases)) or list(PHASES)
+        # a --mix or scripts run's phases are the mixed phase and its kinds, not CRUD's
+        axis = "CRUD phase" if set(names) <= set(PHASES) else "phase (mix: all; then each kind)"
         fig, axes = plt.subplots(1, 4, figsize=(21, 6.2), constrained_layout=True)
         width = 0.8 / max(len(strategies), 1)
         panels = (
@@ -61,11 +63,11 @@ class ChartExporter:
                             [p.max_s - p.median_s for p in s.phases]]
                 ax.bar(xs, ys, width, label=s.name, yerr=yerr, capsize=3)
             ax.set_xticks(range(len(names)), names)
-            ax.set_xlabel("CRUD phase")
+            ax.set_xlabel(axis)
             ax.set_ylabel(ylabel)
             ax.set_title(title)
             ax.grid(axis="y", alpha=0.3)
-        self._split_panel(axes[3], strategies, width, names)
+        self._split_panel(axes[3], strategies, width, names, axis)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, title="driver:pool", loc="outside lower center",
                    ncols=min(len(labels), 7), fontsize="small")
@@ -79,7 +81,7 @@ class ChartExporter:
 
     @staticmethod
     def _split_panel(ax: Axes, strategies: tuple[StrategyResult, ...], width: float,
-                     names: list[str]) -> None:
+                     names: list[str], axis: str) -> None:
         """Each bar is one strategy's mean operation split in three, bottom to top: waiting
         for a connection (solid), the statement (hatched), and the rest: giving the
         connection back and waiting for the interpreter (dotted). The bar's top is the
@@ -100,7 +102,7 @@ class ChartExporter:
             ax.bar(xs, rest, width, bottom=[w + x for w, x in zip(wait, statement)],
                    color=colour, alpha=0.2, hatch="..", gid=f"{s.name}:rest")
         ax.set_xticks(range(len(names)), names)
-        ax.set_xlabel("CRUD phase (solid: waiting for a connection; hatched: statement;\n"
+        ax.set_xlabel(f"{axis} (solid: waiting for a connection; hatched: statement;\n"
                       "dotted: giving the connection back, waiting for the interpreter)")
         ax.set_ylabel("milliseconds, mean per operation")
         ax.set_title("Where an operation's time goes")

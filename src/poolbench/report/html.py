@@ -51,6 +51,10 @@ def _ms(us: float) -> str:
 def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
     """(element id, plotly figure as data) per chart; values read from the result model."""
     strategies = results.strategies
+    phases = {p.phase for s in strategies for p in s.phases}
+    # a --mix or scripts run's phases are the mixed phase and its kinds, not CRUD's
+    phase_axis = ("CRUD phase" if phases <= set(PHASES)
+                  else "phase (mix: all; then each kind)")
     throughput = [{"type": "bar", "name": s.name, "x": [p.phase for p in s.phases],
                    "y": [p.throughput_ops_s for p in s.phases]} for s in strategies]
     latency = [{"type": "bar", "name": f"{s.name} p{q}", "x": [p.phase for p in s.phases],
@@ -90,11 +94,11 @@ def _figures(results: RunResults) -> list[tuple[str, dict[str, Any]]]:
     return [
         ("throughput", {"data": throughput, "layout": {
             "title": {"text": "Throughput per phase"}, "barmode": "group",
-            "xaxis": {"title": {"text": "CRUD phase"}, "categoryarray": list(PHASES)},
+            "xaxis": {"title": {"text": phase_axis}, "categoryarray": list(PHASES)},
             "yaxis": {"title": {"text": "operations per second (median of trials)"}}}}),
         ("latency", {"data": latency, "layout": {
             "title": {"text": "Latency per operation, p50 and p99"}, "barmode": "group",
-            "xaxis": {"title": {"text": "CRUD phase"}},
+            "xaxis": {"title": {"text": phase_axis}},
             "yaxis": {"title": {"text": "milliseconds"}}}}),
         ("split", {"data": split, "layout": {
             "title": {"text": "Where an operation's time goes: waiting for a connection, the "
