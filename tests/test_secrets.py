@@ -196,7 +196,8 @@ def test_no_secret_in_anything_a_run_writes(source: str, role: ConnectionTarget,
 def test_no_secret_in_anything_a_sweep_writes(role: ConnectionTarget, tmp_path: Path,
                                               table: str) -> None:
     result = run_cli("sweep", "--dsn", uri(role), "--pool-sizes", "1,2", "-w", "2",
-                     "--duration", "0.5", "--warmup", "0", "--strategies", "psycopg:pool",
+                     "--duration", "0.5", "--trials", "2", "--warmup", "0",
+                     "--strategies", "psycopg:pool",
                      "--table", table, "--out", "out", cwd=tmp_path,
                      env=observed_env(tmp_path))
     assert result.returncode == 0, result.stderr
