@@ -451,13 +451,15 @@ def compare_sides(bases: Sequence[dict[str, Any]], news: Sequence[dict[str, Any]
     def phases_of(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
         return {(s["name"], p["phase"]): p for s in data["strategies"] for p in s["phases"]}
 
-    every = [phases_of(d) for d in (*bases, *news)]
-    keys = [k for k in phases_of(bases[0]) if all(k in found for found in every)]
+    base_phases = [phases_of(d) for d in bases]
+    new_phases = [phases_of(d) for d in news]
+    keys = [k for k in base_phases[0]
+            if all(k in found for found in (*base_phases, *new_phases))]
     rows = []
     for key in keys:
         for metric in ("throughput", "p50", "p99"):
-            xs = [_run_figure(phases_of(d)[key], metric) for d in bases]
-            ys = [_run_figure(phases_of(d)[key], metric) for d in news]
+            xs = [_run_figure(found[key], metric) for found in base_phases]
+            ys = [_run_figure(found[key], metric) for found in new_phases]
             rows.append((*key, metric, xs, ys))
     raw = [welch_log_p(xs, ys) if min(xs + ys) > 0 else None for *_, xs, ys in rows]
     tested = [i for i, p in enumerate(raw) if p is not None]
