@@ -278,9 +278,6 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
                                   port=int(target.get("port") or 5432)
                                   if server_cores is not None else None))
             stack.callback(sampler.close)
-            # Each of its statements must be one transaction, as the cross-check counts
-            # them: psycopg would prepare its repeated query with a request of its own.
-            sampler.conn.prepare_threshold = None
         except Exception as exc:  # optional: the run goes on without its samples
             sampler_failed = reason(exc, target)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
