@@ -15,7 +15,6 @@ missing table or column, a missing privilege).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,8 @@ from poolbench.workloads.script import (
     parse_script,
     parse_weighted,
 )
-from poolbench.workloads.script.functions import value_text, wrap64
+from poolbench.workloads.script.functions import value_text
+from poolbench.workloads.script.interp import default_seed_of
 
 READ_ONLY_SQL_TRANSACTION = "25006"
 # Class 42 but for a prepared statement that exists already: what a transaction pooler
@@ -125,7 +125,7 @@ class ScriptPlan:
     @property
     def default_seed(self) -> int:
         """``:default_seed`` (the seed of ``hash()``): one for the whole run."""
-        return wrap64(random.Random(f"{self.seed}/default_seed").getrandbits(64))
+        return default_seed_of(self.seed)
 
 
 def per_run(files: Sequence[ScriptFile]) -> dict[str, tuple[int, int]]:

@@ -68,6 +68,12 @@ class SleepStep(NamedTuple):
 Step = SqlStep | SleepStep
 
 
+def default_seed_of(seed: int) -> int:
+    """``:default_seed`` (the seed ``hash()`` takes when given none) of a run seeded
+    ``seed``: the same for every client and trial of that run."""
+    return fn.wrap64(random.Random(f"{seed}/default_seed").getrandbits(64))
+
+
 class ScriptRunner:
     """Runs ``script`` as client ``client_id`` (pgbench's ``:client_id``, from 0) at
     ``scale`` (``:scale``). ``seed`` seeds this client's random functions together with
@@ -87,7 +93,7 @@ class ScriptRunner:
         self.style = style
         self.rng = random.Random(f"{seed}/{client_id}")
         if default_seed is None:
-            default_seed = fn.wrap64(random.Random(f"{seed}/default_seed").getrandbits(64))
+            default_seed = default_seed_of(seed)
         self.variables: dict[str, Value] = {
             "client_id": client_id, "scale": scale, "default_seed": default_seed,
             "random_seed": fn.wrap64(seed)}
