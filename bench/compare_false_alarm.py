@@ -11,16 +11,18 @@ unchanged build) and A' -> S (a throughput regression in a slowed phase is a
 detection).
 
 The slowdown is real work the server does, not an edited number: a BEFORE INSERT
-OR UPDATE OR DELETE trigger on the run's table calls ``pg_sleep`` for a fixed
-share of rows (by id, so the share is exact), the way an audit trigger writing
-somewhere slow makes every write wait. pg_sleep sleeps whole milliseconds, so a
-sub-millisecond cost per operation is made as SLEEP_S on a share of the rows. The
-share is set per phase (create, update, delete) from the first run's throughput
-so that each worker's operations take 25% longer (1 / 1.25 = 20% fewer ops/s),
-corrected from two calibration runs with the trigger alternating with plain ones (a
-CPU-bound server slows less than the sleep predicts); the slowdown each pair got is
-printed. Reads do
-not fire the trigger: in the A' -> S pairs the read phase is one more A/A.
+OR UPDATE OR DELETE trigger on the run's table makes every row cost extra CPU on the
+server (``count(*)`` over ``generate_series(1, n)``), the way a validation or audit
+trigger makes every write cost more. CPU work scales with the machine's speed, so the
+slowdown stays the same share of an operation when the VM runs faster or slower (the
+first version slept ``pg_sleep`` on rows ``id % 10000 < k``: a 1-s trial's few thousand
+consecutive ids got anywhere from none to all of its share, and achieved slowdowns ranged
+from -27% to 42%). ``n`` is set per phase (create, update, delete) from the first run's
+throughput and the server's measured cost of one loop step, so that each worker's
+operations take 25% longer (1 / 1.25 = 20% fewer ops/s), then corrected twice from
+calibration runs with the trigger alternating with plain ones; the slowdown each pair got
+is printed. Reads do not fire the trigger: in the A' -> S pairs the read phase is one
+more A/A.
 
 The configuration is one a gate can judge on a 2-core machine: 2 workers (8 workers on 2
 cores made trials scatter by 25-160% and two runs differ by up to 48%: the first version of
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,6 @@ TABLE = "compare_false_alarm"
 STRATEGY = "psycopg:pool"
 SLOWED = ("create", "update", "delete")
 TG_OP = {"create": "INSERT", "update": "UPDATE", "delete": "DELETE"}
-SLEEP_S = 0.002
 TARGET_DROP = 0.20  # throughput 20% lower: each operation 25% longer in a closed loop
 
 
@@ -78,16 +80,15 @@ def throughput(data: dict[str, Any], phase: str) -> float:
                 if p["phase"] == phase)
 
 
-def install_slowdown(admin: AdminSession, shares: dict[str, float]) -> None:
-    """The trigger: ``pg_sleep(SLEEP_S)`` on ``share`` of the rows, per statement kind."""
-    branches = "".join(
-        f"WHEN '{TG_OP[phase]}' THEN {round(share * 10_000)} " for phase, share in shares.items())
+def install_slowdown(admin: AdminSession, loops: dict[str, int]) -> None:
+    """The trigger: ``loops[phase]`` steps of server CPU work on every row of that phase."""
+    branches = "".join(f"WHEN '{TG_OP[phase]}' THEN {n} " for phase, n in loops.items())
     body = f"""
         CREATE OR REPLACE FUNCTION compare_false_alarm_slow() RETURNS trigger AS $$
-        DECLARE row_id integer := CASE TG_OP WHEN 'DELETE' THEN OLD.id ELSE NEW.id END;
+        DECLARE n integer := CASE TG_OP {branches}ELSE 0 END;
         BEGIN
-          IF row_id % 10000 < (CASE TG_OP {branches}ELSE 0 END) THEN
-            PERFORM pg_sleep({SLEEP_S});
+          IF n > 0 THEN
+            PERFORM count(*) FROM generate_series(1, n);
           END IF;
           RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
         END $$ LANGUAGE plpgsql"""
@@ -103,13 +104,24 @@ def remove_slowdown(admin: AdminSession) -> None:
                                    f"{quote_ident(TABLE)}"))
 
 
-def shares_for(speed: dict[str, float], workers: int,
-               stretch: dict[str, float]) -> dict[str, float]:
-    """Share of rows to sleep on, per phase, so each worker's operation takes 25% longer:
-    a worker spends workers / throughput seconds per operation (``speed``: ops/s)."""
+def seconds_per_loop(admin: AdminSession) -> float:
+    """The server's cost of one ``generate_series`` step (the best of five timings)."""
+    steps = 500_000
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        admin.call(lambda c: c.execute(f"SELECT count(*) FROM generate_series(1, {steps})"))
+        best = min(best, time.perf_counter() - start)
+    return best / steps
+
+
+def loops_for(speed: dict[str, float], workers: int, stretch: dict[str, float],
+              per_loop_s: float) -> dict[str, int]:
+    """Loop steps per row, per phase, so each worker's operation takes 25% longer: a worker
+    spends workers / throughput seconds per operation (``speed``: ops/s)."""
     added = TARGET_DROP / (1 - TARGET_DROP)
-    return {phase: min(1.0, added * workers / speed[phase] / SLEEP_S
-                       * stretch.get(phase, 1.0)) for phase in SLOWED}
+    return {phase: max(1, round(added * workers / speed[phase] / per_loop_s
+                                * stretch.get(phase, 1.0))) for phase in SLOWED}
 
 
 def worst(comparison: RunComparison, *, phases: tuple[str, ...] | None = None,
@@ -162,37 +174,41 @@ def main() -> None:
         target = server.target
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, TABLE))
-        # Calibration: the share from a plain run, then corrected from two more plain and
-        # two slowed runs, alternating (one noisy run must not set the slowdown).
-        plain = one_run(target, args)
-        first = shares_for({phase: throughput(plain, phase) for phase in SLOWED},
-                           args.workers, {})
-        plains, slows = [plain], []
+        # Calibration: loop steps from a plain run and the server's cost per step, then
+        # corrected twice from plain and slowed runs, alternating (one noisy run must not set
+        # the slowdown; a CPU-bound server slows more or less than the added CPU predicts).
+        per_loop = seconds_per_loop(admin)
+        plains = [one_run(target, args)]
+        stretch = {phase: 1.0 for phase in SLOWED}
         for _ in range(2):
-            install_slowdown(admin, first)
+            base = {phase: statistics.median(throughput(r, phase) for r in plains)
+                    for phase in SLOWED}
+            loops = loops_for(base, args.workers, stretch, per_loop)
+            install_slowdown(admin, loops)
             try:
-                slows.append(one_run(target, args))
+                slowed = one_run(target, args)
             finally:
                 remove_slowdown(admin)
             plains.append(one_run(target, args))
-        stretch = {}
-        for phase in SLOWED:
-            before = statistics.median(throughput(r, phase) for r in plains)
-            after = statistics.median(throughput(r, phase) for r in slows)
-            got = 1 / (1 - min(0.9, max(0.01, 1 - after / before))) - 1
-            # at most a third or three times: a calibration this noisy must not swing it wildly
-            stretch[phase] = min(3.0, max(1 / 3, (TARGET_DROP / (1 - TARGET_DROP)) / got))
+            base = {phase: statistics.median(throughput(r, phase) for r in plains)
+                    for phase in SLOWED}
+            for phase in SLOWED:
+                got = 1 / (1 - min(0.9, max(0.01, 1 - throughput(slowed, phase) / base[phase])))
+                # at most halve or double per step: one noisy run must not swing it wildly
+                stretch[phase] *= min(2.0, max(0.5, (TARGET_DROP / (1 - TARGET_DROP))
+                                               / (got - 1)))
         base = {phase: statistics.median(throughput(r, phase) for r in plains)
                 for phase in SLOWED}
-        shares = shares_for(base, args.workers, stretch)
-        on = ", ".join(f"{share:.1%} ({phase})" for phase, share in shares.items())
-        report.line(f"# trigger: pg_sleep({SLEEP_S:g}) on {on} of the rows")
+        loops = loops_for(base, args.workers, stretch, per_loop)
+        on = ", ".join(f"{n} ({phase})" for phase, n in loops.items())
+        report.line(f"# trigger: count(*) over generate_series(1, n) on every row, n = {on}; "
+                    f"one step costs the server {per_loop * 1e9:.0f} ns")
         for pair in range(args.pairs):
             runs: dict[str, dict[str, Any]] = {}
             order = ("A", "A'", "S")[pair % 3:] + ("A", "A'", "S")[:pair % 3]
             for kind in order:
                 if kind == "S":
-                    install_slowdown(admin, shares)
+                    install_slowdown(admin, loops)
                 try:
                     runs[kind] = one_run(target, args)
                 finally:
