@@ -177,10 +177,14 @@ def test_a_statement_the_server_refuses_as_written_ends_the_run(
                                                       1)})))
 
 
-def test_a_set_that_fails_while_running_ends_the_run(quiet_target: ConnectionTarget) -> None:
+@pytest.mark.parametrize("spread", [{"processes": 2}, {"cluster": "local:1"}])
+def test_a_set_that_fails_while_running_ends_the_run(quiet_target: ConnectionTarget,
+                                                     spread: dict) -> None:
+    """In a worker process or on a cluster node the script's own error ends the run as it
+    does in one process (exit 2), not as a lost process or node."""
     with pytest.raises(ScriptError, match=r"^div.sql:2: \\set y: division by zero"):
         run(RunConfig(target=quiet_target, strategies=("psycopg:pool",), rows=20, workers=2,
-                      pool_max=2, warmup=0, trials=1, out_dir=None, processes=2,
+                      pool_max=2, warmup=0, trials=1, out_dir=None, **spread,
                       scripts=scripts(**{"div.sql": ("\\set zero 0\n\\set y 1 / :zero\n"
                                                      "SELECT :y;\n", 1)})))
 
