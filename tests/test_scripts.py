@@ -262,8 +262,9 @@ def test_pgbench_builtin_runs_on_pgbench_tables(quiet: EmbeddedServer,
     ({}, ["-b", "tpcc"], 'no builtin script found for name "tpcc"'),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--mix", "read=1"],
      "-f/-b scripts and --mix are two workloads"),
-    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--baseline", "pgbench"],
-     "with -f/-b scripts it is not supported yet"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--random-seed", "-3"],
+     "--random-seed '-3': give a whole number from 0 to 18446744073709551615, 'time' or "
+     "'rand'"),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-M", "fast"], "'fast' is not one of"),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-s", "0"], "-s/--scale must be a whole number"),
 ])
