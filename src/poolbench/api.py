@@ -5,7 +5,8 @@ fail (strategy drivers, scripts, output folder, connection, capacity, table shap
 runs before the first write to the database, which is creating the table if missing.
 A run of scripts (``-f``/``-b``) makes no table and no row of its own: its scripts
 work on their own tables, in read-only sessions on a server poolbench did not start
-unless ``allow_writes``.
+unless ``allow_writes`` (pgbench's built-ins on the run's own embedded server get
+pgbench's tables, made as ``poolbench init`` makes them).
 """
 
 from __future__ import annotations

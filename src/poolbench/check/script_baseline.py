@@ -61,11 +61,12 @@ def typed_workload(files: Sequence[ScriptFile], *, protocol: str, scale: int,
 
 def calibrate_scripts(target: ConnectionTarget, files: Sequence[ScriptFile], *, protocol: str,
                       scale: int, seed: int, clients: int, seconds: float,
-                      stop: StopFlag | None = None) -> Calibration | None:
+                      stop: StopFlag | None = None,
+                      pgbench: Path | None = None) -> Calibration | None:
     """pgbench's figures for the scripts, persistent and with ``-C``, at ``clients``; None
     if ``stop`` was set before both ran. ``target`` is the strategies' own (its session
-    settings included)."""
-    pgbench = find_pgbench()
+    settings included); ``pgbench`` the executable [default: :func:`find_pgbench`'s]."""
+    pgbench = pgbench or find_pgbench()
     figures: list[PgbenchFigure] = []
     for connect_each in (False, True):
         def command(folder: Path, connect_each: bool = connect_each
