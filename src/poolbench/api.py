@@ -264,9 +264,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
                                         pool_max=config.pool_max
                                         if any(cls.pooled for cls in classes) else None))
-    if embedded is not None and any(s.builtin for s in config.scripts):
-        # This run's own server: pgbench's built-ins get pgbench's tables, as init makes them.
-        init_tables(find_pgbench(), target, scale=config.scale)
+    if embedded is not None:
+        _make_pgbench_tables(config, target)
     if config.scripts:  # the scripts' tables are theirs: no table of ours, no rows
         workload, before = Workload(config.table, new_run_tag()), None
     else:
@@ -310,6 +309,13 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         session.text_params = admin.call(lambda c: describe_parameters(c, config.scripts))
     session.harness = _harness(session, classes)
     return session
+
+
+def _make_pgbench_tables(config: RunConfig, target: ConnectionTarget) -> None:
+    """On a server poolbench started for the run: pgbench's built-ins get pgbench's tables
+    at ``--scale``, made as ``poolbench init`` makes them."""
+    if any(s.builtin for s in config.scripts):
+        init_tables(find_pgbench(), target, scale=config.scale)
 
 
 def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitStack,
@@ -818,6 +824,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                                                         + HEADROOM_CONNECTIONS))
             target = server.start()
             stack.callback(server.stop)
+            _make_pgbench_tables(config, target)
         # The largest point is refused now, not after the smaller ones have run.
         largest = replace(config, target=target, workers=max(workers),
                           pool_min=max(pool_sizes), pool_max=max(pool_sizes))
