@@ -13,8 +13,10 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import psycopg
 import pytest
 from conftest import clean_env, run_cli
@@ -373,6 +375,8 @@ def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
     assert "pgbench on the same server and your scripts: -f read.sql@2 -M simple" in \
         result.stdout
     data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    jsonschema.validate(data, json.loads(
+        resources.files("poolbench").joinpath("results.schema.json").read_text()))
     cal = data["calibration"]
     assert cal["workload"] == "-f read.sql@2 -M simple -s 1 --random-seed=0"
     figures = {f["connect_each"]: f for f in cal["figures"]}
