@@ -299,11 +299,12 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         *only(baseline and not point,
               click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
                            help="After the strategies, run pgbench with the same statements "
-                                "and clients and report poolbench/pgbench ratios.")),
+                                "(or -f/-b scripts) and clients and report poolbench/pgbench "
+                                "ratios.")),
         *only(not point,
               click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
                            help="Seconds per pgbench run (6 runs: 3 scripts, persistent "
-                                "and -C).")),
+                                "and -C; with -f/-b: 2 runs, of --duration if given).")),
         click.option("--via", default="direct", show_default=True,
                      help="Routes, comma-separated: direct, pgbouncer:session, "
                           "pgbouncer:transaction (a PgBouncer poolbench starts), pooler "
