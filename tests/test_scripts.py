@@ -8,10 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import psycopg
 import pytest
 from conftest import clean_env, run_cli
@@ -266,8 +271,9 @@ def test_pgbench_builtin_runs_on_pgbench_tables(quiet: EmbeddedServer,
     ({}, ["-b", "tpcc"], 'no builtin script found for name "tpcc"'),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--mix", "read=1"],
      "-f/-b scripts and --mix are two workloads"),
-    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--baseline", "pgbench"],
-     "with -f/-b scripts it is not supported yet"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--random-seed", "-3"],
+     "--random-seed '-3': give a whole number from 0 to 18446744073709551615, 'time' or "
+     "'rand'"),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-M", "fast"], "'fast' is not one of"),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-s", "0"], "-s/--scale must be a whole number"),
 ])
@@ -302,3 +308,132 @@ def test_results_json_names_each_script_and_its_hash(tmp_path: Path,
     assert "script:a.sql" in (tmp_path / "results.csv").read_text()
     crud = RunConfig().public_dict()
     assert not {"scripts", "protocol", "scale", "script_seed", "allow_writes"} & set(crud)
+
+
+# A transparent stand-in for pgbench: runs the real one with the same arguments and
+# environment, keeps the arguments, each -f file's text, its output, and whether the
+# password came through the environment (never the password itself).
+RECORDING_PGBENCH = """\
+import os, subprocess, sys
+from pathlib import Path
+
+keep = Path({keep!r})
+args = sys.argv[1:]
+if args == ["--version"]:
+    os.execv({real!r}, [{real!r}, *args])
+(keep / "argv").write_text("\\n".join(args))
+files = [args[i + 1].rsplit("@", 1)[0] for i, a in enumerate(args) if a == "-f"]
+(keep / "scripts").write_text("\\0".join(Path(f).read_text() for f in files))
+(keep / "env").write_text("PGPASSWORD set" if os.environ.get("PGPASSWORD") else "")
+proc = subprocess.run([{real!r}, *args], capture_output=True, text=True)
+(keep / "stdout").write_text(proc.stdout)
+sys.stdout.write(proc.stdout)
+sys.stderr.write(proc.stderr)
+sys.exit(proc.returncode)
+"""
+
+
+def test_baseline_runs_the_same_scripts_in_pgbench_and_keeps_its_tps(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    """pgbench gets the scripts' texts with their weights, -M, -c, -T, -s and the seed,
+    the password only in its environment; its figure is the tps pgbench printed."""
+    from poolbench.check.calibrate import find_pgbench
+    from poolbench.check.script_baseline import calibrate_scripts
+
+    keep = tmp_path / "seen"
+    keep.mkdir()
+    recorder = tmp_path / "pgbench"
+    recorder.write_text(f"#!{sys.executable}\n"
+                        + RECORDING_PGBENCH.format(keep=str(keep), real=str(find_pgbench())))
+    recorder.chmod(0o755)
+    files = scripts(**{"read.sql": (READ, 3), "two.sql": ("SELECT 2;\n", 1)})
+    cal = calibrate_scripts(quiet_target, files, protocol="extended", scale=2, seed=7,
+                            clients=2, seconds=1, pgbench=recorder)
+    assert cal is not None
+    argv = (keep / "argv").read_text().splitlines()  # the -C run's, the last
+    flags = [a.rsplit("/", 1)[-1] if "@" in a else a for a in argv
+             if not a.startswith(("-l", "--log-prefix=", "--sampling-rate="))]
+    assert flags == ["-n", "-f", "read.sql@3", "-f", "two.sql@1", "-s", "2", "--random-seed=7",
+                     "-c", "2", "-j", str(min(2, os.cpu_count() or 1)), "-T", "1",
+                     "-M", "extended", "-C", "-h", quiet_target.get("host"),
+                     "-p", quiet_target.get("port"), "-U", quiet_target.get("user"),
+                     quiet_target.dbname]
+    assert (keep / "scripts").read_text().split("\0") == [READ, "SELECT 2;\n"]
+    assert quiet_target.password and quiet_target.password not in " ".join(argv)
+    assert (keep / "env").read_text() == "PGPASSWORD set"
+    assert cal.workload == "-f read.sql@3 -f two.sql@1 -M extended -s 2 --random-seed=7"
+    out = (keep / "stdout").read_text()
+    figure = cal.figure("scripts", connect_each=True)
+    assert figure.tps == float(re.search(r"^tps = ([\d.]+) ", out, re.MULTILINE).group(1))
+    assert figure.transactions == int(re.search(
+        r"^number of transactions actually processed: (\d+)", out, re.MULTILINE).group(1))
+    assert [f.connect_each for f in cal.figures] == [False, True]
+
+
+def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    (tmp_path / "read.sql").write_text(READ)
+    result = run_cli("run", "--dsn", quiet_target.conninfo(), "-f", "read.sql@2",
+                     "--strategies", "psycopg:pool,psycopg:none", "-w", "2", "--pool-max", "2",
+                     "--warmup", "0", "--trials", "1", "--duration", "1", "--baseline",
+                     "pgbench", "--no-chart", "--sample-interval", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pgbench on the same server and your scripts: -f read.sql@2 -M simple" in \
+        result.stdout
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    schema = json.loads(resources.files("poolbench").joinpath("results.schema.json").read_text())
+    cal = data["calibration"]
+    jsonschema.validate(cal, {"$defs": schema["$defs"], **schema["properties"]["calibration"]})
+    assert cal["workload"] == "-f read.sql@2 -M simple -s 1 --random-seed=0"
+    figures = {f["connect_each"]: f for f in cal["figures"]}
+    assert {f["script"] for f in figures.values()} == {"scripts"}
+    mix = {s["name"]: next(p for p in s["phases"] if p["phase"] == "mix")
+           for s in data["strategies"]}
+    ratios = {r["strategy"]: r for r in cal["ratios"]}
+    assert set(ratios) == {"psycopg:pool", "psycopg:none"}
+    for name, against, connect_each in (("psycopg:pool", "persistent", False),
+                                        ("psycopg:none", "connect", True)):
+        assert ratios[name]["script"] == "scripts" and ratios[name]["against"] == against
+        assert ratios[name]["throughput"] == round(
+            mix[name]["throughput_ops_s"] / figures[connect_each]["tps"], 3)
+
+
+SEEDED = """\\set r random(1, 1000000000)
+\\set g random_gaussian(1, 1000000, 2.5)
+INSERT INTO seeded (client, r, g) VALUES (:client_id, :r, :g);
+"""
+
+
+def test_same_random_seed_draws_the_same_values_for_each_client(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    (tmp_path / "seeded.sql").write_text(SEEDED)
+
+    def drawn(seed: str) -> dict[int, list[tuple[int, int]]]:
+        result = run_cli("run", "--dsn", quiet_target.conninfo(), "-f", "seeded.sql",
+                         "--random-seed", seed, "--allow-writes", "--strategies",
+                         "psycopg:pool", "-w", "2", "--pool-max", "2", "-n", "40",
+                         "--warmup", "0", "--trials", "1", "--no-chart",
+                         "--sample-interval", "0", "--out", f"out{seed}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        config = json.loads((tmp_path / f"out{seed}" / "results.json").read_text())["config"]
+        assert config["script_seed"] == int(seed)
+        with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+            rows = conn.execute("DELETE FROM seeded RETURNING client, id, r, g").fetchall()
+        found: dict[int, list[tuple[int, int]]] = {}
+        for client, _, r, g in sorted(rows):  # each client's draws in the order it made them
+            found.setdefault(client, []).append((r, g))
+        return found
+
+    with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE seeded (id serial, client int, r bigint, g bigint)")
+    try:
+        first, again, other = drawn("42"), drawn("42"), drawn("43")
+    finally:
+        with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+            conn.execute("DROP TABLE seeded")
+    assert set(first) == set(again) == {0, 1}
+    for client in first:  # the two workers may share the 40 runs differently
+        n = min(len(first[client]), len(again[client]))
+        assert n > 0 and first[client][:n] == again[client][:n]
+        assert other[client][0] != first[client][0]
+    assert first[0][0] != first[1][0]  # each client has its own sequence

@@ -5,7 +5,8 @@ fail (strategy drivers, scripts, output folder, connection, capacity, table shap
 runs before the first write to the database, which is creating the table if missing.
 A run of scripts (``-f``/``-b``) makes no table and no row of its own: its scripts
 work on their own tables, in read-only sessions on a server poolbench did not start
-unless ``allow_writes``.
+unless ``allow_writes`` (pgbench's built-ins on the run's own embedded server get
+pgbench's tables, made as ``poolbench init`` makes them).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psutil
 
 from poolbench.analysis.findings import findings
-from poolbench.check.calibrate import calibrate, ratios
+from poolbench.check.calibrate import calibrate, find_pgbench, ratios
 from poolbench.check.crosscheck import ScriptCounts, ServerCounters, ServerProbe, compare
+from poolbench.check.script_baseline import COMPARED as SCRIPT_PHASES
+from poolbench.check.script_baseline import calibrate_scripts
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
+from poolbench.db.pgbench_tables import ROWS_PER_SCALE, TABLES, PgbenchTables, init_tables
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, reason
 from poolbench.db.workload import (
@@ -260,6 +264,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
                                         pool_max=config.pool_max
                                         if any(cls.pooled for cls in classes) else None))
+    if embedded is not None:
+        _make_pgbench_tables(config, target)
     if config.scripts:  # the scripts' tables are theirs: no table of ours, no rows
         workload, before = Workload(config.table, new_run_tag()), None
     else:
@@ -303,6 +309,13 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         session.text_params = admin.call(lambda c: describe_parameters(c, config.scripts))
     session.harness = _harness(session, classes)
     return session
+
+
+def _make_pgbench_tables(config: RunConfig, target: ConnectionTarget) -> None:
+    """On a server poolbench started for the run: pgbench's built-ins get pgbench's tables
+    at ``--scale``, made as ``poolbench init`` makes them."""
+    if any(s.builtin for s in config.scripts):
+        init_tables(find_pgbench(), target, scale=config.scale)
 
 
 def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitStack,
@@ -496,6 +509,8 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
     config = session.config
     if config.baseline != "pgbench" or session.stop.is_set():
         return None
+    if config.scripts:
+        return _calibrate_scripts(session, done)
     session.events.calibration_started.fire(seconds=config.baseline_seconds * 6)
     try:
         calibrated = session.optional("pgbench calibration", lambda: calibrate(
@@ -504,6 +519,42 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
     finally:
         session.delete_own_rows()
     return None if calibrated is None else replace(calibrated, ratios=ratios(calibrated, done))
+
+
+def _calibrate_scripts(session: _Session, done: tuple[StrategyResult, ...]
+                       ) -> Calibration | None:
+    """The run's scripts run by pgbench (check/script_baseline.py), for ``--duration``
+    seconds (else ``--baseline-seconds``), in the strategies' sessions (read-only ones
+    included); each strategy's whole phase of scripts against pgbench's tps."""
+    config = session.config
+    seconds = config.duration_s or config.baseline_seconds
+    session.events.calibration_started.fire(seconds=2 * max(1, round(seconds)))
+    calibrated = session.optional("pgbench calibration", lambda: calibrate_scripts(
+        session.settings.target, config.scripts, protocol=config.protocol, scale=config.scale,
+        seed=config.script_seed, clients=config.workers, seconds=seconds, stop=session.stop))
+    return None if calibrated is None else replace(
+        calibrated, ratios=ratios(calibrated, done, SCRIPT_PHASES))
+
+
+def init_pgbench_tables(*, target: ConnectionTarget | None, scale: int = 1,
+                        allow_writes: bool = False) -> PgbenchTables:
+    """``poolbench init``: pgbench's tables for its built-in scripts at ``scale``, made on
+    ``target`` by pgbench's own initializer (db/pgbench_tables.py): refused, touching
+    nothing, if any of them exists. It writes to a database poolbench did not start:
+    ``allow_writes`` is the user's say-so."""
+    if target is None:
+        raise ConfigError("init makes pgbench's tables on a server you keep: give --dsn (or "
+                          "DATABASE_URL, the seed's DB_* variables, PG*); `poolbench server` "
+                          "starts one and prints its DSN. On the embedded server, run -b "
+                          "makes them itself")
+    if not isinstance(scale, int) or scale < 1:
+        raise ConfigError(f"-s/--scale must be a whole number >= 1, got {scale!r}")
+    if not allow_writes and not target.embedded:
+        rows = ROWS_PER_SCALE["pgbench_accounts"] * scale
+        raise ConfigError(f"init writes to {target.masked()}: it creates {', '.join(TABLES)} "
+                          f"({rows:,} accounts at scale {scale}); give --allow-writes to "
+                          "confirm")
+    return init_tables(find_pgbench(), target, scale=scale)
 
 
 def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,
@@ -773,6 +824,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                                                         + HEADROOM_CONNECTIONS))
             target = server.start()
             stack.callback(server.stop)
+            _make_pgbench_tables(config, target)
         # The largest point is refused now, not after the smaller ones have run.
         largest = replace(config, target=target, workers=max(workers),
                           pool_min=max(pool_sizes), pool_max=max(pool_sizes))

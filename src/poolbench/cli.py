@@ -27,6 +27,7 @@ from poolbench.config import (
     PROTOCOLS,
     RunConfig,
     parse_mix,
+    parse_random_seed,
     resolve_target,
 )
 from poolbench.db.admin import connect_admin
@@ -183,6 +184,8 @@ def _run_config(secrets: Secrets, options: dict[str, Any], **overrides: Any) -> 
         via=parse_routes(options["via"], pooler_dsn=pooler is not None), pooler_dsn=pooler,
         mix=parse_mix(options["mix"]) if options["mix"] is not None else (),
         chart=not options["no_chart"], scripts=scripts)
+    if options.get("random_seed") is not None:
+        fields["script_seed"] = parse_random_seed(options["random_seed"])
     fields.update(overrides)
     if scripts and options["mix"] is None:
         fields["mix"] = ()  # a command's own default mix (sweep's) gives way to the scripts
@@ -273,6 +276,10 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                           "each driver's nearest mode; results say what it became."),
         click.option("-s", "--scale", type=int, default=1, show_default=True,
                      help="The scripts' :scale (pgbench's -s)."),
+        click.option("--random-seed", default=None, metavar="N|time|rand",
+                     help="Seed of the scripts' random functions (pgbench's --random-seed; "
+                          "given to pgbench with --baseline too): the same seed draws the "
+                          "same values for each client [default: 0]."),
         click.option("--allow-writes", is_flag=True,
                      help="Let scripts write on a server poolbench did not start (otherwise "
                           "they run in read-only sessions; see docs/scripts.md for the "
@@ -292,11 +299,12 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         *only(baseline and not point,
               click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
                            help="After the strategies, run pgbench with the same statements "
-                                "and clients and report poolbench/pgbench ratios.")),
+                                "(or -f/-b scripts) and clients and report poolbench/pgbench "
+                                "ratios.")),
         *only(not point,
               click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
                            help="Seconds per pgbench run (6 runs: 3 scripts, persistent "
-                                "and -C).")),
+                                "and -C; with -f/-b: 2 runs, of --duration if given).")),
         click.option("--via", default="direct", show_default=True,
                      help="Routes, comma-separated: direct, pgbouncer:session, "
                           "pgbouncer:transaction (a PgBouncer poolbench starts), pooler "
@@ -451,6 +459,36 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
         deleted = delete_own_rows(conn, table, prefix)
         left = count_own_rows(conn, table, prefix)
     click.echo(f"deleted {deleted} rows of run {run_tag} from {table}; {left} left")
+
+
+@cli.command()
+@click.option("-b", "--builtin", "builtin_name", default="tpcb-like", show_default=True,
+              metavar="NAME",
+              help="The built-in the tables are for: tpcb-like, simple-update, select-only "
+                   "(all three use the same tables).")
+@click.option("-s", "--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="pgbench's scale: 100,000 accounts, 10 tellers and 1 branch each.")
+@click.option("--dsn", help="PostgreSQL URI or key=value DSN [default: as for run; there "
+                            "must be one].")
+@click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")
+@click.option("--allow-writes", is_flag=True,
+              help="Confirm: create and fill pgbench's tables in this database.")
+@click.pass_obj
+def init(secrets: Secrets, builtin_name: str, scale: int, dsn: str | None,
+         env_file: Path | None, allow_writes: bool) -> None:
+    """Make pgbench's tables for its built-in scripts (run -b NAME), with pgbench's own
+    initializer; refused if any of them exists (never dropped)."""
+    from poolbench.workloads.script import builtin_script
+
+    builtin_script(builtin_name)  # an unknown name: one line, before anything connects
+    target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
+    made = api.init_pgbench_tables(target=target, scale=scale, allow_writes=allow_writes)
+    assert target is not None  # init_pgbench_tables refuses without one
+    rows = ", ".join(f"{name} {count:,}" for name, count in made.rows)
+    click.echo(f"pgbench's tables made at scale {made.scale} in {target.masked()} "
+               f"({made.seconds:.1f} s): {rows} rows")
+    click.echo(f"Run them with: poolbench run -b {builtin_name} -s {made.scale} --allow-writes "
+               "(same database settings)")
 
 
 def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:

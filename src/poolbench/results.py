@@ -206,6 +206,9 @@ class Calibration:
     pgbench: str  # path and version
     figures: tuple[PgbenchFigure, ...]
     ratios: tuple[Ratio, ...] = ()
+    # With scripts: pgbench's workload arguments as typed (-f FILE@W -b NAME@W -M -s
+    # --random-seed); its figures' script is then "scripts". None: the CRUD statements.
+    workload: str | None = None
 
     def figure(self, script: str, *, connect_each: bool) -> PgbenchFigure:
         return next(f for f in self.figures

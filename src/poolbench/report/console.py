@@ -223,7 +223,8 @@ def _render_calibration(results: RunResults, console: Console) -> None:
     cal = results.calibration
     if cal is None:
         return
-    table = Table(title=f"pgbench on the same server and statements — {cal.pgbench}")
+    on = f"your scripts: {cal.workload}" if cal.workload else "statements"
+    table = Table(title=f"pgbench on the same server and {on} — {cal.pgbench}")
     for col in ("script", "connections", "clients", "tps", "p50 ms", "p99 ms", "connect ms"):
         table.add_column(col, justify="left" if col in ("script", "connections") else "right")
     for f in cal.figures:
@@ -233,7 +234,9 @@ def _render_calibration(results: RunResults, console: Console) -> None:
     console.print(table)
     if not cal.ratios:
         return
-    ratio_table = Table(title="poolbench / pgbench (throughput > 1: faster; latency > 1: slower)")
+    mine = " on your scripts" if cal.workload else ""
+    ratio_table = Table(title=f"poolbench / pgbench{mine} (throughput > 1: faster; latency > 1: "
+                              "slower)")
     for col in ("strategy", "script", "vs pgbench", "throughput", "p50", "p99", "connect"):
         ratio_table.add_column(col, justify="left" if col in ("strategy", "script",
                                                                "vs pgbench") else "right")

@@ -169,7 +169,8 @@ def _sections(results: RunResults) -> str:
                        f"{r.p50:.2f}x", f"{r.p99:.2f}x",
                        f"{r.connect:.2f}x" if r.connect is not None else ""]
                       for r in cal.ratios]
-        parts.append(f"<h2>pgbench on the same server — {_esc(cal.pgbench)}</h2>"
+        on = f", your scripts: {_esc(cal.workload)}" if cal.workload else ""
+        parts.append(f"<h2>pgbench on the same server{on} — {_esc(cal.pgbench)}</h2>"
                      + _table(["script", "connections", "clients", "tps", "p50 ms", "p99 ms",
                                "connect ms"], rows)
                      + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",

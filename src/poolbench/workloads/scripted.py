@@ -235,8 +235,9 @@ def run_ending_error(statement: Statement, exc: BaseException, *,
                            "server itself is read-only (a standby?); run writing scripts on "
                            "the primary")
     if code.startswith("42") and code not in NOT_THE_SCRIPTS_FAULT:
-        hint = ("pgbench's built-in scripts need its tables: run pgbench -i -s SCALE on this "
-                "database first" if code == "42P01" and "pgbench_" in what
+        hint = ("pgbench's built-in scripts need its tables: make them first with poolbench "
+                "init -s SCALE --allow-writes (same database options)"
+                if code == "42P01" and "pgbench_" in what
                 else "fix the script")
         return ScriptError(f"{statement.source}: the server refused the statement: {what} "
                            f"(SQLSTATE {code}); {hint}")
