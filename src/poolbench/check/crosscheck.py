@@ -239,7 +239,7 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
     if maintenance:
         notes.append(f"autovacuum/autoanalyze ran {maintenance} times meanwhile; their "
                      "transactions are in the server's count")
-    if not probe.has_statements:
+    if not probe.has_statements and scripts is None:  # scripts: say so per statement
         notes.append("pg_stat_statements is not installed in this database: statement calls "
                      "not checked")
     if scripts is not None:
