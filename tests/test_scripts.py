@@ -310,7 +310,7 @@ SELECT n FROM kv WHERE k = :j AND n >= -1;
 
 
 @pytest.mark.parametrize(("strategy", "protocol", "processes"), [
-    ("psycopg:pool", "extended", 1), ("asyncpg:pool", "simple", 2)])
+    ("psycopg:pool", "extended", 2), ("asyncpg:pool", "simple", 1)])
 def test_each_statement_is_counted_and_matches_pg_stat_statements(
         strategy: str, protocol: str, processes: int, quiet_target: ConnectionTarget) -> None:
     """pgbench -r's figures per command: 30 counted runs are 30 of each statement (and of

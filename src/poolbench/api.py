@@ -594,7 +594,8 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
         scripts = ScriptCounts(
             committed=sum(ops[kind] * each[kind][0] for kind in each),
             rolled_back=sum(ops[kind] * each[kind][1] for kind in each),
-            extra=plan.mode.extra or m.strategy.pooler_extra)
+            extra=plan.mode.extra or m.strategy.pooler_extra,
+            prepared=plan.mode.protocol == "prepared")
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,

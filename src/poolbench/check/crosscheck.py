@@ -85,6 +85,7 @@ class ScriptCounts:
     committed: int
     rolled_back: int
     extra: str | None = None
+    prepared: bool = False  # the driver prepares the statements (-M prepared, asyncpg)
 
 
 class ServerProbe:
@@ -255,8 +256,15 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
         if failed:
             why.append(f"{failed} operations failed, and a statement may have completed on "
                        "the server with its reply lost")
+        utility = []
+        if scripts.prepared:
+            utility.append("they are prepared, and pg_stat_statements counts a prepared "
+                           "utility statement at its first execution on each connection only")
+        elif scripts.extra is not None:  # e.g. SQLAlchemy's start-up BEGIN ... COMMIT
+            utility.append(scripts.extra)
         checks += statement_checks(statements, before.script_calls, after.script_calls,
-                                   executions or {}, why_inexact=why, notes=notes)
+                                   executions or {}, why_inexact=why, why_utility=utility,
+                                   notes=notes)
     calls = None
     if scripts is None and before.statement_calls is not None \
             and after.statement_calls is not None:

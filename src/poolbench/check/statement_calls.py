@@ -17,7 +17,10 @@ is connected to the database (its identical statements count too), no script run
 (a statement may complete on the server and its reply be lost), no entry was evicted
 meanwhile (``pg_stat_statements.max``: ``pg_stat_statements_info.dealloc`` unchanged), and
 ``pg_stat_statements.track`` is ``top`` or ``all`` (``track_utility`` on for utility
-statements). A ``-M simple`` value whose literal changes type (an integer beyond 32 bits
+statements). A utility statement's calls are exact only where it is not prepared (a
+prepared ``BEGIN`` is counted at its first execution on each connection only: measured on
+PostgreSQL 17) and the strategy sends none of its own (SQLAlchemy's start-up queries run in
+a transaction). A ``-M simple`` value whose literal changes type (an integer beyond 32 bits
 is a bigint) makes another entry, which the one run's text does not identify.
 """
 
@@ -200,9 +203,11 @@ def read_calls(call: Call, statements: ScriptStatements) -> StatementCalls | Non
 
 def statement_checks(statements: ScriptStatements | None, before: StatementCalls | None,
                      after: StatementCalls | None, ours: dict[tuple[str, int], int], *,
-                     why_inexact: Sequence[str], notes: list[str]) -> list[Check]:
+                     why_inexact: Sequence[str], why_utility: Sequence[str],
+                     notes: list[str]) -> list[Check]:
     """One check per group: the calls the server counted against poolbench's successful
-    executions (warm-up included). Where nothing can be measured, a note saying why."""
+    executions (warm-up included); ``why_utility``: what else makes a utility statement's
+    calls inexact. Where nothing can be measured, a note saying why."""
     if statements is None:
         return []
     if statements.why_not is not None:
@@ -223,8 +228,13 @@ def statement_checks(statements: ScriptStatements | None, before: StatementCalls
                    "times meanwhile (pg_stat_statements.max)")
     if why:
         notes.append("statement calls are shown, not checked: " + "; ".join(why))
+    utility = any(g.text is not None for g in statements.groups)
+    if why_utility and utility and not why:
+        notes.append("calls of utility statements (BEGIN, COMMIT...) are shown, not "
+                     "checked: " + "; ".join(why_utility))
     return [Check(f"{STATEMENT_CALLS}{g.name}", sum(ours.get(m, 0) for m in g.members),
-                  after.calls.get(g.name, 0) - before.calls.get(g.name, 0), exact=not why)
+                  after.calls.get(g.name, 0) - before.calls.get(g.name, 0),
+                  exact=not why and not (g.text is not None and why_utility))
             for g in statements.groups]
 
 
