@@ -439,3 +439,66 @@ def test_same_random_seed_draws_the_same_values_for_each_client(
         assert n > 0 and first[client][:n] == again[client][:n]
         assert other[client][0] != first[client][0]
     assert first[0][0] != first[1][0]  # each client has its own sequence
+
+
+# Two statements run once a run each, the second's value from a \set of the first's: each
+# statement's count is the number of runs.
+TWO = """\\set k random(1, 100)
+SELECT v FROM kv WHERE k = :k AND v <> 'two';
+\\set j mod(:k, 50) + 1
+SELECT n FROM kv WHERE k = :j AND n >= -1;
+"""
+
+
+@pytest.mark.parametrize(("strategy", "protocol", "processes"), [
+    ("psycopg:pool", "extended", 2), ("asyncpg:pool", "simple", 1)])
+def test_each_statement_is_counted_and_matches_pg_stat_statements(
+        strategy: str, protocol: str, processes: int, quiet_target: ConnectionTarget) -> None:
+    """pgbench -r's figures per command: 30 counted runs are 30 of each statement (and of
+    each \\set, not timed); the server's calls of each statement over the strategy (a
+    warm-up trial and the counted one, two processes' counters merged) are the 60 runs."""
+    results = run(RunConfig(target=quiet_target, strategies=(strategy,), rows=30, workers=3,
+                            pool_max=3, warmup=1, trials=1, out_dir=None, protocol=protocol,
+                            processes=processes, scripts=scripts(**{"two.sql": (TWO, 1)})))
+    (s,) = results.strategies
+    figures = s.phase("script:two.sql").statements
+    assert [(f.line, f.count, f.failures) for f in figures] == [
+        (1, 30, 0), (2, 30, 0), (3, 30, 0), (4, 30, 0)]
+    assert [f.command for f in figures] == [
+        "\\set k random(1, 100)", "SELECT v FROM kv WHERE k = :k AND v <> 'two';",
+        "\\set j mod(:k, 50) + 1", "SELECT n FROM kv WHERE k = :j AND n >= -1;"]
+    assert figures[0].mean_ms is None and figures[2].mean_ms is None
+    assert all(f.mean_ms is not None and f.mean_ms > 0 for f in figures[1::2])
+    assert s.server is not None
+    calls = [c for c in s.server.checks if c.name.startswith("calls ")]
+    assert [(c.name, c.ours, c.server, c.exact) for c in calls] == [
+        ("calls two.sql:2", 60, 60, True), ("calls two.sql:4", 60, 60, True)], s.server.notes
+    assert s.server.ok, s.server
+
+
+def test_statement_calls_without_pg_stat_statements_are_not_measured(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    """A database without the extension: the run completes, the cross-check says why there
+    are no statement calls; the per-statement figures reach results.json and results.md
+    (a phase other than a script's has no "statements" key)."""
+    with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE no_pgss")
+    try:
+        target = ConnectionTarget(quiet_target.with_params(dbname="no_pgss").params,
+                                  "embedded server", embedded=True)
+        results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=8,
+                                workers=2, pool_max=2, warmup=0, trials=1, out_dir=tmp_path,
+                                chart=False, scripts=scripts(**{"one.sql": ("SELECT 1;\n", 1)})))
+    finally:
+        with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+            conn.execute("DROP DATABASE no_pgss")
+    (s,) = results.strategies
+    assert s.server is not None and s.server.ok
+    assert not [c for c in s.server.checks if c.name.startswith("calls ")]
+    assert ("statement calls not measured: pg_stat_statements is not installed in this "
+            "database") in s.server.notes
+    phases = json.loads((tmp_path / "results.json").read_text())["strategies"][0]["phases"]
+    assert [p["phase"] for p in phases] == ["mix", "script:one.sql"]
+    assert "statements" not in phases[0]
+    assert phases[1]["statements"][0]["count"] == 8
+    assert "| `psycopg:pool` | one.sql | 1 |" in (tmp_path / "results.md").read_text()

@@ -29,6 +29,7 @@ from poolbench.check.calibrate import calibrate, find_pgbench, ratios
 from poolbench.check.crosscheck import ScriptCounts, ServerCounters, ServerProbe, compare
 from poolbench.check.script_baseline import COMPARED as SCRIPT_PHASES
 from poolbench.check.script_baseline import calibrate_scripts
+from poolbench.check.statement_calls import ScriptStatements, identify
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
 from poolbench.db.pgbench_tables import ROWS_PER_SCALE, TABLES, PgbenchTables, init_tables
@@ -429,13 +430,15 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
             mix_rows = (admin.call(lambda c: make_rows(c, config.table, session.workload,
                                                        config.rows))
                         if config.mix else ())
-            counters_before = session.probe.snapshot()
+            plan = _script_plan(config, cls, route.prepared_statements, session.text_params)
+            statements = (identify(admin.call, plan, installed=session.probe.has_statements)
+                          if plan is not None else None)
+            counters_before = session.probe.snapshot(statements)
             sampled_before = sampler.statements if sampler else 0
             reconnected_before = sampler.reconnects if sampler else 0
             if sampler is not None:
                 sampler.start()
             session.optional(f"pooler console ({route_name})", route.begin)
-            plan = _script_plan(config, cls, route.prepared_statements, session.text_params)
             measurement = run_strategy(
                 cls, replace(session.settings, target=route.target,
                              prepared_statements=route.prepared_statements),
@@ -458,7 +461,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
         raise
     # The route's PgBouncer has stopped: its server connections have exited and
     # published their counters.
-    check = _cross_check(session.probe, counters_before, measurement, plan,
+    check = _cross_check(session.probe, counters_before, measurement, plan, statements,
                          through_pooler=route_name != "direct",
                          sampler_statements=(sampler.statements - sampled_before)
                          if sampler else 0,
@@ -621,7 +624,8 @@ def _attempts(m: StrategyMeasurement) -> int:
 
 
 def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement,
-                 plan: ScriptPlan | None = None, *, through_pooler: bool = False,
+                 plan: ScriptPlan | None = None, statements: ScriptStatements | None = None,
+                 *, through_pooler: bool = False,
                  sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included); a run of
     scripts by the transactions their complete runs make.
@@ -631,7 +635,7 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
     if m.interrupted:
         return None
     quiet = probe.wait_quiet(since=before, any_name=through_pooler)
-    after = probe.snapshot()
+    after = probe.snapshot(statements)
     ops: Counter[str] = Counter()
     for phase in m.phases:  # a mix's kinds ("mix:create") count as their phase's
         ops[phase.phase.removeprefix("mix:")] += phase.ops
@@ -641,12 +645,23 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
         scripts = ScriptCounts(
             committed=sum(ops[kind] * each[kind][0] for kind in each),
             rolled_back=sum(ops[kind] * each[kind][1] for kind in each),
-            extra=plan.mode.extra or m.strategy.pooler_extra)
+            extra=plan.mode.extra or m.strategy.pooler_extra,
+            prepared=plan.mode.protocol == "prepared")
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,
                    sampler_statements=sampler_statements, sampler_sessions=sampler_sessions,
-                   scripts=scripts)
+                   scripts=scripts, statements=statements, executions=_executions(m))
+
+
+def _executions(m: StrategyMeasurement) -> dict[tuple[str, int], int]:
+    """Successful executions per (script kind, command index), warm-up included."""
+    found: Counter[tuple[str, int]] = Counter()
+    for phase in m.phases:
+        if phase.statements is not None:
+            for index, n in enumerate(phase.statements.count):
+                found[phase.phase, index] += n
+    return dict(found)
 
 
 Point = tuple[type, int, int]  # a sweep's point: (strategy class, pool size, clients)

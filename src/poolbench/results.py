@@ -56,6 +56,10 @@ def mean_of(hist: HdrHistogram) -> float:
     return total / hist.get_total_count()
 
 
+# The name of a script statement's pg_stat_statements check starts so: "calls read.sql:2"
+STATEMENT_CALLS = "calls "
+
+
 @dataclass(frozen=True)
 class Check:
     """One compared figure: what poolbench counted against what the server counted."""
@@ -280,6 +284,22 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class StatementFigure:
+    """One command of a script over the counted trials, as ``pgbench -r`` shows it:
+    ``count`` successful executions taking ``total_us`` in all (a ``\\sleep``: the time
+    slept), ``failures`` failed ones. A ``\\set`` is counted once per run but not timed
+    (``total_us`` and ``mean_ms`` None): a run evaluates every ``\\set`` before it takes
+    its connection."""
+
+    line: int
+    command: str  # its first line, as written in the script
+    count: int
+    failures: int
+    total_us: int | None
+    mean_ms: float | None
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One phase of one trial (warm-up trials are kept, flagged, and never aggregated)."""
 
@@ -337,6 +357,8 @@ class PhaseResult:
     # event loop) to run the worker again. acquire + execute + this = latency (means, at
     # the histograms' 0.1% precision).
     release_mean_us: float = 0.0
+    # A script's phase (script:NAME): each of its commands, in order (pgbench -r)
+    statements: tuple[StatementFigure, ...] = ()
 
     @property
     def error_count(self) -> int:
@@ -480,6 +502,9 @@ class RunResults:
                 raw["pooler"]["ok"] = strategy.pooler.ok
             if strategy.protocol_note is None:  # a CRUD run's results.json is as before
                 del raw["protocol_note"]
+            for phase in raw["phases"]:
+                if not phase["statements"]:  # only a script's phase has them
+                    del phase["statements"]
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
         return data

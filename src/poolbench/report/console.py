@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from poolbench.report.seed_line import run_sentences
-from poolbench.results import ConnectCost, Finding, RunResults
+from poolbench.results import STATEMENT_CALLS, Check, ConnectCost, Finding, RunResults
 
 STYLES = {"line": "", "detail": "dim", "warning": "yellow", "note": "dim"}
 
@@ -40,6 +41,7 @@ def render(results: RunResults, console: Console) -> None:
                           str(p.error_count) if p.error_count else "",
                           end_section=i == len(s.phases) - 1)
     console.print(table)
+    _render_statements(results, console)
     _render_paced(results, console)
     _render_server(results, console)
     _render_activity(results, console)
@@ -113,6 +115,33 @@ def _render_paced(results: RunResults, console: Console) -> None:
     console.print(table)
 
 
+def _check_cell(c: Check) -> str:
+    return (f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]" if c.exact
+            else f"[yellow]{c.ours:,} / {c.server:,} (not checked)[/]")
+
+
+def _render_statements(results: RunResults, console: Console) -> None:
+    """Each script's commands as pgbench -r shows them: mean latency, count, failures."""
+    rows = [(s, p) for s in results.strategies for p in s.phases if p.statements]
+    if not rows:
+        return
+    table = Table(title="Statement latencies (as pgbench -r), counted trials; a \\set is "
+                        "evaluated before the connection is taken, not timed")
+    for col in ("strategy", "script", "line", "mean ms", "count", "failures", "command"):
+        table.add_column(col, justify="left" if col in ("strategy", "script", "command")
+                         else "right")
+    for s, p in rows:
+        for j, f in enumerate(p.statements):
+            table.add_row(s.name if j == 0 else "", p.phase.removeprefix("script:") if j == 0
+                          else "", str(f.line),
+                          f"{f.mean_ms:.3f}" if f.mean_ms is not None else "—",
+                          f"{f.count:,}", f"{f.failures:,}" if f.failures else "",
+                          # Text: SQL's [brackets] are not markup
+                          Text(f.command if len(f.command) <= 60 else f.command[:59] + "…"),
+                          end_section=j == len(p.statements) - 1)
+    console.print(table)
+
+
 def _render_server(results: RunResults, console: Console) -> None:
     """What the server itself counted per strategy, beside poolbench's own counts."""
     checked = [s for s in results.strategies if s.server is not None]
@@ -120,18 +149,27 @@ def _render_server(results: RunResults, console: Console) -> None:
         return
     table = Table(title="Server cross-check (pg_stat_database / pg_stat_user_tables; "
                         "poolbench / server, warm-up included)")
-    names = [c.name for c in checked[0].server.checks]  # type: ignore[union-attr]
+    names = [c.name for c in checked[0].server.checks  # type: ignore[union-attr]
+             if not c.name.startswith(STATEMENT_CALLS)]
     for col in ("strategy", *names, "server xacts/op", "agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
+    calls = []
     for s in checked:
         x = s.server
         assert x is not None
-        cells = [f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]" if c.exact
-                 else f"[yellow]{c.ours:,} / {c.server:,} (not checked)[/]"
-                 for c in x.checks]
+        cells = [_check_cell(c) for c in x.checks if not c.name.startswith(STATEMENT_CALLS)]
+        calls += [(s.name, c) for c in x.checks if c.name.startswith(STATEMENT_CALLS)]
         table.add_row(s.name, *cells, f"{x.transactions_per_operation:.2f}",
                       "yes" if x.ok else "[red]NO[/]")
     console.print(table)
+    if calls:
+        table = Table(title="Script statements: successful executions (poolbench) against "
+                            "pg_stat_statements calls, warm-up included")
+        for col in ("strategy", "statement", "poolbench / server"):
+            table.add_column(col, justify="right" if col.startswith("poolbench") else "left")
+        for name, c in calls:
+            table.add_row(name, c.name.removeprefix(STATEMENT_CALLS), _check_cell(c))
+        console.print(table)
     notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
     for note in notes:
         console.print(f"  note: {note}", style="dim", highlight=False)

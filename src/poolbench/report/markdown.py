@@ -8,7 +8,7 @@ from pathlib import Path
 from poolbench.report import atomic_write
 from poolbench.report.console import SLICE_NAMES, UNACCOUNTED_NAME, connect_cost_title
 from poolbench.report.seed_line import run_sentences
-from poolbench.results import ConnectCost, RunResults
+from poolbench.results import STATEMENT_CALLS, ConnectCost, RunResults
 
 HEADER = ("| Strategy | Phase | Median [s] | Min [s] | Max [s] | Throughput [ops/s] | "
           "p50 [ms] | p99 [ms] | Wait p50 [ms] | Statement p50 [ms] | Errors |")
@@ -43,6 +43,30 @@ def _connect_cost(cost: ConnectCost) -> list[str]:
     return lines
 
 
+def _statements(results: RunResults) -> list[str]:
+    """Each script's commands as pgbench -r shows them (none without scripts)."""
+    rows = [(s, p) for s in results.strategies for p in s.phases if p.statements]
+    if not rows:
+        return []
+    lines = ["", "Statement latencies (as pgbench -r), counted trials; a `\\set` is evaluated "
+             "before the connection is taken, not timed:", "",
+             "| Strategy | Script | Line | Mean [ms] | Count | Failures | Command |",
+             "|:---|:---|---:|---:|---:|---:|:---|"]
+    lines += [f"| `{s.name}` | {_cell(p.phase.removeprefix('script:'))} | {f.line} | "
+              + (f"{f.mean_ms:.3f}" if f.mean_ms is not None else "—")
+              + f" | {f.count} | {f.failures} | `{_cell(f.command)}` |"
+              for s, p in rows for f in p.statements]
+    calls = [(s.name, c) for s in results.strategies if s.server is not None
+             for c in s.server.checks if c.name.startswith(STATEMENT_CALLS)]
+    if calls:
+        lines += ["", "| Strategy | Statement | poolbench | pg_stat_statements calls | "
+                  "Checked |", "|:---|:---|---:|---:|:---|"]
+        lines += [f"| `{name}` | {_cell(c.name.removeprefix(STATEMENT_CALLS))} | {c.ours} | "
+                  f"{c.server} | {('yes' if c.ok else '**NO**') if c.exact else 'shown only'} |"
+                  for name, c in calls]
+    return lines
+
+
 def markdown(results: RunResults) -> str:
     cfg = results.config
     lines = [f"## poolbench: {cfg['rows']} rows, {cfg['workers']} workers, pool "
@@ -58,6 +82,7 @@ def markdown(results: RunResults) -> str:
                 f"| `{s.name}` | {p.phase} | {p.median_s:.3f} | {p.min_s:.3f} | {p.max_s:.3f} | "
                 f"{p.throughput_ops_s:,.0f} | {_ms(p.latency.p50_us)} | {_ms(p.latency.p99_us)} "
                 f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
+    lines += _statements(results)
     for cost in results.connect_cost:
         lines += _connect_cost(cost)
     lines += [f"\n**{m}: not measured:** {_cell(why)}" for m, why in results.not_measured.items()]
