@@ -557,6 +557,7 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
         progress.update(task, completed=done, total=total,
                         description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
                                     f"workers {point.workers}")
+
     def on_clone(clone: Clone) -> None:
         progress.console.print(clone_line(clone), highlight=False)
         interrupt.clone_ready(clone)
