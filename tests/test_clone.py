@@ -15,9 +15,10 @@ from conftest import run_cli
 from psycopg import sql
 
 from poolbench import RunConfig, run
-from poolbench.db.clone import PREFIX, clone_name, create_clone
+from poolbench.db.clone import PREFIX, clone_name, create_clone, drop_leftover_clone
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import new_run_tag, quote_ident
+from poolbench.errors import PermissionProblem
 from poolbench.events import RunEvents
 from poolbench.workloads.scripted import load_scripts
 
@@ -36,10 +37,11 @@ def _connect(target: ConnectionTarget) -> psycopg.Connection:
                            autocommit=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def template(target: ConnectionTarget) -> Iterator[ConnectionTarget]:
-    """A database of this test's own (no other test's session can be on it), with the
-    tables the scripts write to; dropped afterwards."""
+    """A database of this module's own (no other test's session can be on it), with the
+    tables the scripts write to; every test leaves it as it was (that is what --clone is
+    for); dropped afterwards."""
     name = "tpl_" + secrets.token_hex(4)
     with _connect(target) as conn:
         conn.execute(f"CREATE DATABASE {quote_ident(name)}")
@@ -89,38 +91,39 @@ def test_a_writing_script_runs_in_the_clone_and_leaves_the_database_as_it_was(
     assert _clones(template) == []
 
 
-@pytest.mark.parametrize("refusal", ["template in use", "no CREATEDB"])
-def test_a_clone_postgresql_refuses_is_one_line_and_leaves_nothing(
-        tmp_path: Path, template: ConnectionTarget, target: ConnectionTarget,
-        refusal: str) -> None:
+def test_a_template_in_use_is_one_line_naming_the_sessions_and_leaves_nothing(
+        tmp_path: Path, template: ConnectionTarget) -> None:
+    """PostgreSQL copies a database only while no other session is on it."""
     (tmp_path / "write.sql").write_text(WRITE)
-    with _connect(target) as admin, _connect(template) as other:
-        if refusal == "template in use":
-            dsn, code = template.conninfo(), 2
-            expected = (f"poolbench: error: --clone: PostgreSQL copies database "
-                        f"'{template.dbname}' only while no other session uses it, and 1 other "
-                        "session is connected to it (pg_stat_activity); close them "
-                        "(applications, psql, poolers' server connections) or wait for them, "
-                        "or run without --clone; nothing was created")
-        else:
-            other.close()  # the template is free: the role is what is refused
-            role, password = "r_" + secrets.token_hex(4), secrets.token_hex(8)
-            admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-            dsn, code = template.with_params(user=role, password=password).conninfo(), 4
-            expected = (f"poolbench: error: --clone: role '{role}' may not create a copy of "
-                        f"database '{template.dbname}' (permission denied to create "
-                        f"database); ALTER ROLE {role} CREATEDB, or connect as a role that has "
-                        "it; or run without --clone")
-        try:
-            result = run_cli("run", "--dsn", dsn, "--clone", "-f", "write.sql", *QUICK,
-                             cwd=tmp_path)
-        finally:
-            if refusal == "no CREATEDB":
-                admin.execute(f"DROP ROLE {role}")
-    assert result.returncode == code, result.stderr
-    assert result.stderr.strip().splitlines() == [expected]
+    with _connect(template):
+        result = run_cli("run", "--dsn", template.conninfo(), "--clone", "-f", "write.sql",
+                         *QUICK, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"poolbench: error: --clone: PostgreSQL copies database '{template.dbname}' only "
+        "while no other session uses it, and 1 other session is connected to it "
+        "(pg_stat_activity); close them (applications, psql, poolers' server connections) or "
+        "wait for them, or run without --clone; nothing was created"]
     assert _clones(template) == []
-    assert not (tmp_path / "reports" / "results.json").exists()
+    assert list((tmp_path / "reports").iterdir()) == []  # nothing written
+
+
+def test_a_role_without_createdb_is_refused_in_one_line(target: ConnectionTarget,
+                                                        template: ConnectionTarget) -> None:
+    role, password = "r_" + secrets.token_hex(4), secrets.token_hex(8)
+    with _connect(target) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        try:
+            with pytest.raises(PermissionProblem) as refused:
+                create_clone(template.with_params(user=role, password=password), new_run_tag())
+        finally:
+            admin.execute(f"DROP ROLE {role}")
+    assert str(refused.value) == (
+        f"--clone: role '{role}' may not create a copy of database '{template.dbname}' "
+        f"(permission denied to create database); ALTER ROLE {role} CREATEDB, or connect as "
+        "a role that has it; or run without --clone")
+    assert refused.value.exit_code == 4  # docs/exit-codes.md: no permission
+    assert _clones(template) == []
 
 
 def test_a_run_that_fails_still_drops_its_clone(tmp_path: Path,
@@ -178,12 +181,7 @@ def test_cleanup_drops_a_leftover_clone_and_no_other_database(
         assert dropped.stdout.splitlines() == [
             f"dropped database {left.name} (the --clone of run {left.run_tag})",
             f"no table users in {template.dbname}: no rows to delete"]
-        refused = run_cli("cleanup", "--run-tag", other_tag, "--dsn", template.conninfo(),
-                          cwd=tmp_path)
-        assert refused.returncode == 0, refused.stderr
-        assert refused.stdout.splitlines()[0] == (
-            f"left database {clone_name(other_tag)} as it is: its comment does not say "
-            f"poolbench made it for run {other_tag}")
+        assert drop_leftover_clone(template, other_tag) == "not ours"
         assert sorted(_clones(template)) == sorted([clone_name(other_tag), left.name + "_keep"])
     finally:
         with _connect(template) as conn:
