@@ -125,9 +125,10 @@ def create_clone(target: ConnectionTarget, run_tag: str) -> Clone:
 
 
 def _blocked_message(conn: psycopg.Connection, template: str) -> str:
+    # Autovacuum workers do not block a copy: PostgreSQL stops them for it.
     others = int(conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-        (template,)).fetchone()[0])
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+        "AND backend_type IS DISTINCT FROM 'autovacuum worker'", (template,)).fetchone()[0])
     who = (f"{others} other session{'s are' if others != 1 else ' is'} connected to it"
            if others else "other sessions were connected to it (none are now: run again)")
     return (f"--clone: PostgreSQL copies database {template!r} only while no other session "
