@@ -32,6 +32,7 @@ from poolbench.check.script_baseline import calibrate_scripts
 from poolbench.check.statement_calls import ScriptStatements, identify
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
+from poolbench.db.clone import Clone, ClonedDatabase
 from poolbench.db.pgbench_tables import ROWS_PER_SCALE, TABLES, PgbenchTables, init_tables
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, reason
@@ -114,7 +115,7 @@ def _now() -> str:
 
 
 def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object = None,
-        stop: threading.Event | None = None) -> RunResults:
+        stop: threading.Event | None = None, clone: Clone | None = None) -> RunResults:
     """Run every configured strategy; write exports after each; return the results.
 
     ``on_server``, if given, is called with the :class:`EmbeddedServer` once it
@@ -122,12 +123,16 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     CLI does on SIGINT/SIGTERM) ends the run early: workers stop, the run's rows
     are deleted, partial results are written, and :class:`Interrupted` is raised
     carrying them.
+
+    ``config.clone``: the run goes to a copy of the target's database, made first and
+    dropped last, however the run ends (``db/clone.py``); ``clone``, a copy made already
+    (a sweep's, for all its points), to run in instead of making one.
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes = _check_input(config, events)
     with ExitStack() as stack:
-        session = _open_session(config, classes, events, stop, stack, on_server)
+        session = _open_session(config, classes, events, stop, stack, on_server, clone)
         done = _measure_strategies(session, classes)
         cost = _measure_connect_cost(session, classes)
         calibration = _calibrate(session, done)
@@ -167,9 +172,10 @@ def _check_scripts(config: RunConfig) -> None:
 def _read_only(config: RunConfig) -> bool:
     """Scripts on a server poolbench did not start run in read-only sessions, unless the
     user allows writes; on an embedded server (this run's, or one a library caller started:
-    its target says so) anything goes. A DSN names a server poolbench did not start,
-    whoever did: the embedded server's own DSN given to ``--dsn`` is read-only too."""
-    return (bool(config.scripts) and not config.allow_writes
+    its target says so) and in a clone (``--clone``) anything goes. A DSN names a server
+    poolbench did not start, whoever did: the embedded server's own DSN given to ``--dsn``
+    is read-only too."""
+    return (bool(config.scripts) and not config.allow_writes and not config.clone
             and config.target is not None and not config.target.embedded)
 
 
@@ -250,7 +256,8 @@ class _Session:
 
 
 def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: RunEvents,
-                  stop: threading.Event, stack: ExitStack, on_server: object) -> _Session:
+                  stop: threading.Event, stack: ExitStack, on_server: object,
+                  made: Clone | None = None) -> _Session:
     """The cluster, the server, the checks that need it, the table and the run's tag; the
     sampler and the harness's own cost. Nothing is written before the table check passes."""
     started = _now()
@@ -258,6 +265,9 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     cluster = (connect_cluster(config.cluster, config.nodes, stack)
                if config.cluster is not None else None)
     target, embedded = _server(config, classes, stack, on_server)
+    public = replace(config, target=target) if config.target is None else config
+    run_tag = new_run_tag()
+    target, clone = _into_clone(config, target, run_tag, stack, events, made)
     admin = AdminSession(target)
     stack.callback(admin.close)
     facts = admin.call(server_facts)
@@ -268,10 +278,10 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     if embedded is not None:
         _make_pgbench_tables(config, target)
     if config.scripts:  # the scripts' tables are theirs: no table of ours, no rows
-        workload, before = Workload(config.table, new_run_tag()), None
+        workload, before = Workload(config.table, run_tag), None
     else:
         admin.call(lambda c: ensure_table(c, config.table))
-        workload = _unused_workload(admin, config.table)
+        workload = _unused_workload(admin, config.table, run_tag)
         before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
     server_cores = os.cpu_count() if _is_local(target) else None
     app_name = target.get("application_name") or APPLICATION_NAME
@@ -289,6 +299,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
             sampler_failed = reason(exc, target)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
     environment = manifest(facts, embedded=config.target is None)
+    if clone is not None:
+        environment["clone"] = clone.describe()
     if cluster is not None:
         environment["cluster"] = cluster.describe(config.workers, config.pool_min,
                                                   config.pool_max)
@@ -301,7 +313,7 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         admin=admin, workload=workload, before=before,
         probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
         server_cores=server_cores, started=started, environment=environment,
-        public=replace(config, target=target) if config.target is None else config)
+        public=public)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
     if config.scripts and any(cls.script_mode(config.protocol, prepared_statements=True)
@@ -334,6 +346,18 @@ def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitSta
     if callable(on_server):
         on_server(server)
     return target, server
+
+
+def _into_clone(config: RunConfig, target: ConnectionTarget, run_tag: str, stack: ExitStack,
+                events: RunEvents, made: Clone | None) -> tuple[ConnectionTarget, Clone | None]:
+    """``--clone``: from here on the run's database (every strategy, route, process, node,
+    pgbench) is a copy of ``target``'s, dropped with ``stack``; or ``made``, a sweep's."""
+    if not config.clone:
+        return target, None
+    clone = made or stack.enter_context(ClonedDatabase(target, run_tag))
+    if made is None:
+        events.clone_ready.fire(clone=clone)
+    return clone.target, clone
 
 
 def _connections_needed(config: RunConfig,
@@ -588,10 +612,13 @@ def _is_local(target: ConnectionTarget) -> bool:
     return host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/")
 
 
-def _unused_workload(admin: AdminSession, table: str) -> Workload:
-    """A run tag no row of the table carries yet: the sweep by tag then deletes only ours."""
+def _unused_workload(admin: AdminSession, table: str, first: str) -> Workload:
+    """A run tag no row of the table carries yet, ``first`` if none does: the sweep by tag
+    then deletes only ours."""
+    tag = first
     while True:
-        workload = Workload(table, new_run_tag())
+        workload = Workload(table, tag)
+        tag = new_run_tag()
         prefix = workload.prefix
         if admin.call(lambda c, prefix=prefix: count_own_rows(c, table, prefix)) == 0:
             return workload
@@ -685,6 +712,7 @@ class _Sweep:
     failed: PoolbenchError | None = None
     facts: dict[str, object] = field(default_factory=dict)
     environment: dict[str, object] = field(default_factory=dict)
+    clone: Clone | None = None  # --clone: the sweep's copy of the database, every point's
 
     @property
     def cut_short(self) -> bool:
@@ -711,7 +739,7 @@ class _Sweep:
                                    out_dir=None,
                                    processes=min(self.config.processes, clients, size))
             try:
-                result = run(point_config, stop=self.stop)
+                result = run(point_config, stop=self.stop, clone=self.clone)
             except Interrupted as exc:
                 self.interrupted = exc
                 return
@@ -790,7 +818,7 @@ def _sweep_grid(classes: list[Any], pool_sizes: tuple[int, ...],
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
           p99_slo_ms: float | None = None, app_instances: int | None = None,
           stop: threading.Event | None = None, on_point: object = None,
-          budget_s: float | None = None) -> SweepResults:
+          budget_s: float | None = None, on_clone: object = None) -> SweepResults:
     """``poolbench sweep``: every strategy at every (pool size, workers) point, on one
     server; a USL model and a recommendation per (strategy, client count). Strategies
     without a pool are reference lines of a pool-size sweep.
@@ -814,6 +842,10 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     16 measured, 8 recommended: try 12) until every recommendation is pinned to one step.
     None: the grid alone. What each step added and why it stopped is in the results'
     config (``adaptive``).
+
+    ``config.clone``: one copy of the target's database for the whole sweep, every point
+    run in it, dropped at the end however the sweep ends; ``on_clone(clone)`` is called
+    once it is made.
     """
     from poolbench.analysis.plan import schedule
 
@@ -840,6 +872,10 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
             target = server.start()
             stack.callback(server.stop)
             _make_pgbench_tables(config, target)
+        events = RunEvents()
+        if callable(on_clone):
+            events.clone_ready.add_listener(lambda clone: on_clone(clone))
+        target, clone = _into_clone(config, target, new_run_tag(), stack, events, None)
         # The largest point is refused now, not after the smaller ones have run.
         largest = replace(config, target=target, workers=max(workers),
                           pool_min=max(pool_sizes), pool_max=max(pool_sizes))
@@ -851,7 +887,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         finally:
             admin.close()
         state = _Sweep(config, target, classes, stop or threading.Event(), on_point,
-                       adaptive={"budget_s": budget_s, "steps": [], "stopped": None})
+                       adaptive={"budget_s": budget_s, "steps": [], "stopped": None},
+                       clone=clone)
         plan = schedule(grid, rounds=rounds, seed=SWEEP_ORDER_SEED)
         if callable(on_point):
             on_point(0, len(plan), None)

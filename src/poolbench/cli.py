@@ -31,6 +31,7 @@ from poolbench.config import (
     resolve_target,
 )
 from poolbench.db.admin import connect_admin
+from poolbench.db.clone import Clone
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
@@ -92,9 +93,13 @@ class _InterruptHandler:
         self.signum: int | None = None
         self.run_tag: str | None = None
         self.table = "users"
+        self.clone: Clone | None = None
 
     def run_started(self, run_tag: str, table: str) -> None:
         self.run_tag, self.table = run_tag, table
+
+    def clone_ready(self, clone: Clone) -> None:
+        self.clone = clone
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.signum is None:
@@ -107,6 +112,10 @@ class _InterruptHandler:
         if self.servers:
             for server in self.servers:  # an embedded server's rows go with the server
                 server.stop(force_remove=True)
+        elif self.clone is not None:  # the run's rows are in it, and go with it
+            message += (f" The clone database {self.clone.name} may remain; drop it with: "
+                        f"poolbench cleanup --run-tag {self.clone.run_tag} (same database "
+                        "settings as the run)")
         elif self.run_tag:
             message += (f" Rows of run {self.run_tag} may remain; remove them with: poolbench "
                         f"cleanup --run-tag {self.run_tag} --table {self.table} "
@@ -162,7 +171,7 @@ _CONFIG_FIELDS = {
     "pgbouncer_bin": "pgbouncer", "cluster": "cluster", "nodes": "nodes",
     "sample_interval": "sample_interval_s", "interleave": "interleave", "out_dir": "out_dir",
     "keep_server": "keep_server", "show_password": "show_password", "protocol": "protocol",
-    "scale": "scale", "allow_writes": "allow_writes",
+    "scale": "scale", "allow_writes": "allow_writes", "clone": "clone",
 }
 
 
@@ -284,6 +293,10 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                      help="Let scripts write on a server poolbench did not start (otherwise "
                           "they run in read-only sessions; see docs/scripts.md for the "
                           "risk)."),
+        click.option("--clone", is_flag=True,
+                     help="Run in a copy of the database (CREATE DATABASE "
+                          "poolbench_clone_TAG TEMPLATE it), dropped at the end; scripts may "
+                          "write there (see docs/clone.md)."),
         click.option("--interleave", is_flag=True,
                      help="Run one trial of each strategy at a time, rotating their order "
                           "every round (each trial opens the strategy's pool afresh)."),
@@ -383,11 +396,13 @@ def _run(secrets: Secrets, options: dict[str, Any]) -> None:
         f"({target.source}), "
         f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
         highlight=False))
+    events.clone_ready.add_listener(lambda clone: err.print(clone_line(clone), highlight=False))
     events.calibration_started.add_listener(lambda seconds: err.print(
         f"calibrating against pgbench (about {seconds:.0f} s)...", highlight=False))
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, kept)
     events.run_started.add_listener(interrupt.run_started)
+    events.clone_ready.add_listener(interrupt.clone_ready)
     interrupted: Interrupted | None = None
     try:
         with interrupt.installed():
@@ -417,6 +432,12 @@ def _run(secrets: Secrets, options: dict[str, Any]) -> None:
     _check_data(results)
 
 
+def clone_line(clone: Clone) -> str:
+    """--clone: what was made, its size, how long CREATE DATABASE took."""
+    return (f"clone: {clone.name}, a copy of {clone.template} ({clone.size_bytes / 2**20:.1f} "
+            f"MiB), made in {clone.create_s:.2f} s; dropped when the run ends")
+
+
 def _check_data(results: RunResults) -> None:
     if results.verification is not None and not results.verification.ok:
         raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
@@ -431,8 +452,11 @@ def _check_data(results: RunResults) -> None:
 @click.pass_obj
 def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
             env_file: Path | None) -> None:
-    """Delete the rows a dead run left (usernames starting with its tag), and only those."""
+    """Delete the rows a dead run left (usernames starting with its tag), and only those;
+    drop its --clone database if left (only one whose name and comment say poolbench made
+    it for that run)."""
     from poolbench.config import IDENTIFIER
+    from poolbench.db.clone import clone_name, drop_leftover_clone
     from poolbench.db.workload import (
         RUN_TAG,
         Workload,
@@ -452,8 +476,17 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
                           "the seed's .env variables or PG* (an embedded server is gone with "
                           "its rows)")
     prefix = Workload(table, run_tag).prefix
+    clone = drop_leftover_clone(target, run_tag)
+    if clone == "dropped":
+        click.echo(f"dropped database {clone_name(run_tag)} (the --clone of run {run_tag})")
+    elif clone == "not ours":
+        click.echo(f"left database {clone_name(run_tag)} as it is: its comment does not say "
+                   f"poolbench made it for run {run_tag}")
     with connect_admin(target) as conn:
         if conn.execute("SELECT to_regclass(%s)", (quote_ident(table),)).fetchone()[0] is None:
+            if clone != "absent":  # a --clone run's rows were in its clone
+                click.echo(f"no table {table} in {target.dbname}: no rows to delete")
+                return
             raise ConfigError(f"--table {table!r} does not exist in {target.masked()}; "
                               "give the table the run used")
         deleted = delete_own_rows(conn, table, prefix)
@@ -562,11 +595,17 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
         progress.update(task, completed=done, total=total,
                         description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
                                     f"workers {point.workers}")
+
+    def on_clone(clone: Clone) -> None:
+        progress.console.print(clone_line(clone), highlight=False)
+        interrupt.clone_ready(clone)
+
     try:
         with interrupt.installed():
             results = api.sweep(config, pool_sizes=sizes, workers=clients,
                                 p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
-                                on_point=on_point, budget_s=budget_s)
+                                on_point=on_point, budget_s=budget_s,
+                                on_clone=on_clone)
     except Interrupted as exc:
         if progress.live.is_started:
             progress.stop()

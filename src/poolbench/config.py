@@ -242,6 +242,9 @@ class RunConfig:
     scale: int = 1  # -s: the scripts' :scale
     script_seed: int = 0  # --random-seed: the scripts' random functions, trial t from seed + t
     allow_writes: bool = False  # scripts may write on a server poolbench did not start
+    # --clone: run in a copy of the target's database (CREATE DATABASE ... TEMPLATE),
+    # dropped at the end; scripts may write there (see db/clone.py, docs/clone.md)
+    clone: bool = False
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -303,6 +306,11 @@ class RunConfig:
         if self.script_seed and not self.scripts:
             raise ConfigError("--random-seed seeds the random functions of -f/-b scripts; "
                               "give scripts, or leave it out")
+        if self.clone and "pooler" in self.via:
+            raise ConfigError("--clone with --via pooler: the pooler you run (--pooler-dsn) "
+                              "connects to its own databases, not to the clone; use --via "
+                              "direct or pgbouncer:session/transaction (a PgBouncer "
+                              "poolbench starts goes to the clone)")
         if self.scripts or self.protocol != "simple" or self.scale != 1:
             self._check_scripts()
         if not self.strategies:
@@ -358,6 +366,7 @@ class RunConfig:
             "sample_interval_s": self.sample_interval_s, "interleave": self.interleave,
             "mix": dict(self.mix) or None,
             **self._scripts_dict(),
+            **({"clone": True} if self.clone else {}),  # a run without it: as before
         }
 
     def _scripts_dict(self) -> dict[str, object]:
