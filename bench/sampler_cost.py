@@ -4,7 +4,8 @@ starts and stops a sampler (the same class, every 100 ms, on the run's backends,
 resources each second; its process started before the run) in alternate blocks of BLOCK_S
 seconds. Each block's first second (the switch) is left out. Each "on" block's operations
 are divided by the mean of its two "off" neighbours', and the mean of those ratios is given
-with a 95% confidence interval (Student's t). An A/A control does the same with nothing switched. Target: within 1%.
+with a 95% confidence interval (Student's t). An A/A control does the same with nothing
+switched. Target: within 1%.
 Run: python bench/sampler_cost.py [seconds per run, default 240]
 """
 
