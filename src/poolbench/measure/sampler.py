@@ -27,7 +27,6 @@ import tempfile
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, NoReturn
 
 from poolbench.db.target import ConnectionTarget, reason
@@ -92,26 +91,27 @@ class Sampler:
         self.server = server
         self.failed: str | None = None  # why the process is gone, once it is
         self._files = ExitStack()  # closed last, by close()
-        counts = _unlinked_file(SharedCounters.LAYOUT.size)
-        self._files.callback(os.close, counts)
-        self._counters = SharedCounters(counts)
-        self._files.callback(self._counters.close)  # its last values stay readable
-        self._stderr = _unlinked_file()
-        self._files.callback(os.close, self._stderr)
-        # The same poolbench as ours, whatever the environment's PYTHONPATH says.
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, sampler_process.__file__],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            pass_fds=(counts,), bufsize=0)
+        try:
+            counts = _unlinked_file(SharedCounters.LAYOUT.size)
+            self._files.callback(os.close, counts)
+            self._counters = SharedCounters(counts)
+            self._files.callback(self._counters.close)  # its last values stay readable
+            self._stderr = _unlinked_file()
+            self._files.callback(os.close, self._stderr)
+            # This very file (it imports nothing of poolbench's), whatever PYTHONPATH says.
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, sampler_process.__file__],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                pass_fds=(counts,), bufsize=0)
+        except BaseException:
+            self._files.close()
+            raise
         self.pid = self.process.pid
         assert self.process.stdin is not None and self.process.stdout is not None
         self._channel = LineChannel(self.process.stdout.fileno(), self.process.stdin.fileno())
         postmaster = server.postmaster if server is not None else None
         try:
-            # The password goes through the pipe, never the command line or environment.
+            # The password goes through the pipe, never the command line.
             self._ask({"conninfo": target.with_params(
                 application_name=SAMPLER_APPLICATION_NAME, connect_timeout="5").conninfo(),
                 "application_names": list(application_names)
