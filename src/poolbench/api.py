@@ -460,8 +460,8 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
             counters_before = session.probe.snapshot(statements)
             sampled_before = sampler.statements if sampler else 0
             reconnected_before = sampler.reconnects if sampler else 0
-            if sampler is not None:
-                sampler.start()
+            if sampler is not None:  # its process may have died: optional, as at its start
+                session.optional("server activity sampler", sampler.start)
             session.optional(f"pooler console ({route_name})", route.begin)
             measurement = run_strategy(
                 cls, replace(session.settings, target=route.target,
@@ -471,7 +471,8 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
                 pace=config.pace, processes=config.processes, cluster=session.cluster,
                 window=trial, mix=config.mix, mix_rows=mix_rows, scripts=plan,
                 label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
-            activity = sampler.stop() if sampler is not None else None
+            activity = (session.optional("server activity sampler", sampler.stop)
+                        if sampler is not None else None)
             pooler = session.optional(f"pooler console ({route_name})", lambda: route.end(
                 attempts=_attempts(measurement),
                 extra=cls.extra_traffic(prepared_statements=route.prepared_statements)))

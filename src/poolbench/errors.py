@@ -97,3 +97,8 @@ class Interrupted(PoolbenchError):
     def __init__(self, message: str, results: object = None) -> None:
         super().__init__(message)
         self.results = results
+
+
+class SamplerFailed(PoolbenchError):
+    """The activity sampler's process could not start or connect, died, or stopped
+    answering. Never a run's failure: the run reports the sampler "not measured" and why."""

@@ -270,7 +270,7 @@ class ActivitySummary:
     client_rss_max_mb: float
     server_rss_max_mb: float | None
     timeline: tuple[ActivitySecond, ...] = ()
-    sampler_cpu_s: float = 0.0  # CPU the sampling itself took in poolbench's process
+    sampler_cpu_s: float = 0.0  # CPU the sampler's own process took (not the client's)
 
 
 @dataclass(frozen=True)
