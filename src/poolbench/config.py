@@ -214,6 +214,9 @@ class RunConfig:
     scale: int = 1  # -s: the scripts' :scale
     script_seed: int = 0  # the scripts' random functions: trial t draws from seed + t
     allow_writes: bool = False  # scripts may write on a server poolbench did not start
+    # --tls: every connection with sslmode=require (the embedded server: with a self-signed
+    # certificate; a DSN keeps a verifying sslmode it names)
+    tls: bool = False
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -328,6 +331,7 @@ class RunConfig:
             "sample_interval_s": self.sample_interval_s, "interleave": self.interleave,
             "mix": dict(self.mix) or None,
             **self._scripts_dict(),
+            **({"tls": True} if self.tls else {}),  # a run without --tls: as before
         }
 
     def _scripts_dict(self) -> dict[str, object]:
