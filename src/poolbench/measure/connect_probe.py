@@ -1,18 +1,18 @@
 """What a new connection costs, broken down, measured by a small protocol probe.
 
-The probe speaks PostgreSQL's wire protocol over a plain socket and times each
-step of one connection: the TCP connect; the TLS slice (when ``sslmode`` asks
-for it: the SSLRequest, the server's 'S', and the handshake, done over memory
-buffers so its flights can be counted); the startup message and authentication
-exchange (SCRAM, md5 or cleartext: its round trips, the server's verification
-and, since the postmaster forks the backend as it accepts, the fork), with the client's SCRAM key
-derivation (PBKDF2, done by the maintained ``scramp`` library) timed as its own
-slice; the backend's start from AuthenticationOk to ReadyForQuery; and a first
-query (``SELECT 1``). The slices are contiguous; a wall clock started before the
-TCP connect and stopped after the socket is closed times the whole connection,
-and what no slice covers (sending Terminate, closing, the probe's own
-bookkeeping) is reported as its own figure, so the slices are checked against
-an independent total rather than against their own sum.
+The probe speaks PostgreSQL's wire protocol over a plain socket and times each step
+of one connection: the TCP connect; the TLS slice (when ``sslmode`` asks for it: the
+SSLRequest, the server's 'S', and the handshake, done over memory buffers so its
+flights can be counted); the startup message and authentication exchange (SCRAM, md5
+or cleartext: its round trips, the server's verification and, since the postmaster
+forks the backend as it accepts, the fork), with the client's SCRAM key derivation
+(PBKDF2, done by the maintained ``scramp`` library) timed as its own slice; the
+backend's start from AuthenticationOk to ReadyForQuery; and a first query (``SELECT
+1``). The slices are contiguous; a wall clock started before the TCP connect and
+stopped after the socket is closed times the whole connection, and what no slice
+covers (sending Terminate, closing, the probe's own bookkeeping) is reported as its
+own figure, so the slices are checked against an independent total rather than
+against their own sum.
 
 Each slice also counts its round trips, from the protocol as it ran: the client
 waiting for the server after sending counts one (a read after one or more sends;
