@@ -204,8 +204,8 @@ class PgBouncer(Service):
         auth.write_text(f"{_ini_quote(user)} {_ini_quote(self.client_password)}\n")
         host = server.get("host") or "127.0.0.1"
         backend = f"host={host} port={server.get('port') or 5432} dbname={server.dbname}"
-        if server.get("sslmode"):
-            backend += f" sslmode={server.get('sslmode')}"
+        # No sslmode here: PgBouncer refuses it in [databases] ("unrecognized connection
+        # parameter"); server_tls_sslmode below carries it.
         # The server's own login, for the one pool of this database: clients never send it.
         backend += f" user={_connstr_quote(user)}"
         if password:
