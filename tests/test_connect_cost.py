@@ -309,6 +309,10 @@ def test_under_tls_every_strategy_connects_over_tls(tls_server: EmbeddedServer,
     # The run's connect cost: 1 probe connection and 1 connect per driver, not 50 (the
     # suite's time); they are connections of the run all the same, checked below.
     monkeypatch.setattr("poolbench.api.CONNECT_SAMPLES", 1)
+    # libpq's and asyncpg's default sslmode is prefer, which takes TLS where the server
+    # offers it: with the default turned to disable, only a connection given sslmode=require
+    # is over TLS.
+    monkeypatch.setenv("PGSSLMODE", "disable")
     plain = ConnectionTarget(tuple((k, v) for k, v in tls_target.params if k != "sslmode"),
                              "--dsn")
     log = tls_server.log_file
