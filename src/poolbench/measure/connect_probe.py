@@ -18,7 +18,8 @@ Each slice also counts its round trips, from the protocol as it ran: the client
 waiting for the server after sending counts one (a read after one or more sends;
 a reply arriving in several pieces, or the server's messages following each other
 with nothing sent between, count none). The TCP connect is one (SYN, SYN-ACK).
-So TLS is SSLRequest 1 + handshake 1 (TLS 1.3) or 2 (TLS 1.2); SCRAM is 3
+So TLS is SSLRequest 1 + handshake 1 (TLS 1.3; 2 when the server asks again, a
+HelloRetryRequest, as PostgreSQL <= 17 does) or 2 (TLS 1.2); SCRAM is 3
 (startup, client-first, client-final), md5 and cleartext 2, trust 1; the SCRAM key
 derivation and the backend start are 0; the first query is 1.
 
