@@ -770,9 +770,11 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         target = config.target
         if target is None:
             server = EmbeddedServer(max_connections=max(100, max(pool_sizes) + max(workers)
-                                                        + HEADROOM_CONNECTIONS))
+                                                        + HEADROOM_CONNECTIONS), tls=config.tls)
             target = server.start()
             stack.callback(server.stop)
+        elif config.tls:
+            target = target.requiring_tls()
         # The largest point is refused now, not after the smaller ones have run.
         largest = replace(config, target=target, workers=max(workers),
                           pool_min=max(pool_sizes), pool_max=max(pool_sizes))
