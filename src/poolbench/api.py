@@ -335,12 +335,12 @@ def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitSta
             on_server: object) -> tuple[ConnectionTarget, EmbeddedServer | None]:
     """The user's target, or an embedded server sized for the run (stopped with ``stack``)."""
     if config.target is not None:
-        return config.target, None
+        return (config.target.requiring_tls() if config.tls else config.target), None
     needed = max(max(c.connections_needed(workers=config.workers, pool_min=config.pool_min,
                                           pool_max=config.pool_max),
                      config.pool_max if c.pooled else 0) for c in classes)
     server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
-                            keep=config.keep_server)
+                            keep=config.keep_server, tls=config.tls)
     target = server.start()
     stack.callback(server.stop)
     if callable(on_server):
@@ -590,12 +590,12 @@ def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int
                          drivers: tuple[str, ...] = PROBED_DRIVERS, tls: bool = False,
                          on_server: object = None) -> ConnectCost:
     """``poolbench connect-cost``: a new connection's cost, slice by slice, on ``target`` or
-    on an embedded server (with ``tls``, one with a self-signed certificate)."""
+    on an embedded server; with ``tls``, over TLS (``sslmode=require``; the embedded server
+    with a self-signed certificate)."""
     if samples < 1 or not concurrency or min(concurrency) < 1:
         raise ConfigError("--samples and --concurrency must be whole numbers >= 1")
     if tls and target is not None:
-        raise ConfigError("--tls makes the embedded server offer TLS; for your own server, "
-                          "put sslmode=require in its DSN instead")
+        target = target.requiring_tls()
     with ExitStack() as stack:
         if target is None:
             server = EmbeddedServer(max_connections=max(100, max(concurrency) + 10), tls=tls)
@@ -869,10 +869,12 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         target = config.target
         if target is None:
             server = EmbeddedServer(max_connections=max(100, max(pool_sizes) + max(workers)
-                                                        + HEADROOM_CONNECTIONS))
+                                                        + HEADROOM_CONNECTIONS), tls=config.tls)
             target = server.start()
             stack.callback(server.stop)
             _make_pgbench_tables(config, target)
+        elif config.tls:
+            target = target.requiring_tls()
         events = RunEvents()
         if callable(on_clone):
             events.clone_ready.add_listener(lambda clone: on_clone(clone))

@@ -171,7 +171,7 @@ _CONFIG_FIELDS = {
     "pgbouncer_bin": "pgbouncer", "cluster": "cluster", "nodes": "nodes",
     "sample_interval": "sample_interval_s", "interleave": "interleave", "out_dir": "out_dir",
     "keep_server": "keep_server", "show_password": "show_password", "protocol": "protocol",
-    "scale": "scale", "allow_writes": "allow_writes", "clone": "clone",
+    "scale": "scale", "allow_writes": "allow_writes", "clone": "clone", "tls": "tls",
 }
 
 
@@ -335,6 +335,9 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                      help="Keep the drivers' prepared statements behind a transaction pooler "
                           "(by default they are turned off where the pooler cannot keep "
                           "them)."),
+        click.option("--tls", is_flag=True,
+                     help="Every connection over TLS (sslmode=require): the embedded server "
+                          "with a self-signed certificate, PgBouncer routes too."),
         click.option("--table", default="users", show_default=True,
                      help="Table to benchmark on."),
         click.option("--out", "out_dir", type=click.Path(path_type=Path),
@@ -638,8 +641,8 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
               help="Thread counts at which each driver's connect() is timed.")
 @click.option("--drivers", default="psycopg,psycopg2,asyncpg", show_default=True)
 @click.option("--tls", is_flag=True,
-              help="Embedded server only: offer TLS with a self-signed certificate (needs "
-                   "PostgreSQL binaries built with OpenSSL).")
+              help="Connect with sslmode=require (the embedded server: with a self-signed "
+                   "certificate).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
               show_default=True, help="Folder for connect_cost.json.")
 @click.pass_obj

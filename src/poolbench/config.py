@@ -245,6 +245,9 @@ class RunConfig:
     # --clone: run in a copy of the target's database (CREATE DATABASE ... TEMPLATE),
     # dropped at the end; scripts may write there (see db/clone.py, docs/clone.md)
     clone: bool = False
+    # --tls: every connection with sslmode=require (the embedded server: with a self-signed
+    # certificate; a DSN keeps a verifying sslmode it names)
+    tls: bool = False
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -367,6 +370,7 @@ class RunConfig:
             "mix": dict(self.mix) or None,
             **self._scripts_dict(),
             **({"clone": True} if self.clone else {}),  # a run without it: as before
+            **({"tls": True} if self.tls else {}),  # a run without --tls: as before
         }
 
     def _scripts_dict(self) -> dict[str, object]:

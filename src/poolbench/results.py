@@ -154,8 +154,9 @@ class ConnectCost:
     ``total`` is the probe's whole connection on a wall clock of its own (TCP connect to
     socket closed); the slices are contiguous parts of it, and ``unaccounted`` is, per
     connection, the wall time no slice covers (Terminate, close, the probe's bookkeeping).
-    When the probe could not measure (an authentication method it does not speak, a
-    refusal), ``slices`` is empty, ``total`` and ``unaccounted`` are None and
+    ``tls`` says whether the probe's connections went over TLS (``tls_version`` and
+    ``tls_cipher`` say which). When the probe could not measure (an authentication method
+    it does not speak, a refusal), ``slices`` is empty, ``total`` and ``unaccounted`` are None and
     ``not_measured`` says why; the drivers' figures stand on their own."""
 
     samples: int
@@ -166,6 +167,11 @@ class ConnectCost:
     route: str = "direct"
     unaccounted: LatencySummary | None = None
     not_measured: str | None = None
+    # Per slice, the round trips one connection took, counted from the protocol as it ran
+    # (docs/connect-cost.md); empty when the probe could not measure.
+    round_trips: dict[str, int] = field(default_factory=dict)
+    tls_version: str | None = None  # the probe's TLS version ("TLSv1.3"), None without TLS
+    tls_cipher: str | None = None
 
     @property
     def parts_sum_us(self) -> float:

@@ -285,7 +285,7 @@ def _render_calibration(results: RunResults, console: Console) -> None:
     console.print(ratio_table)
 
 
-SLICE_NAMES = {"tcp": "TCP connect", "tls": "TLS handshake",
+SLICE_NAMES = {"tcp": "TCP connect", "tls": "TLS (SSLRequest + handshake)",
                "auth_exchange": "startup + authentication exchange (incl. the server's fork)",
                "scram_key_derivation": "SCRAM key derivation (client CPU)",
                "backend_start": "backend start (AuthenticationOk -> ReadyForQuery)",
@@ -295,8 +295,16 @@ UNACCOUNTED_NAME = "in no slice (Terminate, close, the probe's own work)"
 
 def connect_cost_title(cost: ConnectCost) -> str:
     """The probe's heading: how many connections, over TLS or not, on which route."""
+    tls = (f" over {cost.tls_version} ({cost.tls_cipher})" if cost.tls_version
+           else " over TLS" if cost.tls else "")
     return (f"What a new connection costs — protocol probe, {cost.samples} connections"
-            f"{' over TLS' if cost.tls else ''}, route {cost.route}")
+            f"{tls}, route {cost.route}")
+
+
+def round_trips_cell(cost: ConnectCost, name: str) -> str:
+    """A slice's round trips (docs/connect-cost.md), or blank where none were counted."""
+    n = cost.round_trips.get(name)
+    return "" if n is None else str(n)
 
 
 def render_connect_cost(cost: ConnectCost, console: Console) -> None:
@@ -307,17 +315,19 @@ def render_connect_cost(cost: ConnectCost, console: Console) -> None:
                       highlight=False, markup=False)
     else:
         table = Table(title=connect_cost_title(cost))
-        for col in ("slice", "p50 ms", "p99 ms", "mean ms"):
+        for col in ("slice", "p50 ms", "p99 ms", "mean ms", "round trips"):
             table.add_column(col, justify="left" if col == "slice" else "right")
         for name, s in cost.slices.items():
             table.add_row(SLICE_NAMES.get(name, name), _ms(s.p50_us), _ms(s.p99_us),
-                          _ms(s.mean_us))
+                          _ms(s.mean_us), round_trips_cell(cost, name))
         if cost.unaccounted is not None:
             table.add_row(UNACCOUNTED_NAME, _ms(cost.unaccounted.p50_us),
-                          _ms(cost.unaccounted.p99_us), _ms(cost.unaccounted.mean_us))
+                          _ms(cost.unaccounted.p99_us), _ms(cost.unaccounted.mean_us), "")
         table.add_row("[b]total (wall clock around each connection)[/]", _ms(cost.total.p50_us),
-                      _ms(cost.total.p99_us), _ms(cost.total.mean_us), end_section=True)
-        table.add_row("slices added up", "", "", _ms(cost.parts_sum_us))
+                      _ms(cost.total.p99_us), _ms(cost.total.mean_us),
+                      str(sum(cost.round_trips.values())) if cost.round_trips else "",
+                      end_section=True)
+        table.add_row("slices added up", "", "", _ms(cost.parts_sum_us), "")
         console.print(table)
     measured = [d for d in cost.drivers if d.latency is not None]
     if measured:

@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from poolbench.report import atomic_write
-from poolbench.report.console import SLICE_NAMES, UNACCOUNTED_NAME, connect_cost_title
+from poolbench.report.console import (
+    SLICE_NAMES,
+    UNACCOUNTED_NAME,
+    connect_cost_title,
+    round_trips_cell,
+)
 from poolbench.report.seed_line import run_sentences
 from poolbench.results import STATEMENT_CALLS, ConnectCost, RunResults
 
@@ -28,13 +33,15 @@ def _connect_cost(cost: ConnectCost) -> list[str]:
         lines = ["", f"{connect_cost_title(cost)}: not measured: {_cell(cost.not_measured)}"]
     else:
         lines = ["", f"{connect_cost_title(cost)}:", "", "| Slice | p50 [ms] | p99 [ms] | "
-                 "Mean [ms] |", "|:---|---:|---:|---:|"]
-        rows = [(SLICE_NAMES.get(n, n), s) for n, s in cost.slices.items()]
+                 "Mean [ms] | Round trips |", "|:---|---:|---:|---:|---:|"]
+        rows = [(SLICE_NAMES.get(n, n), s, round_trips_cell(cost, n))
+                for n, s in cost.slices.items()]
         if cost.unaccounted is not None:
-            rows.append((UNACCOUNTED_NAME, cost.unaccounted))
-        rows.append(("**total** (wall clock around each connection)", cost.total))
-        lines += [f"| {name} | {_ms(s.p50_us)} | {_ms(s.p99_us)} | {_ms(s.mean_us)} |"
-                  for name, s in rows]
+            rows.append((UNACCOUNTED_NAME, cost.unaccounted, ""))
+        rows.append(("**total** (wall clock around each connection)", cost.total,
+                     str(sum(cost.round_trips.values())) if cost.round_trips else ""))
+        lines += [f"| {name} | {_ms(s.p50_us)} | {_ms(s.p99_us)} | {_ms(s.mean_us)} | {trips} |"
+                  for name, s, trips in rows]
     lines += ["", "| Driver | Threads | connect() p50 [ms] | p99 [ms] |", "|:---|---:|---:|---:|"]
     lines += [f"| {d.driver} | {d.concurrency} | {_ms(d.latency.p50_us)} | "
               f"{_ms(d.latency.p99_us)} |" if d.latency is not None else
