@@ -115,7 +115,8 @@ def _now() -> str:
 
 
 def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object = None,
-        stop: threading.Event | None = None, clone: Clone | None = None) -> RunResults:
+        stop: threading.Event | None = None, clone: Clone | None = None,
+        sampler: Sampler | None = None) -> RunResults:
     """Run every configured strategy; write exports after each; return the results.
 
     ``on_server``, if given, is called with the :class:`EmbeddedServer` once it
@@ -126,13 +127,16 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
 
     ``config.clone``: the run goes to a copy of the target's database, made first and
     dropped last, however the run ends (``db/clone.py``); ``clone``, a copy made already
-    (a sweep's, for all its points), to run in instead of making one.
+    (a sweep's, for all its points), to run in instead of making one. ``sampler``: an
+    activity sampler open already (a sweep's: its process starts once, not per point),
+    used instead of starting one and left open.
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes = _check_input(config, events)
     with ExitStack() as stack:
-        session = _open_session(config, classes, events, stop, stack, on_server, clone)
+        session = _open_session(config, classes, events, stop, stack, on_server, clone,
+                                sampler)
         done = _measure_strategies(session, classes)
         cost = _measure_connect_cost(session, classes)
         calibration = _calibrate(session, done)
@@ -257,7 +261,8 @@ class _Session:
 
 def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: RunEvents,
                   stop: threading.Event, stack: ExitStack, on_server: object,
-                  made: Clone | None = None) -> _Session:
+                  made: Clone | None = None,
+                  shared_sampler: Sampler | None = None) -> _Session:
     """The cluster, the server, the checks that need it, the table and the run's tag; the
     sampler and the harness's own cost. Nothing is written before the table check passes."""
     started = _now()
@@ -285,18 +290,12 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
     server_cores = os.cpu_count() if _is_local(target) else None
     app_name = target.get("application_name") or APPLICATION_NAME
-    sampler, sampler_failed = None, None
-    if config.sample_interval_s:
+    sampler, sampler_failed = shared_sampler, None
+    if config.sample_interval_s and sampler is None:
         # Opened now, before any strategy's snapshot: its session is in no window.
-        try:
-            sampler = Sampler(target, (app_name,), config.sample_interval_s,
-                              server=ServerProcesses.find(
-                                  data_dir=str(embedded.data_dir) if embedded else None,
-                                  port=int(target.get("port") or 5432)
-                                  if server_cores is not None else None))
+        sampler, sampler_failed = _open_sampler(config, target, embedded)
+        if sampler is not None:
             stack.callback(sampler.close)
-        except Exception as exc:  # optional: the run goes on without its samples
-            sampler_failed = reason(exc, target)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
     environment = manifest(facts, embedded=config.target is None)
     if clone is not None:
@@ -607,6 +606,21 @@ def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int
         return connect_cost(target, samples=samples, concurrency=concurrency, drivers=drivers)
 
 
+def _open_sampler(config: RunConfig, target: ConnectionTarget,
+                  embedded: EmbeddedServer | None) -> tuple[Sampler | None, str | None]:
+    """The activity sampler's process for a run (or a sweep's points), or why not: it is
+    optional, the run goes on without its samples."""
+    app_name = target.get("application_name") or APPLICATION_NAME
+    try:
+        return Sampler(target, (app_name,), config.sample_interval_s,
+                       server=ServerProcesses.find(
+                           data_dir=str(embedded.data_dir) if embedded else None,
+                           port=int(target.get("port") or 5432)
+                           if _is_local(target) else None)), None
+    except Exception as exc:
+        return None, reason(exc, target)
+
+
 def _is_local(target: ConnectionTarget) -> bool:
     """Whether the server runs on this machine (its core count is then ours)."""
     host = target.get("host") or ""
@@ -714,6 +728,7 @@ class _Sweep:
     facts: dict[str, object] = field(default_factory=dict)
     environment: dict[str, object] = field(default_factory=dict)
     clone: Clone | None = None  # --clone: the sweep's copy of the database, every point's
+    sampler: Sampler | None = None  # the activity sampler every point's run shares
 
     @property
     def cut_short(self) -> bool:
@@ -740,7 +755,8 @@ class _Sweep:
                                    out_dir=None,
                                    processes=min(self.config.processes, clients, size))
             try:
-                result = run(point_config, stop=self.stop, clone=self.clone)
+                result = run(point_config, stop=self.stop, clone=self.clone,
+                             sampler=self.sampler)
             except Interrupted as exc:
                 self.interrupted = exc
                 return
@@ -889,9 +905,14 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                 pool_max=largest.pool_max if any(cls.pooled for cls in classes) else None))
         finally:
             admin.close()
+        sampler = None
+        if config.sample_interval_s:  # one process for every point (each point's runs: if
+            sampler, _ = _open_sampler(config, target, None)  # it fails, they say why)
+            if sampler is not None:
+                stack.callback(sampler.close)
         state = _Sweep(config, target, classes, stop or threading.Event(), on_point,
                        adaptive={"budget_s": budget_s, "steps": [], "stopped": None},
-                       clone=clone)
+                       clone=clone, sampler=sampler)
         plan = schedule(grid, rounds=rounds, seed=SWEEP_ORDER_SEED)
         if callable(on_point):
             on_point(0, len(plan), None)
