@@ -214,9 +214,10 @@ def test_writes_on_a_server_poolbench_did_not_start_are_refused_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == ("poolbench: error: write.sql:3: the server refused a write (cannot "
                          "execute UPDATE in a read-only transaction): on a server poolbench "
-                         "did not start, scripts run in read-only sessions; give "
-                         "--allow-writes to let them write (docs/scripts.md says what that "
-                         "risks)"), result.stderr
+                         "did not start, scripts run in read-only sessions; give --clone "
+                         "to run them on a copy of the database, or --allow-writes to let "
+                         "them write here (docs/scripts.md says what that risks)"), \
+        result.stderr
     assert not any("Traceback" in line for line in lines)
     assert _kv_sum(quiet_target) == before
     with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:

@@ -249,8 +249,9 @@ def run_ending_error(statement: Statement, exc: BaseException, *,
         if read_only:
             return ScriptError(
                 f"{statement.source}: the server refused a write ({what}): on a server "
-                "poolbench did not start, scripts run in read-only sessions; give "
-                "--allow-writes to let them write (docs/scripts.md says what that risks)")
+                "poolbench did not start, scripts run in read-only sessions; give --clone "
+                "to run them on a copy of the database, or --allow-writes to let them write "
+                "here (docs/scripts.md says what that risks)")
         return ScriptError(f"{statement.source}: the server refused a write ({what}): the "
                            "server itself is read-only (a standby?); run writing scripts on "
                            "the primary")
