@@ -313,19 +313,22 @@ def render_distances(results: RunResults, console: Console) -> None:
     at = results.distances[0].measured_at_ms
     table = Table(title=f"at other distances — this run's figures (measured at {at:g} ms added "
                         "RTT) + round trips × RTT; a model, see docs/distance.md")
-    for col in ("strategy", "RTT ms", "connect ms (round trips)", "operation ms (round trips)",
-                "statement ms", "pool saves", "connections busy"):
+    for col in ("strategy", "RTT ms", "connect ms (trips)", "operation ms (trips)",
+                "statement ms", "pool saves ms", "connections busy"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     rows = results.distances
     for i, d in enumerate(rows):
+        first = i == 0 or rows[i - 1].strategy != d.strategy
+        second = not first and (i == 1 or rows[i - 2].strategy != d.strategy)
         last = i + 1 == len(rows) or rows[i + 1].strategy != d.strategy
-        table.add_row(d.strategy if i == 0 or rows[i - 1].strategy != d.strategy else "",
+        table.add_row(d.strategy if first else f"[dim]vs {d.pooled_by}[/]"
+                      if second and d.pooled_by else "",
                       f"{d.rtt_ms:g}",
                       f"{d.connect_ms:.2f} ({d.connect_round_trips})"
                       if d.connect_ms is not None else "",
                       f"{d.operation_ms:.2f} ({d.operation_round_trips:g})",
                       f"{d.statement_ms:.2f}",
-                      f"{d.saved_ms:.2f} ms, {d.gain_pct:.0f}% ({d.pooled_by})"
+                      f"{d.saved_ms:.2f} ({d.gain_pct:.0f}%)"
                       if d.saved_ms is not None and d.gain_pct is not None else "",
                       f"{d.connections_busy:.1f}", end_section=last)
     console.print(table)
