@@ -22,6 +22,7 @@ from poolbench.analysis.distance import (
     protocol_round_trips,
     script_statements,
     size_at_distance,
+    sslmode_of,
 )
 from poolbench.analysis.findings import findings
 from poolbench.analysis.sweep import SweepPoint
@@ -98,23 +99,28 @@ def test_round_trips_are_counted_from_the_protocol(tls: str | None, auth: str, c
 
 def test_a_connects_round_trips_follow_what_the_probe_saw() -> None:
     """SCRAM when the probe derived a key; TLS 1.3 when it went over TLS."""
-    assert connect_round_trips(_cost()).round_trips == 4
+    assert connect_round_trips(_cost(), sslmode="disable").round_trips == 4
     assert connect_round_trips(_cost(tls=True)).round_trips == 6
-    assert connect_round_trips(_cost(scram=False)).round_trips == 3
+    assert connect_round_trips(_cost(scram=False), sslmode="disable").round_trips == 3
     assert connect_round_trips(_cost(tls=True)).source == "protocol (SCRAM, TLSv1.3)"
+    # sslmode=prefer (libpq's and asyncpg's default) asks for TLS first: 'N' costs one more
+    assert connect_round_trips(_cost()).round_trips == 5
+    assert connect_round_trips(_cost(), sslmode="require").round_trips == 4
+    assert sslmode_of({"target": "postgresql://u:***@h/db?sslmode=disable"}) == "disable"
 
 
 def test_a_connect_of_k_round_trips_costs_base_plus_k_rtt() -> None:
-    """A no-pool operation: a 3 ms connect (4 round trips: TCP, then SCRAM's 3) and a 1 ms
-    statement, 4.5 ms in all; at RTT r it connects in 3 + 4r and takes 4.5 + 5r."""
+    """A no-pool operation: a 3 ms connect (5 round trips: TCP, the SSLRequest of
+    sslmode=prefer, SCRAM's 3) and a 1 ms statement, 4.5 ms in all; at RTT r it connects in
+    3 + 5r and takes 4.5 + 6r."""
     none = _strategy("psycopg:none", False, _phase("read", latency_us=4500, acquire_us=3000,
                                                    execute_us=1000))
     rows = project_run(_run(none, cost=_cost()))
     assert [d.rtt_ms for d in rows] == [0.2, 0.5, 1.0, 2.0, 5.0]
     for d in rows:
-        assert d.connect_ms == pytest.approx(3 + 4 * d.rtt_ms)
-        assert d.connect_round_trips == 4 and d.operation_round_trips == 5
-        assert d.operation_ms == pytest.approx(4.5 + 5 * d.rtt_ms)
+        assert d.connect_ms == pytest.approx(3 + 5 * d.rtt_ms)
+        assert d.connect_round_trips == 5 and d.operation_round_trips == 6
+        assert d.operation_ms == pytest.approx(4.5 + 6 * d.rtt_ms)
         assert d.statement_ms == pytest.approx(1 + d.rtt_ms)
 
 
@@ -123,9 +129,9 @@ def test_a_run_measured_through_the_relay_projects_from_its_own_rtt() -> None:
     none = _strategy("psycopg:none", False, _phase("read", latency_us=16500, acquire_us=13000,
                                                    execute_us=3000))
     at = {d.rtt_ms: d for d in project_run(_run(none, cost=_cost(), config={"rtt_ms": 2.0}))}
-    assert at[5.0].connect_ms == pytest.approx(13 + 4 * 3)
-    assert at[5.0].operation_ms == pytest.approx(16.5 + 5 * 3)
-    assert at[0.2].operation_ms == pytest.approx(16.5 - 5 * 1.8)
+    assert at[5.0].connect_ms == pytest.approx(13 + 5 * 3)
+    assert at[5.0].operation_ms == pytest.approx(16.5 + 6 * 3)
+    assert at[0.2].operation_ms == pytest.approx(16.5 - 6 * 1.8)
 
 
 @pytest.mark.parametrize(("s", "r"), [(1.0, 0.2), (1.0, 1.0), (0.5, 5.0)])
@@ -151,15 +157,15 @@ def test_the_pool_saves_the_connects_round_trips_at_each_distance() -> None:
     rows = project_run(_run(none, pool, cost=_cost(),
                             pairs=(("psycopg:none", "psycopg:pool"),)))
     saved = [d.saved_ms for d in rows if d.strategy == "psycopg:none"]
-    assert saved == pytest.approx([3.3 + 4 * r for r in (0.2, 0.5, 1.0, 2.0, 5.0)])
+    assert saved == pytest.approx([3.3 + 5 * r for r in (0.2, 0.5, 1.0, 2.0, 5.0)])
     gains = [d.gain_pct for d in rows if d.strategy == "psycopg:none"]
-    # at r: (4.5 + 5r - (1.2 + r)) / (4.5 + 5r)
-    assert gains == pytest.approx([(3.3 + 4 * r) / (4.5 + 5 * r) * 100
+    # at r: (4.5 + 6r - (1.2 + r)) / (4.5 + 6r)
+    assert gains == pytest.approx([(3.3 + 5 * r) / (4.5 + 6 * r) * 100
                                    for r in (0.2, 0.5, 1.0, 2.0, 5.0)])
     assert all(d.gain_pct is None for d in rows if d.strategy == "psycopg:pool")
-    # the pool's own connect: the probe's slices up to ReadyForQuery (3.6 ms) + 4r
+    # the pool's own connect: the probe's slices up to ReadyForQuery (3.6 ms) + 5r
     assert [d.connect_ms for d in rows if d.strategy == "psycopg:pool"] == pytest.approx(
-        [3.6 + 4 * r for r in (0.2, 0.5, 1.0, 2.0, 5.0)])
+        [3.6 + 5 * r for r in (0.2, 0.5, 1.0, 2.0, 5.0)])
     data = json.loads(json.dumps(replace(_run(none, pool), distances=rows).to_dict()))
     jsonschema.validate(data["distances"], SCHEMA["properties"]["distances"])
 
@@ -213,8 +219,8 @@ def test_connect_bound_at_distance_is_found_when_connecting_dominates_at_1_ms() 
     (found,) = [f for f in findings(results, server_cores=None)
                 if f.rule == "connect-bound at distance"]
     assert found.strategy == "psycopg:none"
-    assert found.evidence.startswith("at 1 ms RTT a new connection costs 7.00 ms (4 round "
-                                     "trips), 74% of each operation's 9.50 ms")
+    assert found.evidence.startswith("at 1 ms RTT a new connection costs 8.00 ms (5 round "
+                                     "trips), 76% of each operation's 10.50 ms")
     # Long statements (50 ms): connecting is not what an operation waits for, even at 1 ms.
     slow = _strategy("psycopg:none", False, _phase("read", latency_us=53500, acquire_us=3000,
                                                    execute_us=50000))
@@ -232,15 +238,16 @@ def test_a_run_projects_itself_to_other_distances(target: ConnectionTarget, tabl
     rows = {(d.strategy, d.rtt_ms): d for d in results.distances}
     assert len(rows) == 10
     at1 = rows[("psycopg:none", 1.0)]
-    # The embedded server speaks SCRAM without TLS: TCP 1 + startup and SCRAM 3.
-    assert at1.connect_round_trips == 4 and "SCRAM" in (at1.connect_round_trips_from or "")
-    assert at1.pooled_by == "psycopg:pool" and at1.operation_round_trips == 5
-    # What the pool saves per operation grows by the connect's 4 round trips per ms of RTT.
+    # The embedded server speaks SCRAM without TLS: TCP 1, libpq's SSLRequest (sslmode
+    # prefer) refused 1, startup and SCRAM 3.
+    assert at1.connect_round_trips == 5 and "SCRAM" in (at1.connect_round_trips_from or "")
+    assert at1.pooled_by == "psycopg:pool" and at1.operation_round_trips == 6
+    # What the pool saves per operation grows by the connect's 5 round trips per ms of RTT.
     saved = [rows[("psycopg:none", r)].saved_ms for r in (0.2, 0.5, 1.0, 2.0, 5.0)]
-    assert saved[-1] - saved[0] == pytest.approx(4 * 4.8)
+    assert saved[-1] - saved[0] == pytest.approx(5 * 4.8)
     assert "connect-bound at distance" in {f.rule for f in results.findings}
     jsonschema.validate(json.loads((tmp_path / "results.json").read_text()), SCHEMA)
     out = io.StringIO()
     render_distances(results, Console(file=out, width=200))
-    assert "at other distances" in out.getvalue() and f"{at1.connect_ms:.2f} (4)" in \
+    assert "at other distances" in out.getvalue() and f"{at1.connect_ms:.2f} (5)" in \
         out.getvalue()

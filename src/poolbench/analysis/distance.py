@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -103,27 +104,43 @@ class ConnectRoundTrips:
     source: str
 
 
-def connect_round_trips(cost: ConnectCost | None, *, tls: bool = False) -> ConnectRoundTrips:
-    """The round trips of a new connection on ``cost``'s route. The probe's own counts when
-    the results carry them; else from the protocol, with TLS 1.3 when ``cost`` says TLS
-    (libpq and PostgreSQL 12+ with OpenSSL 1.1.1 negotiate it) and SCRAM when the probe
-    derived a SCRAM key (else md5 or a password, 2; trust would be 1). Without a
+def connect_round_trips(cost: ConnectCost | None, *, tls: bool = False,
+                        sslmode: str | None = None) -> ConnectRoundTrips:
+    """The round trips of a driver's new connection on ``cost``'s route. The probe's own
+    counts when the results carry them; else from the protocol, with TLS 1.3 when ``cost``
+    says TLS (libpq and PostgreSQL 12+ with OpenSSL 1.1.1 negotiate it) and SCRAM when the
+    probe derived a SCRAM key (else md5 or a password, 2; trust would be 1). Without a
     connect-cost measurement (a pooled-only run): SCRAM (PostgreSQL 14+'s default), TLS
-    as ``tls`` says."""
+    as ``tls`` says. Without TLS, a driver whose ``sslmode`` is ``prefer`` (libpq's and
+    asyncpg's default: None) asks for it first, and the server's 'N' costs one more round
+    trip, which the probe (it asks only when told to) does not take."""
     counted = getattr(cost, "round_trips", None)  # the probe's own counts, where it has them
+    asked_tls = bool(cost is not None and cost.tls)
     if counted:
-        return ConnectRoundTrips(sum(counted.get(s, 0) for s in CONNECT_SLICES), "probe")
-    if cost is None or not cost.slices:
-        auth, why = SCRAM, "SCRAM assumed"
-        version = "TLSv1.3" if tls else None
+        trips, source = sum(counted.get(s, 0) for s in CONNECT_SLICES), "probe"
+        asked_tls = asked_tls or counted.get("tls", 0) > 0  # the probe's SSLRequest counted
     else:
-        derived = cost.slices.get("scram_key_derivation")
-        auth, why = ((SCRAM, "SCRAM") if derived is not None and derived.mean_us > 0
-                     else ("md5", "md5 or password assumed"))
-        version = getattr(cost, "tls_version", None) or ("TLSv1.3" if cost.tls else None)
-    slices = protocol_round_trips(tls_version=version, auth=auth)
-    return ConnectRoundTrips(sum(slices[s] for s in CONNECT_SLICES),
-                             f"protocol ({why}, {version or 'no TLS'})")
+        if cost is None or not cost.slices:
+            auth, why = SCRAM, "SCRAM assumed"
+            version = "TLSv1.3" if tls else None
+        else:
+            derived = cost.slices.get("scram_key_derivation")
+            auth, why = ((SCRAM, "SCRAM") if derived is not None and derived.mean_us > 0
+                         else ("md5", "md5 or password assumed"))
+            version = getattr(cost, "tls_version", None) or ("TLSv1.3" if cost.tls else None)
+        slices = protocol_round_trips(tls_version=version, auth=auth)
+        trips = sum(slices[s] for s in CONNECT_SLICES)
+        source = f"protocol ({why}, {version or 'no TLS'})"
+        asked_tls = asked_tls or version is not None
+    if not asked_tls and sslmode in (None, "prefer"):
+        return ConnectRoundTrips(trips + 1, f"{source} + the SSLRequest sslmode=prefer sends")
+    return ConnectRoundTrips(trips, source)
+
+
+def sslmode_of(config: Mapping[str, object]) -> str | None:
+    """The ``sslmode`` the run's target names (its masked DSN), None if it names none."""
+    found = re.search(r"sslmode=([\w-]+)", str(config.get("target") or ""))
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -205,9 +222,10 @@ def _connect_base_ms(profile: OperationProfile, cost: ConnectCost | None) -> flo
 
 def project_strategy(profile: OperationProfile, *, cost: ConnectCost | None,
                      measured_at_ms: float = 0.0, tls: bool = False,
+                     sslmode: str | None = None,
                      rtts_ms: Sequence[float] = RTTS_MS) -> tuple[Distance, ...]:
     """``profile`` at each of ``rtts_ms``; ``cost``: the connect cost on its route."""
-    trips = connect_round_trips(cost, tls=tls)
+    trips = connect_round_trips(cost, tls=tls, sslmode=sslmode)
     base = _connect_base_ms(profile, cost)
     per_operation = profile.round_trips + (0 if profile.pooled else trips.round_trips)
     found = []
@@ -231,13 +249,23 @@ def gain_pct(no_pool: Distance, pooled: Distance) -> float:
     return (no_pool.operation_ms - pooled.operation_ms) / no_pool.operation_ms * 100
 
 
+def measured_at_ms(run: RunResults) -> float:
+    """The round trip the run's figures already include above loopback: through the
+    ``--rtt`` relay, the one its check measured (``rtt.measured_ms - rtt.base_ms``), else
+    the one asked (``rtt_ms``); 0 at loopback."""
+    check = getattr(run, "rtt", None)  # the relay's own measurement, where results have it
+    if check is not None:
+        return max(0.0, check.measured_ms - check.base_ms)
+    return float(run.config.get("rtt_ms") or 0.0)
+
+
 def project_run(run: RunResults, *, statements: Mapping[str, int] = {},
                 rtts_ms: Sequence[float] = RTTS_MS) -> tuple[Distance, ...]:
     """Every strategy of ``run`` at each of ``rtts_ms``, in run order; a strategy without a
     pool paired with its driver's pool as the run's comparison pairs them (the gain).
     ``statements``: a script phase's statements per run of it (``script:NAME`` -> n)."""
-    measured_at = float(run.config.get("rtt_ms") or 0.0)  # the --rtt relay's, if any
-    tls = bool(run.config.get("tls"))
+    measured_at = measured_at_ms(run)
+    tls, sslmode = bool(run.config.get("tls")), sslmode_of(run.config)
     costs = {c.route: c for c in run.connect_cost}
     projected: dict[str, tuple[Distance, ...]] = {}
     for s in run.strategies:
@@ -245,7 +273,7 @@ def project_run(run: RunResults, *, statements: Mapping[str, int] = {},
         if profile is not None:
             projected[s.name] = project_strategy(profile, cost=costs.get(s.route),
                                                  measured_at_ms=measured_at, tls=tls,
-                                                 rtts_ms=rtts_ms)
+                                                 sslmode=sslmode, rtts_ms=rtts_ms)
     pairs = {d.no_pool: d.pooled for d in (run.comparison.drivers if run.comparison else ())}
     found: list[Distance] = []
     for name, rows in projected.items():
