@@ -147,6 +147,9 @@ def test_statements_holding_s_at_rtt_r_give_one_over_s_plus_r_per_connection(
     assert operations_per_connection_s(d.held_ms) == pytest.approx(1000 / (s + r))
     assert d.connections_busy == pytest.approx(2000 * (s + r) / 1000)
     assert connections_busy(2000, s + r) == pytest.approx(d.connections_busy)
+    # a pool that resets each connection on release holds it a round trip more
+    (reset,) = project_run(_run(pooled), rtts_ms=(r,), release_round_trips={"psycopg:pool": 1})
+    assert reset.held_ms == pytest.approx(s + 2 * r) and reset.operation_round_trips == 2
 
 
 def test_the_pool_saves_the_connects_round_trips_at_each_distance() -> None:

@@ -245,7 +245,9 @@ class _Session:
                 other_rows_digest_after=after.digest)
         results = self.assemble(done, partial=partial, verification=verification, **measured)
         results = replace(results, distances=project_run(
-            results, statements=script_statements(self.config.scripts)))
+            results, statements=script_statements(self.config.scripts),
+            release_round_trips={n: load_strategy(n).release_round_trips
+                                 for n in self.config.strategies}))
         results = replace(results, findings=findings(results, server_cores=self.server_cores))
         self.events.run_finished.fire(results=results)
         return results

@@ -156,7 +156,8 @@ class OperationProfile:
     acquire_ms: float  # waiting for the pool, or connecting without one
     execute_ms: float  # the statement(s)
     throughput_ops_s: float
-    round_trips: float
+    round_trips: float  # the statements'
+    release_round_trips: int = 0  # giving the connection back (a pool's reset query)
 
     @property
     def held_ms(self) -> float:
@@ -185,8 +186,10 @@ def _mean(phases: Sequence[PhaseResult], kind: str) -> float:
     return sum(getattr(p, kind).mean_us * p.ops for p in phases) / ops / 1000 if ops else 0.0
 
 
-def profile_of(s: StrategyResult, statements: Mapping[str, int] = {}) -> OperationProfile | None:
-    """The strategy's operation, or None when it did no successful operation."""
+def profile_of(s: StrategyResult, statements: Mapping[str, int] = {},
+               release_round_trips: int = 0) -> OperationProfile | None:
+    """The strategy's operation, or None when it did no successful operation;
+    ``release_round_trips``: what giving its connection back costs (a pool's reset query)."""
     if s.phases and s.phases[0].phase == "mix":
         timed: Sequence[PhaseResult] = (s.phases[0],)
         kinds = [p for p in s.phases[1:] if p.ops]
@@ -207,7 +210,7 @@ def profile_of(s: StrategyResult, statements: Mapping[str, int] = {}) -> Operati
     return OperationProfile(strategy=s.name, pooled=s.pooled, route=s.route,
                             latency_ms=_mean(timed, "latency"), acquire_ms=_mean(timed, "acquire"),
                             execute_ms=_mean(timed, "execute"), throughput_ops_s=throughput,
-                            round_trips=trips)
+                            round_trips=trips, release_round_trips=release_round_trips)
 
 
 def _connect_base_ms(profile: OperationProfile, cost: ConnectCost | None) -> float | None:
@@ -227,7 +230,8 @@ def project_strategy(profile: OperationProfile, *, cost: ConnectCost | None,
     """``profile`` at each of ``rtts_ms``; ``cost``: the connect cost on its route."""
     trips = connect_round_trips(cost, tls=tls, sslmode=sslmode)
     base = _connect_base_ms(profile, cost)
-    per_operation = profile.round_trips + (0 if profile.pooled else trips.round_trips)
+    per_operation = (profile.round_trips + profile.release_round_trips
+                     + (0 if profile.pooled else trips.round_trips))
     found = []
     for rtt in rtts_ms:
         added = rtt - measured_at_ms
@@ -260,16 +264,19 @@ def measured_at_ms(run: RunResults) -> float:
 
 
 def project_run(run: RunResults, *, statements: Mapping[str, int] = {},
+                release_round_trips: Mapping[str, int] = {},
                 rtts_ms: Sequence[float] = RTTS_MS) -> tuple[Distance, ...]:
     """Every strategy of ``run`` at each of ``rtts_ms``, in run order; a strategy without a
     pool paired with its driver's pool as the run's comparison pairs them (the gain).
-    ``statements``: a script phase's statements per run of it (``script:NAME`` -> n)."""
+    ``statements``: a script phase's statements per run of it (``script:NAME`` -> n);
+    ``release_round_trips``: per registry name (``asyncpg:pool``), what giving a connection
+    back costs (a strategy's ``release_round_trips``)."""
     measured_at = measured_at_ms(run)
     tls, sslmode = bool(run.config.get("tls")), sslmode_of(run.config)
     costs = {c.route: c for c in run.connect_cost}
     projected: dict[str, tuple[Distance, ...]] = {}
     for s in run.strategies:
-        profile = profile_of(s, statements)
+        profile = profile_of(s, statements, release_round_trips.get(s.strategy, 0))
         if profile is not None:
             projected[s.name] = project_strategy(profile, cost=costs.get(s.route),
                                                  measured_at_ms=measured_at, tls=tls,
