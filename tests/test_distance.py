@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import jsonschema
@@ -107,6 +107,25 @@ def test_a_connects_round_trips_follow_what_the_probe_saw() -> None:
     assert connect_round_trips(_cost()).round_trips == 5
     assert connect_round_trips(_cost(), sslmode="require").round_trips == 4
     assert sslmode_of({"target": "postgresql://u:***@h/db?sslmode=disable"}) == "disable"
+
+
+@dataclass(frozen=True)
+class _CountedCost(ConnectCost):
+    """A connect cost whose probe counted its round trips (as the TLS work's probe does)."""
+
+    round_trips: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.mark.parametrize(("counted", "expected"), [
+    ({"tcp": 1, "tls": 3, "auth_exchange": 3, "first_query": 1}, 7),  # a HelloRetryRequest
+    ({"tcp": 1, "tls": 1, "auth_exchange": 3, "first_query": 1}, 5),  # prefer, refused: once
+    ({"tcp": 1, "tls": 0, "auth_exchange": 3, "first_query": 1}, 5),  # + the driver's SSLRequest
+])
+def test_the_probes_own_counts_are_used_where_the_results_carry_them(
+        counted: dict[str, int], expected: int) -> None:
+    cost = _CountedCost(**{**_cost().__dict__, "round_trips": counted})
+    trips = connect_round_trips(cost)
+    assert trips.round_trips == expected and trips.source.startswith("probe")
 
 
 def test_a_connect_of_k_round_trips_costs_base_plus_k_rtt() -> None:
