@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
+from poolbench.analysis.distance import project_run, script_statements
 from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, find_pgbench, ratios
 from poolbench.check.crosscheck import ScriptCounts, ServerCounters, ServerProbe, compare
@@ -254,6 +255,10 @@ class _Session:
                 other_rows_digest_before=self.before.digest,
                 other_rows_digest_after=after.digest)
         results = self.assemble(done, partial=partial, verification=verification, **measured)
+        results = replace(results, distances=project_run(
+            results, statements=script_statements(self.config.scripts),
+            release_round_trips={n: load_strategy(n).release_round_trips
+                                 for n in self.config.strategies}))
         results = replace(results, findings=findings(results, server_cores=self.server_cores))
         self.events.run_finished.fire(results=results)
         return results

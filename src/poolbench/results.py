@@ -306,6 +306,38 @@ class StatementFigure:
 
 
 @dataclass(frozen=True)
+class Distance:
+    """One strategy projected to one RTT (``rtt_ms`` added to the ``measured_at_ms`` the run
+    was measured at). Times in milliseconds, means per operation.
+
+    ``operation_ms``: an operation (a strategy without a pool connects in each);
+    ``statement_ms``: its statement(s) alone, one round trip each;
+    ``held_ms``: the time an operation holds a connection; ``connections_busy``: the
+    measured throughput × ``held_ms`` (Little's law): the connections a pool needs to keep
+    that throughput. ``connect_ms``: a new connection, ``connect_round_trips`` of them
+    (None: no connect cost measured on the strategy's route for a pooled strategy).
+    ``saved_ms`` and ``gain_pct``: on a strategy without a pool, what its driver's pool
+    (``pooled_by``) saves per operation at that distance, in ms and in % of the operation
+    (the ms grow with the RTT; the % tends to the connect's share of the round trips)."""
+
+    strategy: str
+    rtt_ms: float
+    measured_at_ms: float
+    operation_ms: float
+    statement_ms: float
+    operation_round_trips: float
+    held_ms: float
+    connections_busy: float
+    throughput_ops_s: float
+    connect_ms: float | None
+    connect_round_trips: int | None
+    connect_round_trips_from: str | None
+    saved_ms: float | None = None
+    gain_pct: float | None = None
+    pooled_by: str | None = None
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One phase of one trial (warm-up trials are kept, flagged, and never aggregated)."""
 
@@ -494,6 +526,8 @@ class RunResults:
     findings: tuple[Finding, ...] = ()  # pathologies the measurements show, with their fix
     # optional measurements that failed, and why (the run completed without them)
     not_measured: dict[str, str] = field(default_factory=dict)
+    # the run projected to other network distances (analysis/distance.py, docs/distance.md)
+    distances: tuple[Distance, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready data (the password is already masked in ``config``)."""

@@ -49,6 +49,7 @@ def render(results: RunResults, console: Console) -> None:
     _render_calibration(results, console)
     for cost in results.connect_cost:
         render_connect_cost(cost, console)
+    render_distances(results, console)
     cluster = results.environment.get("cluster")
     if isinstance(cluster, dict):
         nodes = "; ".join(f"{n['address']} ({n['host']}, {n['cpu_count']} CPUs, {n['workers']} "
@@ -350,6 +351,35 @@ def render_connect_cost(cost: ConnectCost, console: Console) -> None:
     for (driver, why), threads in unmeasured.items():
         console.print(f"{driver}'s connect() at {', '.join(map(str, threads))} thread(s), route "
                       f"{cost.route}: not measured: {why}", highlight=False, markup=False)
+
+
+def render_distances(results: RunResults, console: Console) -> None:
+    """The run projected to other network distances: per strategy and RTT, a new
+    connection, an operation, what the pool saves, the connections busy (docs/distance.md)."""
+    if not results.distances:
+        return
+    at = results.distances[0].measured_at_ms
+    table = Table(title=f"at other distances — this run's figures (measured at {at:g} ms added "
+                        "RTT) + round trips × RTT; a model, see docs/distance.md")
+    for col in ("strategy", "RTT ms", "connect ms (trips)", "operation ms (trips)",
+                "statement ms", "pool saves ms", "connections busy"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    rows = results.distances
+    for i, d in enumerate(rows):
+        first = i == 0 or rows[i - 1].strategy != d.strategy
+        second = not first and (i == 1 or rows[i - 2].strategy != d.strategy)
+        last = i + 1 == len(rows) or rows[i + 1].strategy != d.strategy
+        table.add_row(d.strategy if first else f"[dim]vs {d.pooled_by}[/]"
+                      if second and d.pooled_by else "",
+                      f"{d.rtt_ms:g}",
+                      f"{d.connect_ms:.2f} ({d.connect_round_trips})"
+                      if d.connect_ms is not None else "",
+                      f"{d.operation_ms:.2f} ({d.operation_round_trips:g})",
+                      f"{d.statement_ms:.2f}",
+                      f"{d.saved_ms:.2f} ({d.gain_pct:.0f}%)"
+                      if d.saved_ms is not None and d.gain_pct is not None else "",
+                      f"{d.connections_busy:.1f}", end_section=last)
+    console.print(table)
 
 
 def render_findings(found: tuple[Finding, ...], console: Console) -> None:
