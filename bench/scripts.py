@@ -53,8 +53,7 @@ def script_read(target, strategy: str, script: Path, args: argparse.Namespace) -
                             pool_max=args.workers, warmup=1, warmup_s=1.0, trials=1,
                             duration_s=args.seconds, out_dir=None,
                             scripts=load_scripts([f"{script}@1"], []), protocol="prepared"))
-    (phase,) = results.strategies[0].phases
-    return phase.throughput_ops_s
+    return results.strategies[0].phase("mix").throughput_ops_s
 
 
 def interpreter_ns_per_statement(text: str, name: str) -> tuple[float, int]:
