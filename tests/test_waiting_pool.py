@@ -4,6 +4,7 @@ are out at once."""
 
 from __future__ import annotations
 
+import math
 import threading
 
 import psycopg2.extensions
@@ -19,13 +20,15 @@ from poolbench.strategies.psycopg2_waiting_pool import WaitingConnectionPool
 def test_the_second_caller_waits_for_the_connection_the_first_returns(
         target: ConnectionTarget) -> None:
     """A pool of one: the second caller waits (counted once) and gets the very connection
-    the first puts back; a caller that waits out the timeout fails and is counted."""
+    the first puts back; a caller that waits out the timeout fails and is counted. The
+    second caller's wait has no timeout: only the put can end it."""
     waiting = threading.Event()
-    pool = WaitingConnectionPool(1, 1, target.conninfo(), timeout_s=60.0, on_wait=waiting.set)
+    pool = WaitingConnectionPool(1, 1, target.conninfo(), timeout_s=math.inf,
+                                 on_wait=waiting.set)
     try:
         first = pool.getconn()
         got: list[psycopg2.extensions.connection] = []
-        second = threading.Thread(target=lambda: got.append(pool.getconn()))
+        second = threading.Thread(target=lambda: got.append(pool.getconn()), daemon=True)
         second.start()
         assert waiting.wait(60)
         assert pool.waiting == 1 and not got
