@@ -8,6 +8,7 @@ import math
 import threading
 
 import psycopg2.extensions
+import psycopg2.pool
 import pytest
 
 from poolbench.db.target import ConnectionTarget
@@ -45,6 +46,35 @@ def test_the_second_caller_waits_for_the_connection_the_first_returns(
         pool.putconn(got[0])
         assert pool.getconn() is first  # free again: no wait
         assert pool.requests_queued == 2
+    finally:
+        pool.closeall()
+
+
+def test_a_returned_connection_goes_to_the_oldest_waiter(target: ConnectionTarget) -> None:
+    """A pool of one, two callers queued in turn: each connection put back goes to the
+    one that has waited longest, handed over, not left for whoever asks first."""
+    queued = threading.Semaphore(0)
+    pool = WaitingConnectionPool(1, 1, target.conninfo(), timeout_s=math.inf,
+                                 on_wait=queued.release)
+    try:
+        held = pool.getconn()
+        got: dict[str, psycopg2.extensions.connection] = {}
+        callers = {name: threading.Thread(target=lambda n=name: got.update({n: pool.getconn()}),
+                                          daemon=True) for name in ("older", "younger")}
+        for caller in callers.values():
+            caller.start()
+            assert queued.acquire(timeout=60)  # queued before the next one starts
+        assert pool.waiting == 2
+        pool.putconn(held)
+        with pytest.raises(psycopg2.pool.PoolError):  # psycopg2's own getconn finds none:
+            psycopg2.pool.ThreadedConnectionPool.getconn(pool)  # it went to the waiter
+        callers["older"].join(60)
+        assert got == {"older": held} and pool.waiting == 1
+        pool.putconn(got["older"])
+        callers["younger"].join(60)
+        assert got == {"older": held, "younger": held} and pool.waiting == 0
+        assert pool.requests_queued == 2
+        pool.putconn(held)
     finally:
         pool.closeall()
 
