@@ -168,4 +168,5 @@ class WaitingConnectionPool(psycopg2.pool.ThreadedConnectionPool):
                 if self.closed:
                     raise psycopg2.pool.PoolError("connection pool is closed")
         finally:
-            self.requests_wait_ns += time.monotonic_ns() - t0
+            if not first:  # it queued
+                self.requests_wait_ns += time.monotonic_ns() - t0
