@@ -409,8 +409,9 @@ def median(values: list[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def now_ns() -> int:
-    return time.perf_counter_ns()
+# The clock of every timing: the C function itself, not a Python function calling it (four
+# reads per operation; a Python frame each would cost about 0.1 µs per operation).
+now_ns = time.perf_counter_ns
 
 
 # Percentiles at which HdrHistogram's plotter samples a latency curve: ever closer to 100,
