@@ -201,7 +201,7 @@ def test_a_sweep_runs_each_point_on_the_cluster(tmp_path: Path, target: Connecti
     seed_table(admin, table, 100)
     before = table_contents(admin, table)
     result = run_cli("sweep", "--strategies", "psycopg:pool", "--pool-sizes", "2,4",
-                     "--workers", "4", "--duration", "0.5", "--trials", "2", "--warmup", "0",
+                     "--workers", "4", "--duration", "0.5", "--trials", "1", "--warmup", "0",
                      "--cluster", "local:2",
                      "--dsn", target.conninfo(), "--table", table, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
