@@ -35,7 +35,7 @@ def test_every_strategy_over_two_nodes(tmp_path: Path, target: ConnectionTarget,
     seed_table(admin, table, 100)
     before = table_contents(admin, table)
     result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--cluster",
-                     "local:2", "--strategies", "all", "-n", "60", "-w", "4", "--pool-max", "4",
+                     "local:2", "--strategies", "all", "-n", "20", "-w", "4", "--pool-max", "4",
                      "--warmup", "0", "--trials", "1", "--no-chart", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     data = results(tmp_path)
@@ -47,7 +47,7 @@ def test_every_strategy_over_two_nodes(tmp_path: Path, target: ConnectionTarget,
     for s in data["strategies"]:
         for p in s["phases"]:
             if s["name"] != "psycopg2:simple":
-                assert p["ops"] == 60 and p["errors"] == {}, (s["name"], p["phase"])
+                assert p["ops"] == 20 and p["errors"] == {}, (s["name"], p["phase"])
             # The merged histogram holds every successful operation of both nodes.
             assert decode_histogram(p["histogram_latency_us"]).get_total_count() == p["ops"]
         assert s["server"]["ok"] is True, (s["name"], s["server"])
@@ -137,8 +137,9 @@ def test_a_node_with_other_versions_is_refused_before_any_write(
 
 def test_unreachable_scheduler_is_one_line_exit_3(tmp_path: Path,
                                                   target: ConnectionTarget) -> None:
+    # Nothing listens there: Dask retries until the timeout, kept short here.
     result = run_cli("run", "--dsn", target.conninfo(), "--cluster",
-                     f"tcp://127.0.0.1:{free_port()}", cwd=tmp_path)
+                     f"tcp://127.0.0.1:{free_port()}", "--cluster-timeout", "1", cwd=tmp_path)
     lines = [line for line in result.stderr.splitlines()
              if line.strip() and not line.startswith("database: ")]
     assert result.returncode == 3 and len(lines) == 1, result.stderr
@@ -158,7 +159,8 @@ def test_missing_dask_names_the_install(tmp_path: Path, target: ConnectionTarget
 @pytest.mark.parametrize(("args", "needle"), [(["--cluster", "local:0"], "local:N"),
                                               (["--nodes", "2"], "--nodes"),
                                               (["--cluster", "local:2", "--processes", "2"],
-                                               "--processes")])
+                                               "--processes"),
+                                              (["--cluster-timeout", "0"], "--cluster-timeout")])
 def test_bad_cluster_options(tmp_path: Path, args: list[str], needle: str) -> None:
     result = run_cli("run", *args, cwd=tmp_path)
     assert result.returncode == 2 and needle in result.stderr, result.stderr
@@ -199,7 +201,7 @@ def test_a_sweep_runs_each_point_on_the_cluster(tmp_path: Path, target: Connecti
     seed_table(admin, table, 100)
     before = table_contents(admin, table)
     result = run_cli("sweep", "--strategies", "psycopg:pool", "--pool-sizes", "2,4",
-                     "--workers", "4", "--duration", "1", "--trials", "2", "--warmup", "0",
+                     "--workers", "4", "--duration", "0.5", "--trials", "1", "--warmup", "0",
                      "--cluster", "local:2",
                      "--dsn", target.conninfo(), "--table", table, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -64,7 +64,7 @@ def test_backends_killed_every_100ms(tmp_path: Path, target: ConnectionTarget,
     before = table_contents(admin, table)
     with BackendKiller(target) as killer:
         result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
-                         "all", "-n", "300", "-w", "8", "--warmup", "0", "--trials", "1",
+                         "all", "-n", "60", "-w", "8", "--warmup", "0", "--trials", "1",
                          "--no-chart", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert killer.killed > 0

@@ -10,7 +10,7 @@ from poolbench import RunConfig, run
 from poolbench.db.target import ConnectionTarget
 from poolbench.strategies import REGISTRY
 
-ROWS = 60
+ROWS = 30
 WORKERS = 6
 
 

@@ -203,17 +203,17 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
     """A real grid: pool sizes × client counts, two trials a point, and a strategy without
     a pool beside them as a reference."""
     result = run_cli("sweep", "--strategies", "psycopg:none,psycopg:pool", "--pool-sizes",
-                     "1,4", "--workers", "2,8", "--trials", "2", "--duration", "0.5",
+                     "1,4", "--workers", "2,8", "--trials", "2", "--duration", "0.25",
                      "--dsn", target.conninfo(), "--table", "sweep_users", "--app-instances",
-                     "50", "--warmup", "0.2", cwd=tmp_path)
+                     "50", "--warmup", "0.1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
     jsonschema.validate(data, SCHEMA)
     assert [(p["strategy"], p["pool_size"], p["workers"]) for p in data["points"]] == [
         ("psycopg:none", 0, 2), ("psycopg:none", 0, 8),
         *(("psycopg:pool", size, clients) for size in (1, 4) for clients in (2, 8))]
-    assert (data["config"]["warmup"], data["config"]["warmup_s"]) == (1, 0.2)
-    assert data["config"]["duration_s"] == 0.5 and data["config"]["trials"] == 2
+    assert (data["config"]["warmup"], data["config"]["warmup_s"]) == (1, 0.1)
+    assert data["config"]["duration_s"] == 0.25 and data["config"]["trials"] == 2
     assert all(p["server_ok"] and p["errors"] == 0 and p["throughput_ops_s"] > 0
                for p in data["points"])
     # Two rounds: every point once per round, each round in its own order; the order

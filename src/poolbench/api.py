@@ -272,7 +272,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     sampler and the harness's own cost. Nothing is written before the table check passes."""
     started = _now()
     # The cluster first: a node with other versions is refused before any row is written.
-    cluster = (connect_cluster(config.cluster, config.nodes, stack)
+    cluster = (connect_cluster(config.cluster, config.nodes, stack,
+                               timeout_s=config.cluster_timeout_s)
                if config.cluster is not None else None)
     target, embedded = _server(config, classes, stack, on_server)
     public = replace(config, target=target) if config.target is None else config

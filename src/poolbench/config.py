@@ -236,6 +236,7 @@ class RunConfig:
     mix: tuple[tuple[str, int], ...] = ()
     cluster: str | None = None  # Dask scheduler address, or local:N (see measure/cluster.py)
     nodes: int | None = None  # how many of the cluster's workers; None: all
+    cluster_timeout_s: float = 10.0  # how long to wait for the Dask scheduler to answer
     # -f/-b: scripts run instead of the CRUD phases, one timed phase per trial as --mix
     scripts: tuple[ScriptFile, ...] = ()
     protocol: str = "simple"  # -M: how the scripts' statements are sent (pgbench's default)
@@ -263,6 +264,7 @@ class RunConfig:
         for option, number, unit in (("--acquire-timeout", self.acquire_timeout_s, "seconds"),
                                      ("--statement-timeout", self.statement_timeout_s, "seconds"),
                                      ("--duration", self.duration_s, "seconds"),
+                                     ("--cluster-timeout", self.cluster_timeout_s, "seconds"),
                                      ("--warmup-seconds", self.warmup_s, "seconds"),
                                      ("--rate", self.rate, "operations per second")):
             if number is not None and not (isinstance(number, (int, float)) and number > 0

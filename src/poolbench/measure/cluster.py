@@ -36,7 +36,7 @@ from poolbench.strategies import load_strategy
 from poolbench.strategies.base import Strategy, StrategySettings
 
 POLL_S = 0.05  # how often the coordinator asks nodes whether their phase has finished
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 10.0  # how long to wait for a scheduler to answer (--cluster-timeout)
 VERSIONED = ("poolbench", "psycopg", "psycopg-pool", "psycopg2-binary", "asyncpg",
              "sqlalchemy", "hdrhistogram")
 
@@ -88,9 +88,11 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def connect_cluster(address: str, nodes: int | None, stack: ExitStack) -> ClusterNodes:
+def connect_cluster(address: str, nodes: int | None, stack: ExitStack, *,
+                    timeout_s: float = CONNECT_TIMEOUT_S) -> ClusterNodes:
     """A Dask client for ``address`` (``local:N`` starts a LocalCluster of N worker
-    processes); the first ``nodes`` workers; each one's facts, checked against ours."""
+    processes), waiting ``timeout_s`` for a scheduler to answer; the first ``nodes``
+    workers; each one's facts, checked against ours."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -108,7 +110,7 @@ def connect_cluster(address: str, nodes: int | None, stack: ExitStack) -> Cluste
         client = stack.enter_context(Client(cluster))
     else:
         try:
-            client = stack.enter_context(Client(address, timeout=CONNECT_TIMEOUT_S))
+            client = stack.enter_context(Client(address, timeout=timeout_s))
         except (OSError, TimeoutError) as exc:
             raise ConnectError(f"--cluster {address}: cannot reach the Dask scheduler "
                                f"({type(exc).__name__}); is `dask scheduler` running there?"
