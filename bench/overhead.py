@@ -66,7 +66,7 @@ def main() -> None:
               "(target within 1.15x)")
         admin.close()
     for kind in ("threads", "asyncio"):
-        for workers in (1, CLIENTS):
+        for workers in (1, CLIENTS, 50):
             own = min(harness_us_per_op(kind, workers, lambda n: None) for _ in range(5))
             report.line(f"poolbench's own work, {kind}, {workers} workers: {own:.2f} µs per "
                         "operation, best of 5 (target <= 2)")
