@@ -19,8 +19,12 @@ import pytest
 from conftest import run_cli
 from test_errors import assert_one_line_error
 
+from poolbench.api import _check_relay_reachable
+from poolbench.config import RunConfig
 from poolbench.db.server import free_port
 from poolbench.db.target import ConnectionTarget
+from poolbench.errors import ConfigError
+from poolbench.measure.cluster import ClusterNodes
 from poolbench.network.relay_process import RelayProcess
 
 RTT_MS = 2.0
@@ -111,6 +115,8 @@ def test_a_run_at_a_distance_reports_the_round_trip_it_measured(
 PARENT = """
 import sys, time
 from poolbench.db.target import ConnectionTarget
+from poolbench.errors import ConfigError
+from poolbench.measure.cluster import ClusterNodes
 from poolbench.network.relay_process import RelayProcess
 relay = RelayProcess(ConnectionTarget.from_keywords(source="test", host="127.0.0.1",
                                                     port=sys.argv[1]), 1.0)
@@ -149,19 +155,29 @@ def test_the_relay_exits_when_poolbench_dies(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--rtt", "-1"], "--rtt -1"),
-    (["--rtt", "20000"], "from 0 to 10000"),
-    (["--rtt", "nan"], "--rtt nan"),
-    (["--pooler-near", "app"], "give --rtt too"),
-])
-def test_bad_rtt_values_are_refused_in_one_line(tmp_path: Path, args: list[str],
-                                                needle: str) -> None:
+@pytest.mark.parametrize(("rtt", "needle"), [("-1", "--rtt -1"), ("20000", "from 0 to 10000")])
+def test_bad_rtt_values_are_refused_in_one_line(tmp_path: Path, rtt: str, needle: str) -> None:
     # Nothing listens at the DSN: a value let through would fail later, with code 3.
     dsn = f"postgresql://u:pw@127.0.0.1:{free_port()}/db"
-    result = run_cli("run", "--dsn", dsn, *args, cwd=tmp_path)
+    result = run_cli("run", "--dsn", dsn, "--rtt", rtt, cwd=tmp_path)
     assert_one_line_error(result, 2, needle)
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize(("settings", "needle"), [
+    ({"rtt_ms": float("nan")}, "--rtt nan"),
+    ({"pooler_near": "app"}, "give --rtt too"),
+    ({"relay_port": 6000}, "give --rtt too"),
+    ({"rtt_ms": 1.0, "pooler_near": "app", "via": ("pooler",),
+      "pooler_dsn": ConnectionTarget.from_dsn("postgresql://u@127.0.0.1:6432/db", source="t")},
+     "cannot do for a pooler you run"),
+])
+def test_bad_rtt_settings_are_one_line_config_errors(settings: dict[str, object],
+                                                     needle: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        RunConfig(**settings)
+    assert error.value.exit_code == 2 and needle in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_a_relay_port_in_use_is_refused_in_one_line(tmp_path: Path, target: ConnectionTarget,
@@ -177,3 +193,14 @@ def test_a_relay_port_in_use_is_refused_in_one_line(tmp_path: Path, target: Conn
                           "give a free port")
     assert admin.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None
     assert not list(tmp_path.rglob("results.json"))
+
+
+def test_cluster_nodes_on_other_machines_are_refused_in_one_line() -> None:
+    """The relay listens on this machine's loopback: a node elsewhere could not reach it."""
+    here = {"host": socket.gethostname()}
+    _check_relay_reachable(ClusterNodes("local:1", None, ("tcp://127.0.0.1:1",), (here,)))
+    with pytest.raises(ConfigError) as error:
+        _check_relay_reachable(ClusterNodes("tcp://10.0.0.1:8786", None,
+                                            ("tcp://127.0.0.1:1", "tcp://10.0.0.2:1"),
+                                            (here, {"host": "db-client-2"})))
+    assert error.value.exit_code == 2 and "nodes on db-client-2 cannot reach" in str(error.value)
