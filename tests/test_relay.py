@@ -52,11 +52,13 @@ def test_many_connections_get_their_own_results_intact_and_in_order(
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        for thread in threads:  # bytes lost would leave a client waiting for them forever
+            thread.join(timeout=120)
+        waiting = sum(thread.is_alive() for thread in threads)
+    assert not waiting, f"{waiting} connections never got their whole result"
     assert not errors, errors
     with psycopg.connect(target.conninfo(), autocommit=True) as direct:
         for i in range(20):
