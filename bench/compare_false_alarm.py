@@ -19,9 +19,10 @@ first version slept ``pg_sleep`` on rows ``id % 10000 < k``: a 1-s trial's few t
 consecutive ids got anywhere from none to all of its share, and achieved slowdowns ranged
 from -27% to 42%). ``n`` is set per phase (create, update, delete) from the first run's
 throughput and the server's measured cost of one loop step, so that each worker's
-operations take 25% longer (1 / 1.25 = 20% fewer ops/s), then corrected twice from
-calibration runs with the trigger alternating with plain ones; the slowdown each pair got
-is printed. Reads do not fire the trigger: in the A' -> S pairs the read phase is one
+operations take 25% longer (1 / 1.25 = 20% fewer ops/s), then set from four calibration
+runs with the trigger, alternating with plain ones (the added time is taken as proportional
+to n, and the median of the four estimates of that proportion is used); the slowdown each
+pair got is printed. Reads do not fire the trigger: in the A' -> S pairs the read phase is one
 more A/A.
 
 The configuration is one a gate can judge on a 2-core machine: 2 workers (8 workers on 2
@@ -62,6 +63,7 @@ TABLE = "compare_false_alarm"
 STRATEGY = "psycopg:pool"
 SLOWED = ("create", "update", "delete")
 TG_OP = {"create": "INSERT", "update": "UPDATE", "delete": "DELETE"}
+CALIBRATION_ROUNDS = 4
 TARGET_DROP = 0.20  # throughput 20% lower: each operation 25% longer in a closed loop
 
 
@@ -174,16 +176,20 @@ def main() -> None:
         target = server.target
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, TABLE))
-        # Calibration: loop steps from a plain run and the server's cost per step, then
-        # corrected twice from plain and slowed runs, alternating (one noisy run must not set
-        # the slowdown; a CPU-bound server slows more or less than the added CPU predicts).
+        # Calibration: the added share of an operation's time grows in proportion to the
+        # loop steps per row (added = c * n). A first n from a plain run's throughput and
+        # the server's cost per step; then CALIBRATION_ROUNDS slowed runs, each beside a
+        # plain one, each giving an estimate of c per phase (its slowdown against the
+        # plain runs' median); the pairs use the median of those estimates, so that one
+        # noisy run does not set the slowdown (the first version corrected from single runs
+        # and overshot: 25-29% instead of 20%).
         per_loop = seconds_per_loop(admin)
         plains = [one_run(target, args)]
-        stretch = {phase: 1.0 for phase in SLOWED}
-        for _ in range(2):
-            base = {phase: statistics.median(throughput(r, phase) for r in plains)
-                    for phase in SLOWED}
-            loops = loops_for(base, args.workers, stretch, per_loop)
+        target_added = TARGET_DROP / (1 - TARGET_DROP)
+        base = {phase: throughput(plains[0], phase) for phase in SLOWED}
+        loops = loops_for(base, args.workers, {}, per_loop)
+        estimates: dict[str, list[float]] = {phase: [] for phase in SLOWED}
+        for round_ in range(CALIBRATION_ROUNDS):
             install_slowdown(admin, loops)
             try:
                 slowed = one_run(target, args)
@@ -193,13 +199,12 @@ def main() -> None:
             base = {phase: statistics.median(throughput(r, phase) for r in plains)
                     for phase in SLOWED}
             for phase in SLOWED:
-                got = 1 / (1 - min(0.9, max(0.01, 1 - throughput(slowed, phase) / base[phase])))
-                # at most halve or double per step: one noisy run must not swing it wildly
-                stretch[phase] *= min(2.0, max(0.5, (TARGET_DROP / (1 - TARGET_DROP))
-                                               / (got - 1)))
-        base = {phase: statistics.median(throughput(r, phase) for r in plains)
-                for phase in SLOWED}
-        loops = loops_for(base, args.workers, stretch, per_loop)
+                drop = min(0.9, max(0.01, 1 - throughput(slowed, phase) / base[phase]))
+                estimates[phase].append((1 / (1 - drop) - 1) / loops[phase])
+            loops = {phase: max(1, round(target_added / statistics.median(estimates[phase])))
+                     for phase in SLOWED}
+            report.line(f"# calibration {round_ + 1}: n = " + ", ".join(
+                f"{n} ({phase})" for phase, n in loops.items()))
         on = ", ".join(f"{n} ({phase})" for phase, n in loops.items())
         report.line(f"# trigger: count(*) over generate_series(1, n) on every row, n = {on}; "
                     f"one step costs the server {per_loop * 1e9:.0f} ns")

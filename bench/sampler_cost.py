@@ -1,10 +1,11 @@
 """What the activity sampler costs, measured inside one run so that the machine's drift
 cancels: one long pooled read phase with the run's own sampler off, while this script
 starts and stops a sampler (the same class, every 100 ms, on the run's backends, reading
-resources each second) in alternate blocks of BLOCK_S seconds. Each block's first second
-(the switch) is left out. Each "on" block's operations are divided by the mean of its two
-"off" neighbours', and the mean of those ratios is given with a 95% confidence interval
-(Student's t). An A/A control does the same with nothing switched. Target: within 1%.
+resources each second; its process started before the run) in alternate blocks of BLOCK_S
+seconds. Each block's first second (the switch) is left out. Each "on" block's operations
+are divided by the mean of its two "off" neighbours', and the mean of those ratios is given
+with a 95% confidence interval (Student's t). An A/A control does the same with nothing
+switched. Target: within 1%.
 Run: python bench/sampler_cost.py [seconds per run, default 240]
 """
 
@@ -35,7 +36,7 @@ def measure(server: EmbeddedServer, seconds: float, *, switch: bool) -> tuple[li
                       server=ServerProcesses.find(data_dir=str(server.data_dir)))
     events, started, done = RunEvents(), threading.Event(), threading.Event()
     origin: list[float] = []
-    cpu = [0.0, 0.0]  # the sampler's thread, the client's processes, over 'on' blocks
+    cpu = [0.0, 0.0]  # the sampler's process, the client's processes, over 'on' blocks
 
     def phase_started(**_: object) -> None:
         origin.append(time.monotonic())
@@ -98,8 +99,8 @@ def main() -> None:
                     f"psycopg:pool reads, 8 workers, one {seconds:g} s phase)")
     report.line("target: within 1% (0.99x..1.01x); met only if the interval lies inside it")
     report.line(f"the sampler's own CPU: {share:.2%} of the client's over the 'on' blocks "
-                "(thread_time in its thread; what its own work can take from a CPU-bound "
-                "client)")
+                "(the CPU time of its own process; what its work can take from a CPU-bound "
+                "client on shared cores)")
     report.save()
 
 

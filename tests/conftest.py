@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -79,6 +80,20 @@ def wait_for_run_rows(conn: psycopg.Connection, table: str, proc: subprocess.Pop
             return
         time.sleep(0.02)  # between two looks, not in place of one: the server stays free
     pytest.fail("the run never created a row")
+
+
+def has_ended(process: psutil.Process, timeout_s: float = 60) -> bool:
+    """Whether ``process`` exits (gone, or a zombie its new parent has not reaped yet): a
+    condition polled, with a deadline only a hang would reach."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:

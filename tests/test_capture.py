@@ -8,6 +8,7 @@ pg_stat_statements preloaded."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import secrets
 import subprocess
@@ -312,6 +313,19 @@ def test_capture_gets_back_a_known_mix(stat_server: EmbeddedServer,
                               stdin=subprocess.DEVNULL)
         assert proc.returncode == 0, (mode, proc.stderr[-2000:])
         assert "number of transactions actually processed: 40/40" in proc.stdout
+
+    # ... and a sweep over the captured workload recommends a pool size (the update writes:
+    # this is the test's own server, so --allow-writes)
+    sweep = run_cli("sweep", *" ".join(lines).split(), "--allow-writes", "--strategies",
+                    "psycopg:pool", "--pool-sizes", "1,2", "--workers", "2", "--trials", "2",
+                    "--duration", "0.3", "--warmup", "0.2", "--dsn", stat_target.conninfo(),
+                    "--out", str(tmp_path / "sweep"), "--no-chart", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    data = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert {p["pool_size"] for p in data["points"]} == {1, 2}
+    assert all(p["errors"] == 0 and p["server_ok"] for p in data["points"]), data["points"]
+    (pick,) = data["recommendations"]
+    assert pick["strategy"] == "psycopg:pool" and pick["pool_size"] in (1, 2), pick
 
 
 def test_top_and_by_choose_the_statements(stat_target: ConnectionTarget, items: str,

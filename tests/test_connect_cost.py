@@ -1,12 +1,16 @@
 """What a new connection costs: the protocol probe's slices fit in a wall clock timed around
 each whole connection, the probe speaks SCRAM and md5 and says "not measured" where it cannot
-speak the method, it measures through the route it is given, each driver's connect() is timed
-alone and under concurrency, and a run with a no-pool strategy carries the figures."""
+speak the method, it counts each slice's round trips, it times TLS as its own slice, it
+measures through the route it is given, each driver's connect() is timed alone and under
+concurrency, and a run with a no-pool strategy carries the figures. Under --tls every
+connection of a run, each strategy's included, is over TLS."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +23,24 @@ from psycopg import sql
 from rich.console import Console
 
 from poolbench import RunConfig, run
+from poolbench.db.certificate import make_self_signed_certificate
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
+from poolbench.errors import ConnectError
+from poolbench.events import RunEvents
 from poolbench.measure.connect_probe import SLICES, connect_cost, probe_once
 from poolbench.poolers.routes import open_route
 from poolbench.report.console import render_connect_cost
 from poolbench.report.html import report_html
 from poolbench.report.markdown import markdown
+from poolbench.strategies import REGISTRY
 
 PASSWORD = "it's a pass: phrase"  # quoted, spaced: the probe must send it as it is
+# Round trips per slice over plain TCP with SCRAM, counted as docs/connect-cost.md says:
+# TCP 1; startup, client-first, client-final 3; the key derivation and the backend's start
+# wait for nothing the client sent; SELECT 1 is 1.
+SCRAM_ROUND_TRIPS = {"tcp": 1, "tls": 0, "auth_exchange": 3, "scram_key_derivation": 0,
+                     "backend_start": 0, "first_query": 1}
 
 
 def create_role(server: EmbeddedServer, name: str, *, encryption: str) -> ConnectionTarget:
@@ -78,6 +91,7 @@ def test_the_probe_speaks_md5(md5_target: ConnectionTarget) -> None:
 
     times = probe_once(md5_target)
     assert times.slices["auth_exchange"] > 0 and times.slices["scram_key_derivation"] == 0
+    assert times.round_trips == {**SCRAM_ROUND_TRIPS, "auth_exchange": 2}  # startup, password
     # The server checked the hash: a wrong password is refused with its reason.
     with pytest.raises(ConnectError, match="password authentication failed"):
         probe_once(md5_target.with_params(password="wrong"))
@@ -168,6 +182,7 @@ def test_probe_slices_fit_in_a_wall_clock_around_the_connection(
         assert sum(times.slices.values()) <= times.wall_ns, times
         assert times.unaccounted_ns == times.wall_ns - sum(times.slices.values())
         assert times.slices["tls"] == 0  # no TLS asked for: no TLS slice
+        assert times.round_trips == SCRAM_ROUND_TRIPS and times.tls_version is None
     cost = connect_cost(target, samples=30, concurrency=(1, 4), drivers=("psycopg", "asyncpg"))
     assert cost.route == "direct" and cost.not_measured is None
     assert set(cost.slices) == set(SLICES)
@@ -183,6 +198,15 @@ def test_probe_slices_fit_in_a_wall_clock_around_the_connection(
     # slice is zero in every connection (its histogram's lowest bucket, 1 µs).
     assert target.get("sslmode") is None and cost.tls is False
     assert cost.slices["tls"].count == 30 and cost.slices["tls"].max_us <= 1
+    assert cost.round_trips == SCRAM_ROUND_TRIPS and cost.tls_version is None
+    # sslmode=prefer asks, the server (ssl off) answers N: one round trip, then plain text;
+    # require refuses to go on.
+    preferred = probe_once(target.with_params(sslmode="prefer"))
+    assert preferred.round_trips == {**SCRAM_ROUND_TRIPS, "tls": 1}
+    assert preferred.tls_version is None
+    with pytest.raises(ConnectError, match="sslmode=require asks for TLS but the server does "
+                                           "not accept it"):
+        probe_once(target.with_params(sslmode="require"))
     assert [(d.driver, d.concurrency) for d in cost.drivers] == [
         ("psycopg", 1), ("psycopg", 4), ("asyncpg", 1), ("asyncpg", 4)]
     assert all(d.latency is not None and d.latency.count == 30 and d.not_measured is None
@@ -218,16 +242,132 @@ def test_connect_cost_command_with_tls_measures_a_handshake_on_the_embedded_serv
     assert data["drivers"][0]["latency"]["count"] == 5
 
 
-def test_tls_slice_is_measured_on_the_embedded_server() -> None:
-    with EmbeddedServer(tls=True) as server:
-        assert server.target is not None and server.target.get("sslmode") == "require"
-        cost = connect_cost(server.target, samples=10, concurrency=(1,), drivers=("psycopg",))
+@pytest.fixture(scope="module")
+def tls_server() -> Iterator[EmbeddedServer]:
+    """A server offering TLS with a self-signed certificate (clients: sslmode=require) that
+    logs each connection, saying whether it is over TLS."""
+    with EmbeddedServer(tls=True, settings={"log_connections": "on"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tls_target(tls_server: EmbeddedServer) -> ConnectionTarget:
+    assert tls_server.target is not None and tls_server.target.get("sslmode") == "require"
+    return tls_server.target
+
+
+def test_the_probe_times_tls_as_its_own_slice_and_counts_its_round_trips(
+        tls_server: EmbeddedServer, tls_target: ConnectionTarget, tmp_path: Path) -> None:
+    before = time.perf_counter_ns()
+    times = probe_once(tls_target)
+    around = time.perf_counter_ns() - before
+    assert times.tls_version == "TLSv1.3" and times.tls_cipher
+    assert times.slices["tls"] > 0 and all(ns >= 0 for ns in times.slices.values())
+    # The slices fit in the probe's own wall clock, which fits in one timed around it.
+    assert sum(times.slices.values()) <= times.wall_ns <= around
+    # SSLRequest 1 + TLS 1.3's handshake 2: PostgreSQL 17 takes its key exchange on one
+    # curve, prime256v1 (ssl_ecdh_curve; it cannot take X25519), an OpenSSL 3 client
+    # (libpq's, Python's) offers an X25519 key first, and the server asks again
+    # (HelloRetryRequest). PgBouncer takes X25519: 1 (the PgBouncer test below). The rest
+    # as over plain TCP, now over TLS.
+    assert times.round_trips == {**SCRAM_ROUND_TRIPS, "tls": 3}
+    # TLS 1.2's full handshake: 2 (libpq's ssl_max_protocol_version).
+    older = probe_once(tls_target.with_params(ssl_max_protocol_version="TLSv1.2"))
+    assert older.tls_version == "TLSv1.2" and older.round_trips == {**SCRAM_ROUND_TRIPS,
+                                                                    "tls": 3}
+    # verify-ca verifies the chain against sslrootcert, as libpq does: the server's own
+    # self-signed certificate verifies it, another does not, a missing file is refused.
+    own = tls_server.data_dir / "server.crt"
+    assert probe_once(tls_target.with_params(sslmode="verify-ca",
+                                             sslrootcert=str(own))).tls_version == "TLSv1.3"
+    other, _ = make_self_signed_certificate(tmp_path)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        probe_once(tls_target.with_params(sslmode="verify-ca", sslrootcert=str(other)))
+    with pytest.raises(ConnectError, match=r"root certificate file .* does not exist"):
+        probe_once(tls_target.with_params(sslmode="verify-ca",
+                                          sslrootcert=str(tmp_path / "none.crt")))
+    cost = connect_cost(tls_target, samples=10, concurrency=(1,), drivers=("psycopg",))
     # A real handshake: the server signs it with the RSA-2048 key made for it, work of
     # well over 100 µs on any CPU (it holds by the work done, not by the machine's speed).
-    assert cost.tls and cost.slices["tls"].p50_us > 100
+    assert cost.tls and cost.tls_version == "TLSv1.3" and cost.slices["tls"].p50_us > 100
+    assert cost.round_trips == {**SCRAM_ROUND_TRIPS, "tls": 3}
     assert cost.total is not None and cost.unaccounted is not None
     assert cost.parts_sum_us + cost.unaccounted.mean_us == pytest.approx(cost.total.mean_us,
                                                                          rel=0.01, abs=2)
+    console = Console(record=True, width=200)
+    render_connect_cost(cost, console)
+    text = console.export_text()
+    assert f"over TLSv1.3 ({cost.tls_cipher})" in text and "round trips" in text
+
+
+def test_under_tls_every_strategy_connects_over_tls(tls_server: EmbeddedServer,
+                                                   tls_target: ConnectionTarget,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tls on a DSN that names no sslmode: every connection the run makes, each
+    strategy's included, is over TLS by the server's own account (its connection log;
+    pg_stat_ssl for the connections open at the end of each phase)."""
+    # The run's connect cost: 1 probe connection and 1 connect per driver, not 50 (the
+    # suite's time); they are connections of the run all the same, checked below.
+    monkeypatch.setattr("poolbench.api.CONNECT_SAMPLES", 1)
+    # libpq's and asyncpg's default sslmode is prefer, which takes TLS where the server
+    # offers it: with the default turned to disable, only a connection given sslmode=require
+    # is over TLS.
+    monkeypatch.setenv("PGSSLMODE", "disable")
+    plain = ConnectionTarget(tuple((k, v) for k, v in tls_target.params if k != "sslmode"),
+                             "--dsn")
+    log = tls_server.log_file
+    starts: list[tuple[str, int]] = []
+    open_backends: dict[str, set[bool]] = {}
+    events = RunEvents()
+    events.strategy_started.add_listener(
+        lambda strategy, trials: starts.append((strategy, log.stat().st_size)))
+    with psycopg.connect(tls_target.with_params(application_name="poolbench-test").conninfo(),
+                         autocommit=True) as watcher:
+        def ssl_of_open_backends(measurement: object) -> None:
+            rows = watcher.execute(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+                "WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()"
+            ).fetchall()
+            open_backends.setdefault(starts[-1][0], set()).update(r[0] for r in rows)
+        events.phase_finished.add_listener(ssl_of_open_backends)
+        first = log.stat().st_size
+        results = run(RunConfig(target=plain, tls=True, strategies=tuple(REGISTRY), rows=2,
+                                workers=1, pool_max=1, warmup=0, trials=1, table="t_tls",
+                                out_dir=None, sample_interval_s=0), events=events)
+    assert [name for name, _ in starts] == list(REGISTRY)
+    assert all(s.error_count == 0 for s in results.strategies)
+    text = log.read_bytes()
+    bounds = [first, *(at for _, at in starts), len(text)]
+    for i, (label, begin, end) in enumerate(zip(["before", *REGISTRY], bounds, bounds[1:])):
+        authorized = [line for line in text[begin:end].decode(errors="replace").splitlines()
+                      if "connection authorized" in line]
+        assert i == 0 or authorized, f"{label}: no connection in the server's log"
+        assert all("SSL enabled" in line for line in authorized), (label, authorized)
+    assert all(seen <= {True} for seen in open_backends.values()), open_backends
+    assert open_backends.get("psycopg:pool") == {True}  # its pool was open: seen over TLS
+    assert results.config["tls"] is True
+    assert [c.tls_version for c in results.connect_cost] == ["TLSv1.3"]
+
+
+def test_under_tls_clients_reach_pgbouncer_over_tls(tls_target: ConnectionTarget) -> None:
+    with open_route("pgbouncer:transaction", tls_target, pool_size=1, max_clients=10,
+                    keep_prepared=False) as route:
+        assert route.target.get("sslmode") == "require"
+        times = probe_once(route.target)
+        with psycopg.connect(route.target.conninfo()) as conn:
+            assert conn.pgconn.ssl_in_use
+    # PgBouncer takes X25519 (tls_ecdhcurve = auto): TLS 1.3 in one round trip.
+    assert times.tls_version == "TLSv1.3" and times.round_trips["tls"] == 2
+
+
+def test_tls_against_a_server_without_ssl_is_a_one_line_error(
+        tmp_path: Path, target: ConnectionTarget) -> None:
+    result = run_cli("run", "--dsn", target.conninfo(), "--tls", "--strategies",
+                     "psycopg:none", "-n", "5", "-w", "1", cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not accept TLS" in lines[0] and "--tls" in lines[0], lines
+    assert target.password not in result.stdout + result.stderr
 
 
 def test_a_run_with_a_no_pool_strategy_carries_the_breakdown(target: ConnectionTarget,

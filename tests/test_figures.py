@@ -14,7 +14,7 @@ from poolbench import RunConfig, run
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import quote_ident
 from poolbench.events import RunEvents
-from poolbench.measure.harness import SAMPLE_OPERATIONS
+from poolbench.measure.harness import REPEATS, SAMPLE_OPERATIONS
 from poolbench.results import (
     PHASES,
     SCHEMA_VERSION,
@@ -215,7 +215,7 @@ def test_harness_runs_on_each_executor_kind_through_the_progress_hook(
                             out_dir=None), events=events)
     assert results.harness_us_per_op is not None
     assert set(results.harness_us_per_op) == {"threads", "asyncio"}
-    assert sum(before_start) == 2 * SAMPLE_OPERATIONS
+    assert sum(before_start) == 2 * REPEATS * SAMPLE_OPERATIONS
 
 
 def test_per_second_series_sums_to_the_operations(target: ConnectionTarget,
@@ -324,6 +324,40 @@ def test_phase_sink_counts_a_straggling_second_and_every_operation() -> None:
     assert sum(sink.counts("latency").values()) == 802
     assert sum(sink.counts("acquire").values()) == 802 and not sink.counts("failed")
     assert not fast.latency and not slow.latency  # handed on: the sink holds them
+
+
+def test_fifty_workers_counts_merge_to_every_operation() -> None:
+    """Each worker records into its own recorder (no lock per operation) and hands its counts
+    on once a second and at the end; merged, they are every operation, once: the operation
+    count, each histogram's total, the per-second series and the progress reported."""
+    from poolbench.db.workload import Statement, Workload
+    from poolbench.measure.executor import in_process_executor
+    from poolbench.measure.harness import NullStrategy
+    from poolbench.measure.metrics import PhaseMeasurement, pairs
+    from poolbench.measure.phase import PhaseSpec
+    from poolbench.strategies import StrategySettings
+
+    operations, workers = 5_000, 50
+    settings = StrategySettings(target=None, workers=workers, pool_min=0,  # type: ignore[arg-type]
+                                pool_max=workers, acquire_timeout_s=float("inf"))
+    executor = in_process_executor(NullStrategy, settings, stop=threading.Event())
+    spec = PhaseSpec("read", Statement("read", "", True), Workload("null", "pb00000000"), 0,
+                     count=operations, ids=(1,))
+    progress: list[int] = []
+    executor.open()
+    try:
+        run = executor.run_phase(spec, progress.append)
+    finally:
+        executor.close()
+    assert len(run.recorders) == workers
+    m = PhaseMeasurement.merge(phase="read", trial=0, warmup=False, elapsed_s=run.elapsed_s,
+                               recorders=run.recorders)
+    assert m.ops == operations and m.errors == {}
+    assert [h.get_total_count() for h in (m.latency, m.acquire, m.execute, m.scheduled,
+                                          m.failed)] == [operations] * 3 + [0, 0]
+    assert m.seconds is not None
+    assert sum(n for counts in m.seconds.values() for _, n in pairs(counts)) == operations
+    assert sum(progress) == operations
 
 
 def test_time_bars_add_up_to_the_operation(target: ConnectionTarget, table: str) -> None:

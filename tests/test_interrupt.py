@@ -14,9 +14,17 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
-from conftest import clean_env, run_cli, seed_table, table_contents, wait_for_run_rows
+from conftest import (
+    clean_env,
+    has_ended,
+    run_cli,
+    seed_table,
+    table_contents,
+    wait_for_run_rows,
+)
 
 from poolbench.db.target import ConnectionTarget
 
@@ -33,10 +41,13 @@ def test_signal_stops_cleans_and_writes_partial_results(
         cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_run_rows(admin, table, proc)
+        samplers = [p for p in psutil.Process(proc.pid).children()
+                    if "sampler_process" in " ".join(p.cmdline())]
         proc.send_signal(sig)
         assert proc.wait(timeout=120) == code
     finally:
         proc.kill()
+    assert len(samplers) == 1 and has_ended(samplers[0])  # no sampler left running
     assert table_contents(admin, table) == before
     data = json.loads((tmp_path / "reports" / "results.json").read_text())
     assert data["partial"] is True

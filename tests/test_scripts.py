@@ -8,10 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import psycopg
 import pytest
 from conftest import clean_env, run_cli
@@ -177,10 +182,14 @@ def test_a_statement_the_server_refuses_as_written_ends_the_run(
                                                       1)})))
 
 
-def test_a_set_that_fails_while_running_ends_the_run(quiet_target: ConnectionTarget) -> None:
+@pytest.mark.parametrize("spread", [{"processes": 2}, {"cluster": "local:1"}])
+def test_a_set_that_fails_while_running_ends_the_run(quiet_target: ConnectionTarget,
+                                                     spread: dict) -> None:
+    """In a worker process or on a cluster node the script's own error ends the run as it
+    does in one process (exit 2), not as a lost process or node."""
     with pytest.raises(ScriptError, match=r"^div.sql:2: \\set y: division by zero"):
         run(RunConfig(target=quiet_target, strategies=("psycopg:pool",), rows=20, workers=2,
-                      pool_max=2, warmup=0, trials=1, out_dir=None, processes=2,
+                      pool_max=2, warmup=0, trials=1, out_dir=None, **spread,
                       scripts=scripts(**{"div.sql": ("\\set zero 0\n\\set y 1 / :zero\n"
                                                      "SELECT :y;\n", 1)})))
 
@@ -205,9 +214,10 @@ def test_writes_on_a_server_poolbench_did_not_start_are_refused_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert lines[-1] == ("poolbench: error: write.sql:3: the server refused a write (cannot "
                          "execute UPDATE in a read-only transaction): on a server poolbench "
-                         "did not start, scripts run in read-only sessions; give "
-                         "--allow-writes to let them write (docs/scripts.md says what that "
-                         "risks)"), result.stderr
+                         "did not start, scripts run in read-only sessions; give --clone "
+                         "to run them on a copy of the database, or --allow-writes to let "
+                         "them write here (docs/scripts.md says what that risks)"), \
+        result.stderr
     assert not any("Traceback" in line for line in lines)
     assert _kv_sum(quiet_target) == before
     with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
@@ -262,8 +272,9 @@ def test_pgbench_builtin_runs_on_pgbench_tables(quiet: EmbeddedServer,
     ({}, ["-b", "tpcc"], 'no builtin script found for name "tpcc"'),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--mix", "read=1"],
      "-f/-b scripts and --mix are two workloads"),
-    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--baseline", "pgbench"],
-     "with -f/-b scripts it is not supported yet"),
+    ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "--random-seed", "-3"],
+     "--random-seed '-3': give a whole number from 0 to 18446744073709551615, 'time' or "
+     "'rand'"),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-M", "fast"], "'fast' is not one of"),
     ({"a.sql": "SELECT 1;\n"}, ["-f", "a.sql", "-s", "0"], "-s/--scale must be a whole number"),
 ])
@@ -288,6 +299,8 @@ def test_results_json_names_each_script_and_its_hash(tmp_path: Path,
                   pool_max=2, warmup=0, trials=1, out_dir=tmp_path, chart=False,
                   scripts=scripts(**{"a.sql": ("SELECT 1;\n", 3), "b.sql": ("SELECT 2;\n", 1)})))
     data = json.loads((tmp_path / "results.json").read_text())
+    jsonschema.validate(data, json.loads(
+        resources.files("poolbench").joinpath("results.schema.json").read_text()))
     assert data["config"]["scripts"] == [
         {"name": "a.sql", "path": "a.sql", "weight": 3,
          "sha256": hashlib.sha256(b"SELECT 1;\n").hexdigest()[:12]},
@@ -298,3 +311,195 @@ def test_results_json_names_each_script_and_its_hash(tmp_path: Path,
     assert "script:a.sql" in (tmp_path / "results.csv").read_text()
     crud = RunConfig().public_dict()
     assert not {"scripts", "protocol", "scale", "script_seed", "allow_writes"} & set(crud)
+
+
+# A transparent stand-in for pgbench: runs the real one with the same arguments and
+# environment, keeps the arguments, each -f file's text, its output, and whether the
+# password came through the environment (never the password itself).
+RECORDING_PGBENCH = """\
+import os, subprocess, sys
+from pathlib import Path
+
+keep = Path({keep!r})
+args = sys.argv[1:]
+if args == ["--version"]:
+    os.execv({real!r}, [{real!r}, *args])
+(keep / "argv").write_text("\\n".join(args))
+files = [args[i + 1].rsplit("@", 1)[0] for i, a in enumerate(args) if a == "-f"]
+(keep / "scripts").write_text("\\0".join(Path(f).read_text() for f in files))
+(keep / "env").write_text("PGPASSWORD set" if os.environ.get("PGPASSWORD") else "")
+proc = subprocess.run([{real!r}, *args], capture_output=True, text=True)
+(keep / "stdout").write_text(proc.stdout)
+sys.stdout.write(proc.stdout)
+sys.stderr.write(proc.stderr)
+sys.exit(proc.returncode)
+"""
+
+
+def test_baseline_runs_the_same_scripts_in_pgbench_and_keeps_its_tps(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    """pgbench gets the scripts' texts with their weights, -M, -c, -T, -s and the seed,
+    the password only in its environment; its figure is the tps pgbench printed."""
+    from poolbench.check.calibrate import find_pgbench
+    from poolbench.check.script_baseline import calibrate_scripts
+
+    keep = tmp_path / "seen"
+    keep.mkdir()
+    recorder = tmp_path / "pgbench"
+    recorder.write_text(f"#!{sys.executable}\n"
+                        + RECORDING_PGBENCH.format(keep=str(keep), real=str(find_pgbench())))
+    recorder.chmod(0o755)
+    files = scripts(**{"read.sql": (READ, 3), "two.sql": ("SELECT 2;\n", 1)})
+    cal = calibrate_scripts(quiet_target, files, protocol="extended", scale=2, seed=7,
+                            clients=2, seconds=1, pgbench=recorder)
+    assert cal is not None
+    argv = (keep / "argv").read_text().splitlines()  # the -C run's, the last
+    flags = [a.rsplit("/", 1)[-1] if "@" in a else a for a in argv
+             if not a.startswith(("-l", "--log-prefix=", "--sampling-rate="))]
+    assert flags == ["-n", "-f", "read.sql@3", "-f", "two.sql@1", "-s", "2", "--random-seed=7",
+                     "-c", "2", "-j", str(min(2, os.cpu_count() or 1)), "-T", "1",
+                     "-M", "extended", "-C", "-h", quiet_target.get("host"),
+                     "-p", quiet_target.get("port"), "-U", quiet_target.get("user"),
+                     quiet_target.dbname]
+    assert (keep / "scripts").read_text().split("\0") == [READ, "SELECT 2;\n"]
+    assert quiet_target.password and quiet_target.password not in " ".join(argv)
+    assert (keep / "env").read_text() == "PGPASSWORD set"
+    assert cal.workload == "-f read.sql@3 -f two.sql@1 -M extended -s 2 --random-seed=7"
+    out = (keep / "stdout").read_text()
+    figure = cal.figure("scripts", connect_each=True)
+    assert figure.tps == float(re.search(r"^tps = ([\d.]+) ", out, re.MULTILINE).group(1))
+    assert figure.transactions == int(re.search(
+        r"^number of transactions actually processed: (\d+)", out, re.MULTILINE).group(1))
+    assert [f.connect_each for f in cal.figures] == [False, True]
+
+
+def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    (tmp_path / "read.sql").write_text(READ)
+    result = run_cli("run", "--dsn", quiet_target.conninfo(), "-f", "read.sql@2",
+                     "--strategies", "psycopg:pool,psycopg:none", "-w", "2", "--pool-max", "2",
+                     "--warmup", "0", "--trials", "1", "--duration", "1", "--baseline",
+                     "pgbench", "--no-chart", "--sample-interval", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "pgbench on the same server and your scripts: -f read.sql@2 -M simple" in \
+        result.stdout
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    schema = json.loads(resources.files("poolbench").joinpath("results.schema.json").read_text())
+    jsonschema.validate(data, schema)  # script phases (mix, script:NAME) included
+    cal = data["calibration"]
+    assert cal["workload"] == "-f read.sql@2 -M simple -s 1 --random-seed=0"
+    figures = {f["connect_each"]: f for f in cal["figures"]}
+    assert {f["script"] for f in figures.values()} == {"scripts"}
+    mix = {s["name"]: next(p for p in s["phases"] if p["phase"] == "mix")
+           for s in data["strategies"]}
+    ratios = {r["strategy"]: r for r in cal["ratios"]}
+    assert set(ratios) == {"psycopg:pool", "psycopg:none"}
+    for name, against, connect_each in (("psycopg:pool", "persistent", False),
+                                        ("psycopg:none", "connect", True)):
+        assert ratios[name]["script"] == "scripts" and ratios[name]["against"] == against
+        assert ratios[name]["throughput"] == round(
+            mix[name]["throughput_ops_s"] / figures[connect_each]["tps"], 3)
+
+
+SEEDED = """\\set r random(1, 1000000000)
+\\set g random_gaussian(1, 1000000, 2.5)
+INSERT INTO seeded (client, r, g) VALUES (:client_id, :r, :g);
+"""
+
+
+def test_same_random_seed_draws_the_same_values_for_each_client(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    (tmp_path / "seeded.sql").write_text(SEEDED)
+
+    def drawn(seed: str) -> dict[int, list[tuple[int, int]]]:
+        result = run_cli("run", "--dsn", quiet_target.conninfo(), "-f", "seeded.sql",
+                         "--random-seed", seed, "--allow-writes", "--strategies",
+                         "psycopg:pool", "-w", "2", "--pool-max", "2", "-n", "40",
+                         "--warmup", "0", "--trials", "1", "--no-chart",
+                         "--sample-interval", "0", "--out", f"out{seed}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        config = json.loads((tmp_path / f"out{seed}" / "results.json").read_text())["config"]
+        assert config["script_seed"] == int(seed)
+        with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+            rows = conn.execute("DELETE FROM seeded RETURNING client, id, r, g").fetchall()
+        found: dict[int, list[tuple[int, int]]] = {}
+        for client, _, r, g in sorted(rows):  # each client's draws in the order it made them
+            found.setdefault(client, []).append((r, g))
+        return found
+
+    with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE seeded (id serial, client int, r bigint, g bigint)")
+    try:
+        first, again, other = drawn("42"), drawn("42"), drawn("43")
+    finally:
+        with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+            conn.execute("DROP TABLE seeded")
+    assert set(first) == set(again) == {0, 1}
+    for client in first:  # the two workers may share the 40 runs differently
+        n = min(len(first[client]), len(again[client]))
+        assert n > 0 and first[client][:n] == again[client][:n]
+        assert other[client][0] != first[client][0]
+    assert first[0][0] != first[1][0]  # each client has its own sequence
+
+
+# Two statements run once a run each, the second's value from a \set of the first's: each
+# statement's count is the number of runs.
+TWO = """\\set k random(1, 100)
+SELECT v FROM kv WHERE k = :k AND v <> 'two';
+\\set j mod(:k, 50) + 1
+SELECT n FROM kv WHERE k = :j AND n >= -1;
+"""
+
+
+@pytest.mark.parametrize(("strategy", "protocol", "processes"), [
+    ("psycopg:pool", "extended", 2), ("asyncpg:pool", "simple", 1)])
+def test_each_statement_is_counted_and_matches_pg_stat_statements(
+        strategy: str, protocol: str, processes: int, quiet_target: ConnectionTarget) -> None:
+    """pgbench -r's figures per command: 30 counted runs are 30 of each statement (and of
+    each \\set, not timed); the server's calls of each statement over the strategy (a
+    warm-up trial and the counted one, two processes' counters merged) are the 60 runs."""
+    results = run(RunConfig(target=quiet_target, strategies=(strategy,), rows=30, workers=3,
+                            pool_max=3, warmup=1, trials=1, out_dir=None, protocol=protocol,
+                            processes=processes, scripts=scripts(**{"two.sql": (TWO, 1)})))
+    (s,) = results.strategies
+    figures = s.phase("script:two.sql").statements
+    assert [(f.line, f.count, f.failures) for f in figures] == [
+        (1, 30, 0), (2, 30, 0), (3, 30, 0), (4, 30, 0)]
+    assert [f.command for f in figures] == [
+        "\\set k random(1, 100)", "SELECT v FROM kv WHERE k = :k AND v <> 'two';",
+        "\\set j mod(:k, 50) + 1", "SELECT n FROM kv WHERE k = :j AND n >= -1;"]
+    assert figures[0].mean_ms is None and figures[2].mean_ms is None
+    assert all(f.mean_ms is not None and f.mean_ms > 0 for f in figures[1::2])
+    assert s.server is not None
+    calls = [c for c in s.server.checks if c.name.startswith("calls ")]
+    assert [(c.name, c.ours, c.server, c.exact) for c in calls] == [
+        ("calls two.sql:2", 60, 60, True), ("calls two.sql:4", 60, 60, True)], s.server.notes
+    assert s.server.ok, s.server
+
+
+def test_statement_calls_without_pg_stat_statements_are_not_measured(
+        tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    """A database without the extension: the run completes, the cross-check says why there
+    are no statement calls; the per-statement figures reach results.json and results.md
+    (a phase other than a script's has no "statements" key)."""
+    with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE no_pgss")
+    try:
+        target = ConnectionTarget(quiet_target.with_params(dbname="no_pgss").params,
+                                  "embedded server", embedded=True)
+        results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=8,
+                                workers=2, pool_max=2, warmup=0, trials=1, out_dir=tmp_path,
+                                chart=False, scripts=scripts(**{"one.sql": ("SELECT 1;\n", 1)})))
+    finally:
+        with psycopg.connect(quiet_target.conninfo(), autocommit=True) as conn:
+            conn.execute("DROP DATABASE no_pgss")
+    (s,) = results.strategies
+    assert s.server is not None and s.server.ok
+    assert not [c for c in s.server.checks if c.name.startswith("calls ")]
+    assert ("statement calls not measured: pg_stat_statements is not installed in this "
+            "database") in s.server.notes
+    phases = json.loads((tmp_path / "results.json").read_text())["strategies"][0]["phases"]
+    assert [p["phase"] for p in phases] == ["mix", "script:one.sql"]
+    assert "statements" not in phases[0]
+    assert phases[1]["statements"][0]["count"] == 8
+    assert "| `psycopg:pool` | one.sql | 1 |" in (tmp_path / "results.md").read_text()

@@ -100,6 +100,33 @@ def test_a_points_throughput_is_its_trials_operations_over_their_seconds(
     assert got.trial_throughputs_ops_s == pytest.approx(per_trial)
 
 
+def test_a_points_p99_interval_comes_from_each_trials_merged_phases() -> None:
+    """Each counted trial's p99 merges that trial's phases (and never the warm-up's): trial
+    1's creates at 8 ms set its p99, not its reads at 3 ms; trial 2 runs at 5 ms; the
+    warm-up at 100 ms counts nowhere. Two trials: the interval is their range."""
+    def at(phase: str, trial: int, us: int, warmup: bool = False) -> PhaseMeasurement:
+        m = measured(phase, trial, 100, 1.0, warmup=warmup)
+        for _ in range(100):
+            m.latency.record_value(us)
+        return m
+
+    phases = tuple(phase_result(name, [at(name, 0, 100_000, warmup=True), at(name, 1, one),
+                                       at(name, 2, 5_000)])
+                   for name, one in (("create", 8_000), ("read", 3_000)))
+    strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
+                              per_operation="acquire", open_s=0.0, phases=phases, stats={},
+                              leftover_rows_deleted=0)
+    run = RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
+                     started_at="", finished_at="", config={}, environment={},
+                     strategies=(strategy,), comparison=None, verification=None)
+    got = point_of(run, strategy, pool_size=4, workers=8)
+    assert got.trial_p99s_us == pytest.approx((8_000, 5_000), rel=0.01)
+    ci = got.p99_interval
+    assert ci is not None and ci.n == 2
+    assert (ci.low, ci.high) == pytest.approx((5_000, 8_000), rel=0.01)
+    assert "trials' p99 ms" in console_text(sweep_of((got,)))
+
+
 def test_a_grid_fits_and_recommends_per_client_count() -> None:
     """At 2 clients a pool above 2 buys nothing; at 16 clients throughput grows to 8. One
     curve across both would mix them; each client count gets its own answer."""

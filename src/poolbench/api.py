@@ -5,7 +5,8 @@ fail (strategy drivers, scripts, output folder, connection, capacity, table shap
 runs before the first write to the database, which is creating the table if missing.
 A run of scripts (``-f``/``-b``) makes no table and no row of its own: its scripts
 work on their own tables, in read-only sessions on a server poolbench did not start
-unless ``allow_writes``.
+unless ``allow_writes`` (pgbench's built-ins on the run's own embedded server get
+pgbench's tables, made as ``poolbench init`` makes them).
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
+from poolbench.analysis.distance import project_run, script_statements
 from poolbench.analysis.findings import findings
-from poolbench.check.calibrate import calibrate, ratios
+from poolbench.check.calibrate import calibrate, find_pgbench, ratios
 from poolbench.check.crosscheck import ScriptCounts, ServerCounters, ServerProbe, compare
+from poolbench.check.script_baseline import COMPARED as SCRIPT_PHASES
+from poolbench.check.script_baseline import calibrate_scripts
+from poolbench.check.statement_calls import ScriptStatements, identify
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
+from poolbench.db.clone import Clone, ClonedDatabase
+from poolbench.db.pgbench_tables import ROWS_PER_SCALE, TABLES, PgbenchTables, init_tables
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, reason
 from poolbench.db.workload import (
@@ -114,7 +121,8 @@ def _now() -> str:
 
 
 def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object = None,
-        stop: threading.Event | None = None) -> RunResults:
+        stop: threading.Event | None = None, clone: Clone | None = None,
+        sampler: Sampler | None = None) -> RunResults:
     """Run every configured strategy; write exports after each; return the results.
 
     ``on_server``, if given, is called with the :class:`EmbeddedServer` once it
@@ -122,12 +130,19 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     CLI does on SIGINT/SIGTERM) ends the run early: workers stop, the run's rows
     are deleted, partial results are written, and :class:`Interrupted` is raised
     carrying them.
+
+    ``config.clone``: the run goes to a copy of the target's database, made first and
+    dropped last, however the run ends (``db/clone.py``); ``clone``, a copy made already
+    (a sweep's, for all its points), to run in instead of making one. ``sampler``: an
+    activity sampler open already (a sweep's: its process starts once, not per point),
+    used instead of starting one and left open.
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes = _check_input(config, events)
     with ExitStack() as stack:
-        session = _open_session(config, classes, events, stop, stack, on_server)
+        session = _open_session(config, classes, events, stop, stack, on_server, clone,
+                                sampler)
         done = _measure_strategies(session, classes)
         cost = _measure_connect_cost(session, classes)
         calibration = _calibrate(session, done)
@@ -194,9 +209,10 @@ def _check_scripts(config: RunConfig) -> None:
 def _read_only(config: RunConfig) -> bool:
     """Scripts on a server poolbench did not start run in read-only sessions, unless the
     user allows writes; on an embedded server (this run's, or one a library caller started:
-    its target says so) anything goes. A DSN names a server poolbench did not start,
-    whoever did: the embedded server's own DSN given to ``--dsn`` is read-only too."""
-    return (bool(config.scripts) and not config.allow_writes
+    its target says so) and in a clone (``--clone``) anything goes. A DSN names a server
+    poolbench did not start, whoever did: the embedded server's own DSN given to ``--dsn``
+    is read-only too."""
+    return (bool(config.scripts) and not config.allow_writes and not config.clone
             and config.target is not None and not config.target.embedded)
 
 
@@ -273,13 +289,19 @@ class _Session:
                 other_rows_digest_before=self.before.digest,
                 other_rows_digest_after=after.digest)
         results = self.assemble(done, partial=partial, verification=verification, **measured)
+        results = replace(results, distances=project_run(
+            results, statements=script_statements(self.config.scripts),
+            release_round_trips={n: load_strategy(n).release_round_trips
+                                 for n in self.config.strategies}))
         results = replace(results, findings=findings(results, server_cores=self.server_cores))
         self.events.run_finished.fire(results=results)
         return results
 
 
 def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: RunEvents,
-                  stop: threading.Event, stack: ExitStack, on_server: object) -> _Session:
+                  stop: threading.Event, stack: ExitStack, on_server: object,
+                  made: Clone | None = None,
+                  shared_sampler: Sampler | None = None) -> _Session:
     """The cluster, the server, the checks that need it, the table and the run's tag; the
     sampler and the harness's own cost. Nothing is written before the table check passes."""
     started = _now()
@@ -289,6 +311,9 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     if cluster is not None and config.rtt_ms is not None:
         _check_relay_reachable(cluster)
     target, embedded = _server(config, classes, stack, on_server)
+    public = replace(config, target=target) if config.target is None else config
+    run_tag = new_run_tag()
+    target, clone = _into_clone(config, target, run_tag, stack, events, made)
     relay = _relay(config, target, stack)
     admin = AdminSession(target)
     stack.callback(admin.close)
@@ -297,28 +322,26 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
                                         pool_max=config.pool_max
                                         if any(cls.pooled for cls in classes) else None))
+    if embedded is not None:
+        _make_pgbench_tables(config, target)
     if config.scripts:  # the scripts' tables are theirs: no table of ours, no rows
-        workload, before = Workload(config.table, new_run_tag()), None
+        workload, before = Workload(config.table, run_tag), None
     else:
         admin.call(lambda c: ensure_table(c, config.table))
-        workload = _unused_workload(admin, config.table)
+        workload = _unused_workload(admin, config.table, run_tag)
         before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
     server_cores = os.cpu_count() if _is_local(target) else None
     app_name = target.get("application_name") or APPLICATION_NAME
-    sampler, sampler_failed = None, None
-    if config.sample_interval_s:
+    sampler, sampler_failed = shared_sampler, None
+    if config.sample_interval_s and sampler is None:
         # Opened now, before any strategy's snapshot: its session is in no window.
-        try:
-            sampler = Sampler(target, (app_name,), config.sample_interval_s,
-                              server=ServerProcesses.find(
-                                  data_dir=str(embedded.data_dir) if embedded else None,
-                                  port=int(target.get("port") or 5432)
-                                  if server_cores is not None else None))
+        sampler, sampler_failed = _open_sampler(config, target, embedded)
+        if sampler is not None:
             stack.callback(sampler.close)
-        except Exception as exc:  # optional: the run goes on without its samples
-            sampler_failed = reason(exc, target)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
     environment = manifest(facts, embedded=config.target is None)
+    if clone is not None:
+        environment["clone"] = clone.describe()
     if cluster is not None:
         environment["cluster"] = cluster.describe(config.workers, config.pool_min,
                                                   config.pool_max)
@@ -332,8 +355,7 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         admin=admin, workload=workload, before=before,
         probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
         server_cores=server_cores, started=started, environment=environment,
-        public=replace(config, target=target) if config.target is None else config,
-        relay=relay)
+        public=public, relay=relay)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
     if config.scripts and any(cls.script_mode(config.protocol, prepared_statements=True)
@@ -351,6 +373,13 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     return session
 
 
+def _make_pgbench_tables(config: RunConfig, target: ConnectionTarget) -> None:
+    """On a server poolbench started for the run: pgbench's built-ins get pgbench's tables
+    at ``--scale``, made as ``poolbench init`` makes them."""
+    if any(s.builtin for s in config.scripts):
+        init_tables(find_pgbench(), target, scale=config.scale)
+
+
 def _relay(config: RunConfig, target: ConnectionTarget,
            stack: ExitStack) -> RelayProcess | None:
     """``--rtt``: the delay relay in front of the server, stopped with ``stack``."""
@@ -366,17 +395,29 @@ def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitSta
             on_server: object) -> tuple[ConnectionTarget, EmbeddedServer | None]:
     """The user's target, or an embedded server sized for the run (stopped with ``stack``)."""
     if config.target is not None:
-        return config.target, None
+        return (config.target.requiring_tls() if config.tls else config.target), None
     needed = max(max(c.connections_needed(workers=config.workers, pool_min=config.pool_min,
                                           pool_max=config.pool_max),
                      config.pool_max if c.pooled else 0) for c in classes)
     server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
-                            keep=config.keep_server)
+                            keep=config.keep_server, tls=config.tls)
     target = server.start()
     stack.callback(server.stop)
     if callable(on_server):
         on_server(server)
     return target, server
+
+
+def _into_clone(config: RunConfig, target: ConnectionTarget, run_tag: str, stack: ExitStack,
+                events: RunEvents, made: Clone | None) -> tuple[ConnectionTarget, Clone | None]:
+    """``--clone``: from here on the run's database (every strategy, route, process, node,
+    pgbench) is a copy of ``target``'s, dropped with ``stack``; or ``made``, a sweep's."""
+    if not config.clone:
+        return target, None
+    clone = made or stack.enter_context(ClonedDatabase(target, run_tag))
+    if made is None:
+        events.clone_ready.fire(clone=clone)
+    return clone.target, clone
 
 
 def _connections_needed(config: RunConfig,
@@ -473,13 +514,15 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
             mix_rows = (admin.call(lambda c: make_rows(c, config.table, session.workload,
                                                        config.rows))
                         if config.mix else ())
-            counters_before = session.probe.snapshot()
+            plan = _script_plan(config, cls, route.prepared_statements, session.text_params)
+            statements = (identify(admin.call, plan, installed=session.probe.has_statements)
+                          if plan is not None else None)
+            counters_before = session.probe.snapshot(statements)
             sampled_before = sampler.statements if sampler else 0
             reconnected_before = sampler.reconnects if sampler else 0
-            if sampler is not None:
-                sampler.start()
+            if sampler is not None:  # its process may have died: optional, as at its start
+                session.optional("server activity sampler", sampler.start)
             session.optional(f"pooler console ({route_name})", route.begin)
-            plan = _script_plan(config, cls, route.prepared_statements, session.text_params)
             measurement = run_strategy(
                 cls, replace(session.settings, target=route.target,
                              prepared_statements=route.prepared_statements),
@@ -488,7 +531,8 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
                 pace=config.pace, processes=config.processes, cluster=session.cluster,
                 window=trial, mix=config.mix, mix_rows=mix_rows, scripts=plan,
                 label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
-            activity = sampler.stop() if sampler is not None else None
+            activity = (session.optional("server activity sampler", sampler.stop)
+                        if sampler is not None else None)
             pooler = session.optional(f"pooler console ({route_name})", lambda: route.end(
                 attempts=_attempts(measurement),
                 extra=cls.extra_traffic(prepared_statements=route.prepared_statements)))
@@ -502,7 +546,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
         raise
     # The route's PgBouncer has stopped: its server connections have exited and
     # published their counters.
-    check = _cross_check(session.probe, counters_before, measurement, plan,
+    check = _cross_check(session.probe, counters_before, measurement, plan, statements,
                          through_pooler=route_name != "direct",
                          sampler_statements=(sampler.statements - sampled_before)
                          if sampler else 0,
@@ -569,6 +613,8 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
     config = session.config
     if config.baseline != "pgbench" or session.stop.is_set():
         return None
+    if config.scripts:
+        return _calibrate_scripts(session, done)
     session.events.calibration_started.fire(seconds=config.baseline_seconds * 6)
     try:
         calibrated = session.optional("pgbench calibration", lambda: calibrate(
@@ -580,17 +626,53 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
     return None if calibrated is None else replace(calibrated, ratios=ratios(calibrated, done))
 
 
+def _calibrate_scripts(session: _Session, done: tuple[StrategyResult, ...]
+                       ) -> Calibration | None:
+    """The run's scripts run by pgbench (check/script_baseline.py), for ``--duration``
+    seconds (else ``--baseline-seconds``), in the strategies' sessions (read-only ones
+    included); each strategy's whole phase of scripts against pgbench's tps."""
+    config = session.config
+    seconds = config.duration_s or config.baseline_seconds
+    session.events.calibration_started.fire(seconds=2 * max(1, round(seconds)))
+    calibrated = session.optional("pgbench calibration", lambda: calibrate_scripts(
+        session.settings.target, config.scripts, protocol=config.protocol, scale=config.scale,
+        seed=config.script_seed, clients=config.workers, seconds=seconds, stop=session.stop))
+    return None if calibrated is None else replace(
+        calibrated, ratios=ratios(calibrated, done, SCRIPT_PHASES))
+
+
+def init_pgbench_tables(*, target: ConnectionTarget | None, scale: int = 1,
+                        allow_writes: bool = False) -> PgbenchTables:
+    """``poolbench init``: pgbench's tables for its built-in scripts at ``scale``, made on
+    ``target`` by pgbench's own initializer (db/pgbench_tables.py): refused, touching
+    nothing, if any of them exists. It writes to a database poolbench did not start:
+    ``allow_writes`` is the user's say-so."""
+    if target is None:
+        raise ConfigError("init makes pgbench's tables on a server you keep: give --dsn (or "
+                          "DATABASE_URL, the seed's DB_* variables, PG*); `poolbench server` "
+                          "starts one and prints its DSN. On the embedded server, run -b "
+                          "makes them itself")
+    if not isinstance(scale, int) or scale < 1:
+        raise ConfigError(f"-s/--scale must be a whole number >= 1, got {scale!r}")
+    if not allow_writes and not target.embedded:
+        rows = ROWS_PER_SCALE["pgbench_accounts"] * scale
+        raise ConfigError(f"init writes to {target.masked()}: it creates {', '.join(TABLES)} "
+                          f"({rows:,} accounts at scale {scale}); give --allow-writes to "
+                          "confirm")
+    return init_tables(find_pgbench(), target, scale=scale)
+
+
 def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int = 200,
                          concurrency: tuple[int, ...] = (1, 8),
                          drivers: tuple[str, ...] = PROBED_DRIVERS, tls: bool = False,
                          on_server: object = None) -> ConnectCost:
     """``poolbench connect-cost``: a new connection's cost, slice by slice, on ``target`` or
-    on an embedded server (with ``tls``, one with a self-signed certificate)."""
+    on an embedded server; with ``tls``, over TLS (``sslmode=require``; the embedded server
+    with a self-signed certificate)."""
     if samples < 1 or not concurrency or min(concurrency) < 1:
         raise ConfigError("--samples and --concurrency must be whole numbers >= 1")
     if tls and target is not None:
-        raise ConfigError("--tls makes the embedded server offer TLS; for your own server, "
-                          "put sslmode=require in its DSN instead")
+        target = target.requiring_tls()
     with ExitStack() as stack:
         if target is None:
             server = EmbeddedServer(max_connections=max(100, max(concurrency) + 10), tls=tls)
@@ -602,16 +684,34 @@ def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int
         return connect_cost(target, samples=samples, concurrency=concurrency, drivers=drivers)
 
 
+def _open_sampler(config: RunConfig, target: ConnectionTarget,
+                  embedded: EmbeddedServer | None) -> tuple[Sampler | None, str | None]:
+    """The activity sampler's process for a run (or a sweep's points), or why not: it is
+    optional, the run goes on without its samples."""
+    app_name = target.get("application_name") or APPLICATION_NAME
+    try:
+        return Sampler(target, (app_name,), config.sample_interval_s,
+                       server=ServerProcesses.find(
+                           data_dir=str(embedded.data_dir) if embedded else None,
+                           port=int(target.get("port") or 5432)
+                           if _is_local(target) else None)), None
+    except Exception as exc:
+        return None, reason(exc, target)
+
+
 def _is_local(target: ConnectionTarget) -> bool:
     """Whether the server runs on this machine (its core count is then ours)."""
     host = target.get("host") or ""
     return host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/")
 
 
-def _unused_workload(admin: AdminSession, table: str) -> Workload:
-    """A run tag no row of the table carries yet: the sweep by tag then deletes only ours."""
+def _unused_workload(admin: AdminSession, table: str, first: str) -> Workload:
+    """A run tag no row of the table carries yet, ``first`` if none does: the sweep by tag
+    then deletes only ours."""
+    tag = first
     while True:
-        workload = Workload(table, new_run_tag())
+        workload = Workload(table, tag)
+        tag = new_run_tag()
         prefix = workload.prefix
         if admin.call(lambda c, prefix=prefix: count_own_rows(c, table, prefix)) == 0:
             return workload
@@ -644,7 +744,8 @@ def _attempts(m: StrategyMeasurement) -> int:
 
 
 def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement,
-                 plan: ScriptPlan | None = None, *, through_pooler: bool = False,
+                 plan: ScriptPlan | None = None, statements: ScriptStatements | None = None,
+                 *, through_pooler: bool = False,
                  sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included); a run of
     scripts by the transactions their complete runs make.
@@ -654,7 +755,7 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
     if m.interrupted:
         return None
     quiet = probe.wait_quiet(since=before, any_name=through_pooler)
-    after = probe.snapshot()
+    after = probe.snapshot(statements)
     ops: Counter[str] = Counter()
     for phase in m.phases:  # a mix's kinds ("mix:create") count as their phase's
         ops[phase.phase.removeprefix("mix:")] += phase.ops
@@ -664,12 +765,23 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
         scripts = ScriptCounts(
             committed=sum(ops[kind] * each[kind][0] for kind in each),
             rolled_back=sum(ops[kind] * each[kind][1] for kind in each),
-            extra=plan.mode.extra or m.strategy.pooler_extra)
+            extra=plan.mode.extra or m.strategy.pooler_extra,
+            prepared=plan.mode.protocol == "prepared")
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,
                    sampler_statements=sampler_statements, sampler_sessions=sampler_sessions,
-                   scripts=scripts)
+                   scripts=scripts, statements=statements, executions=_executions(m))
+
+
+def _executions(m: StrategyMeasurement) -> dict[tuple[str, int], int]:
+    """Successful executions per (script kind, command index), warm-up included."""
+    found: Counter[tuple[str, int]] = Counter()
+    for phase in m.phases:
+        if phase.statements is not None:
+            for index, n in enumerate(phase.statements.count):
+                found[phase.phase, index] += n
+    return dict(found)
 
 
 Point = tuple[type, int, int]  # a sweep's point: (strategy class, pool size, clients)
@@ -693,6 +805,8 @@ class _Sweep:
     failed: PoolbenchError | None = None
     facts: dict[str, object] = field(default_factory=dict)
     environment: dict[str, object] = field(default_factory=dict)
+    clone: Clone | None = None  # --clone: the sweep's copy of the database, every point's
+    sampler: Sampler | None = None  # the activity sampler every point's run shares
 
     @property
     def cut_short(self) -> bool:
@@ -719,7 +833,8 @@ class _Sweep:
                                    out_dir=None,
                                    processes=min(self.config.processes, clients, size))
             try:
-                result = run(point_config, stop=self.stop)
+                result = run(point_config, stop=self.stop, clone=self.clone,
+                             sampler=self.sampler)
             except Interrupted as exc:
                 self.interrupted = exc
                 return
@@ -798,7 +913,7 @@ def _sweep_grid(classes: list[Any], pool_sizes: tuple[int, ...],
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
           p99_slo_ms: float | None = None, app_instances: int | None = None,
           stop: threading.Event | None = None, on_point: object = None,
-          budget_s: float | None = None) -> SweepResults:
+          budget_s: float | None = None, on_clone: object = None) -> SweepResults:
     """``poolbench sweep``: every strategy at every (pool size, workers) point, on one
     server; a USL model and a recommendation per (strategy, client count). Strategies
     without a pool are reference lines of a pool-size sweep.
@@ -822,6 +937,10 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     16 measured, 8 recommended: try 12) until every recommendation is pinned to one step.
     None: the grid alone. What each step added and why it stopped is in the results'
     config (``adaptive``).
+
+    ``config.clone``: one copy of the target's database for the whole sweep, every point
+    run in it, dropped at the end however the sweep ends; ``on_clone(clone)`` is called
+    once it is made.
     """
     from poolbench.analysis.plan import schedule
 
@@ -844,9 +963,16 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         target = config.target
         if target is None:
             server = EmbeddedServer(max_connections=max(100, max(pool_sizes) + max(workers)
-                                                        + HEADROOM_CONNECTIONS))
+                                                        + HEADROOM_CONNECTIONS), tls=config.tls)
             target = server.start()
             stack.callback(server.stop)
+            _make_pgbench_tables(config, target)
+        elif config.tls:
+            target = target.requiring_tls()
+        events = RunEvents()
+        if callable(on_clone):
+            events.clone_ready.add_listener(lambda clone: on_clone(clone))
+        target, clone = _into_clone(config, target, new_run_tag(), stack, events, None)
         # The largest point is refused now, not after the smaller ones have run.
         largest = replace(config, target=target, workers=max(workers),
                           pool_min=max(pool_sizes), pool_max=max(pool_sizes))
@@ -857,8 +983,14 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                 pool_max=largest.pool_max if any(cls.pooled for cls in classes) else None))
         finally:
             admin.close()
+        sampler = None
+        if config.sample_interval_s:  # one process for every point (each point's runs: if
+            sampler, _ = _open_sampler(config, target, None)  # it fails, they say why)
+            if sampler is not None:
+                stack.callback(sampler.close)
         state = _Sweep(config, target, classes, stop or threading.Event(), on_point,
-                       adaptive={"budget_s": budget_s, "steps": [], "stopped": None})
+                       adaptive={"budget_s": budget_s, "steps": [], "stopped": None},
+                       clone=clone, sampler=sampler)
         plan = schedule(grid, rounds=rounds, seed=SWEEP_ORDER_SEED)
         if callable(on_point):
             on_point(0, len(plan), None)

@@ -27,9 +27,11 @@ from poolbench.config import (
     PROTOCOLS,
     RunConfig,
     parse_mix,
+    parse_random_seed,
     resolve_target,
 )
 from poolbench.db.admin import connect_admin
+from poolbench.db.clone import Clone
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
@@ -91,9 +93,13 @@ class _InterruptHandler:
         self.signum: int | None = None
         self.run_tag: str | None = None
         self.table = "users"
+        self.clone: Clone | None = None
 
     def run_started(self, run_tag: str, table: str) -> None:
         self.run_tag, self.table = run_tag, table
+
+    def clone_ready(self, clone: Clone) -> None:
+        self.clone = clone
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.signum is None:
@@ -106,6 +112,10 @@ class _InterruptHandler:
         if self.servers:
             for server in self.servers:  # an embedded server's rows go with the server
                 server.stop(force_remove=True)
+        elif self.clone is not None:  # the run's rows are in it, and go with it
+            message += (f" The clone database {self.clone.name} may remain; drop it with: "
+                        f"poolbench cleanup --run-tag {self.clone.run_tag} (same database "
+                        "settings as the run)")
         elif self.run_tag:
             message += (f" Rows of run {self.run_tag} may remain; remove them with: poolbench "
                         f"cleanup --run-tag {self.run_tag} --table {self.table} "
@@ -161,7 +171,7 @@ _CONFIG_FIELDS = {
     "pgbouncer_bin": "pgbouncer", "cluster": "cluster", "nodes": "nodes",
     "sample_interval": "sample_interval_s", "interleave": "interleave", "out_dir": "out_dir",
     "keep_server": "keep_server", "show_password": "show_password", "protocol": "protocol",
-    "scale": "scale", "allow_writes": "allow_writes",
+    "scale": "scale", "allow_writes": "allow_writes", "clone": "clone", "tls": "tls",
     "rtt": "rtt_ms", "pooler_near": "pooler_near", "relay_port": "relay_port",
 }
 
@@ -184,6 +194,8 @@ def _run_config(secrets: Secrets, options: dict[str, Any], **overrides: Any) -> 
         via=parse_routes(options["via"], pooler_dsn=pooler is not None), pooler_dsn=pooler,
         mix=parse_mix(options["mix"]) if options["mix"] is not None else (),
         chart=not options["no_chart"], scripts=scripts)
+    if options.get("random_seed") is not None:
+        fields["script_seed"] = parse_random_seed(options["random_seed"])
     fields.update(overrides)
     if scripts and options["mix"] is None:
         fields["mix"] = ()  # a command's own default mix (sweep's) gives way to the scripts
@@ -274,10 +286,18 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                           "each driver's nearest mode; results say what it became."),
         click.option("-s", "--scale", type=int, default=1, show_default=True,
                      help="The scripts' :scale (pgbench's -s)."),
+        click.option("--random-seed", default=None, metavar="N|time|rand",
+                     help="Seed of the scripts' random functions (pgbench's --random-seed; "
+                          "given to pgbench with --baseline too): the same seed draws the "
+                          "same values for each client [default: 0]."),
         click.option("--allow-writes", is_flag=True,
                      help="Let scripts write on a server poolbench did not start (otherwise "
                           "they run in read-only sessions; see docs/scripts.md for the "
                           "risk)."),
+        click.option("--clone", is_flag=True,
+                     help="Run in a copy of the database (CREATE DATABASE "
+                          "poolbench_clone_TAG TEMPLATE it), dropped at the end; scripts may "
+                          "write there (see docs/clone.md)."),
         click.option("--interleave", is_flag=True,
                      help="Run one trial of each strategy at a time, rotating their order "
                           "every round (each trial opens the strategy's pool afresh)."),
@@ -293,11 +313,12 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         *only(baseline and not point,
               click.option("--baseline", type=click.Choice(["pgbench"]), default=None,
                            help="After the strategies, run pgbench with the same statements "
-                                "and clients and report poolbench/pgbench ratios.")),
+                                "(or -f/-b scripts) and clients and report poolbench/pgbench "
+                                "ratios.")),
         *only(not point,
               click.option("--baseline-seconds", type=float, default=5.0, show_default=True,
                            help="Seconds per pgbench run (6 runs: 3 scripts, persistent "
-                                "and -C).")),
+                                "and -C; with -f/-b: 2 runs, of --duration if given).")),
         click.option("--via", default="direct", show_default=True,
                      help="Routes, comma-separated: direct, pgbouncer:session, "
                           "pgbouncer:transaction (a PgBouncer poolbench starts), pooler "
@@ -315,6 +336,9 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                      help="Keep the drivers' prepared statements behind a transaction pooler "
                           "(by default they are turned off where the pooler cannot keep "
                           "them)."),
+        click.option("--tls", is_flag=True,
+                     help="Every connection over TLS (sslmode=require): the embedded server "
+                          "with a self-signed certificate, PgBouncer routes too."),
         click.option("--rtt", type=float, default=None, metavar="MS",
                      help="Put the database this many milliseconds of round trip away: a "
                           "relay poolbench starts holds each direction MS/2 (see "
@@ -387,11 +411,13 @@ def _run(secrets: Secrets, options: dict[str, Any]) -> None:
         f"({target.source}), "
         f"PostgreSQL {server['server_version']}, max_connections={server['max_connections']}",
         highlight=False))
+    events.clone_ready.add_listener(lambda clone: err.print(clone_line(clone), highlight=False))
     events.calibration_started.add_listener(lambda seconds: err.print(
         f"calibrating against pgbench (about {seconds:.0f} s)...", highlight=False))
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, kept)
     events.run_started.add_listener(interrupt.run_started)
+    events.clone_ready.add_listener(interrupt.clone_ready)
     interrupted: Interrupted | None = None
     try:
         with interrupt.installed():
@@ -421,6 +447,12 @@ def _run(secrets: Secrets, options: dict[str, Any]) -> None:
     _check_data(results)
 
 
+def clone_line(clone: Clone) -> str:
+    """--clone: what was made, its size, how long CREATE DATABASE took."""
+    return (f"clone: {clone.name}, a copy of {clone.template} ({clone.size_bytes / 2**20:.1f} "
+            f"MiB), made in {clone.create_s:.2f} s; dropped when the run ends")
+
+
 def _check_data(results: RunResults) -> None:
     if results.verification is not None and not results.verification.ok:
         raise DataIntegrityError(f"run {results.run_tag}: data check failed (see above); "
@@ -435,8 +467,11 @@ def _check_data(results: RunResults) -> None:
 @click.pass_obj
 def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
             env_file: Path | None) -> None:
-    """Delete the rows a dead run left (usernames starting with its tag), and only those."""
+    """Delete the rows a dead run left (usernames starting with its tag), and only those;
+    drop its --clone database if left (only one whose name and comment say poolbench made
+    it for that run)."""
     from poolbench.config import IDENTIFIER
+    from poolbench.db.clone import clone_name, drop_leftover_clone
     from poolbench.db.workload import (
         RUN_TAG,
         Workload,
@@ -456,13 +491,52 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
                           "the seed's .env variables or PG* (an embedded server is gone with "
                           "its rows)")
     prefix = Workload(table, run_tag).prefix
+    clone = drop_leftover_clone(target, run_tag)
+    if clone == "dropped":
+        click.echo(f"dropped database {clone_name(run_tag)} (the --clone of run {run_tag})")
+    elif clone == "not ours":
+        click.echo(f"left database {clone_name(run_tag)} as it is: its comment does not say "
+                   f"poolbench made it for run {run_tag}")
     with connect_admin(target) as conn:
         if conn.execute("SELECT to_regclass(%s)", (quote_ident(table),)).fetchone()[0] is None:
+            if clone != "absent":  # a --clone run's rows were in its clone
+                click.echo(f"no table {table} in {target.dbname}: no rows to delete")
+                return
             raise ConfigError(f"--table {table!r} does not exist in {target.masked()}; "
                               "give the table the run used")
         deleted = delete_own_rows(conn, table, prefix)
         left = count_own_rows(conn, table, prefix)
     click.echo(f"deleted {deleted} rows of run {run_tag} from {table}; {left} left")
+
+
+@cli.command()
+@click.option("-b", "--builtin", "builtin_name", default="tpcb-like", show_default=True,
+              metavar="NAME",
+              help="The built-in the tables are for: tpcb-like, simple-update, select-only "
+                   "(all three use the same tables).")
+@click.option("-s", "--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="pgbench's scale: 100,000 accounts, 10 tellers and 1 branch each.")
+@click.option("--dsn", help="PostgreSQL URI or key=value DSN [default: as for run; there "
+                            "must be one].")
+@click.option("--env-file", type=click.Path(path_type=Path), help="A .env file [default: ./.env].")
+@click.option("--allow-writes", is_flag=True,
+              help="Confirm: create and fill pgbench's tables in this database.")
+@click.pass_obj
+def init(secrets: Secrets, builtin_name: str, scale: int, dsn: str | None,
+         env_file: Path | None, allow_writes: bool) -> None:
+    """Make pgbench's tables for its built-in scripts (run -b NAME), with pgbench's own
+    initializer; refused if any of them exists (never dropped)."""
+    from poolbench.workloads.script import builtin_script
+
+    builtin_script(builtin_name)  # an unknown name: one line, before anything connects
+    target = secrets.add(resolve_target(dsn=dsn, env_file=env_file, environ=os.environ))
+    made = api.init_pgbench_tables(target=target, scale=scale, allow_writes=allow_writes)
+    assert target is not None  # init_pgbench_tables refuses without one
+    rows = ", ".join(f"{name} {count:,}" for name, count in made.rows)
+    click.echo(f"pgbench's tables made at scale {made.scale} in {target.masked()} "
+               f"({made.seconds:.1f} s): {rows} rows")
+    click.echo(f"Run them with: poolbench run -b {builtin_name} -s {made.scale} --allow-writes "
+               "(same database settings)")
 
 
 def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:
@@ -536,11 +610,17 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
         progress.update(task, completed=done, total=total,
                         description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
                                     f"workers {point.workers}")
+
+    def on_clone(clone: Clone) -> None:
+        progress.console.print(clone_line(clone), highlight=False)
+        interrupt.clone_ready(clone)
+
     try:
         with interrupt.installed():
             results = api.sweep(config, pool_sizes=sizes, workers=clients,
                                 p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
-                                on_point=on_point, budget_s=budget_s)
+                                on_point=on_point, budget_s=budget_s,
+                                on_clone=on_clone)
     except Interrupted as exc:
         if progress.live.is_started:
             progress.stop()
@@ -573,8 +653,8 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
               help="Thread counts at which each driver's connect() is timed.")
 @click.option("--drivers", default="psycopg,psycopg2,asyncpg", show_default=True)
 @click.option("--tls", is_flag=True,
-              help="Embedded server only: offer TLS with a self-signed certificate (needs "
-                   "PostgreSQL binaries built with OpenSSL).")
+              help="Connect with sslmode=require (the embedded server: with a self-signed "
+                   "certificate).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"),
               show_default=True, help="Folder for connect_cost.json.")
 @click.pass_obj

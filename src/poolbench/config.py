@@ -13,6 +13,8 @@ import hashlib
 import io
 import math
 import re
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +87,11 @@ class ScriptFile:
     weight: int
 
     @property
+    def builtin(self) -> str | None:
+        """The built-in's name (``-b NAME``: its path is ``builtin:NAME``); None for a file."""
+        return self.path.removeprefix("builtin:") if self.path.startswith("builtin:") else None
+
+    @property
     def sha256(self) -> str:
         """The text's SHA-256, shortened: a changed script shows as a changed setting."""
         return hashlib.sha256(self.text.encode()).hexdigest()[:12]
@@ -95,6 +102,27 @@ def script_cycle(weights: tuple[int, ...]) -> tuple[int, ...]:
     that every cycle holds them exactly (80/20 is a cycle of 4 and 1)."""
     divisor = math.gcd(*weights)
     return tuple(w // divisor for w in weights)
+
+
+RANDOM_SEED_MAX = 2**64 - 1  # pgbench reads --random-seed as an unsigned 64-bit number
+
+
+def parse_random_seed(value: str) -> int:
+    """``--random-seed`` as pgbench takes it: a whole number (0 to 2**64-1), ``time`` (the
+    clock, in microseconds) or ``rand`` (64 strong random bits). ``time`` and ``rand`` are
+    drawn here, once: the number is what the run uses, gives pgbench and records."""
+    if value == "time":
+        return time.time_ns() // 1000
+    if value == "rand":
+        return secrets.randbits(64)
+    try:
+        seed = int(value, 10)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed <= RANDOM_SEED_MAX:
+        raise ConfigError(f"--random-seed {value!r}: give a whole number from 0 to "
+                          f"{RANDOM_SEED_MAX}, 'time' or 'rand' (as pgbench's)")
+    return seed
 
 
 SEED_VARIABLES = {"DB_NAME": "dbname", "USER_NAME": "user", "PASSWORD": "password",
@@ -213,8 +241,14 @@ class RunConfig:
     scripts: tuple[ScriptFile, ...] = ()
     protocol: str = "simple"  # -M: how the scripts' statements are sent (pgbench's default)
     scale: int = 1  # -s: the scripts' :scale
-    script_seed: int = 0  # the scripts' random functions: trial t draws from seed + t
+    script_seed: int = 0  # --random-seed: the scripts' random functions, trial t from seed + t
     allow_writes: bool = False  # scripts may write on a server poolbench did not start
+    # --clone: run in a copy of the target's database (CREATE DATABASE ... TEMPLATE),
+    # dropped at the end; scripts may write there (see db/clone.py, docs/clone.md)
+    clone: bool = False
+    # --tls: every connection with sslmode=require (the embedded server: with a self-signed
+    # certificate; a DSN keeps a verifying sslmode it names)
+    tls: bool = False
     # --rtt: milliseconds of round trip a delay relay adds (docs/network.md); None: no relay
     rtt_ms: float | None = None
     pooler_near: str = "server"  # --pooler-near: which side of the relay a pooler sits on
@@ -274,6 +308,17 @@ class RunConfig:
             raise ConfigError("--nodes needs --cluster and a whole number >= 1")
         if "pooler" in self.via and self.pooler_dsn is None:
             raise ConfigError("--via pooler needs --pooler-dsn (the pooler you run)")
+        if not (isinstance(self.script_seed, int) and 0 <= self.script_seed <= RANDOM_SEED_MAX):
+            raise ConfigError(f"--random-seed must be a whole number from 0 to "
+                              f"{RANDOM_SEED_MAX}, got {self.script_seed!r}")
+        if self.script_seed and not self.scripts:
+            raise ConfigError("--random-seed seeds the random functions of -f/-b scripts; "
+                              "give scripts, or leave it out")
+        if self.clone and "pooler" in self.via:
+            raise ConfigError("--clone with --via pooler: the pooler you run (--pooler-dsn) "
+                              "connects to its own databases, not to the clone; use --via "
+                              "direct or pgbouncer:session/transaction (a PgBouncer "
+                              "poolbench starts goes to the clone)")
         if self.scripts or self.protocol != "simple" or self.scale != 1:
             self._check_scripts()
         if self.rtt_ms is not None or self.pooler_near != "server" or self.relay_port:
@@ -312,10 +357,6 @@ class RunConfig:
         if self.mix:
             raise ConfigError("-f/-b scripts and --mix are two workloads (your scripts, or a "
                               "mix of the CRUD statements): give one of them")
-        if self.baseline is not None:
-            raise ConfigError("--baseline pgbench (and calibrate) runs the CRUD statements in "
-                              "pgbench; with -f/-b scripts it is not supported yet: leave it "
-                              "out")
         for script in self.scripts:
             if not isinstance(script.weight, int) or script.weight < 1:
                 raise ConfigError(f"{script.path}@{script.weight}: a weight must be a whole "
@@ -353,6 +394,8 @@ class RunConfig:
             "sample_interval_s": self.sample_interval_s, "interleave": self.interleave,
             "mix": dict(self.mix) or None,
             **self._scripts_dict(),
+            **({"clone": True} if self.clone else {}),  # a run without it: as before
+            **({"tls": True} if self.tls else {}),  # a run without --tls: as before
             **({"rtt_ms": self.rtt_ms, "pooler_near": self.pooler_near}
                if self.rtt_ms is not None else {}),  # a run without --rtt: as before
         }

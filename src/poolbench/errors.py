@@ -72,6 +72,20 @@ class DataIntegrityError(PoolbenchError):
     exit_code = 6
 
 
+class CloneBlocked(PoolbenchError):
+    """``--clone``: PostgreSQL would not copy the database while other sessions use it;
+    nothing was created."""
+
+    exit_code = 2
+
+
+class CloneLeftBehind(PoolbenchError):
+    """``--clone``: the run's copy of the database could not be dropped (the message names
+    it and the ``poolbench cleanup`` that drops it)."""
+
+    exit_code = 6
+
+
 class Interrupted(PoolbenchError):
     """The run was stopped by a signal; rows were swept and partial results written.
 
@@ -83,3 +97,8 @@ class Interrupted(PoolbenchError):
     def __init__(self, message: str, results: object = None) -> None:
         super().__init__(message)
         self.results = results
+
+
+class SamplerFailed(PoolbenchError):
+    """The activity sampler's process could not start or connect, died, or stopped
+    answering. Never a run's failure: the run reports the sampler "not measured" and why."""

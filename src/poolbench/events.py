@@ -30,6 +30,8 @@ class EventHook:
 class RunEvents:
     """Hooks of one run. Keyword arguments each hook fires with are documented per field."""
 
+    #: clone: db.clone.Clone — --clone made the run's copy of the database (before connected)
+    clone_ready: EventHook = field(default_factory=EventHook)
     #: target: ConnectionTarget, server: dict (version and settings), after the first connect
     connected: EventHook = field(default_factory=EventHook)
     #: run_tag: str, table: str — the tag every row of this run carries

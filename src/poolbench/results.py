@@ -56,6 +56,10 @@ def mean_of(hist: HdrHistogram) -> float:
     return total / hist.get_total_count()
 
 
+# The name of a script statement's pg_stat_statements check starts so: "calls read.sql:2"
+STATEMENT_CALLS = "calls "
+
+
 @dataclass(frozen=True)
 class Check:
     """One compared figure: what poolbench counted against what the server counted."""
@@ -150,8 +154,9 @@ class ConnectCost:
     ``total`` is the probe's whole connection on a wall clock of its own (TCP connect to
     socket closed); the slices are contiguous parts of it, and ``unaccounted`` is, per
     connection, the wall time no slice covers (Terminate, close, the probe's bookkeeping).
-    When the probe could not measure (an authentication method it does not speak, a
-    refusal), ``slices`` is empty, ``total`` and ``unaccounted`` are None and
+    ``tls`` says whether the probe's connections went over TLS (``tls_version`` and
+    ``tls_cipher`` say which). When the probe could not measure (an authentication method
+    it does not speak, a refusal), ``slices`` is empty, ``total`` and ``unaccounted`` are None and
     ``not_measured`` says why; the drivers' figures stand on their own."""
 
     samples: int
@@ -162,6 +167,11 @@ class ConnectCost:
     route: str = "direct"
     unaccounted: LatencySummary | None = None
     not_measured: str | None = None
+    # Per slice, the round trips one connection took, counted from the protocol as it ran
+    # (docs/connect-cost.md); empty when the probe could not measure.
+    round_trips: dict[str, int] = field(default_factory=dict)
+    tls_version: str | None = None  # the probe's TLS version ("TLSv1.3"), None without TLS
+    tls_cipher: str | None = None
 
     @property
     def parts_sum_us(self) -> float:
@@ -206,6 +216,9 @@ class Calibration:
     pgbench: str  # path and version
     figures: tuple[PgbenchFigure, ...]
     ratios: tuple[Ratio, ...] = ()
+    # With scripts: pgbench's workload arguments as typed (-f FILE@W -b NAME@W -M -s
+    # --random-seed); its figures' script is then "scripts". None: the CRUD statements.
+    workload: str | None = None
 
     def figure(self, script: str, *, connect_each: bool) -> PgbenchFigure:
         return next(f for f in self.figures
@@ -263,7 +276,7 @@ class ActivitySummary:
     client_rss_max_mb: float
     server_rss_max_mb: float | None
     timeline: tuple[ActivitySecond, ...] = ()
-    sampler_cpu_s: float = 0.0  # CPU the sampling itself took in poolbench's process
+    sampler_cpu_s: float = 0.0  # CPU the sampler's own process took (not the client's)
 
 
 @dataclass(frozen=True)
@@ -274,6 +287,54 @@ class Finding:
     strategy: str
     evidence: str
     fix: str
+
+
+@dataclass(frozen=True)
+class StatementFigure:
+    """One command of a script over the counted trials, as ``pgbench -r`` shows it:
+    ``count`` successful executions taking ``total_us`` in all (a ``\\sleep``: the time
+    slept), ``failures`` failed ones. A ``\\set`` is counted once per run but not timed
+    (``total_us`` and ``mean_ms`` None): a run evaluates every ``\\set`` before it takes
+    its connection."""
+
+    line: int
+    command: str  # its first line, as written in the script
+    count: int
+    failures: int
+    total_us: int | None
+    mean_ms: float | None
+
+
+@dataclass(frozen=True)
+class Distance:
+    """One strategy projected to one RTT (``rtt_ms`` added to the ``measured_at_ms`` the run
+    was measured at). Times in milliseconds, means per operation.
+
+    ``operation_ms``: an operation (a strategy without a pool connects in each);
+    ``statement_ms``: its statement(s) alone, one round trip each;
+    ``held_ms``: the time an operation holds a connection; ``connections_busy``: the
+    measured throughput × ``held_ms`` (Little's law): the connections a pool needs to keep
+    that throughput. ``connect_ms``: a new connection, ``connect_round_trips`` of them
+    (None: no connect cost measured on the strategy's route for a pooled strategy).
+    ``saved_ms`` and ``gain_pct``: on a strategy without a pool, what its driver's pool
+    (``pooled_by``) saves per operation at that distance, in ms and in % of the operation
+    (the ms grow with the RTT; the % tends to the connect's share of the round trips)."""
+
+    strategy: str
+    rtt_ms: float
+    measured_at_ms: float
+    operation_ms: float
+    statement_ms: float
+    operation_round_trips: float
+    held_ms: float
+    connections_busy: float
+    throughput_ops_s: float
+    connect_ms: float | None
+    connect_round_trips: int | None
+    connect_round_trips_from: str | None
+    saved_ms: float | None = None
+    gain_pct: float | None = None
+    pooled_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +395,8 @@ class PhaseResult:
     # event loop) to run the worker again. acquire + execute + this = latency (means, at
     # the histograms' 0.1% precision).
     release_mean_us: float = 0.0
+    # A script's phase (script:NAME): each of its commands, in order (pgbench -r)
+    statements: tuple[StatementFigure, ...] = ()
 
     @property
     def error_count(self) -> int:
@@ -496,6 +559,8 @@ class RunResults:
     findings: tuple[Finding, ...] = ()  # pathologies the measurements show, with their fix
     # optional measurements that failed, and why (the run completed without them)
     not_measured: dict[str, str] = field(default_factory=dict)
+    # the run projected to other network distances (analysis/distance.py, docs/distance.md)
+    distances: tuple[Distance, ...] = ()
     rtt: RttCheck | None = None  # --rtt: the round trip injected, as measured
 
     def to_dict(self) -> dict[str, object]:
@@ -511,6 +576,9 @@ class RunResults:
                 raw["pooler"]["ok"] = strategy.pooler.ok
             if strategy.protocol_note is None:  # a CRUD run's results.json is as before
                 del raw["protocol_note"]
+            for phase in raw["phases"]:
+                if not phase["statements"]:  # only a script's phase has them
+                    del phase["statements"]
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
         if self.rtt is None:  # a run without --rtt: results.json as before

@@ -13,6 +13,7 @@ from poolbench.results import ActivitySummary, Finding, RunResults, StrategyResu
 LOCK_SHARE = 0.2  # of active backend samples waiting on a heavyweight lock
 IDLE_IN_TRANSACTION_SHARE = 0.05  # of backend samples
 CONNECT_SHARE = 0.5  # of a no-pool operation's mean latency spent connecting
+DISTANCE_RTT_MS = 1.0  # "connect-bound at distance": the RTT of a database in the same zone
 NEAR_MAX_CONNECTIONS = 0.8
 CLIENT_BOUND_CPU_PCT = 75.0  # of one core per client process, over the whole strategy (the
 # window includes opening and closing the pool, so a GIL-bound process shows 80-100%)
@@ -86,6 +87,26 @@ def _connect_bound(s: StrategyResult, run: RunResults, cores: int | None) -> Fin
                    "use a pool (an app pool such as psycopg_pool, or PgBouncer)")
 
 
+def _connect_bound_at_distance(s: StrategyResult, run: RunResults,
+                                cores: int | None) -> Finding | None:
+    at = next((d for d in run.distances
+               if d.strategy == s.name and d.rtt_ms == DISTANCE_RTT_MS), None)
+    if s.pooled or at is None or at.connect_ms is None or not at.operation_ms:
+        return None
+    share = at.connect_ms / at.operation_ms
+    if share <= CONNECT_SHARE:
+        return None
+    saves = (f"; {at.pooled_by} would save {at.gain_pct:.0f}% of each operation there"
+             if at.gain_pct is not None else "")
+    return Finding("connect-bound at distance", s.name,
+                   f"at {DISTANCE_RTT_MS:g} ms RTT a new connection costs {at.connect_ms:.2f} ms "
+                   f"({at.connect_round_trips} round trips), {share:.0%} of each operation's "
+                   f"{at.operation_ms:.2f} ms (projected from this run's figures at "
+                   f"{at.measured_at_ms:g} ms added RTT: docs/distance.md){saves}",
+                   "use a pool (an app pool such as psycopg_pool, or PgBouncer beside the "
+                   "application): a pooled operation pays no connect")
+
+
 def _near_max_connections(s: StrategyResult, run: RunResults,
                           cores: int | None) -> Finding | None:
     limit = run.environment.get("server", {}).get("max_connections")
@@ -124,7 +145,7 @@ def activity_findings(name: str, activity: ActivitySummary | None) -> tuple[Find
 RULES: tuple[Callable[[StrategyResult, RunResults, int | None], Finding | None], ...] = (
     _pool_too_small, _pool_churn, lambda s, run, cores: lock_contention(s.name, s.activity),
     lambda s, run, cores: idle_in_transaction(s.name, s.activity), _connect_bound,
-    _near_max_connections, _client_bound)
+    _connect_bound_at_distance, _near_max_connections, _client_bound)
 
 
 def findings(run: RunResults, *, server_cores: int | None) -> tuple[Finding, ...]:

@@ -38,7 +38,8 @@ from poolbench.analysis.usl import UslModel, fit_usl
 from poolbench.measure.metrics import decode_histogram, merge_histograms
 from poolbench.results import ActivitySummary, Finding, LatencySummary, RunResults, StrategyResult
 
-SWEEP_SCHEMA_VERSION = 3  # 3: throughput_interval per point, interval per recommendation
+SWEEP_SCHEMA_VERSION = 4  # 3: throughput_interval per point, interval per recommendation;
+# 4: each point's trial_p99s_us and p99_interval
 GOOD_ENOUGH = 0.95
 SPINDLES = 1  # HikariCP's effective spindle count for an SSD-backed server (an assumption)
 
@@ -67,6 +68,10 @@ class SweepPoint:
     findings: tuple[Finding, ...] = ()
     # The median of the trials' throughputs and its bootstrap 95% interval (None: no trials)
     throughput_interval: Interval | None = None
+    # Each counted trial's p99 (µs; its phases' histograms merged), in the order of
+    # trial_throughputs_ops_s, and their median's bootstrap 95% interval
+    trial_p99s_us: tuple[float, ...] = ()
+    p99_interval: Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -116,17 +121,22 @@ def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_siz
     over their seconds, its percentiles every phase's histograms merged, its errors summed;
     it agrees with the server when every run did. Run tags are joined with commas."""
     trials: list[tuple[int, float]] = []
+    trial_p99s: list[float] = []
     phases = []
     for _, strategy in runs:
         mine = [p for p in strategy.phases if p.phase == "mix"] or list(strategy.phases)
         phases += mine
         per_trial: dict[int, tuple[int, float]] = {}
+        histograms: dict[int, list[str]] = {}
         for phase in mine:
             for trial in phase.trials:
                 if not trial.warmup:
                     ops, seconds = per_trial.get(trial.trial, (0, 0.0))
                     per_trial[trial.trial] = (ops + trial.ops, seconds + trial.elapsed_s)
+                    histograms.setdefault(trial.trial, []).append(trial.histogram_latency_us)
         trials += per_trial.values()
+        trial_p99s += [float(LatencySummary.of(merge_histograms(
+            [decode_histogram(h) for h in histograms[t]])).p99_us) for t in per_trial]
     ops = sum(o for o, _ in trials)
     seconds = sum(s for _, s in trials)
     merged = {kind: LatencySummary.of(merge_histograms(
@@ -145,6 +155,8 @@ def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_siz
                       trial_throughputs_ops_s=per_trial_ops_s,
                       throughput_interval=median_interval(per_trial_ops_s)
                       if per_trial_ops_s else None,
+                      trial_p99s_us=tuple(trial_p99s),
+                      p99_interval=median_interval(trial_p99s) if trial_p99s else None,
                       errors=sum(s.error_count for _, s in runs),
                       server_ok=all(verdicts) if verdicts else None,
                       run_tag=",".join(r.run_tag for r, _ in runs),
@@ -274,11 +286,13 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
 def size_interval(points: list[SweepPoint], axis: str,
                   p99_slo_ms: float | None) -> SizeInterval:
     """The recommendation's interval over one curve's error-free points: each point's
-    trials resampled, the rule applied to their medians. A point's p99 is its run's
-    (trials do not keep their own), so with an SLO it does not vary between resamples."""
+    trials resampled, the rule applied to their medians; with an SLO a trial's throughput
+    and p99 are drawn together (a point without per-trial p99s repeats its own p99)."""
     trials = {getattr(p, axis): p.trial_throughputs_ops_s or (p.throughput_ops_s,)
               for p in points}
-    p99s = ({getattr(p, axis): (p.latency.p99_us,) * len(trials[getattr(p, axis)])
+    p99s = ({getattr(p, axis): p.trial_p99s_us
+             if len(p.trial_p99s_us) == len(trials[getattr(p, axis)])
+             else (p.latency.p99_us,) * len(trials[getattr(p, axis)])
              for p in points} if p99_slo_ms is not None else None)
     return recommended_size_interval(trials, good_enough=GOOD_ENOUGH, p99s_us=p99s,
                                      p99_slo_us=None if p99_slo_ms is None

@@ -24,10 +24,16 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from poolbench.db import binaries
 from poolbench.db.admin import AdminSession
+from poolbench.db.pgbench_connection import (  # noqa: F401 (PGBENCH_APPLICATION_NAME: read from here)
+    PGBENCH_APPLICATION_NAME,
+    connection_env,
+    connection_flags,
+)
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.db.workload import Workload, quote_ident
 from poolbench.errors import ConfigError, ServerError
@@ -35,7 +41,6 @@ from poolbench.measure.executor import StopFlag
 from poolbench.measure.metrics import BucketCounts, bucket_index
 from poolbench.results import Calibration, LatencySummary, PgbenchFigure, Ratio, StrategyResult
 
-PGBENCH_APPLICATION_NAME = "poolbench-pgbench"
 STOP_POLL_S = 0.05  # how often a waiting run looks at its stop flag
 # Persistent runs log a sample of their transactions: writing a line for each of ~100,000
 # a second costs pgbench a third of its throughput, and its tps must be what pgbench
@@ -91,38 +96,56 @@ def create_rows(admin: AdminSession, workload: Workload, rows: int) -> tuple[int
 def pgbench_command(pgbench: Path, target: ConnectionTarget, script: Path, log_prefix: Path, *,
                     clients: int, seconds: float,
                     connect_each: bool) -> tuple[list[str], dict[str, str]]:
-    """pgbench's arguments and environment for one run. The password goes through the
-    environment, never the command line; the database is the positional argument
-    (pgbench's ``-d`` is ``--debug``, not psql's ``--dbname``)."""
-    args = [str(pgbench), "-n", "-f", str(script), "-c", str(clients),
+    """pgbench's arguments and environment for one run of a CRUD script."""
+    return workload_command(pgbench, target, ["-f", str(script)], log_prefix, clients=clients,
+                            seconds=seconds, connect_each=connect_each,
+                            protocol="simple" if connect_each else "prepared")
+
+
+def workload_command(pgbench: Path, target: ConnectionTarget, workload: list[str],
+                     log_prefix: Path, *, clients: int, seconds: float, connect_each: bool,
+                     protocol: str) -> tuple[list[str], dict[str, str]]:
+    """pgbench's arguments and environment for one run of ``workload`` (its ``-f``/``-b``
+    arguments, and any option of the scripts' own): as a person types them, plus the
+    per-transaction log. The password goes through the environment, never the command
+    line (db/pgbench_connection.py)."""
+    args = [str(pgbench), "-n", *workload, "-c", str(clients),
             "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))),
-            "-M", "simple" if connect_each else "prepared", "-l",
-            f"--log-prefix={log_prefix}",
-            *(["-C"] if connect_each else [f"--sampling-rate={LOG_SAMPLING_RATE}"])]
-    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
-        if target.get(key):
-            args += [flag, str(target.get(key))]
-    args.append(target.dbname)
-    env = {**os.environ, "PGAPPNAME": PGBENCH_APPLICATION_NAME}
-    for key, var in (("password", "PGPASSWORD"), ("sslmode", "PGSSLMODE")):
-        if target.get(key):
-            env[var] = str(target.get(key))
-    return args, env
+            "-M", protocol, "-l", f"--log-prefix={log_prefix}",
+            *(["-C"] if connect_each else [f"--sampling-rate={LOG_SAMPLING_RATE}"]),
+            *connection_flags(target), target.dbname]
+    return args, connection_env(target)
 
 
 def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str, *,
                 clients: int, seconds: float, connect_each: bool,
                 stop: StopFlag | None = None) -> PgbenchFigure | None:
-    """One pgbench run, or None if ``stop`` was set meanwhile (pgbench is then stopped).
+    """One pgbench run of a CRUD script, or None if ``stop`` was set meanwhile."""
+
+    def command(folder: Path) -> tuple[list[str], dict[str, str]]:
+        path = folder / "script.sql"
+        path.write_text(script)
+        return pgbench_command(pgbench, target, path, folder / "log", clients=clients,
+                               seconds=seconds, connect_each=connect_each)
+
+    return pgbench_figure(command, target, name, clients=clients, seconds=seconds,
+                          connect_each=connect_each, stop=stop)
+
+
+def pgbench_figure(command: Callable[[Path], tuple[list[str], dict[str, str]]],
+                   target: ConnectionTarget, name: str, *, clients: int, seconds: float,
+                   connect_each: bool, stop: StopFlag | None = None,
+                   what: str = "") -> PgbenchFigure | None:
+    """One pgbench run, ``command(folder)`` its arguments and environment (its files and
+    log prefix in ``folder``, a temporary folder), or None if ``stop`` was set meanwhile
+    (pgbench is then stopped). Its tps and transactions are the figures pgbench printed.
 
     pgbench runs in a session of its own, so a terminal's Ctrl-C reaches poolbench
     only, which stops pgbench and cleans up as after any interrupted phase.
     """
+    what = what or f"the {name} script"  # for messages
     with tempfile.TemporaryDirectory(prefix="poolbench-pgbench-") as tmp:
-        path = Path(tmp) / "script.sql"
-        path.write_text(script)
-        args, env = pgbench_command(pgbench, target, path, Path(tmp) / "log", clients=clients,
-                                    seconds=seconds, connect_each=connect_each)
+        args, env = command(Path(tmp))
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         with out_path.open("w") as out, err_path.open("w") as err:
             proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=tmp,
@@ -138,12 +161,12 @@ def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str,
                         proc.wait()
                         if stop is not None and stop.is_set():
                             return None
-                        raise ServerError(f"pgbench did not finish the {name} script in time; "
+                        raise ServerError(f"pgbench did not finish {what} in time; "
                                           "is the server overloaded?") from None
         stdout, stderr = out_path.read_text(), err_path.read_text(errors="replace")
         if proc.returncode != 0:
             last = (stderr.strip() or stdout.strip() or "no output").splitlines()[-1]
-            raise ServerError(f"pgbench failed on the {name} script: "
+            raise ServerError(f"pgbench failed on {what}: "
                               f"{redact(last, *target.secrets())}")
         counts = BucketCounts()
         for log in Path(tmp).glob("log*"):
@@ -171,8 +194,6 @@ def calibrate(admin: AdminSession, target: ConnectionTarget, workload: Workload,
     """pgbench's figures for every script, persistent and with -C, at ``clients``;
     None if ``stop`` was set before all of them ran."""
     pgbench = find_pgbench()
-    version = subprocess.run([str(pgbench), "--version"], capture_output=True, text=True,
-                             timeout=30).stdout.strip()
     first, last = create_rows(admin, workload, max(MIN_READ_ROWS, clients * 10))
     figures: list[PgbenchFigure] = []
     for name, text in scripts(workload, first, last).items():
@@ -182,20 +203,34 @@ def calibrate(admin: AdminSession, target: ConnectionTarget, workload: Workload,
             if figure is None:
                 return None
             figures.append(figure)
-    return Calibration(pgbench=f"{pgbench} ({version})", figures=tuple(figures))
+    return Calibration(pgbench=described(pgbench), figures=tuple(figures))
 
 
-def ratios(calibration: Calibration, strategies: tuple[StrategyResult, ...]) -> tuple[Ratio, ...]:
+def described(pgbench: Path) -> str:
+    """The pgbench executable and its version, as results name it."""
+    version = subprocess.run([str(pgbench), "--version"], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+    return f"{pgbench} ({version})"
+
+
+# Each CRUD script and the phases it is compared with.
+CRUD_PHASES = (("read", ("read",)), ("update", ("update",)),
+               ("insert+delete", ("create", "delete")))
+
+
+def ratios(calibration: Calibration, strategies: tuple[StrategyResult, ...],
+           compared: tuple[tuple[str, tuple[str, ...]], ...] = CRUD_PHASES) -> tuple[Ratio, ...]:
     """Each strategy against pgbench: pooled ones against persistent connections, no-pool
-    ones against ``-C``. The insert+delete script is compared with create then delete:
-    throughput of the pair (1 / (1/create + 1/delete)) and the sum of their latencies."""
+    ones against ``-C``; each of pgbench's figures (by script) against the phases
+    ``compared`` names for it. The insert+delete script is compared with create then
+    delete: throughput of the pair (1 / (1/create + 1/delete)) and the sum of their
+    latencies."""
     found: list[Ratio] = []
     for s in strategies:
         phases = {p.phase: p for p in s.phases}
         connect_each = not s.pooled
         against = "connect" if connect_each else "persistent"
-        for script, names in (("read", ("read",)), ("update", ("update",)),
-                              ("insert+delete", ("create", "delete"))):
+        for script, names in compared:
             if not all(n in phases for n in names):
                 continue
             ref = calibration.figure(script, connect_each=connect_each)

@@ -23,7 +23,9 @@ session runs as it starts, must be the same. They are compared exactly only wher
 nothing else can add to them: autovacuum off (its workers' visits count, vacuuming or
 not), no other client on the database, no failed run (its statements before the
 failure counted), no pooler, and a strategy that sends nothing of its own in its ``-M``
-mode; elsewhere they are shown beside ours, with the reason.
+mode; elsewhere they are shown beside ours, with the reason. Each SQL command's calls in
+``pg_stat_statements`` are checked against the executions poolbench counted, where the
+extension is installed and readable (:mod:`poolbench.check.statement_calls`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ from datetime import datetime
 import psycopg
 
 from poolbench.check.calibrate import PGBENCH_APPLICATION_NAME
+from poolbench.check.statement_calls import (
+    ScriptStatements,
+    StatementCalls,
+    read_calls,
+    statement_checks,
+)
 from poolbench.db.admin import ADMIN_APPLICATION_NAME, AdminSession
 from poolbench.db.workload import quote_ident
 from poolbench.measure.sampler import SAMPLER_APPLICATION_NAME
@@ -64,6 +72,8 @@ class ServerCounters:
     admin_sessions: int  # connections the admin session had opened again after losing one
     # Client backends on this database that are not poolbench's (another application's)
     other_clients: frozenset[int] = frozenset()
+    # Scripts: pg_stat_statements calls of each of their statements (None: not read)
+    script_calls: StatementCalls | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class ScriptCounts:
     committed: int
     rolled_back: int
     extra: str | None = None
+    prepared: bool = False  # the driver prepares the statements (-M prepared, asyncpg)
 
 
 class ServerProbe:
@@ -123,10 +134,11 @@ class ServerProbe:
             time.sleep(QUIET_POLL_S)
         return False
 
-    def snapshot(self) -> ServerCounters:
-        """The counters now. Its queries, and the quiet wait's, are never prepared: psycopg
-        prepares a query run more than 5 times with a request of its own, a transaction
-        the count of the admin's statements would not include."""
+    def snapshot(self, statements: ScriptStatements | None = None) -> ServerCounters:
+        """The counters now, and the calls of a plan's ``statements``. Its queries, and
+        the quiet wait's, are never prepared: psycopg prepares a query run more than 5
+        times with a request of its own, a transaction the count of the admin's
+        statements would not include."""
         if self.can_flush:
             # Reading a catalog gives the admin backend table stats to flush: without any,
             # PostgreSQL (15-17) skips the forced flush, and the transaction counts waiting
@@ -150,11 +162,12 @@ class ServerProbe:
             (list(self.own_names), quote_ident(self.table)), prepare=False).fetchone())
         *counters, others = row
         calls = self._statement_calls() if self.has_statements else None
+        script_calls = read_calls(self.admin.call, statements) if statements else None
         return ServerCounters(*(v if v is None or isinstance(v, datetime) else int(v)
                                 for v in counters),
                               statement_calls=calls, admin_statements=before_read,
                               admin_sessions=self.admin.reconnects,
-                              other_clients=frozenset(others))
+                              other_clients=frozenset(others), script_calls=script_calls)
 
     def _statement_calls(self) -> dict[str, int] | None:
         """pg_stat_statements calls on the run's table, by verb (no flush lag: counted at once)."""
@@ -173,12 +186,16 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
             attempts: int, connections_opened: int, quiet: bool,
             probe: ServerProbe, through_pooler: bool = False,
             sampler_statements: int = 0, sampler_sessions: int = 0,
-            scripts: ScriptCounts | None = None) -> CrossCheck:
+            scripts: ScriptCounts | None = None,
+            statements: ScriptStatements | None = None,
+            executions: dict[tuple[str, int], int] | None = None) -> CrossCheck:
     """Deltas between two snapshots against poolbench's counts for the same strategy.
 
     ``ops`` are successful operations per phase (warm-up included: the server saw
     them too); ``attempts`` counts failed operations as well. ``scripts``: a run of
-    scripts, checked by transactions rather than by the CRUD table's rows.
+    scripts, checked by transactions rather than by the CRUD table's rows; with
+    ``statements`` (identified before ``before``), each statement's calls against
+    ``executions``, its successful executions per (script kind, command index).
     """
     notes: list[str] = []
     checks = [] if scripts is not None else [
@@ -223,7 +240,7 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
     if maintenance:
         notes.append(f"autovacuum/autoanalyze ran {maintenance} times meanwhile; their "
                      "transactions are in the server's count")
-    if not probe.has_statements:
+    if not probe.has_statements and scripts is None:  # scripts: say so per statement
         notes.append("pg_stat_statements is not installed in this database: statement calls "
                      "not checked")
     if scripts is not None:
@@ -232,6 +249,22 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
                                  failed=failed, exact=exact and not maintenance,
                                  through_pooler=through_pooler,
                                  autovacuum=probe.autovacuum, notes=notes)
+        why = []
+        if before.other_clients or after.other_clients:
+            why.append("other clients are connected to this database, and their identical "
+                       "statements count too")
+        if failed:
+            why.append(f"{failed} operations failed, and a statement may have completed on "
+                       "the server with its reply lost")
+        utility = []
+        if scripts.prepared:
+            utility.append("they are prepared, and pg_stat_statements counts a prepared "
+                           "utility statement at its first execution on each connection only")
+        elif scripts.extra is not None:  # e.g. SQLAlchemy's start-up BEGIN ... COMMIT
+            utility.append(scripts.extra)
+        checks += statement_checks(statements, before.script_calls, after.script_calls,
+                                   executions or {}, why_inexact=why, why_utility=utility,
+                                   notes=notes)
     calls = None
     if scripts is None and before.statement_calls is not None \
             and after.statement_calls is not None:

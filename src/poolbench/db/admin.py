@@ -98,6 +98,10 @@ def describe_connect_error(exc: BaseException, target: ConnectionTarget) -> str:
                 f"Fix host/port ({src}), or give no database settings to use the embedded server")
     if "timeout" in text.lower():
         return f"timed out connecting to {where}; check host/port and firewalls ({src})"
+    if "does not support SSL" in text:
+        return (f"the server at {where} does not accept TLS (ssl is off there), but "
+                f"sslmode={target.get('sslmode')} asks for it (--tls or {src}): turn ssl on "
+                "on the server, or run without --tls and sslmode")
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     return f"cannot connect to {where}: {first} ({src})"
 

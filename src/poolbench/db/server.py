@@ -24,6 +24,7 @@ from typing import TypeVar
 import psycopg
 
 from poolbench.db import binaries
+from poolbench.db.certificate import make_self_signed_certificate
 from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ServerError
 
@@ -311,21 +312,7 @@ class EmbeddedServer(Service):
 
     def _make_certificate(self) -> None:
         """A self-signed certificate for 127.0.0.1, in the data directory (key mode 0600)."""
-        openssl = shutil.which("openssl")
-        if openssl is None:
-            raise ServerError("--tls needs the openssl command to make a certificate; "
-                              "apt-get install openssl")
-        crt, key = self.data_dir / "server.crt", self.data_dir / "server.key"
-        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(crt)],
-                       check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        key.chmod(0o600)
-        if self._run_as:
-            import pwd
-
-            entry = pwd.getpwnam(self._run_as)
-            for path in (crt, key):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+        make_self_signed_certificate(self.data_dir, owner=self._run_as)
 
     def stat_statements_available(self) -> bool:
         """Whether these binaries have pg_stat_statements (the embedded server's do; a

@@ -82,6 +82,13 @@ class ConnectionTarget:
         merged = dict(self.params) | changes
         return ConnectionTarget(tuple(sorted(merged.items())), self.source, self.embedded)
 
+    def requiring_tls(self) -> ConnectionTarget:
+        """This target over TLS (``--tls``): ``sslmode=require``, unless it already asks
+        for a verifying mode, which is kept."""
+        if self.get("sslmode") in ("require", "verify-ca", "verify-full"):
+            return self
+        return self.with_params(sslmode="require")
+
     def with_settings(self, **settings: str) -> ConnectionTarget:
         """Add server settings sent at connect time (libpq ``options='-c key=value'``)."""
         extra = " ".join(f"-c {k}={v}" for k, v in settings.items())

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from poolbench.environment import package_versions
-from poolbench.errors import ConfigError, ConnectError, PoolbenchError
+from poolbench.errors import ConfigError, ConnectError, PoolbenchError, WorkerProcessError
 from poolbench.measure.executor import OnProgress, PhaseRun, StopFlag, in_process_executor
 from poolbench.measure.metrics import now_ns
 from poolbench.measure.phase import PhaseSpec
-from poolbench.measure.processes import process_settings, share
+from poolbench.measure.processes import portable_error, process_settings, share
 from poolbench.strategies import load_strategy
 from poolbench.strategies.base import Strategy, StrategySettings
 
@@ -142,6 +142,7 @@ class Node:
 
     def __init__(self, name: str, settings: StrategySettings) -> None:
         self.stop = threading.Event()
+        self.secrets = settings.target.secrets()
         self.executor = in_process_executor(load_strategy(name), settings, stop=self.stop)
         self._ready = threading.Event()
         self._go = threading.Event()
@@ -179,11 +180,13 @@ class Node:
         self._go.set()
 
     def poll(self) -> tuple[str, Any] | None:
-        """None while the phase runs; then ("ok", PhaseRun) or ("error", text)."""
+        """None while the phase runs; then ("ok", PhaseRun) or ("error", exception): one of
+        poolbench's own (a script's error: its exit code holds on a cluster too), else a
+        WorkerProcessError with the text, secrets masked."""
         if self._thread is not None and self._thread.is_alive():
             return None
         if self._error is not None:
-            return "error", f"{type(self._error).__name__}: {self._error}"
+            return "error", portable_error(self._error, self.secrets)
         return "ok", self._run
 
     def halt(self) -> None:
@@ -266,6 +269,9 @@ class ClusterExecutor:
                 kind, value = answer
                 if kind == "error":
                     self.halt()
+                    if isinstance(value, PoolbenchError) and \
+                            not isinstance(value, WorkerProcessError):
+                        raise value  # the workload's own error, as without a cluster
                     raise NodeLost(f"node {addr} failed: {value}")
                 runs[i] = value
             if len(runs) < count:

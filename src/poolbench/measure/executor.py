@@ -34,6 +34,7 @@ from poolbench.measure.metrics import (
     MissingRow,
     OperationRecorder,
     PhaseSink,
+    StatementCounters,
     now_ns,
 )
 from poolbench.measure.phase import MixSource, PhaseSpec, ScriptSource, WorkSource
@@ -114,6 +115,9 @@ class _Worker:
                             for script in source.scripts]
         except PoolbenchError as exc:  # constants this client's :client_id makes fail
             self.fatal = exc
+            return
+        for kind, client in zip(spec.scripts.kinds, self.clients):
+            self.recs[kind].statements = StatementCounters(client.labels)
 
     def start(self, origin_ns: int) -> None:
         for rec in (self.rec, *self.recs.values()):
@@ -463,6 +467,8 @@ def call_script(strategy: SyncStrategy, client: ScriptClient, rec: OperationReco
     run; inside BEGIN ... COMMIT the connection is rolled back before it goes back, so no
     pooled connection returns in a failed transaction. Raises ScriptError when the failure
     ends the whole run (:func:`~poolbench.workloads.scripted.run_ending_error`).
+    Each command's time, successes and failures go to ``rec.statements`` (pgbench ``-r``):
+    one clock read and two list additions per command, nothing allocated.
 
     :func:`await_script` is the same steps awaited (written out, as
     :func:`call_operation` is, for the same reason)."""
@@ -477,7 +483,12 @@ def call_script(strategy: SyncStrategy, client: ScriptClient, rec: OperationReco
     error: BaseException | None = None
     failed: Statement | None = None
     stage = "execute"
-    for statement, value in steps:
+    counters = rec.statements
+    assert counters is not None
+    counters.runs += 1
+    ns, count = counters.ns, counters.count
+    start = t1  # one clock read per command: its end is the next one's start
+    for statement, value, slot in steps:
         try:
             if statement is None:
                 time.sleep(value)  # type: ignore[arg-type]
@@ -485,7 +496,12 @@ def call_script(strategy: SyncStrategy, client: ScriptClient, rec: OperationReco
                 strategy.execute(conn, statement, value)  # type: ignore[arg-type]
         except Exception as exc:
             error, failed = exc, statement
+            counters.failed[slot] += 1
             break
+        end = now_ns()
+        ns[slot] += end - start
+        count[slot] += 1
+        start = end
     if failed is not None and failed.in_transaction:
         with contextlib.suppress(Exception):  # a broken connection: its pool discards it
             strategy.execute(conn, SCRIPT_ROLLBACK, ())
@@ -513,7 +529,12 @@ async def await_script(strategy: AsyncStrategy, client: ScriptClient, rec: Opera
     error: BaseException | None = None
     failed: Statement | None = None
     stage = "execute"
-    for statement, value in steps:
+    counters = rec.statements
+    assert counters is not None
+    counters.runs += 1
+    ns, count = counters.ns, counters.count
+    start = t1  # one clock read per command: its end is the next one's start
+    for statement, value, slot in steps:
         try:
             if statement is None:
                 await asyncio.sleep(value)  # type: ignore[arg-type]
@@ -521,7 +542,12 @@ async def await_script(strategy: AsyncStrategy, client: ScriptClient, rec: Opera
                 await strategy.execute(conn, statement, value)  # type: ignore[arg-type]
         except Exception as exc:
             error, failed = exc, statement
+            counters.failed[slot] += 1
             break
+        end = now_ns()
+        ns[slot] += end - start
+        count[slot] += 1
+        start = end
     if failed is not None and failed.in_transaction:
         with contextlib.suppress(Exception):
             await strategy.execute(conn, SCRIPT_ROLLBACK, ())

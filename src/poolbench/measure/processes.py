@@ -189,14 +189,14 @@ def _child_main(pipe: Connection, name: str, settings: StrategySettings, stop: S
                 pipe.send(("ok", executor.stats()))
                 return
     except BaseException as exc:
-        pipe.send(("error", _portable(exc, settings.target.secrets())))
+        pipe.send(("error", portable_error(exc, settings.target.secrets())))
 
 
 def _ignore(advance: int) -> None:
     """Progress inside a child is summed by the parent when the phase ends."""
 
 
-def _portable(exc: BaseException, secrets: tuple[str, ...]) -> BaseException:
+def portable_error(exc: BaseException, secrets: tuple[str, ...]) -> BaseException:
     """The exception itself if it is ours and survives pickling (our messages never carry a
     password), else a WorkerProcessError with its text, every secret masked."""
     if isinstance(exc, PoolbenchError):

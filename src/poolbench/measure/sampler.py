@@ -4,285 +4,213 @@ Every ``--sample-interval`` (default 100 ms) a connection of its own
 (``poolbench-sampler``) reads ``pg_stat_activity`` for the benchmark's backends (by
 application name): their ``state`` and ``wait_event_type``/``wait_event``. At the same
 instants psutil reads the CPU time and RSS of poolbench's process and its children
-(``--processes`` workers, LocalCluster nodes) and, when the server runs on this machine
-(the embedded server always), of the server's processes (the postmaster, its live
-backends, and the CPU of those it has reaped). The sampler's own statements are counted,
-published (``pg_stat_force_next_flush``) and subtracted by the server cross-check, so it
-does not disturb the counts poolbench checks.
+(``--processes`` workers, LocalCluster nodes; the sampler's own process left out) and,
+when the server runs on this machine (the embedded server always), of the server's
+processes (the postmaster, its live backends, and the CPU of those it has reaped). The
+sampler's own statements are counted, published (``pg_stat_force_next_flush``) and
+subtracted by the server cross-check, so it does not disturb the counts poolbench checks.
+
+The sampling runs in a process of its own (:mod:`poolbench.measure.sampler_process`),
+started once per run before any strategy and told to start and stop around each one:
+it takes no turn of the client's interpreter. :class:`Sampler` is the client's handle.
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
+import os
+import signal
 import statistics
-import threading
-import time
+import subprocess
+import sys
+import tempfile
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
 
-import psutil
-import psycopg
-
-from poolbench.db.target import ConnectionTarget
+from poolbench.db.target import ConnectionTarget, reason
+from poolbench.errors import SamplerFailed
+from poolbench.measure import sampler_process
+from poolbench.measure.sampler_process import (
+    RESOURCES_EVERY_S,
+    LineChannel,
+    Resources,
+    Sample,
+    ServerProcesses,
+    SharedCounters,
+    Tally,
+)
 from poolbench.results import ActivitySecond, ActivitySummary
+
+__all__ = ["DEFAULT_INTERVAL_S", "RESOURCES_EVERY_S", "SAMPLER_APPLICATION_NAME",
+           "ProcessesRead", "Sampler", "ServerProcesses", "summarise"]
 
 SAMPLER_APPLICATION_NAME = "poolbench-sampler"
 DEFAULT_INTERVAL_S = 0.1
-# CPU and memory are read once a second: walking the process table costs milliseconds of
-# the client's own CPU (and GIL), ten times a second would cost the run measurably.
-RESOURCES_EVERY_S = 1.0
+ANSWER_TIMEOUT_S = 60.0  # longest wait for the sampler's process to answer: only a hang
+CLOSE_TIMEOUT_S = 10.0  # longest wait for it to end once its pipe is closed
 MB = 1024 * 1024
+# Started by path, not with -m: importing the poolbench package would load all of it.
+_BOOTSTRAP = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 
 
-State = tuple[str | None, str | None, str | None, int]  # state, wait type, event, pid
+def _unlinked_file(size: int = 0) -> int:
+    """A file only this user can read (mkstemp's mode 0600), unlinked at once, so nothing
+    is left behind whatever happens; its descriptor."""
+    fd, path = tempfile.mkstemp(prefix="poolbench-sampler-")
+    os.unlink(path)
+    os.ftruncate(fd, size)
+    return fd
 
 
-@dataclass(slots=True)
-class _Sample:
-    """One look at pg_stat_activity, kept as counts (a long run keeps thousands)."""
+@dataclass(frozen=True)
+class ProcessesRead:
+    """The processes a reading covered besides the client's and the postmaster: the
+    client's descendants (the sampler's process not among them) and the server's."""
 
-    at: float
-    backends: int
-    active: int
-    idle_in_transaction: int
-
-
-@dataclass
-class _Tally:
-    """Backend samples by state and wait, added up over a strategy."""
-
-    rows: int = 0
-    active: int = 0
-    idle_in_transaction: int = 0
-    waits: Counter[str] = field(default_factory=Counter)  # active rows by wait_event_type
-    events: Counter[str] = field(default_factory=Counter)  # rows by "Type:Event"
-
-    def add(self, states: list[State]) -> _Sample:
-        active = idle = 0
-        for state, wait_type, wait_event, _ in states:
-            if state == "active":
-                active += 1
-                self.waits[wait_type or "CPU"] += 1
-            elif state == "idle in transaction":
-                idle += 1
-            if wait_type:
-                self.events[f"{wait_type}:{wait_event}"] += 1
-        self.rows += len(states)
-        self.active += active
-        self.idle_in_transaction += idle
-        return _Sample(0.0, len(states), active, idle)
+    client: frozenset[int]
+    server: frozenset[int]
 
 
-@dataclass(slots=True)
-class _Resources:
-    at: float
-    client_cpu_s: float
-    client_rss: int
-    server_cpu_s: float | None
-    server_rss: int | None
-
-
-def _cpu_and_rss(processes: list[psutil.Process], *, reaped: bool,
-                 private: bool = False) -> tuple[float, int]:
-    """CPU seconds (with ``reaped``: those of reaped children too) and resident memory;
-    ``private``: only each process's own pages (RSS less shared ones, Linux), so memory
-    the processes share, such as PostgreSQL's shared_buffers, is not counted once each."""
-    cpu, rss = 0.0, 0
-    for proc in processes:
-        try:
-            t = proc.cpu_times()
-            cpu += t.user + t.system + ((t.children_user + t.children_system) if reaped else 0)
-            m = proc.memory_info()
-            rss += m.rss - getattr(m, "shared", 0) if private else m.rss
-        except psutil.Error:
-            continue
-    return cpu, rss
-
-
-class ProcessTree:
-    """A process and its descendants, listed again only when told the tree changed: listing
-    walks the whole process table (a file read per process on the machine, each giving up
-    the GIL to the workers), so it is not done every second of a steady run. Between
-    listings a new process is missed until the next one, and one that ends drops out, its
-    CPU then counted in its parent's reaped children's time."""
-
-    def __init__(self, root: psutil.Process) -> None:
-        self.root = root
-        self.members: list[psutil.Process] | None = None  # None: list at the next read
-
-    def changed(self) -> None:
-        self.members = None
-
-    def descendants(self) -> list[psutil.Process] | None:
-        if self.members is None:
-            try:
-                self.members = self.root.children(recursive=True)
-            except psutil.Error:
-                return None
-        return self.members
-
-
-class ServerProcesses:
-    """The server's processes on this machine: its postmaster (found by the data directory,
-    or as the process listening on the server's local TCP port) and the backends it forks."""
-
-    def __init__(self, postmaster: psutil.Process | None) -> None:
-        self.postmaster = postmaster
-        self.tree = ProcessTree(postmaster) if postmaster is not None else None
-
-    @classmethod
-    def find(cls, *, data_dir: str | None = None, port: int | None = None) -> ServerProcesses:
-        if data_dir is not None:
-            for proc in psutil.process_iter(["cmdline"]):
-                if data_dir in " ".join(proc.info["cmdline"] or ()):
-                    return cls(proc)
-        if port is not None:
-            try:
-                for conn in psutil.net_connections(kind="tcp"):
-                    if conn.status == psutil.CONN_LISTEN and conn.laddr and \
-                            conn.laddr.port == port and conn.pid:
-                        return cls(psutil.Process(conn.pid))
-            except psutil.Error:
-                pass  # not allowed to see other users' sockets: the server's CPU is unknown
-        return cls(None)
-
-    def read(self) -> tuple[float, int] | None:
-        if self.postmaster is None or self.tree is None:
-            return None
-        children = self.tree.descendants()
-        if children is None:
-            return None
-        # The postmaster's whole RSS (shared memory once), each backend's own pages.
-        main_cpu, main_rss = _cpu_and_rss([self.postmaster], reaped=True)
-        cpu, rss = _cpu_and_rss(children, reaped=False, private=True)
-        return main_cpu + cpu, main_rss + rss
-
-
-@dataclass
 class Sampler:
-    """One run's sampler: a connection of its own, started and stopped around each strategy."""
+    """One run's sampler: a process of its own, started here (it has connected when this
+    returns), told to start and stop sampling around each strategy, ended by ``close``.
 
-    target: ConnectionTarget
-    application_names: tuple[str, ...] | None  # None: every client backend but poolbench's own
-    interval_s: float = DEFAULT_INTERVAL_S
-    server: ServerProcesses | None = None
-    statements: int = 0  # statements sent, for the cross-check to subtract
-    _samples: list[_Sample] = field(default_factory=list)
-    _resources: list[_Resources] = field(default_factory=list)
-    _tally: _Tally = field(default_factory=_Tally)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    Raises :class:`~poolbench.errors.SamplerFailed` (a one-line reason, secrets masked)
+    when the process cannot start or connect, and from then on when it has died or stops
+    answering: the caller reports the sampler not measured and goes on."""
 
-    def __post_init__(self) -> None:
-        self.reconnects = 0  # sessions opened again after losing one (the cross-check counts)
-        self.conn = self._connect()
-        self.me = psutil.Process()
-        # The client's processes are listed again when its own children change (--processes
-        # workers, LocalCluster nodes: multiprocessing knows them without a table walk), the
-        # server's when the run's backends sampled (their pids) change.
-        self.client_tree = ProcessTree(self.me)
-        self._children_seen: frozenset[int] = frozenset()
-        self._backends_seen: frozenset[int] = frozenset()
-
-    def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.target.with_params(
-            application_name=SAMPLER_APPLICATION_NAME, connect_timeout="5").conninfo(),
-            autocommit=True, prepare_threshold=None)  # a PREPARE would be a transaction more
-
-    def _states(self) -> list[State] | None:
-        """The backends' states, or None when the server cannot be asked right now (it
-        restarted, or terminated us): the sample is then skipped, never the run."""
+    def __init__(self, target: ConnectionTarget,
+                 application_names: tuple[str, ...] | None,  # None: every client backend
+                 interval_s: float = DEFAULT_INTERVAL_S,  # but poolbench's own
+                 server: ServerProcesses | None = None) -> None:
+        self.target = target
+        self.application_names = application_names
+        self.interval_s = interval_s
+        self.server = server
+        self.failed: str | None = None  # why the process is gone, once it is
+        self._files = ExitStack()  # closed last, by close()
         try:
-            if self.conn.closed:
-                self.conn = self._connect()
-                self.reconnects += 1
-            return self._query()
-        except psycopg.Error:
-            return None
+            counts = _unlinked_file(SharedCounters.LAYOUT.size)
+            self._files.callback(os.close, counts)
+            self._counters = SharedCounters(counts)
+            self._files.callback(self._counters.close)  # its last values stay readable
+            self._stderr = _unlinked_file()
+            self._files.callback(os.close, self._stderr)
+            # This very file (it imports nothing of poolbench's), whatever PYTHONPATH says.
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, sampler_process.__file__],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                pass_fds=(counts,), bufsize=0)
+        except BaseException:
+            self._files.close()
+            raise
+        self.pid = self.process.pid
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._channel = LineChannel(self.process.stdout.fileno(), self.process.stdin.fileno())
+        postmaster = server.postmaster if server is not None else None
+        try:
+            # The password goes through the pipe, never the command line.
+            self._ask({"conninfo": target.with_params(
+                application_name=SAMPLER_APPLICATION_NAME, connect_timeout="5").conninfo(),
+                "application_names": list(application_names)
+                if application_names is not None else None,
+                "interval_s": interval_s, "client_pid": os.getpid(),
+                "postmaster_pid": postmaster.pid if postmaster is not None else None,
+                "counters_fd": counts})
+        except BaseException:
+            self.close()
+            raise
 
-    def _query(self) -> list[State]:
-        self.statements += 1
-        if self.application_names is None:
-            return self.conn.execute(
-                "SELECT state, wait_event_type, wait_event, pid FROM pg_stat_activity WHERE "
-                "datname = current_database() AND backend_type = 'client backend' AND "
-                "pid <> pg_backend_pid() AND application_name NOT LIKE 'poolbench%%'"
-            ).fetchall()
-        return self.conn.execute(
-            "SELECT state, wait_event_type, wait_event, pid FROM pg_stat_activity WHERE "
-            "datname = current_database() AND backend_type = 'client backend' AND "
-            "application_name = ANY(%s)", (list(self.application_names),)).fetchall()
+    @property
+    def statements(self) -> int:
+        """Statements the sampler has sent, for the cross-check to subtract."""
+        return self._counters.read()[0]
 
-    def sample(self, *, resources: bool = False) -> None:
-        now = time.monotonic()
-        states = self._states()
-        if states is not None:
-            sample = self._tally.add(states)
-            sample.at = now
-            self._samples.append(sample)
-            backends = frozenset(row[3] for row in states)
-            if backends != self._backends_seen and self.server is not None \
-                    and self.server.tree is not None:
-                self._backends_seen = backends
-                self.server.tree.changed()
-        if resources or not self._resources or now - self._resources[-1].at >= RESOURCES_EVERY_S:
-            self._read_resources(now, relist=resources)
+    @property
+    def reconnects(self) -> int:
+        """Sessions opened again after losing one (the cross-check counts them)."""
+        return self._counters.read()[1]
 
-    def _read_resources(self, now: float, *, relist: bool = False) -> None:
-        children = frozenset(p.pid for p in multiprocessing.active_children())
-        if relist or children != self._children_seen:
-            self._children_seen = children
-            self.client_tree.changed()
-        if relist and self.server is not None and self.server.tree is not None:
-            self.server.tree.changed()
-        cpu, rss = _cpu_and_rss([self.me, *(self.client_tree.descendants() or ())],
-                                reaped=True)
-        server = self.server.read() if self.server is not None else None
-        self._resources.append(_Resources(now, cpu, rss, server[0] if server else None,
-                                          server[1] if server else None))
+    def _ask(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self.failed is not None:
+            raise SamplerFailed(self.failed)
+        try:
+            self._channel.send(message)
+            answer = self._channel.receive(ANSWER_TIMEOUT_S)
+        except (OSError, EOFError):
+            self._fail(self._ended())
+        if answer is None:
+            self.process.kill()
+            self._fail(f"the sampler's process did not answer within {ANSWER_TIMEOUT_S:g} s")
+        if "error" in answer:
+            self._fail(answer["error"])
+        return answer
+
+    def _ended(self) -> str:
+        try:
+            code = self.process.wait(CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return "the sampler's process closed its pipe"
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            tail = os.pread(self._stderr, 4096, max(0, os.fstat(self._stderr).st_size - 4096))
+            last = (tail.decode(errors="replace").strip().splitlines() or [""])[-1]
+            how = f"ended with exit code {code}" + (f": {last}" if last else "")
+        return f"the sampler's process {how}"
+
+    def _fail(self, why: str) -> NoReturn:
+        self.failed = reason(SamplerFailed(why), self.target)
+        raise SamplerFailed(self.failed)
 
     def start(self) -> None:
-        self.cpu_s = 0.0
-        self._samples, self._resources, self._tally = [], [], _Tally()
-        self._stop.clear()
-        self.sample(resources=True)
-        self._thread = threading.Thread(target=self._loop, name="poolbench-sampler",
-                                        daemon=True)
-        self._thread.start()
+        """The first reading (taken when this returns), then one every ``interval_s``."""
+        self._ask({"do": "start"})
 
-    def _loop(self) -> None:
-        started = time.thread_time()
-        while not self._stop.wait(self.interval_s):
-            self.sample()
-        self.cpu_s = time.thread_time() - started  # what sampling cost this process
+    def sample(self) -> ProcessesRead:
+        """A reading now, besides the regular ones; which processes it covered."""
+        answer = self._ask({"do": "sample"})
+        return ProcessesRead(frozenset(answer["client"]), frozenset(answer["server"]))
 
     def stop(self) -> ActivitySummary | None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.sample(resources=True)
-        # Publish this connection's counters now, so the cross-check can subtract them.
-        try:
-            self.conn.execute("SELECT pg_stat_force_next_flush()")
-            self.statements += 1
-        except psycopg.Error:
-            pass  # a lost connection published its counters as it ended
-        if not self._samples or len(self._resources) < 2:
+        """The final reading, then what was sampled since ``start`` (None: too little)."""
+        answer = self._ask({"do": "stop"})
+        samples = [Sample(*row) for row in answer["samples"]]
+        resources = [Resources(*row) for row in answer["resources"]]
+        t = answer["tally"]
+        tally = Tally(t["rows"], t["active"], t["idle_in_transaction"], Counter(t["waits"]),
+                      Counter(t["events"]))
+        if not samples or len(resources) < 2:
             return None
-        return replace(summarise(self._samples, self._tally, self._resources, self.interval_s),
-                       sampler_cpu_s=round(self.cpu_s, 4))
+        return replace(summarise(samples, tally, resources, self.interval_s),
+                       sampler_cpu_s=round(answer["cpu_s"], 4))
 
     def close(self) -> None:
-        self._stop.set()
-        self.conn.close()
+        """Ends the process (its pipe closed, it closes its connection and exits)."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._channel.close()
+        self._files.close()
 
 
 def _median(values: list[int]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def _cpu_pct(pair: tuple[_Resources, _Resources], before: float | None,
+def _cpu_pct(pair: tuple[Resources, Resources], before: float | None,
              after: float | None) -> float | None:
     """CPU seconds between two readings as % of one core over the time between them."""
     wall = pair[1].at - pair[0].at
@@ -291,17 +219,17 @@ def _cpu_pct(pair: tuple[_Resources, _Resources], before: float | None,
     return round((after - before) / wall * 100, 1)
 
 
-def summarise(samples: list[_Sample], tally: _Tally, resources: list[_Resources],
+def summarise(samples: list[Sample], tally: Tally, resources: list[Resources],
               interval_s: float) -> ActivitySummary:
     """Samples -> shares, medians, maxima and a per-second series (pure)."""
     actives = [s.active for s in samples]
     first, last = resources[0], resources[-1]
     server_cpu = (last.server_cpu_s - first.server_cpu_s
                   if last.server_cpu_s is not None and first.server_cpu_s is not None else None)
-    by_second: dict[int, list[_Sample]] = {}
+    by_second: dict[int, list[Sample]] = {}
     for s in samples:
         by_second.setdefault(int(s.at - first.at), []).append(s)
-    usage: dict[int, tuple[_Resources, _Resources]] = {}
+    usage: dict[int, tuple[Resources, Resources]] = {}
     for before, after in itertools.pairwise(resources):
         usage[int(after.at - first.at)] = (before, after)
     timeline = []

@@ -11,6 +11,7 @@ from collections import Counter
 from poolbench.measure.metrics import (
     HISTOGRAMS,
     PhaseMeasurement,
+    StatementCounters,
     encode_histogram,
     fine_counts,
     median,
@@ -26,6 +27,7 @@ from poolbench.results import (
     PhaseResult,
     PoolerCheck,
     Second,
+    StatementFigure,
     StrategyResult,
     TrialResult,
 )
@@ -97,7 +99,25 @@ def phase_result(phase: str, measurements: list[PhaseMeasurement]) -> PhaseResul
         failed=LatencySummary.of(merged["failed"]),
         throughput_spread_pct=spread_pct([t.throughput_ops_s for t in trials if not t.warmup]),
         histogram_failed_us=encode_histogram(merged["failed"]),
-        held_too_long=sum(m.held_too_long for m in counted))
+        held_too_long=sum(m.held_too_long for m in counted),
+        statements=statement_figures(StatementCounters.merged(m.statements for m in counted)))
+
+
+def statement_figures(counters: StatementCounters | None) -> tuple[StatementFigure, ...]:
+    """A script's commands as pgbench ``-r`` lists them (empty: not a script's phase). A
+    ``\\set`` runs once per script run, and is not timed."""
+    if counters is None:
+        return ()
+    figures = []
+    for i, (line, command, timed) in enumerate(counters.commands):
+        count = counters.count[i] if timed else counters.runs
+        total_us = counters.ns[i] // 1000 if timed else None
+        figures.append(StatementFigure(
+            line=line, command=command, count=count, failures=counters.failed[i],
+            total_us=total_us,
+            mean_ms=round(counters.ns[i] / count / 1e6, 3) if timed and count else
+            (0.0 if timed else None)))
+    return tuple(figures)
 
 
 def strategy_result(m: StrategyMeasurement, *, leftover_rows_deleted: int,

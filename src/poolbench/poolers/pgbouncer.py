@@ -38,6 +38,7 @@ from pathlib import Path
 
 import psycopg
 
+from poolbench.db.certificate import make_self_signed_certificate
 from poolbench.db.server import Service, free_port, service_user
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, ServerError
@@ -50,6 +51,8 @@ POLL_S = 0.02
 IGNORED_STARTUP_PARAMETERS = "extra_float_digits,options,statement_timeout"
 # The first PgBouncer that keeps prepared statements in transaction mode.
 PREPARED_STATEMENTS_SINCE = (1, 21)
+# The server's sslmodes under which clients reach PgBouncer over TLS as well.
+CLIENT_TLS_MODES = ("require", "verify-ca", "verify-full")
 
 
 def find_pgbouncer(given: Path | None = None) -> Path:
@@ -130,10 +133,23 @@ class PgBouncer(Service):
             raise
         return self.client_target()
 
+    @property
+    def client_tls(self) -> bool:
+        """Clients reach PgBouncer over TLS when the server's target asks for TLS
+        (``--tls``): PgBouncer then has a self-signed certificate of its own."""
+        return self.server.get("sslmode") in CLIENT_TLS_MODES
+
     def client_target(self) -> ConnectionTarget:
-        """The server's target, but for host, port, and the throw-away client password."""
-        return self.server.with_params(host="127.0.0.1", port=str(self.port), user=self.user,
-                                       password=self.client_password)
+        """The server's target, but for host, port, and the throw-away client password;
+        over TLS, ``sslmode=require`` (PgBouncer's certificate is its own, self-signed: the
+        server's root certificate, if one is named, does not verify it)."""
+        target = self.server.with_params(host="127.0.0.1", port=str(self.port),
+                                         user=self.user, password=self.client_password)
+        if not self.client_tls:
+            return target
+        params = tuple((k, v) for k, v in target.params if k not in ("sslrootcert", "sslcrl"))
+        return ConnectionTarget(params, target.source, target.embedded).with_params(
+            sslmode="require")
 
     def admin_target(self) -> ConnectionTarget:
         """The admin console (database ``pgbouncer``; SHOW commands, simple protocol only)."""
@@ -188,8 +204,8 @@ class PgBouncer(Service):
         auth.write_text(f"{_ini_quote(user)} {_ini_quote(self.client_password)}\n")
         host = server.get("host") or "127.0.0.1"
         backend = f"host={host} port={server.get('port') or 5432} dbname={server.dbname}"
-        if server.get("sslmode"):
-            backend += f" sslmode={server.get('sslmode')}"
+        # No sslmode here: PgBouncer refuses it in [databases] ("unrecognized connection
+        # parameter"); server_tls_sslmode below carries it.
         # The server's own login, for the one pool of this database: clients never send it.
         backend += f" user={_connstr_quote(user)}"
         if password:
@@ -216,6 +232,11 @@ class PgBouncer(Service):
         }
         if self.keeps_prepared_statements and s.mode == "transaction":
             lines["max_prepared_statements"] = "100"
+        if self.client_tls:
+            crt, key = make_self_signed_certificate(self.root, owner=service_user(),
+                                                    name="pgbouncer")
+            lines.update(client_tls_sslmode="require", client_tls_cert_file=str(crt),
+                         client_tls_key_file=str(key))
         ini = self.root / "pgbouncer.ini"
         ini.touch(mode=0o600)
         ini.write_text(f"[databases]\n{server.dbname} = {backend}\n\n[pgbouncer]\n"

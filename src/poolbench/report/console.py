@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from poolbench.report.seed_line import run_sentences
-from poolbench.results import ConnectCost, Finding, RunResults
+from poolbench.results import STATEMENT_CALLS, Check, ConnectCost, Finding, RunResults
 
 STYLES = {"line": "", "detail": "dim", "warning": "yellow", "note": "dim"}
 
@@ -40,6 +41,7 @@ def render(results: RunResults, console: Console) -> None:
                           str(p.error_count) if p.error_count else "",
                           end_section=i == len(s.phases) - 1)
     console.print(table)
+    _render_statements(results, console)
     _render_paced(results, console)
     _render_server(results, console)
     _render_activity(results, console)
@@ -48,6 +50,7 @@ def render(results: RunResults, console: Console) -> None:
     _render_rtt(results, console)
     for cost in results.connect_cost:
         render_connect_cost(cost, console)
+    render_distances(results, console)
     cluster = results.environment.get("cluster")
     if isinstance(cluster, dict):
         nodes = "; ".join(f"{n['address']} ({n['host']}, {n['cpu_count']} CPUs, {n['workers']} "
@@ -132,6 +135,33 @@ def _render_paced(results: RunResults, console: Console) -> None:
     console.print(table)
 
 
+def _check_cell(c: Check) -> str:
+    return (f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]" if c.exact
+            else f"[yellow]{c.ours:,} / {c.server:,} (not checked)[/]")
+
+
+def _render_statements(results: RunResults, console: Console) -> None:
+    """Each script's commands as pgbench -r shows them: mean latency, count, failures."""
+    rows = [(s, p) for s in results.strategies for p in s.phases if p.statements]
+    if not rows:
+        return
+    table = Table(title="Statement latencies (as pgbench -r), counted trials; a \\set is "
+                        "evaluated before the connection is taken, not timed")
+    for col in ("strategy", "script", "line", "mean ms", "count", "failures", "command"):
+        table.add_column(col, justify="left" if col in ("strategy", "script", "command")
+                         else "right")
+    for s, p in rows:
+        for j, f in enumerate(p.statements):
+            table.add_row(s.name if j == 0 else "", p.phase.removeprefix("script:") if j == 0
+                          else "", str(f.line),
+                          f"{f.mean_ms:.3f}" if f.mean_ms is not None else "—",
+                          f"{f.count:,}", f"{f.failures:,}" if f.failures else "",
+                          # Text: SQL's [brackets] are not markup
+                          Text(f.command if len(f.command) <= 60 else f.command[:59] + "…"),
+                          end_section=j == len(p.statements) - 1)
+    console.print(table)
+
+
 def _render_server(results: RunResults, console: Console) -> None:
     """What the server itself counted per strategy, beside poolbench's own counts."""
     checked = [s for s in results.strategies if s.server is not None]
@@ -139,18 +169,27 @@ def _render_server(results: RunResults, console: Console) -> None:
         return
     table = Table(title="Server cross-check (pg_stat_database / pg_stat_user_tables; "
                         "poolbench / server, warm-up included)")
-    names = [c.name for c in checked[0].server.checks]  # type: ignore[union-attr]
+    names = [c.name for c in checked[0].server.checks  # type: ignore[union-attr]
+             if not c.name.startswith(STATEMENT_CALLS)]
     for col in ("strategy", *names, "server xacts/op", "agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
+    calls = []
     for s in checked:
         x = s.server
         assert x is not None
-        cells = [f"{c.ours:,}" if c.ok else f"[red]{c.ours:,} / {c.server:,}[/]" if c.exact
-                 else f"[yellow]{c.ours:,} / {c.server:,} (not checked)[/]"
-                 for c in x.checks]
+        cells = [_check_cell(c) for c in x.checks if not c.name.startswith(STATEMENT_CALLS)]
+        calls += [(s.name, c) for c in x.checks if c.name.startswith(STATEMENT_CALLS)]
         table.add_row(s.name, *cells, f"{x.transactions_per_operation:.2f}",
                       "yes" if x.ok else "[red]NO[/]")
     console.print(table)
+    if calls:
+        table = Table(title="Script statements: successful executions (poolbench) against "
+                            "pg_stat_statements calls, warm-up included")
+        for col in ("strategy", "statement", "poolbench / server"):
+            table.add_column(col, justify="right" if col.startswith("poolbench") else "left")
+        for name, c in calls:
+            table.add_row(name, c.name.removeprefix(STATEMENT_CALLS), _check_cell(c))
+        console.print(table)
     notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
     for note in notes:
         console.print(f"  note: {note}", style="dim", highlight=False)
@@ -242,7 +281,8 @@ def _render_calibration(results: RunResults, console: Console) -> None:
     cal = results.calibration
     if cal is None:
         return
-    table = Table(title=f"pgbench on the same server and statements — {cal.pgbench}")
+    on = f"your scripts: {cal.workload}" if cal.workload else "statements"
+    table = Table(title=f"pgbench on the same server and {on} — {cal.pgbench}")
     for col in ("script", "connections", "clients", "tps", "p50 ms", "p99 ms", "connect ms"):
         table.add_column(col, justify="left" if col in ("script", "connections") else "right")
     for f in cal.figures:
@@ -252,7 +292,9 @@ def _render_calibration(results: RunResults, console: Console) -> None:
     console.print(table)
     if not cal.ratios:
         return
-    ratio_table = Table(title="poolbench / pgbench (throughput > 1: faster; latency > 1: slower)")
+    mine = " on your scripts" if cal.workload else ""
+    ratio_table = Table(title=f"poolbench / pgbench{mine} (throughput > 1: faster; latency > 1: "
+                              "slower)")
     for col in ("strategy", "script", "vs pgbench", "throughput", "p50", "p99", "connect"):
         ratio_table.add_column(col, justify="left" if col in ("strategy", "script",
                                                                "vs pgbench") else "right")
@@ -263,7 +305,7 @@ def _render_calibration(results: RunResults, console: Console) -> None:
     console.print(ratio_table)
 
 
-SLICE_NAMES = {"tcp": "TCP connect", "tls": "TLS handshake",
+SLICE_NAMES = {"tcp": "TCP connect", "tls": "TLS (SSLRequest + handshake)",
                "auth_exchange": "startup + authentication exchange (incl. the server's fork)",
                "scram_key_derivation": "SCRAM key derivation (client CPU)",
                "backend_start": "backend start (AuthenticationOk -> ReadyForQuery)",
@@ -273,8 +315,16 @@ UNACCOUNTED_NAME = "in no slice (Terminate, close, the probe's own work)"
 
 def connect_cost_title(cost: ConnectCost) -> str:
     """The probe's heading: how many connections, over TLS or not, on which route."""
+    tls = (f" over {cost.tls_version} ({cost.tls_cipher})" if cost.tls_version
+           else " over TLS" if cost.tls else "")
     return (f"What a new connection costs — protocol probe, {cost.samples} connections"
-            f"{' over TLS' if cost.tls else ''}, route {cost.route}")
+            f"{tls}, route {cost.route}")
+
+
+def round_trips_cell(cost: ConnectCost, name: str) -> str:
+    """A slice's round trips (docs/connect-cost.md), or blank where none were counted."""
+    n = cost.round_trips.get(name)
+    return "" if n is None else str(n)
 
 
 def render_connect_cost(cost: ConnectCost, console: Console) -> None:
@@ -285,17 +335,19 @@ def render_connect_cost(cost: ConnectCost, console: Console) -> None:
                       highlight=False, markup=False)
     else:
         table = Table(title=connect_cost_title(cost))
-        for col in ("slice", "p50 ms", "p99 ms", "mean ms"):
+        for col in ("slice", "p50 ms", "p99 ms", "mean ms", "round trips"):
             table.add_column(col, justify="left" if col == "slice" else "right")
         for name, s in cost.slices.items():
             table.add_row(SLICE_NAMES.get(name, name), _ms(s.p50_us), _ms(s.p99_us),
-                          _ms(s.mean_us))
+                          _ms(s.mean_us), round_trips_cell(cost, name))
         if cost.unaccounted is not None:
             table.add_row(UNACCOUNTED_NAME, _ms(cost.unaccounted.p50_us),
-                          _ms(cost.unaccounted.p99_us), _ms(cost.unaccounted.mean_us))
+                          _ms(cost.unaccounted.p99_us), _ms(cost.unaccounted.mean_us), "")
         table.add_row("[b]total (wall clock around each connection)[/]", _ms(cost.total.p50_us),
-                      _ms(cost.total.p99_us), _ms(cost.total.mean_us), end_section=True)
-        table.add_row("slices added up", "", "", _ms(cost.parts_sum_us))
+                      _ms(cost.total.p99_us), _ms(cost.total.mean_us),
+                      str(sum(cost.round_trips.values())) if cost.round_trips else "",
+                      end_section=True)
+        table.add_row("slices added up", "", "", _ms(cost.parts_sum_us), "")
         console.print(table)
     measured = [d for d in cost.drivers if d.latency is not None]
     if measured:
@@ -318,6 +370,35 @@ def render_connect_cost(cost: ConnectCost, console: Console) -> None:
     for (driver, why), threads in unmeasured.items():
         console.print(f"{driver}'s connect() at {', '.join(map(str, threads))} thread(s), route "
                       f"{cost.route}: not measured: {why}", highlight=False, markup=False)
+
+
+def render_distances(results: RunResults, console: Console) -> None:
+    """The run projected to other network distances: per strategy and RTT, a new
+    connection, an operation, what the pool saves, the connections busy (docs/distance.md)."""
+    if not results.distances:
+        return
+    at = results.distances[0].measured_at_ms
+    table = Table(title=f"at other distances — this run's figures (measured at {at:g} ms added "
+                        "RTT) + round trips × RTT; a model, see docs/distance.md")
+    for col in ("strategy", "RTT ms", "connect ms (trips)", "operation ms (trips)",
+                "statement ms", "pool saves ms", "connections busy"):
+        table.add_column(col, justify="left" if col == "strategy" else "right")
+    rows = results.distances
+    for i, d in enumerate(rows):
+        first = i == 0 or rows[i - 1].strategy != d.strategy
+        second = not first and (i == 1 or rows[i - 2].strategy != d.strategy)
+        last = i + 1 == len(rows) or rows[i + 1].strategy != d.strategy
+        table.add_row(d.strategy if first else f"[dim]vs {d.pooled_by}[/]"
+                      if second and d.pooled_by else "",
+                      f"{d.rtt_ms:g}",
+                      f"{d.connect_ms:.2f} ({d.connect_round_trips})"
+                      if d.connect_ms is not None else "",
+                      f"{d.operation_ms:.2f} ({d.operation_round_trips:g})",
+                      f"{d.statement_ms:.2f}",
+                      f"{d.saved_ms:.2f} ({d.gain_pct:.0f}%)"
+                      if d.saved_ms is not None and d.gain_pct is not None else "",
+                      f"{d.connections_busy:.1f}", end_section=last)
+    console.print(table)
 
 
 def render_findings(found: tuple[Finding, ...], console: Console) -> None:

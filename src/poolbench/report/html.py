@@ -18,7 +18,12 @@ from typing import Any
 
 from poolbench.measure.metrics import percentile_curve
 from poolbench.report import atomic_write
-from poolbench.report.console import SLICE_NAMES, UNACCOUNTED_NAME, connect_cost_title
+from poolbench.report.console import (
+    SLICE_NAMES,
+    UNACCOUNTED_NAME,
+    connect_cost_title,
+    round_trips_cell,
+)
 from poolbench.report.seed_line import run_sentences
 from poolbench.report.timeline import series
 from poolbench.results import PHASES, ConnectCost, RunResults
@@ -169,7 +174,8 @@ def _sections(results: RunResults) -> str:
                        f"{r.p50:.2f}x", f"{r.p99:.2f}x",
                        f"{r.connect:.2f}x" if r.connect is not None else ""]
                       for r in cal.ratios]
-        parts.append(f"<h2>pgbench on the same server — {_esc(cal.pgbench)}</h2>"
+        on = f", your scripts: {_esc(cal.workload)}" if cal.workload else ""
+        parts.append(f"<h2>pgbench on the same server{on} — {_esc(cal.pgbench)}</h2>"
                      + _table(["script", "connections", "clients", "tps", "p50 ms", "p99 ms",
                                "connect ms"], rows)
                      + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",
@@ -203,14 +209,16 @@ def _connect_cost(cost: ConnectCost) -> str:
     if cost.total is None:
         probe = f"<p>The probe: not measured: {_esc(cost.not_measured)}</p>"
     else:
-        rows = [[_esc(SLICE_NAMES.get(n, n)), _ms(s.p50_us), _ms(s.p99_us), _ms(s.mean_us)]
-                for n, s in cost.slices.items()]
+        rows = [[_esc(SLICE_NAMES.get(n, n)), _ms(s.p50_us), _ms(s.p99_us), _ms(s.mean_us),
+                 round_trips_cell(cost, n)] for n, s in cost.slices.items()]
         if cost.unaccounted is not None:
             u = cost.unaccounted
-            rows.append([_esc(UNACCOUNTED_NAME), _ms(u.p50_us), _ms(u.p99_us), _ms(u.mean_us)])
+            rows.append([_esc(UNACCOUNTED_NAME), _ms(u.p50_us), _ms(u.p99_us), _ms(u.mean_us),
+                         ""])
         rows.append(["<b>total</b> (wall clock around each connection)",
-                     _ms(cost.total.p50_us), _ms(cost.total.p99_us), _ms(cost.total.mean_us)])
-        probe = _table(["slice", "p50 ms", "p99 ms", "mean ms"], rows)
+                     _ms(cost.total.p50_us), _ms(cost.total.p99_us), _ms(cost.total.mean_us),
+                     str(sum(cost.round_trips.values())) if cost.round_trips else ""])
+        probe = _table(["slice", "p50 ms", "p99 ms", "mean ms", "round trips"], rows)
     drivers = [[_esc(d.driver), d.concurrency, _ms(d.latency.p50_us), _ms(d.latency.p99_us)]
                if d.latency is not None else
                [_esc(d.driver), d.concurrency, f"not measured: {_esc(d.not_measured)}", ""]

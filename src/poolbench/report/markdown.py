@@ -6,9 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from poolbench.report import atomic_write
-from poolbench.report.console import SLICE_NAMES, UNACCOUNTED_NAME, connect_cost_title
+from poolbench.report.console import (
+    SLICE_NAMES,
+    UNACCOUNTED_NAME,
+    connect_cost_title,
+    round_trips_cell,
+)
 from poolbench.report.seed_line import run_sentences
-from poolbench.results import ConnectCost, RunResults
+from poolbench.results import STATEMENT_CALLS, ConnectCost, RunResults
 
 HEADER = ("| Strategy | Phase | Median [s] | Min [s] | Max [s] | Throughput [ops/s] | "
           "p50 [ms] | p99 [ms] | Wait p50 [ms] | Statement p50 [ms] | Errors |")
@@ -28,18 +33,44 @@ def _connect_cost(cost: ConnectCost) -> list[str]:
         lines = ["", f"{connect_cost_title(cost)}: not measured: {_cell(cost.not_measured)}"]
     else:
         lines = ["", f"{connect_cost_title(cost)}:", "", "| Slice | p50 [ms] | p99 [ms] | "
-                 "Mean [ms] |", "|:---|---:|---:|---:|"]
-        rows = [(SLICE_NAMES.get(n, n), s) for n, s in cost.slices.items()]
+                 "Mean [ms] | Round trips |", "|:---|---:|---:|---:|---:|"]
+        rows = [(SLICE_NAMES.get(n, n), s, round_trips_cell(cost, n))
+                for n, s in cost.slices.items()]
         if cost.unaccounted is not None:
-            rows.append((UNACCOUNTED_NAME, cost.unaccounted))
-        rows.append(("**total** (wall clock around each connection)", cost.total))
-        lines += [f"| {name} | {_ms(s.p50_us)} | {_ms(s.p99_us)} | {_ms(s.mean_us)} |"
-                  for name, s in rows]
+            rows.append((UNACCOUNTED_NAME, cost.unaccounted, ""))
+        rows.append(("**total** (wall clock around each connection)", cost.total,
+                     str(sum(cost.round_trips.values())) if cost.round_trips else ""))
+        lines += [f"| {name} | {_ms(s.p50_us)} | {_ms(s.p99_us)} | {_ms(s.mean_us)} | {trips} |"
+                  for name, s, trips in rows]
     lines += ["", "| Driver | Threads | connect() p50 [ms] | p99 [ms] |", "|:---|---:|---:|---:|"]
     lines += [f"| {d.driver} | {d.concurrency} | {_ms(d.latency.p50_us)} | "
               f"{_ms(d.latency.p99_us)} |" if d.latency is not None else
               f"| {d.driver} | {d.concurrency} | not measured: {_cell(d.not_measured)} | |"
               for d in cost.drivers]
+    return lines
+
+
+def _statements(results: RunResults) -> list[str]:
+    """Each script's commands as pgbench -r shows them (none without scripts)."""
+    rows = [(s, p) for s in results.strategies for p in s.phases if p.statements]
+    if not rows:
+        return []
+    lines = ["", "Statement latencies (as pgbench -r), counted trials; a `\\set` is evaluated "
+             "before the connection is taken, not timed:", "",
+             "| Strategy | Script | Line | Mean [ms] | Count | Failures | Command |",
+             "|:---|:---|---:|---:|---:|---:|:---|"]
+    lines += [f"| `{s.name}` | {_cell(p.phase.removeprefix('script:'))} | {f.line} | "
+              + (f"{f.mean_ms:.3f}" if f.mean_ms is not None else "—")
+              + f" | {f.count} | {f.failures} | `{_cell(f.command)}` |"
+              for s, p in rows for f in p.statements]
+    calls = [(s.name, c) for s in results.strategies if s.server is not None
+             for c in s.server.checks if c.name.startswith(STATEMENT_CALLS)]
+    if calls:
+        lines += ["", "| Strategy | Statement | poolbench | pg_stat_statements calls | "
+                  "Checked |", "|:---|:---|---:|---:|:---|"]
+        lines += [f"| `{name}` | {_cell(c.name.removeprefix(STATEMENT_CALLS))} | {c.ours} | "
+                  f"{c.server} | {('yes' if c.ok else '**NO**') if c.exact else 'shown only'} |"
+                  for name, c in calls]
     return lines
 
 
@@ -58,6 +89,7 @@ def markdown(results: RunResults) -> str:
                 f"| `{s.name}` | {p.phase} | {p.median_s:.3f} | {p.min_s:.3f} | {p.max_s:.3f} | "
                 f"{p.throughput_ops_s:,.0f} | {_ms(p.latency.p50_us)} | {_ms(p.latency.p99_us)} "
                 f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
+    lines += _statements(results)
     for cost in results.connect_cost:
         lines += _connect_cost(cost)
     lines += [f"\n**{m}: not measured:** {_cell(why)}" for m, why in results.not_measured.items()]

@@ -108,18 +108,26 @@ def _trials(ci: Interval | None) -> str:
         f" ({ci.n} trials: their range)" if ci.n <= SMALL_TRIALS else "")
 
 
+def _p99_trials(ci: Interval | None) -> str:
+    """A point's trials' p99 (ms): their median and its interval, as ``_trials``."""
+    if ci is None or ci.low is None or ci.high is None:
+        return ""
+    return f"{ci.value / 1000:.2f} [{ci.low / 1000:.2f}, {ci.high / 1000:.2f}]"
+
+
 def render_sweep(results: SweepResults, console: Console) -> None:
     table = Table(title=f"poolbench sweep — {len(results.points)} points"
                         + (" (partial)" if results.partial else ""))
     for col in ("strategy", "pool", "workers", "ops/s", "trials: median [95% interval]",
-                "p50 ms", "p99 ms", "wait p50 ms",
+                "p50 ms", "p99 ms", "trials' p99 ms: median [95%]", "wait p50 ms",
                 "wait p99 ms", "active backends median / max", "errors", "server agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for p in results.points:
         table.add_row(p.strategy, str(p.pool_size or "no pool"), str(p.workers),
                       f"{p.throughput_ops_s:,.0f}", _trials(p.throughput_interval),
                       f"{p.latency.p50_us / 1000:.2f}",
-                      f"{p.latency.p99_us / 1000:.2f}", f"{p.acquire.p50_us / 1000:.2f}",
+                      f"{p.latency.p99_us / 1000:.2f}", _p99_trials(p.p99_interval),
+                      f"{p.acquire.p50_us / 1000:.2f}",
                       f"{p.acquire.p99_us / 1000:.2f}",
                       f"{p.active_median:g} / {p.active_max}" if p.active_max is not None
                       else "", str(p.errors or ""),

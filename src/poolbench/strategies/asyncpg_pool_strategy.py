@@ -22,6 +22,7 @@ _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 class AsyncpgPool(AsyncStrategy):
     name = "asyncpg:pool"
     pooler_extra = "asyncpg:pool resets each connection on release (one query more)"
+    release_round_trips = 1  # the reset: one query, one round trip
     driver = "asyncpg"
     pooled = True
     per_operation = ("pool.acquire() (waits, bounded by --acquire-timeout), prepared statement "

@@ -57,6 +57,9 @@ class StrategyInfo:
     pooler_extra: ClassVar[str | None] = None
     # True when prepared statements add a query of their own (psycopg's PREPARE after 5 uses).
     prepares_add_queries: ClassVar[bool] = False
+    # Round trips giving a connection back costs (a reset query on release): at a distance,
+    # each one holds the connection a round trip longer (analysis/distance.py).
+    release_round_trips: ClassVar[int] = 0
 
     @classmethod
     def extra_traffic(cls, *, prepared_statements: bool) -> str | None:

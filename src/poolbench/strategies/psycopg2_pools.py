@@ -4,14 +4,15 @@
 threads; the seed shares it between 50 threads anyway, so poolbench does the
 same and counts whatever errors that causes (``PoolError`` among them) instead
 of hiding them. ``ThreadedConnectionPool`` locks around get/put. Neither pool
-waits when exhausted (``getconn`` raises), so ``psycopg2:threaded`` gates
-``getconn`` with a semaphore of ``--pool-max`` permits: callers then wait for a
-connection, bounded by ``--acquire-timeout``, as with every other pool.
+waits when exhausted (``getconn`` raises), so ``psycopg2:threaded`` runs
+:class:`~poolbench.strategies.psycopg2_waiting_pool.WaitingConnectionPool`:
+the same pool, whose callers wait for a connection, bounded by
+``--acquire-timeout``, as with every other pool, and pay for waiting only when
+they do wait (a connection free costs what it costs a bare loop).
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import psycopg2.extensions
@@ -19,7 +20,8 @@ import psycopg2.pool
 
 from poolbench.db.workload import Statement
 from poolbench.strategies import psycopg2_session
-from poolbench.strategies.base import AcquireTimeout, SyncStrategy
+from poolbench.strategies.base import SyncStrategy
+from poolbench.strategies.psycopg2_waiting_pool import WaitingConnectionPool
 
 
 def _counting_pool(base: type[psycopg2.pool.AbstractConnectionPool],
@@ -45,7 +47,12 @@ class _Psycopg2Pool(SyncStrategy):
     def open(self) -> None:
         s = self.settings
         self.pool = _counting_pool(self.pool_class, self)(s.pool_min, s.pool_max,
-                                                          s.target.conninfo())
+                                                          s.target.conninfo(),
+                                                          **self._pool_options())
+
+    def _pool_options(self) -> dict[str, Any]:
+        """Keyword arguments of the pool class besides psycopg2's."""
+        return {}
 
     def acquire(self) -> psycopg2.extensions.connection:
         return self.pool.getconn()
@@ -71,31 +78,21 @@ class Psycopg2SimplePool(_Psycopg2Pool):
 
 class Psycopg2ThreadedPool(_Psycopg2Pool):
     name = "psycopg2:threaded"
-    pool_class = psycopg2.pool.ThreadedConnectionPool
-    per_operation = ("wait for one of --pool-max permits, ThreadedConnectionPool.getconn() "
-                     "(locked), autocommit statement, putconn()")
+    pool_class = WaitingConnectionPool
+    per_operation = ("ThreadedConnectionPool.getconn() (locked; only when the pool is "
+                     "exhausted, wait for a putconn(), bounded by --acquire-timeout), "
+                     "autocommit statement, putconn()")
 
-    def open(self) -> None:
-        super().open()
-        # Workers can only outnumber connections if there are more of them than --pool-max;
-        # otherwise no one ever waits, and the gate (a Condition per call) is left out.
-        self._permits = (threading.BoundedSemaphore(self.settings.pool_max)
-                         if self.settings.workers > self.settings.pool_max else None)
+    def _pool_options(self) -> dict[str, Any]:
+        return {"timeout_s": self.settings.acquire_timeout_s}
 
-    def acquire(self) -> psycopg2.extensions.connection:
-        if self._permits is None:
-            return super().acquire()
-        if not self._permits.acquire(timeout=self.settings.acquire_timeout_s):
-            raise AcquireTimeout(f"no connection free within {self.settings.acquire_timeout_s}s")
-        try:
-            return super().acquire()
-        except BaseException:
-            self._permits.release()
-            raise
-
-    def release(self, conn: psycopg2.extensions.connection) -> None:
-        try:
-            super().release(conn)
-        finally:
-            if self._permits is not None:
-                self._permits.release()
+    def stats(self) -> dict[str, int]:
+        """psycopg2's pool counts nothing; the waiting it adds is counted with
+        psycopg_pool's names (``pool_requests_queued``: acquires that found every
+        connection out and waited)."""
+        pool = getattr(self, "pool", None)
+        if not isinstance(pool, WaitingConnectionPool):  # not opened
+            return super().stats()
+        return {**super().stats(), "pool_requests_queued": pool.requests_queued,
+                "pool_requests_wait_ms": pool.requests_wait_ns // 1_000_000,
+                "pool_requests_errors": pool.requests_errors}

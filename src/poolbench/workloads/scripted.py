@@ -31,6 +31,8 @@ from poolbench.workloads.script import (
     Script,
     ScriptError,
     ScriptRunner,
+    SetCommand,
+    SleepCommand,
     SleepStep,
     TxRole,
     builtin_script,
@@ -45,8 +47,9 @@ READ_ONLY_SQL_TRANSACTION = "25006"
 # does to prepared statements (counted as the load's errors, not the script's fault).
 NOT_THE_SCRIPTS_FAULT = frozenset({"42P05"})
 
-# (statement, parameters) to send, or (None, seconds) to hold the connection.
-Step = tuple[Statement | None, object]
+# (statement, parameters, command index) to send, or (None, seconds, command index) to
+# hold the connection; the index is the command's slot in its StatementCounters.
+Step = tuple[Statement | None, object, int]
 # Parameter types a driver that encodes by type (asyncpg) takes Python numbers and
 # booleans for; any other is given pgbench's text of the value.
 NUMERIC_TYPES = frozenset({"smallint", "integer", "bigint", "real", "double precision",
@@ -170,11 +173,27 @@ def check_scripts(files: Sequence[ScriptFile], *, scale: int, seed: int) -> None
         ScriptClient(script, plan, client_id=0, trial=0)
 
 
+def command_labels(script: Script) -> tuple[tuple[int, str, bool], ...]:
+    """Each command of ``script`` as pgbench ``-r`` lists it: (line, its first line of
+    text, whether it is timed). A ``\\set`` is not timed: a run evaluates all of them
+    before its connection is taken (see :mod:`poolbench.workloads.script.interp`)."""
+    labels = []
+    for c in script.commands:
+        if isinstance(c, SetCommand):
+            labels.append((c.line, f"\\set {c.variable} {c.text}", False))
+        elif isinstance(c, SleepCommand):
+            amount = c.amount if c.amount is not None else f":{c.variable}"
+            labels.append((c.line, f"\\sleep {amount} {c.unit}", True))
+        else:
+            labels.append((c.line, c.sql.strip().splitlines()[0].strip(), True))
+    return tuple(labels)
+
+
 class ScriptClient:
     """One worker's compiled script (a ``ScriptRunner`` of its own, as each pgbench client
     has): each run as the steps to send. Trial ``t`` draws from ``seed + t``."""
 
-    __slots__ = ("as_text", "runner", "simple", "statements")
+    __slots__ = ("as_text", "labels", "runner", "simple", "statements")
 
     def __init__(self, script: Script, plan: ScriptPlan, *, client_id: int,
                  trial: int) -> None:
@@ -195,6 +214,7 @@ class ScriptClient:
         typed = dict(plan.text_params) if mode.typed_params else {}
         self.as_text = {index: flags for index, s in self.statements.items()
                         if any(flags := typed.get(s.sql, ()))}
+        self.labels = command_labels(script)
 
     def run(self) -> list[Step]:
         """One run's steps. Raises ScriptRuntimeError (``file:line``) when a ``\\set`` or
@@ -203,17 +223,17 @@ class ScriptClient:
         statements = self.statements
         for step in self.runner.run():
             if type(step) is SleepStep:
-                steps.append((None, step.seconds))
+                steps.append((None, step.seconds, step.index))
             elif self.simple:  # values in the text: a statement of this run's own
                 s = statements[step.index]
                 steps.append((Statement(s.phase, step.sql, None, s.protocol, s.source,
-                                        s.in_transaction), ()))
+                                        s.in_transaction), (), step.index))
             elif step.index in self.as_text:
                 params = tuple(value_text(v) if text else v  # type: ignore[arg-type]
                                for v, text in zip(step.params, self.as_text[step.index]))
-                steps.append((statements[step.index], params))
+                steps.append((statements[step.index], params, step.index))
             else:
-                steps.append((statements[step.index], step.params))
+                steps.append((statements[step.index], step.params, step.index))
         return steps
 
 
@@ -229,14 +249,16 @@ def run_ending_error(statement: Statement, exc: BaseException, *,
         if read_only:
             return ScriptError(
                 f"{statement.source}: the server refused a write ({what}): on a server "
-                "poolbench did not start, scripts run in read-only sessions; give "
-                "--allow-writes to let them write (docs/scripts.md says what that risks)")
+                "poolbench did not start, scripts run in read-only sessions; give --clone "
+                "to run them on a copy of the database, or --allow-writes to let them write "
+                "here (docs/scripts.md says what that risks)")
         return ScriptError(f"{statement.source}: the server refused a write ({what}): the "
                            "server itself is read-only (a standby?); run writing scripts on "
                            "the primary")
     if code.startswith("42") and code not in NOT_THE_SCRIPTS_FAULT:
-        hint = ("pgbench's built-in scripts need its tables: run pgbench -i -s SCALE on this "
-                "database first" if code == "42P01" and "pgbench_" in what
+        hint = ("pgbench's built-in scripts need its tables: make them first with poolbench "
+                "init -s SCALE --allow-writes (same database options)"
+                if code == "42P01" and "pgbench_" in what
                 else "fix the script")
         return ScriptError(f"{statement.source}: the server refused the statement: {what} "
                            f"(SQLSTATE {code}); {hint}")
