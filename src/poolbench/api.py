@@ -311,10 +311,10 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     if cluster is not None and config.rtt_ms is not None:
         _check_relay_reachable(cluster)
     target, embedded = _server(config, classes, stack, on_server)
+    relay = _relay(config, target, stack)  # before the clone: a refused port makes nothing
     public = replace(config, target=target) if config.target is None else config
     run_tag = new_run_tag()
     target, clone = _into_clone(config, target, run_tag, stack, events, made)
-    relay = _relay(config, target, stack)
     admin = AdminSession(target)
     stack.callback(admin.close)
     facts = admin.call(server_facts)
