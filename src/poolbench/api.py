@@ -11,12 +11,14 @@ pgbench's tables, made as ``poolbench init`` makes them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -57,6 +59,8 @@ from poolbench.measure.processes import share
 from poolbench.measure.runner import StrategyMeasurement, run_strategy
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.measure.summary import strategy_result
+from poolbench.network.relay_process import MAX_CONNECTIONS, RelayProcess, upstream_args
+from poolbench.network.rtt_check import check_rtt
 from poolbench.poolers.pgbouncer import find_pgbouncer
 from poolbench.poolers.routes import Route, open_route
 from poolbench.report import ExportManager, check_writable
@@ -67,6 +71,7 @@ from poolbench.results import (
     ConnectCost,
     CrossCheck,
     PoolerCheck,
+    RttCheck,
     RunResults,
     StrategyResult,
     Verification,
@@ -159,10 +164,37 @@ def _check_input(config: RunConfig, events: RunEvents) -> list[type[StrategyInfo
                           pool_max=config.pool_max, processes=config.processes)
     if any(route.startswith("pgbouncer:") for route in config.via):
         find_pgbouncer(config.pgbouncer)  # missing: one line naming the install, nothing written
+    if config.rtt_ms is not None:
+        _check_relay(config, classes)
     if config.out_dir is not None:
         check_writable(config.out_dir)
         ExportManager(config.out_dir, chart=config.chart).subscribe(events)
     return classes
+
+
+def _check_relay(config: RunConfig, classes: list[type[StrategyInfo]]) -> None:
+    """``--rtt``: the relay carries at most :data:`MAX_CONNECTIONS` at once (docs/network.md),
+    and a pooler you run (``--via pooler``) must have one address it can forward to."""
+    carried = max(c.connections_needed(workers=config.workers, pool_min=config.pool_min,
+                                       pool_max=config.pool_max) for c in classes)
+    if config.pooler_near == "app" and any(r.startswith("pgbouncer:") for r in config.via):
+        carried = max(carried, config.effective_pooler_size)
+    if carried > MAX_CONNECTIONS:
+        raise ConfigError(f"--rtt: the relay carries at most {MAX_CONNECTIONS} connections at "
+                          f"once and this run holds up to {carried}; use fewer --workers (or "
+                          "a smaller --pool-max/--pooler-size)")
+    if "pooler" in config.via and config.pooler_dsn is not None:
+        upstream_args(config.pooler_dsn)
+
+
+def _check_relay_reachable(cluster: ClusterNodes) -> None:
+    """The relay listens on this machine's 127.0.0.1: no node elsewhere can reach it."""
+    here = socket.gethostname()
+    away = sorted({str(f.get("host")) for f in cluster.facts if f.get("host") != here})
+    if away:
+        raise ConfigError(f"--rtt: the relay listens on 127.0.0.1 of {here}, which the "
+                          f"--cluster nodes on {', '.join(away)} cannot reach; run --rtt "
+                          "without --cluster, or with nodes on this machine (local:N)")
 
 
 def _check_scripts(config: RunConfig) -> None:
@@ -210,6 +242,8 @@ class _Session:
     not_measured: dict[str, str] = field(default_factory=dict)
     # Scripts, for drivers that encode values by type: which parameters go as text
     text_params: tuple[tuple[str, tuple[bool, ...]], ...] = ()
+    relay: RelayProcess | None = None  # --rtt: the relay between the strategies and server
+    rtt: RttCheck | None = None  # --rtt: what the relay injected, measured
 
     def optional(self, what: str, measure: Callable[[], T]) -> T | None:
         """``measure()``, or None with ``what`` recorded as not measured, and why, if it
@@ -239,7 +273,7 @@ class _Session:
                           comparison=comparison(done) if self.config.duration_s is None
                           else None, verification=verification,
                           harness_us_per_op=self.harness, not_measured=dict(self.not_measured),
-                          **measured)
+                          rtt=self.rtt, **measured)
 
     def finish(self, done: tuple[StrategyResult, ...], *, partial: bool,
                **measured: Any) -> RunResults:
@@ -275,7 +309,10 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     cluster = (connect_cluster(config.cluster, config.nodes, stack,
                                timeout_s=config.cluster_timeout_s)
                if config.cluster is not None else None)
+    if cluster is not None and config.rtt_ms is not None:
+        _check_relay_reachable(cluster)
     target, embedded = _server(config, classes, stack, on_server)
+    relay = _relay(config, target, stack)  # before the clone: a refused port makes nothing
     public = replace(config, target=target) if config.target is None else config
     run_tag = new_run_tag()
     target, clone = _into_clone(config, target, run_tag, stack, events, made)
@@ -311,14 +348,15 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
                                                   config.pool_max)
     session = _Session(
         config=config, events=events, stop=stop, target=target,
-        settings=StrategySettings(target=_strategy_target(config, target),
+        settings=StrategySettings(target=_strategy_target(
+                                      config, relay.target_for(target) if relay else target),
                                   workers=config.workers, pool_min=config.pool_min,
                                   pool_max=config.pool_max,
                                   acquire_timeout_s=config.acquire_timeout_s),
         admin=admin, workload=workload, before=before,
         probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
         server_cores=server_cores, started=started, environment=environment,
-        public=public)
+        public=public, relay=relay)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
     if config.scripts and any(cls.script_mode(config.protocol, prepared_statements=True)
@@ -326,6 +364,13 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
         # Asked once, before any strategy's window: nothing of it is in a cross-check.
         session.text_params = admin.call(lambda c: describe_parameters(c, config.scripts))
     session.harness = _harness(session, classes)
+    if relay is not None and config.rtt_ms is not None:
+        concurrency = min(config.workers, max(c.connections_needed(
+            workers=config.workers, pool_min=config.pool_min, pool_max=config.pool_max)
+            for c in classes))
+        session.rtt = session.optional("injected round trip (--rtt)", lambda: check_rtt(
+            _strategy_target(config, target), session.settings.target,
+            asked_ms=config.rtt_ms, concurrency=concurrency))
     return session
 
 
@@ -334,6 +379,17 @@ def _make_pgbench_tables(config: RunConfig, target: ConnectionTarget) -> None:
     at ``--scale``, made as ``poolbench init`` makes them."""
     if any(s.builtin for s in config.scripts):
         init_tables(find_pgbench(), target, scale=config.scale)
+
+
+def _relay(config: RunConfig, target: ConnectionTarget,
+           stack: ExitStack) -> RelayProcess | None:
+    """``--rtt``: the delay relay in front of the server, stopped with ``stack``."""
+    if config.rtt_ms is None:
+        return None
+    relay = RelayProcess(target, config.rtt_ms, port=config.relay_port)
+    relay.start()
+    stack.callback(relay.stop)
+    return relay
 
 
 def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitStack,
@@ -527,13 +583,29 @@ def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
 
 
 def _open_route(session: _Session, route_name: str) -> AbstractContextManager[Route]:
-    """The route ``route_name`` for the run's strategies (a PgBouncer of its own, if any)."""
+    """The route ``route_name`` for the run's strategies (a PgBouncer of its own, if any).
+    With ``--rtt`` a pooler sits by the server: a relay of the route's own goes between the
+    strategies and the pooler, which reaches the server directly (``--pooler-near app``:
+    the strategies reach the pooler directly, and it reaches the server through the run's
+    relay, as the direct route does)."""
     config = session.config
-    return open_route(route_name, session.settings.target,
-                      pool_size=config.effective_pooler_size,
-                      max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
-                      keep_prepared=config.keep_prepared, pooler=config.pooler_dsn,
-                      pgbouncer=config.pgbouncer)
+    by_server = (session.relay is not None and route_name != "direct"
+                 and config.pooler_near == "server")
+    route = open_route(route_name, _strategy_target(config, session.target) if by_server
+                       else session.settings.target,
+                       pool_size=config.effective_pooler_size,
+                       max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
+                       keep_prepared=config.keep_prepared, pooler=config.pooler_dsn,
+                       pgbouncer=config.pgbouncer)
+    return _behind_relay(route, config.rtt_ms) if by_server and config.rtt_ms is not None \
+        else route
+
+
+@contextlib.contextmanager
+def _behind_relay(route: AbstractContextManager[Route], rtt_ms: float) -> Iterator[Route]:
+    """``route`` with a relay of its own in front of its pooler, stopped with it."""
+    with route as ready, RelayProcess(ready.target, rtt_ms) as relay:
+        yield replace(ready, target=relay.target_for(ready.target))
 
 
 def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibration | None:
@@ -547,7 +619,8 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
     session.events.calibration_started.fire(seconds=config.baseline_seconds * 6)
     try:
         calibrated = session.optional("pgbench calibration", lambda: calibrate(
-            session.admin, session.target, session.workload, clients=config.workers,
+            session.admin, session.relay.target_for(session.target) if session.relay
+            else session.target, session.workload, clients=config.workers,
             seconds=config.baseline_seconds, stop=session.stop))
     finally:
         session.delete_own_rows()

@@ -173,6 +173,7 @@ _CONFIG_FIELDS = {
     "sample_interval": "sample_interval_s", "interleave": "interleave", "out_dir": "out_dir",
     "keep_server": "keep_server", "show_password": "show_password", "protocol": "protocol",
     "scale": "scale", "allow_writes": "allow_writes", "clone": "clone", "tls": "tls",
+    "rtt": "rtt_ms", "pooler_near": "pooler_near", "relay_port": "relay_port",
 }
 
 
@@ -341,6 +342,17 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         click.option("--tls", is_flag=True,
                      help="Every connection over TLS (sslmode=require): the embedded server "
                           "with a self-signed certificate, PgBouncer routes too."),
+        click.option("--rtt", type=float, default=None, metavar="MS",
+                     help="Put the database this many milliseconds of round trip away: a "
+                          "relay poolbench starts holds each direction MS/2 (see "
+                          "docs/network.md)."),
+        click.option("--pooler-near", type=click.Choice(["server", "app"]), default="server",
+                     show_default=True,
+                     help="With --rtt and a PgBouncer route: the pooler sits by the server "
+                          "(the relay before it) or by the application (the relay after "
+                          "it)."),
+        click.option("--relay-port", type=int, default=None,
+                     help="The --rtt relay's port on 127.0.0.1 [default: a free one]."),
         click.option("--table", default="users", show_default=True,
                      help="Table to benchmark on."),
         click.option("--out", "out_dir", type=click.Path(path_type=Path),

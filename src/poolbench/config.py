@@ -25,6 +25,7 @@ from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError
 
 MIX_KINDS = ("create", "read", "update", "delete")
+RTT_MAX_MS = 10_000.0  # --rtt beyond this is a typo (10 s; a geostationary hop is 0.6 s)
 
 
 def parse_mix(spec: str) -> tuple[tuple[str, int], ...]:
@@ -249,6 +250,10 @@ class RunConfig:
     # --tls: every connection with sslmode=require (the embedded server: with a self-signed
     # certificate; a DSN keeps a verifying sslmode it names)
     tls: bool = False
+    # --rtt: milliseconds of round trip a delay relay adds (docs/network.md); None: no relay
+    rtt_ms: float | None = None
+    pooler_near: str = "server"  # --pooler-near: which side of the relay a pooler sits on
+    relay_port: int | None = None  # --relay-port; None: a free one
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -318,10 +323,30 @@ class RunConfig:
                               "poolbench starts goes to the clone)")
         if self.scripts or self.protocol != "simple" or self.scale != 1:
             self._check_scripts()
+        if self.rtt_ms is not None or self.pooler_near != "server" or self.relay_port:
+            self._check_rtt()
         if not self.strategies:
             raise ConfigError("--strategies is empty; name at least one, e.g. psycopg:pool")
         if len(set(self.strategies)) != len(self.strategies):
             raise ConfigError("--strategies names a strategy twice; name each once")
+
+    def _check_rtt(self) -> None:
+        rtt = self.rtt_ms
+        if rtt is not None and not (isinstance(rtt, (int, float)) and 0 <= rtt <= RTT_MAX_MS):
+            raise ConfigError(f"--rtt {rtt!r}: give the round trip in milliseconds, from 0 to "
+                              f"{RTT_MAX_MS:g} (e.g. 0.5 in a zone, 2 across zones)")
+        if self.pooler_near not in ("server", "app"):
+            raise ConfigError(f"--pooler-near {self.pooler_near!r}: choose server or app")
+        if rtt is None:
+            option = "--relay-port" if self.relay_port else "--pooler-near"
+            raise ConfigError(f"{option} places the --rtt relay: give --rtt too")
+        if self.relay_port is not None and not (isinstance(self.relay_port, int)
+                                                and 1 <= self.relay_port <= 65535):
+            raise ConfigError(f"--relay-port {self.relay_port!r}: give a port from 1 to 65535")
+        if self.pooler_near == "app" and "pooler" in self.via:
+            raise ConfigError("--pooler-near app puts the relay between the pooler and the "
+                              "server, which poolbench cannot do for a pooler you run (--via "
+                              "pooler): leave --pooler-near out")
 
     def _check_scripts(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -373,6 +398,8 @@ class RunConfig:
             **self._scripts_dict(),
             **({"clone": True} if self.clone else {}),  # a run without it: as before
             **({"tls": True} if self.tls else {}),  # a run without --tls: as before
+            **({"rtt_ms": self.rtt_ms, "pooler_near": self.pooler_near}
+               if self.rtt_ms is not None else {}),  # a run without --rtt: as before
         }
 
     def _scripts_dict(self) -> dict[str, object]:

@@ -505,6 +505,39 @@ class Verification:
                 and self.other_rows_digest_before == self.other_rows_digest_after)
 
 
+RTT_TOLERANCE_PCT = 5.0  # of the expected round trip: beyond it (and 50 µs) a run says so
+RTT_TOLERANCE_FLOOR_MS = 0.05
+
+
+@dataclass(frozen=True)
+class RttCheck:
+    """What ``--rtt`` injected, measured: the median ``SELECT 1`` round trip through the
+    relay (``measured_ms``) and straight to the server (``base_ms``, the loopback base),
+    each over ``concurrency`` connections at once, against ``asked_ms + base_ms``.
+    ``error_ms`` is measured minus expected; ``ok`` when it is within ``tolerance_ms``
+    (5% of the expected, at least 50 µs)."""
+
+    asked_ms: float
+    measured_ms: float
+    base_ms: float
+    concurrency: int
+    round_trips: int  # through the relay, all connections together
+    error_ms: float
+    tolerance_ms: float
+    ok: bool
+
+    @classmethod
+    def of(cls, *, asked_ms: float, measured_ms: float, base_ms: float, concurrency: int,
+           round_trips: int) -> RttCheck:
+        expected = asked_ms + base_ms
+        error = measured_ms - expected
+        tolerance = max(expected * RTT_TOLERANCE_PCT / 100, RTT_TOLERANCE_FLOOR_MS)
+        return cls(asked_ms=asked_ms, measured_ms=round(measured_ms, 4),
+                   base_ms=round(base_ms, 4), concurrency=concurrency, round_trips=round_trips,
+                   error_ms=round(error, 4), tolerance_ms=round(tolerance, 4),
+                   ok=abs(error) <= tolerance)
+
+
 @dataclass(frozen=True)
 class RunResults:
     schema_version: int
@@ -528,6 +561,7 @@ class RunResults:
     not_measured: dict[str, str] = field(default_factory=dict)
     # the run projected to other network distances (analysis/distance.py, docs/distance.md)
     distances: tuple[Distance, ...] = ()
+    rtt: RttCheck | None = None  # --rtt: the round trip injected, as measured
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready data (the password is already masked in ``config``)."""
@@ -547,6 +581,8 @@ class RunResults:
                     del phase["statements"]
         if self.verification is not None:
             data["verification"]["ok"] = self.verification.ok
+        if self.rtt is None:  # a run without --rtt: results.json as before
+            del data["rtt"]
         return data
 
 

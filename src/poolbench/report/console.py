@@ -47,6 +47,7 @@ def render(results: RunResults, console: Console) -> None:
     _render_activity(results, console)
     _render_pooler(results, console)
     _render_calibration(results, console)
+    _render_rtt(results, console)
     for cost in results.connect_cost:
         render_connect_cost(cost, console)
     render_distances(results, console)
@@ -97,6 +98,24 @@ def render(results: RunResults, console: Console) -> None:
             console.print(f"[red]Data check FAILED: {v.own_rows_left} rows of run "
                           f"{results.run_tag} remain; other rows {v.other_rows_before} -> "
                           f"{v.other_rows_after}, digest {'unchanged' if same else 'changed'}[/]")
+
+
+def _render_rtt(results: RunResults, console: Console) -> None:
+    """With --rtt: the round trip asked, and the one the relay gave, measured."""
+    r = results.rtt
+    if r is None:
+        return
+    line = (f"rtt: asked {r.asked_ms:g} ms, measured {r.measured_ms:.3f} ms through the relay "
+            f"(loopback base {r.base_ms:.3f} ms; SELECT 1 on {r.concurrency} connections at "
+            f"once, {r.round_trips} round trips)")
+    if r.ok:
+        console.print(f"{line}: within {r.tolerance_ms:.3f} ms of asked + base", highlight=False)
+    else:
+        console.print(f"{line}: {abs(r.error_ms):.3f} ms {'over' if r.error_ms > 0 else 'under'} "
+                      f"asked + base, beyond the {r.tolerance_ms:.3f} ms tolerance (5%, at least "
+                      f"50 µs): these figures are at {r.measured_ms - r.base_ms:.3f} ms of "
+                      f"round trip, not {r.asked_ms:g}", style="yellow", highlight=False,
+                      markup=False)
 
 
 def _render_paced(results: RunResults, console: Console) -> None:
