@@ -23,6 +23,18 @@ class Exporter(Protocol):
     def write(self, results: RunResults, path: Path) -> None: ...
 
 
+def applies(exporter: Exporter, results: RunResults) -> bool:
+    """Whether ``exporter`` writes a file for ``results``: always, unless it has an
+    ``applies(results)`` of its own (``statements.csv``: only for a run of scripts)."""
+    own = getattr(exporter, "applies", None)
+    return own is None or bool(own(results))
+
+
+def written_files(results: RunResults, *, chart: bool) -> list[str]:
+    """The names of the files a run's final write leaves, in order."""
+    return [e.filename for e in file_exporters(chart=chart) if applies(e, results)]
+
+
 def check_writable(out_dir: Path) -> None:
     """Create ``out_dir`` if needed and prove a file can be written there, before any run."""
     try:
@@ -48,11 +60,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def file_exporters(*, chart: bool) -> list[Exporter]:
     """JSON, CSV and Markdown always; the PNG chart and the HTML report with ``chart``."""
-    from poolbench.report.csv_export import CsvExporter
+    from poolbench.report.csv_export import CsvExporter, StatementsCsvExporter
     from poolbench.report.json_export import JsonExporter
     from poolbench.report.markdown import MarkdownExporter
 
-    exporters: list[Exporter] = [JsonExporter(), CsvExporter(), MarkdownExporter()]
+    exporters: list[Exporter] = [JsonExporter(), CsvExporter(), StatementsCsvExporter(),
+                                 MarkdownExporter()]
     if chart:
         from poolbench.report.chart import ChartExporter
         from poolbench.report.html import HtmlExporter
@@ -87,4 +100,5 @@ class ExportManager:
 
     def _write(self, exporters: list[Exporter], results: RunResults) -> None:
         for exporter in exporters:
-            exporter.write(results, self.out_dir / exporter.filename)
+            if applies(exporter, results):
+                exporter.write(results, self.out_dir / exporter.filename)
