@@ -1,4 +1,5 @@
-"""Exporters: one module per output format, each a class with ``filename`` and ``write``.
+"""Exporters: one module per output format, each a class with ``filename`` and ``write``
+(and ``applies(results)`` for a file written for some runs only: ``statements.csv``).
 
 Exporters read :class:`~poolbench.results.RunResults` only. The
 :class:`ExportManager` rewrites every file after each strategy, so a crash
