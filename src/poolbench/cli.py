@@ -37,7 +37,7 @@ from poolbench.db.target import ConnectionTarget, redact
 from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.poolers.routes import parse_routes
-from poolbench.report import file_exporters
+from poolbench.report import written_files
 from poolbench.report.console import render
 from poolbench.results import RunResults
 from poolbench.strategies import parse_strategy_names
@@ -438,7 +438,7 @@ def _run(secrets: Secrets, options: dict[str, Any]) -> None:
         interrupted.exit_code = 128 + (interrupt.signum or signal.SIGINT)
         raise interrupted
     render(results, out)
-    written = ", ".join(e.filename for e in file_exporters(chart=config.chart))
+    written = ", ".join(written_files(results, chart=config.chart))
     out.print(f"Reports written to {config.out_dir}/ ({written})", highlight=False)
     if config.keep_server and kept:
         server = kept[0]

@@ -1,4 +1,5 @@
-"""Exporters: one module per output format, each a class with ``filename`` and ``write``.
+"""Exporters: one module per output format, each a class with ``filename`` and ``write``
+(and ``applies(results)`` for a file written for some runs only: ``statements.csv``).
 
 Exporters read :class:`~poolbench.results.RunResults` only. The
 :class:`ExportManager` rewrites every file after each strategy, so a crash
@@ -21,6 +22,18 @@ class Exporter(Protocol):
     filename: str
 
     def write(self, results: RunResults, path: Path) -> None: ...
+
+
+def applies(exporter: Exporter, results: RunResults) -> bool:
+    """Whether ``exporter`` writes a file for ``results``: always, unless it has an
+    ``applies(results)`` of its own (``statements.csv``: only for a run of scripts)."""
+    own = getattr(exporter, "applies", None)
+    return own is None or bool(own(results))
+
+
+def written_files(results: RunResults, *, chart: bool) -> list[str]:
+    """The names of the files a run's final write leaves, in order."""
+    return [e.filename for e in file_exporters(chart=chart) if applies(e, results)]
 
 
 def check_writable(out_dir: Path) -> None:
@@ -48,11 +61,12 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 def file_exporters(*, chart: bool) -> list[Exporter]:
     """JSON, CSV and Markdown always; the PNG chart and the HTML report with ``chart``."""
-    from poolbench.report.csv_export import CsvExporter
+    from poolbench.report.csv_export import CsvExporter, StatementsCsvExporter
     from poolbench.report.json_export import JsonExporter
     from poolbench.report.markdown import MarkdownExporter
 
-    exporters: list[Exporter] = [JsonExporter(), CsvExporter(), MarkdownExporter()]
+    exporters: list[Exporter] = [JsonExporter(), CsvExporter(), StatementsCsvExporter(),
+                                 MarkdownExporter()]
     if chart:
         from poolbench.report.chart import ChartExporter
         from poolbench.report.html import HtmlExporter
@@ -87,4 +101,5 @@ class ExportManager:
 
     def _write(self, exporters: list[Exporter], results: RunResults) -> None:
         for exporter in exporters:
-            exporter.write(results, self.out_dir / exporter.filename)
+            if applies(exporter, results):
+                exporter.write(results, self.out_dir / exporter.filename)

@@ -5,8 +5,10 @@ Charts: throughput and p50/p99 latency per phase; per strategy, the mean time of
 operation split into waiting for a connection, running the statement and the rest (giving
 the connection back, waiting for the interpreter), stacked;
 latency percentile curves from the HDR histograms on a log-scaled percentile axis, as
-HdrHistogram's plotter draws them. Then the server and pooler cross-checks, the pgbench
-calibration, the environment and the config (the password is already masked in it).
+HdrHistogram's plotter draws them. Then, for a run of scripts, per strategy and script its
+commands as ``pgbench -r`` shows them and their calls against ``pg_stat_statements``; the
+server and pooler cross-checks, the pgbench calibration, the environment and the config
+(the password is already masked in it). Every text is escaped (SQL comes from user files).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from poolbench.report.console import (
 )
 from poolbench.report.seed_line import run_sentences
 from poolbench.report.timeline import series
-from poolbench.results import PHASES, ConnectCost, RunResults
+from poolbench.results import PHASES, STATEMENT_CALLS, Check, ConnectCost, RunResults
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -138,19 +140,24 @@ def _sections(results: RunResults) -> str:
     parts.append("<h2>Per strategy and phase</h2>" + _table(
         ["strategy", "phase", "median s", "min..max s", "ops/s", "p50 ms", "p99 ms",
          "wait p50 ms", "statement p50 ms", "errors"], rows))
+    parts.extend(_statements(results))
     checked = [s for s in results.strategies if s.server is not None]
     if checked:
-        names = [c.name for c in checked[0].server.checks]  # type: ignore[union-attr]
+        # a script's statement calls are in its own section, not columns here
+        names = [c.name for c in checked[0].server.checks  # type: ignore[union-attr]
+                 if not c.name.startswith(STATEMENT_CALLS)]
         rows = []
         for s in checked:
             x = s.server
             assert x is not None
             rows.append([_esc(s.name), *(f"{c.ours:,}" if c.ok else
                                          f'<span class="bad">{c.ours:,} / {c.server:,}</span>'
-                                         for c in x.checks),
+                                         for c in x.checks
+                                         if not c.name.startswith(STATEMENT_CALLS)),
                          f"{x.transactions_per_operation:.2f}",
                          "yes" if x.ok else '<span class="bad">NO</span>'])
-        notes = sorted({n for s in checked for n in s.server.notes})  # type: ignore[union-attr]
+        notes = sorted({n for s in checked for n in s.server.notes  # type: ignore[union-attr]
+                        if not n.startswith(STATEMENT_NOTES)})
         parts.append("<h2>Server cross-check (poolbench / server)</h2>"
                      + _table(["strategy", *names, "server xacts/op", "agrees"], rows)
                      + "".join(f'<p class="note">{_esc(n)}</p>' for n in notes))
@@ -201,6 +208,58 @@ def _sections(results: RunResults) -> str:
                  + "</pre><h2>Config</h2><pre>" + _esc(json.dumps(results.config, indent=2))
                  + "</pre>")
     return "".join(parts)
+
+
+# The cross-check's notes on statement calls (check/statement_calls.py): why they are not
+# measured, or shown and not checked; shown in the scripts' sections.
+STATEMENT_NOTES = ("statement calls ", "calls of utility statements ")
+
+
+def _statements(results: RunResults) -> list[str]:
+    """Per strategy and script: its commands as pgbench -r shows them, then the calls
+    pg_stat_statements counted of them against poolbench's (none without scripts)."""
+    parts = []
+    for s in results.strategies:
+        calls = [c for c in (s.server.checks if s.server is not None else ())
+                 if c.name.startswith(STATEMENT_CALLS)]
+        notes = sorted(n for n in (s.server.notes if s.server is not None else ())
+                       if n.startswith(STATEMENT_NOTES))
+        for p in s.phases:
+            if not p.statements:
+                continue
+            script = p.phase.removeprefix("script:")
+            rows = [[f.line, f"<code>{_esc(f.command)}</code>", f"{f.count:,}",
+                     f'<span class="bad">{f.failures:,}</span>' if f.failures else "0",
+                     f"{f.mean_ms:.3f}" if f.mean_ms is not None else "—"]
+                    for f in p.statements]
+            part = (f"<h2>Statements of {_esc(script)} — {_esc(s.name)}</h2>"
+                    '<p class="note">As pgbench -r shows them, over the counted trials; a '
+                    "\\set is evaluated before the connection is taken, not timed.</p>"
+                    + _table(["line", "command", "count", "failures", "mean ms"], rows))
+            mine = [c for c in calls if _of_script(c, script)]
+            if mine:
+                part += ("<h3>Statement calls: successful executions (poolbench, warm-up "
+                         "included) against pg_stat_statements calls</h3>"
+                         + _table(["statement", "poolbench", "server", "checked"],
+                                  [[_esc(c.name.removeprefix(STATEMENT_CALLS)),
+                                    f"{c.ours:,}", f"{c.server:,}", _checked(c)]
+                                   for c in mine]))
+            part += "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+            parts.append(part)
+    return parts
+
+
+def _of_script(check: Check, script: str) -> bool:
+    """Whether a statement-calls check counts a command of ``script``: its name is the
+    commands' file:line, joined with " + " where the server cannot tell them apart."""
+    return any(member.rpartition(":")[0] == script
+               for member in check.name.removeprefix(STATEMENT_CALLS).split(" + "))
+
+
+def _checked(c: Check) -> str:
+    if not c.exact:
+        return "shown, not checked (see below)"
+    return "yes, equal" if c.ok else '<span class="bad">NO: they differ</span>'
 
 
 def _connect_cost(cost: ConnectCost) -> str:
