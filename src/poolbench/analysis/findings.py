@@ -234,10 +234,12 @@ def sweep_findings(points: tuple[SweepPoint, ...], axis: str, *,
     the smaller sizes are what the sweep compares."""
     found = []
     grid = len({p.workers for p in points}) > 1  # then each finding says its client count
-    groups: dict[tuple[str, int | None], tuple[SweepPoint, ...]] = dict(curves(points, axis))
+    groups: dict[tuple[str, int | None, float | None], tuple[SweepPoint, ...]] = dict(
+        curves(points, axis))
     for p in references(points, axis):
-        groups[(p.strategy, p.workers)] = (*groups.get((p.strategy, p.workers), ()), p)
-    for (_, clients), curve in groups.items():
+        key = (p.strategy, p.workers, p.rtt_ms)
+        groups[key] = (*groups.get(key, ()), p)
+    for (_, clients, _), curve in groups.items():
         clients = clients if grid else None
         named = _bottleneck(curve, axis, clients, server_cores)
         fired: dict[str, list[tuple[int, Finding]]] = {}
