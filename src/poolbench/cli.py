@@ -214,6 +214,20 @@ def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> 
     return value
 
 
+def _one_rtt(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """run's ``--rtt MS``: one round trip; a list is a sweep's axis."""
+    if value is None:
+        return None
+    if "," in value:
+        raise click.BadParameter(f"{value!r}: a list of RTTs is an axis of poolbench sweep; "
+                                 "run takes one, e.g. --rtt 1")
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give the round trip in milliseconds, "
+                                 "e.g. 1") from None
+
+
 def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], F]:
     """run's options, one list for every command that runs the benchmark.
 
@@ -543,20 +557,6 @@ def init(secrets: Secrets, builtin_name: str, scale: int, dsn: str | None,
                f"({made.seconds:.1f} s): {rows} rows")
     click.echo(f"Run them with: poolbench run -b {builtin_name} -s {made.scale} --allow-writes "
                "(same database settings)")
-
-
-def _one_rtt(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """run's ``--rtt MS``: one round trip; a list is a sweep's axis."""
-    if value is None:
-        return None
-    if "," in value:
-        raise click.BadParameter(f"{value!r}: a list of RTTs is an axis of poolbench sweep; "
-                                 "run takes one, e.g. --rtt 1")
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give the round trip in milliseconds, "
-                                 "e.g. 1") from None
 
 
 def _rtt_list(value: str | None) -> tuple[float, ...] | None:
