@@ -321,7 +321,8 @@ def held_text(point: SweepPoint) -> str:
            f"the whole operation, its connect {point.acquire.mean_us / 1000:.2f} ms included")
     measured = ("" if point.rtt_measured_ms is None
                 else f" (measured {point.rtt_measured_ms:.2f} ms)")
-    return (f"; at {point.rtt_ms:g} ms RTT{measured} each operation holds its connection "
+    direct = " (direct)" if point.rtt_ms == 0 else ""
+    return (f"; at {point.rtt_ms:g} ms RTT{direct}{measured} each operation holds its connection "
             f"{held:.2f} ms ({how}, means; statement {point.execute.mean_us / 1000:.2f} ms), "
             f"so {point.throughput_ops_s:,.0f} ops/s keep "
             f"{point.throughput_ops_s * held / 1000:.1f} connections busy (Little's law)")
