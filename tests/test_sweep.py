@@ -306,3 +306,84 @@ def test_a_points_interval_is_the_median_of_its_trials_with_a_bootstrap_interval
     assert 1000.0 <= ci.low < 1300.0 < ci.high <= 1600.0
     text = console_text(sweep_of((p,)))
     assert f"1,300 [{ci.low:,.0f}, {ci.high:,.0f}]" in text
+
+
+def test_the_recommended_pool_grows_with_the_rtt_as_littles_law_says() -> None:
+    """Known answer: the application asks 1,000 operations a second of statements that
+    hold a connection s = 2 ms; at RTT r each connection does 1/(s + r) of them, so a pool
+    of P serves min(1000, P/(s + r)). The smallest size within 95% of the best is the
+    smallest P >= 0.95 × 1000 × (s + r): 2 at 0 ms, 3 at 1 ms, 7 at 5 ms, which is also
+    what the distance model projects from the 0 ms curve (held time × Little's law)."""
+    from math import ceil
+
+    from poolbench.analysis.distance import size_at_distance
+
+    demand, held_s, acquire_ms = 1000.0, 0.002, 0.1
+
+    def at(pool: int, rtt_ms: float) -> SweepPoint:
+        held_ms = held_s * 1000 + rtt_ms
+        ops = min(demand, pool / (held_ms / 1000))
+        latency = LatencySummary(100, (held_ms + acquire_ms) * 1000, 3_000, 3_000, 3_000,
+                                 3_000)
+        return SweepPoint("psycopg:pool", pool, 16, ops, latency,
+                          LatencySummary(100, acquire_ms * 1000, 100, 100, 100, 100),
+                          LatencySummary(100, held_ms * 1000, 3_000, 3_000, 3_000, 3_000),
+                          0, True, "pb00000000", rtt_ms=rtt_ms)
+
+    rtts = (0.0, 1.0, 5.0)
+    points = tuple(at(pool, r) for r in rtts for pool in range(1, 11))
+    results = sweep_of(points)
+    by_rtt = {r.rtt_ms: r for r in results.recommendations}
+    assert list(by_rtt) == list(rtts) and len(results.recommendations) == 3
+    assert [m.rtt_ms for m in results.models] == list(rtts)
+    sizes = [by_rtt[r].pool_size for r in rtts]
+    assert sizes == [ceil(0.95 * demand * (held_s + r / 1000) - 1e-9) for r in rtts] \
+        == [2, 3, 7]
+    at_zero = tuple(p for p in points if p.rtt_ms == 0)
+    assert sizes[1:] == [size_at_distance(at_zero, recommended=sizes[0], rtt_ms=r).pool_size
+                         for r in rtts[1:]]
+    # the reason names the time a connection is held there and the busy connections
+    assert "at 1 ms RTT each operation holds its connection 3.00 ms" in by_rtt[1.0].reason
+    assert "1,000 ops/s keep 7.0 connections busy (Little's law)" in by_rtt[5.0].reason
+    text = console_text(results)
+    assert "Recommended for psycopg:pool at 16 clients, 5 ms RTT: 7" in text
+    assert "RTT ms" in text
+    assert "RTT ms" not in console_text(sweep_of(at_zero))
+    jsonschema.validate(json.loads(json.dumps(results.to_dict())), SCHEMA)
+
+
+@pytest.mark.parametrize(("command", "rtt", "needle"), [
+    ("sweep", "0,-1", "-1 is out of range"), ("sweep", "0,1,1", "1 is given twice"),
+    ("sweep", "0,x", "--rtt '0,x'"), ("run", "0,1", "an axis of poolbench sweep")])
+def test_bad_rtt_axes_are_refused_in_one_line(tmp_path: Path, command: str, rtt: str,
+                                              needle: str) -> None:
+    from test_errors import assert_one_line_error
+
+    result = run_cli(command, "--dsn", "postgresql://u:pw@127.0.0.1:1/db", "--rtt", rtt,
+                     cwd=tmp_path)
+    assert_one_line_error(result, 2, needle)
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_sweep_at_two_rtts_recommends_per_rtt(tmp_path: Path,
+                                                target: ConnectionTarget) -> None:
+    """A real sweep with `--rtt 0,2`: each RTT's points (0 direct, 2 through the relay,
+    its round trip measured), and one recommendation per RTT naming the held time."""
+    result = run_cli("sweep", "--strategies", "psycopg:pool", "--pool-sizes", "1,2",
+                     "--workers", "2", "--rtt", "0,2", "--trials", "1", "--duration", "0.3",
+                     "--warmup", "0", "--no-chart", "--sample-interval", "0",
+                     "--dsn", target.conninfo(), "--table", "sweep_users", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert data["schema_version"] == 5 and data["config"]["rtts_ms"] == [0, 2]
+    assert [(p["rtt_ms"], p["pool_size"]) for p in data["points"]] == [
+        (0, 1), (0, 2), (2, 1), (2, 2)]
+    assert all(p["errors"] == 0 and p["throughput_ops_s"] > 0 for p in data["points"])
+    direct, relayed = data["points"][:2], data["points"][2:]
+    assert all(p["rtt_measured_ms"] is None for p in direct)
+    assert all(p["rtt_measured_ms"] >= 2 for p in relayed), relayed
+    assert [r["rtt_ms"] for r in data["recommendations"]] == [0, 2]
+    assert all(r["pool_size"] in (1, 2) and f"at {r['rtt_ms']:g} ms RTT" in r["reason"]
+               and "holds its connection" in r["reason"] for r in data["recommendations"])
+    assert "RTT ms" in result.stdout

@@ -785,7 +785,8 @@ def _executions(m: StrategyMeasurement) -> dict[tuple[str, int], int]:
     return dict(found)
 
 
-Point = tuple[type, int, int]  # a sweep's point: (strategy class, pool size, clients)
+# A sweep's point: (strategy class, pool size, clients, RTT; None: a sweep without --rtt)
+Point = tuple[type, int, int, float | None]
 
 
 @dataclass
@@ -817,7 +818,7 @@ class _Sweep:
     def point(self, key: Point) -> Any:
         from poolbench.analysis.sweep import point_of_runs
 
-        return point_of_runs(self.runs[key], pool_size=key[1], workers=key[2])
+        return point_of_runs(self.runs[key], pool_size=key[1], workers=key[2], rtt_ms=key[3])
 
     def run_plan(self, plan: tuple[tuple[int, Point], ...]) -> None:
         """Each (round, point) of ``plan`` as one run of one counted trial after its
@@ -827,12 +828,13 @@ class _Sweep:
         for done, (_, key) in enumerate(plan, start=len(self.ran) + 1):
             if self.stop.is_set():
                 return
-            cls, pool, clients = key
+            cls, pool, clients, rtt = key
             size = pool or 1  # a no-pool strategy has no pool: its settings are unused
             point_config = replace(self.config, target=self.target, strategies=(cls.name,),
                                    pool_min=size, pool_max=size, workers=clients, trials=1,
                                    out_dir=None,
-                                   processes=min(self.config.processes, clients, size))
+                                   processes=min(self.config.processes, clients, size),
+                                   **_at_distance(self.config, rtt))
             try:
                 result = run(point_config, stop=self.stop, clone=self.clone,
                              sampler=self.sampler)
@@ -845,7 +847,7 @@ class _Sweep:
             self.facts, self.environment = result.environment.get("server", {}), \
                 result.environment
             self.runs.setdefault(key, []).append((result, result.strategies[0]))
-            self.ran.append((cls.name, pool, clients))
+            self.ran.append((cls.name, pool, clients, *(() if rtt is None else (rtt,))))
             if callable(self.on_point):
                 self.on_point(done, total, self.point(key))
 
@@ -876,7 +878,8 @@ class _Sweep:
                                             f"{per_point:.0f} s")
                 return
             new = new[:affordable]
-            steps.append([[cls.name, pool, clients] for cls, pool, clients in new])
+            steps.append([[cls.name, pool, clients, *(() if rtt is None else (rtt,))]
+                          for cls, pool, clients, rtt in new])
             keys += new
             self.run_plan(schedule(new, rounds=rounds, seed=SWEEP_ORDER_SEED + len(steps)))
 
@@ -895,26 +898,56 @@ def _next_points(points: list[Any], keys: list[Point], classes: list[Any],
         cls = by_name[rec.strategy]
         if rec.pool_size is None or not cls.pooled:
             continue
-        sizes = [pool for c, pool, clients in keys if c is cls and clients == rec.workers]
+        sizes = [pool for c, pool, clients, rtt in keys
+                 if c is cls and clients == rec.workers and rtt == rec.rtt_ms]
         interval = (rec.interval.low, rec.interval.high) if rec.interval else None
-        new += [(cls, size, rec.workers) for size in next_sizes(sizes, rec.pool_size, interval)
-                if (cls, size, rec.workers) not in keys]
+        new += [(cls, size, rec.workers, rec.rtt_ms)
+                for size in next_sizes(sizes, rec.pool_size, interval)
+                if (cls, size, rec.workers, rec.rtt_ms) not in keys]
     return new
 
 
 def _sweep_grid(classes: list[Any], pool_sizes: tuple[int, ...],
-                workers: tuple[int, ...]) -> list[Point]:
-    """Every strategy at every (pool size, clients); a strategy without a pool once per
-    client count (pool size 0)."""
-    return [(cls, p, w) for cls in classes
+                workers: tuple[int, ...], rtts: tuple[float | None, ...] = (None,)
+                ) -> list[Point]:
+    """Every strategy at every (pool size, clients) at each RTT; a strategy without a pool
+    once per client count (pool size 0)."""
+    return [(cls, p, w, r) for cls in classes for r in rtts
             for p, w in sorted({(p if cls.pooled else 0, w) for p in pool_sizes
                                 for w in workers})]
+
+
+def _at_distance(config: RunConfig, rtt: float | None) -> dict[str, object]:
+    """A sweep point's relay settings: its RTT of ``--rtt``'s axis (0: direct, no relay, so
+    neither its port nor its place), or the sweep's own without the axis."""
+    if rtt is None:
+        return {}
+    if not rtt:
+        return {"rtt_ms": None, "relay_port": None, "pooler_near": "server"}
+    return {"rtt_ms": rtt}
+
+
+def check_rtts(rtts: tuple[float, ...]) -> None:
+    """``sweep --rtt 0,1,5``: each from 0 to :data:`RTT_MAX_MS`, each once."""
+    from poolbench.config import RTT_MAX_MS
+
+    given = ",".join(f"{r:g}" for r in rtts)
+    if not rtts:
+        raise ConfigError("--rtt: give the round trips in milliseconds, e.g. 0,1,5")
+    bad = [r for r in rtts if not 0 <= r <= RTT_MAX_MS]
+    if bad:
+        raise ConfigError(f"--rtt {given}: {bad[0]:g} is out of range; give round trips in "
+                          f"milliseconds from 0 (direct) to {RTT_MAX_MS:g}")
+    if len(set(rtts)) != len(rtts):
+        twice = next(r for r in rtts if rtts.count(r) > 1)
+        raise ConfigError(f"--rtt {given}: {twice:g} is given twice; name each RTT once")
 
 
 def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int, ...],
           p99_slo_ms: float | None = None, app_instances: int | None = None,
           stop: threading.Event | None = None, on_point: object = None,
-          budget_s: float | None = None, on_clone: object = None) -> SweepResults:
+          budget_s: float | None = None, on_clone: object = None,
+          rtts: tuple[float, ...] | None = None) -> SweepResults:
     """``poolbench sweep``: every strategy at every (pool size, workers) point, on one
     server; a USL model and a recommendation per (strategy, client count). Strategies
     without a pool are reference lines of a pool-size sweep.
@@ -942,6 +975,11 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     ``config.clone``: one copy of the target's database for the whole sweep, every point
     run in it, dropped at the end however the sweep ends; ``on_clone(clone)`` is called
     once it is made.
+
+    ``rtts`` (``--rtt 0,1,5``): the RTT as one more axis: every point at each, its runs
+    through a relay of that many milliseconds (0: direct, no relay); curves, models and
+    recommendations per (strategy, client count, RTT). None: every point at
+    ``config.rtt_ms``, the points' ``rtt_ms`` None.
     """
     from poolbench.analysis.plan import schedule
 
@@ -949,12 +987,14 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
         raise ConfigError("--pool-sizes and --workers must be whole numbers >= 1")
     if budget_s is not None and not budget_s > 0:
         raise ConfigError(f"--budget {budget_s:g}: give the sweep's seconds, more than 0")
+    if rtts is not None:
+        check_rtts(rtts)
     axis = "pool_size" if len(pool_sizes) > 1 or len(workers) == 1 else "workers"
     classes = [load_strategy(name) for name in config.strategies]
     if config.cluster is None:
         _check_open_files(classes, workers=max(workers), pool_min=max(pool_sizes),
                           pool_max=max(pool_sizes), processes=config.processes)
-    grid = _sweep_grid(classes, pool_sizes, workers)
+    grid = _sweep_grid(classes, pool_sizes, workers, (None,) if rtts is None else rtts)
     if config.out_dir is not None:
         check_writable(config.out_dir)
     started = time.monotonic()  # --budget counts from here
@@ -1000,7 +1040,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
             state.adapt(keys, rounds=rounds, budget_s=budget_s, started=started,
                         p99_slo_ms=p99_slo_ms)
     results = _sweep_results(state, keys, axis=axis, pool_sizes=pool_sizes, workers=workers,
-                             p99_slo_ms=p99_slo_ms, app_instances=app_instances)
+                             p99_slo_ms=p99_slo_ms, app_instances=app_instances, rtts=rtts)
     if config.out_dir is not None:
         from poolbench.report.sweep_view import write_sweep
 
@@ -1015,7 +1055,8 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
 
 def _sweep_results(state: _Sweep, keys: list[Point], *, axis: str,
                    pool_sizes: tuple[int, ...], workers: tuple[int, ...],
-                   p99_slo_ms: float | None, app_instances: int | None) -> SweepResults:
+                   p99_slo_ms: float | None, app_instances: int | None,
+                   rtts: tuple[float, ...] | None = None) -> SweepResults:
     """The points measured (in grid order), their models, findings and recommendations."""
     from poolbench.analysis.findings import sweep_findings
     from poolbench.analysis.sweep import SWEEP_SCHEMA_VERSION, SweepResults, models, recommend
@@ -1023,7 +1064,7 @@ def _sweep_results(state: _Sweep, keys: list[Point], *, axis: str,
     config, facts = state.config, state.facts
     order = {cls: i for i, cls in enumerate(state.classes)}
     points = tuple(state.point(key) for key in sorted(
-        keys, key=lambda k: (order[k[0]], k[1], k[2])) if key in state.runs)
+        keys, key=lambda k: (order[k[0]], k[3] or 0, k[1], k[2])) if key in state.runs)
     cores = os.cpu_count() if config.target is None or _is_local(config.target) else None
     usable = facts.get("max_connections")
     return SweepResults(
@@ -1031,7 +1072,8 @@ def _sweep_results(state: _Sweep, keys: list[Point], *, axis: str,
         config={**config.public_dict(), "pool_sizes": list(pool_sizes),
                 "workers": list(workers), "p99_slo_ms": p99_slo_ms,
                 "app_instances": app_instances, "rounds": max(1, config.trials),
-                "schedule": [list(r) for r in state.ran], "adaptive": state.adaptive},
+                "schedule": [list(r) for r in state.ran], "adaptive": state.adaptive,
+                **({} if rtts is None else {"rtts_ms": list(rtts)})},
         environment=state.environment, points=points, models=models(points, axis),
         findings=sweep_findings(points, axis, server_cores=cores),
         recommendations=recommend(points, axis=axis, p99_slo_ms=p99_slo_ms,

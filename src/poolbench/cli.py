@@ -214,6 +214,20 @@ def _remember_debug(ctx: click.Context, param: click.Parameter, value: bool) -> 
     return value
 
 
+def _one_rtt(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """run's ``--rtt MS``: one round trip; a list is a sweep's axis."""
+    if value is None:
+        return None
+    if "," in value:
+        raise click.BadParameter(f"{value!r}: a list of RTTs is an axis of poolbench sweep; "
+                                 "run takes one, e.g. --rtt 1")
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give the round trip in milliseconds, "
+                                 "e.g. 1") from None
+
+
 def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], F]:
     """run's options, one list for every command that runs the benchmark.
 
@@ -342,10 +356,13 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         click.option("--tls", is_flag=True,
                      help="Every connection over TLS (sslmode=require): the embedded server "
                           "with a self-signed certificate, PgBouncer routes too."),
-        click.option("--rtt", type=float, default=None, metavar="MS",
+        click.option("--rtt", default=None, metavar="MS,..." if point else "MS",
+                     callback=None if point else _one_rtt,
                      help="Put the database this many milliseconds of round trip away: a "
                           "relay poolbench starts holds each direction MS/2 (see "
-                          "docs/network.md)."),
+                          "docs/network.md)." + (" A list (0,1,5) is an axis: every point "
+                                                  "at each RTT, 0 direct (docs/sweep.md)."
+                                                  if point else "")),
         click.option("--pooler-near", type=click.Choice(["server", "app"]), default="server",
                      show_default=True,
                      help="With --rtt and a PgBouncer route: the pooler sits by the server "
@@ -542,6 +559,17 @@ def init(secrets: Secrets, builtin_name: str, scale: int, dsn: str | None,
                "(same database settings)")
 
 
+def _rtt_list(value: str | None) -> tuple[float, ...] | None:
+    """sweep's ``--rtt 0,1,5``, in the order given (checked by the sweep: range, twice)."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise ConfigError(f"--rtt {value!r}: give round trips in milliseconds like 0,1,5") \
+            from None
+
+
 def _int_list(option: str, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -592,8 +620,12 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
 
     clients = _int_list("--workers", workers_list)
     assert clients is not None  # the option has a default
+    rtts = _rtt_list(options.pop("rtt"))
+    if rtts is not None:
+        api.check_rtts(rtts)
     # A point is a run after a warm-up of --warmup seconds; no pgbench, no kept server.
     config = _run_config(secrets, options, workers=max(clients),
+                         rtt_ms=max(rtts) or None if rtts else None,
                          warmup=1 if warmup_seconds > 0 else 0,
                          warmup_s=warmup_seconds or None,
                          mix=() if four_phases else parse_mix(options["mix"] or DEFAULT_MIX))
@@ -612,7 +644,9 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
             return
         progress.update(task, completed=done, total=total,
                         description=f"sweep: {point.strategy} pool {point.pool_size or '-'} "
-                                    f"workers {point.workers}")
+                                    f"workers {point.workers}" + (
+                                        "" if point.rtt_ms is None
+                                        else f" rtt {point.rtt_ms:g} ms"))
 
     def on_clone(clone: Clone) -> None:
         progress.console.print(clone_line(clone), highlight=False)
@@ -623,7 +657,7 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
             results = api.sweep(config, pool_sizes=sizes, workers=clients,
                                 p99_slo_ms=p99_slo, app_instances=app_instances, stop=stop,
                                 on_point=on_point, budget_s=budget_s,
-                                on_clone=on_clone)
+                                on_clone=on_clone, rtts=rtts)
     except Interrupted as exc:
         if progress.live.is_started:
             progress.stop()

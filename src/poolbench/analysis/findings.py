@@ -181,12 +181,14 @@ BOTTLENECKS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _where(ns: list[int], clients: int | None) -> str:
-    return "at " + ", ".join(str(n) for n in ns) + (f" ({clients} clients)" if clients else "")
+def _where(ns: list[int], clients: int | None, rtt_ms: float | None = None) -> str:
+    said = ([f"{clients} clients"] if clients else []) + (
+        [] if rtt_ms is None else [f"{rtt_ms:g} ms RTT"])
+    return "at " + ", ".join(str(n) for n in ns) + (f" ({', '.join(said)})" if said else "")
 
 
 def _bottleneck(curve: tuple[SweepPoint, ...], axis: str, clients: int | None,
-                server_cores: int | None) -> Finding | None:
+                server_cores: int | None, rtt_ms: float | None = None) -> Finding | None:
     """The extra backends of the largest point bought no throughput and their statements
     waited inside the server: name what they waited on, and the fix that follows."""
     mine = [p for p in curve if not p.errors]
@@ -217,7 +219,7 @@ def _bottleneck(curve: tuple[SweepPoint, ...], axis: str, clients: int | None,
               f"hold the server's connections near {k} (a pool of {k} in front of it)")
     return Finding(
         rule, last.strategy,
-        f"{_where([n], clients)}: {last.active_max} active backends{on}, their samples "
+        f"{_where([n], clients, rtt_ms)}: {last.active_max} active backends{on}, their samples "
         f"waiting on {shares}: the extra backends queue on {what}; throughput "
         f"{last.throughput_ops_s / knee.throughput_ops_s:.0%} of that at {k}, statement p99 "
         f"{last.execute.p99_us / 1000:.1f} ms vs {knee.execute.p99_us / 1000:.1f} ms",
@@ -234,12 +236,16 @@ def sweep_findings(points: tuple[SweepPoint, ...], axis: str, *,
     the smaller sizes are what the sweep compares."""
     found = []
     grid = len({p.workers for p in points}) > 1  # then each finding says its client count
-    groups: dict[tuple[str, int | None], tuple[SweepPoint, ...]] = dict(curves(points, axis))
+    groups: dict[tuple[str, int | None, float | None], tuple[SweepPoint, ...]] = dict(
+        curves(points, axis))
     for p in references(points, axis):
-        groups[(p.strategy, p.workers)] = (*groups.get((p.strategy, p.workers), ()), p)
-    for (_, clients), curve in groups.items():
+        key = (p.strategy, p.workers, p.rtt_ms)
+        groups[key] = (*groups.get(key, ()), p)
+    distances = len({p.rtt_ms for p in points}) > 1  # then each says its RTT (--rtt axis)
+    for (_, clients, rtt), curve in groups.items():
         clients = clients if grid else None
-        named = _bottleneck(curve, axis, clients, server_cores)
+        rtt = rtt if distances else None
+        named = _bottleneck(curve, axis, clients, server_cores, rtt)
         fired: dict[str, list[tuple[int, Finding]]] = {}
         for p in curve:
             for f in p.findings:
@@ -250,10 +256,10 @@ def sweep_findings(points: tuple[SweepPoint, ...], axis: str, *,
             same = fired.pop(named.rule, None)
             if same is not None:  # the run's own rule saw it too: its evidence says where
                 named = Finding(named.rule, named.strategy,
-                                f"{named.evidence}; {_where([n for n, _ in same], clients)}: "
+                                f"{named.evidence}; {_where([n for n, _ in same], clients, rtt)}: "
                                 f"{same[-1][1].evidence}", named.fix)
             found.append(named)
         found += [Finding(rule, hits[-1][1].strategy,
-                          f"{_where([n for n, _ in hits], clients)}: {hits[-1][1].evidence}",
+                          f"{_where([n for n, _ in hits], clients, rtt)}: {hits[-1][1].evidence}",
                           hits[-1][1].fix) for rule, hits in fired.items()]
     return tuple(found)

@@ -9,7 +9,10 @@ statement percentiles come from the histograms of every phase merged.
 A curve is one strategy's points along the swept N; in a grid (lists of pool sizes and
 of workers) one curve per client count, each with its own model and recommendation.
 A strategy without a pool in a pool-size sweep has no size to fit or recommend: its
-points are reference lines.
+points are reference lines. With ``--rtt 0,1,5`` the RTT is one more axis: each point runs
+at one distance (0: direct, no relay), and each RTT's points are curves of their own, so a
+curve is (strategy, client count, RTT); its recommendation's reason names the time an
+operation holds a connection there and, by Little's law, the connections it keeps busy.
 Recommendation: the smallest N whose throughput is at least ``GOOD_ENOUGH`` of the
 best measured on its curve, and with ``--p99-slo`` whose p99 meets it. Beside it,
 HikariCP's rule of thumb, ``connections = cores × 2 + effective spindles``, labelled as
@@ -38,8 +41,9 @@ from poolbench.analysis.usl import UslModel, fit_usl
 from poolbench.measure.metrics import decode_histogram, merge_histograms
 from poolbench.results import ActivitySummary, Finding, LatencySummary, RunResults, StrategyResult
 
-SWEEP_SCHEMA_VERSION = 4  # 3: throughput_interval per point, interval per recommendation;
-# 4: each point's trial_p99s_us and p99_interval
+SWEEP_SCHEMA_VERSION = 5  # 3: throughput_interval per point, interval per recommendation;
+# 4: each point's trial_p99s_us and p99_interval; 5: rtt_ms (and the measured rtt) per point,
+# rtt_ms per model and recommendation
 GOOD_ENOUGH = 0.95
 SPINDLES = 1  # HikariCP's effective spindle count for an SSD-backed server (an assumption)
 
@@ -72,6 +76,11 @@ class SweepPoint:
     # trial_throughputs_ops_s, and their median's bootstrap 95% interval
     trial_p99s_us: tuple[float, ...] = ()
     p99_interval: Interval | None = None
+    # --rtt's axis: the round trip asked of the point's runs (0: direct, no relay; None:
+    # a sweep without the axis) and the median of what their relay check measured
+    # (``rtt.measured_ms``: the SELECT 1 round trip through the relay, loopback included)
+    rtt_ms: float | None = None
+    rtt_measured_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class Recommendation:
     workers: int | None = None  # the client count it applies to (None: a workers sweep)
     # The sizes the same rule picks on resampled trials' medians (None: no size measured)
     interval: SizeInterval | None = None
+    rtt_ms: float | None = None  # the RTT its curve ran at (None: a sweep without --rtt)
 
 
 @dataclass(frozen=True)
@@ -108,14 +118,15 @@ class SweepResults:
 
 
 def point_of(result: RunResults, strategy: StrategyResult, *, pool_size: int,
-             workers: int) -> SweepPoint:
+             workers: int, rtt_ms: float | None = None) -> SweepPoint:
     """One strategy of one run, summed over its phases (a mix: its mixed phase): per
     counted trial, its phases' operations over their seconds."""
-    return point_of_runs(((result, strategy),), pool_size=pool_size, workers=workers)
+    return point_of_runs(((result, strategy),), pool_size=pool_size, workers=workers,
+                         rtt_ms=rtt_ms)
 
 
 def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_size: int,
-                  workers: int) -> SweepPoint:
+                  workers: int, rtt_ms: float | None = None) -> SweepPoint:
     """One point from the runs made of it (a sweep's rounds: one run per round), each run's
     counted trials its own: the point's throughput is every counted trial's operations
     over their seconds, its percentiles every phase's histograms merged, its errors summed;
@@ -150,6 +161,7 @@ def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_siz
             if f.strategy == strategy.name:
                 findings.setdefault((f.rule, f.strategy), f)
     name = runs[0][1].name
+    checked = [r.rtt.measured_ms for r, _ in runs if r.rtt is not None]
     return SweepPoint(strategy=name, pool_size=pool_size, workers=workers,
                       throughput_ops_s=ops / seconds if seconds else 0.0,
                       trial_throughputs_ops_s=per_trial_ops_s,
@@ -160,7 +172,8 @@ def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_siz
                       errors=sum(s.error_count for _, s in runs),
                       server_ok=all(verdicts) if verdicts else None,
                       run_tag=",".join(r.run_tag for r, _ in runs),
-                      findings=tuple(findings.values()),
+                      findings=tuple(findings.values()), rtt_ms=rtt_ms,
+                      rtt_measured_ms=statistics.median(checked) if checked else None,
                       **_samples([s.activity for _, s in runs if s.activity is not None]),
                       **merged)
 
@@ -191,15 +204,19 @@ def references(points: tuple[SweepPoint, ...], axis: str) -> tuple[SweepPoint, .
     return tuple(p for p in points if is_reference(p, axis))
 
 
+Curve = tuple[str, int | None, float | None]  # (strategy, client count, RTT)
+
+
 def curves(points: tuple[SweepPoint, ...], axis: str
-           ) -> dict[tuple[str, int | None], tuple[SweepPoint, ...]]:
-    """The sweep's curves by (strategy, client count), their points in order of N. In a
-    pool-size sweep each client count is its own curve (a grid's throughput at 8 clients
-    says nothing of 64's); in a workers sweep the key's client count is None."""
-    found: dict[tuple[str, int | None], list[SweepPoint]] = {}
+           ) -> dict[Curve, tuple[SweepPoint, ...]]:
+    """The sweep's curves by (strategy, client count, RTT), their points in order of N. In
+    a pool-size sweep each client count is its own curve (a grid's throughput at 8 clients
+    says nothing of 64's); in a workers sweep the key's client count is None. Each RTT of
+    ``--rtt``'s axis is its own curve too (None: a sweep without the axis)."""
+    found: dict[Curve, list[SweepPoint]] = {}
     for p in points:
         if not is_reference(p, axis):
-            key = (p.strategy, p.workers if axis == "pool_size" else None)
+            key = (p.strategy, p.workers if axis == "pool_size" else None, p.rtt_ms)
             found.setdefault(key, []).append(p)
     return {key: tuple(sorted(mine, key=lambda p: getattr(p, axis)))
             for key, mine in found.items()}
@@ -209,12 +226,12 @@ def models(points: tuple[SweepPoint, ...], axis: str) -> tuple[UslModel, ...]:
     """One USL model per curve, fitted to each trial's throughput (a point without
     per-trial figures counts once)."""
     found = []
-    for (name, clients), mine in curves(points, axis).items():
+    for (name, clients, rtt), mine in curves(points, axis).items():
         figures = [(getattr(p, axis), x) for p in mine
                    for x in p.trial_throughputs_ops_s or (p.throughput_ops_s,)]
         found.append(dataclasses.replace(fit_usl(name, [n for n, _ in figures],
                                                  [x for _, x in figures]),
-                                         workers=clients))
+                                         workers=clients, rtt_ms=rtt))
     return tuple(found)
 
 
@@ -235,12 +252,12 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
     thumb, thumb_note = rule_of_thumb(server_cores)
     larger = "larger sizes" if axis == "pool_size" else "more clients"
     found = []
-    for (name, clients), curve in curves(points, axis).items():
+    for (name, clients, rtt), curve in curves(points, axis).items():
         mine = [p for p in curve if not p.errors]
         if not mine:
             found.append(Recommendation(name, None, "every point had failed operations: no "
                                         "size can be recommended", thumb, thumb_note,
-                                        workers=clients))
+                                        workers=clients, rtt_ms=rtt))
             continue
         best = max(mine, key=lambda p: p.throughput_ops_s)
         fit = [p for p in mine if p.throughput_ops_s >= GOOD_ENOUGH * best.throughput_ops_s
@@ -248,7 +265,8 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
         if not fit:
             found.append(Recommendation(
                 name, None, f"no {axis.replace('_', ' ')} met the p99 SLO of {p99_slo_ms} ms "
-                "within 95% of the best throughput", thumb, thumb_note, workers=clients))
+                "within 95% of the best throughput", thumb, thumb_note, workers=clients,
+                rtt_ms=rtt))
             continue
         pick = fit[0]
         n = getattr(pick, axis)
@@ -270,6 +288,8 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
             else:  # nothing bought above it: say what the largest size did instead
                 reason += (f"; at {at}, throughput {gain:+.0f}% and p99 "
                            f"{largest.latency.p99_us / 1000:.1f} ms ({growth:.1f}×)")
+        if rtt is not None:
+            reason += held_text(pick)
         capacity = None
         if app_instances and max_connections and axis == "pool_size":
             total = app_instances * n
@@ -279,8 +299,33 @@ def recommend(points: tuple[SweepPoint, ...], *, axis: str, p99_slo_ms: float | 
                            f"exceed the server's {max_connections} usable connections: put an "
                            "external pooler (PgBouncer) between them, or shrink the pools"))
         found.append(Recommendation(name, n, reason, thumb, thumb_note, capacity, clients,
-                                    interval))
+                                    interval, rtt))
     return tuple(found)
+
+
+def held_ms(point: SweepPoint) -> float:
+    """How long an operation of ``point`` holds a connection (means, ms): from getting it to
+    giving it back, latency - acquire; a strategy without a pool holds its own connection
+    for the whole operation, its connect included."""
+    held = point.latency.mean_us - (point.acquire.mean_us if point.pool_size else 0.0)
+    return held / 1000
+
+
+def held_text(point: SweepPoint) -> str:
+    """The reason's distance clause: at the point's RTT, the time an operation holds its
+    connection (from its measured latency, acquire and statement means) and the
+    connections its throughput keeps busy by Little's law (busy = throughput × held)."""
+    held = held_ms(point)
+    how = (f"latency {point.latency.mean_us / 1000:.2f} - acquire "
+           f"{point.acquire.mean_us / 1000:.2f} ms" if point.pool_size else
+           f"the whole operation, its connect {point.acquire.mean_us / 1000:.2f} ms included")
+    measured = ("" if point.rtt_measured_ms is None
+                else f" (measured {point.rtt_measured_ms:.2f} ms)")
+    direct = " (direct)" if point.rtt_ms == 0 else ""
+    return (f"; at {point.rtt_ms:g} ms RTT{direct}{measured} each operation holds its connection "
+            f"{held:.2f} ms ({how}, means; statement {point.execute.mean_us / 1000:.2f} ms), "
+            f"so {point.throughput_ops_s:,.0f} ops/s keep "
+            f"{point.throughput_ops_s * held / 1000:.1f} connections busy (Little's law)")
 
 
 def size_interval(points: list[SweepPoint], axis: str,

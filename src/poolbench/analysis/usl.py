@@ -59,6 +59,7 @@ class UslModel:
     trusted: bool
     note: str
     workers: int | None = None
+    rtt_ms: float | None = None  # the RTT of a sweep's --rtt axis it was measured at
 
     def predict(self, n: float) -> float:
         return usl(n, self.lam, self.sigma, self.kappa)

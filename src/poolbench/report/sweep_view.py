@@ -1,6 +1,6 @@
 """Views of a sweep: ``sweep.json`` (schema ``sweep.schema.json``), ``sweep.png`` and the
 console table with the recommendation. They read :class:`SweepResults` only; the fitted
-curve is drawn from the model's own prediction. One curve per (strategy, client count);
+curve is drawn from the model's own prediction. One curve per (strategy, client count, RTT);
 a strategy without a pool in a pool-size sweep is drawn as a horizontal reference line."""
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def write_sweep(results: SweepResults, out_dir: Path, *, chart: bool = True) -> 
         atomic_write(out_dir / "sweep.png", sweep_png(results))
 
 
-def curve_name(strategy: str, workers: int | None) -> str:
-    return strategy if workers is None else f"{strategy} at {workers} clients"
+def curve_name(strategy: str, workers: int | None, rtt_ms: float | None = None) -> str:
+    name = strategy if workers is None else f"{strategy} at {workers} clients"
+    return name if rtt_ms is None else f"{name}, {rtt_ms:g} ms RTT"
 
 
 def _interval(ci: tuple[float, float] | None, fmt: str) -> str:
@@ -45,11 +46,11 @@ def sweep_png(results: SweepResults) -> bytes:
                                       constrained_layout=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     found = curves(results.points, axis)
-    for i, ((strategy, clients), mine) in enumerate(found.items()):
+    for i, ((strategy, clients, rtt), mine) in enumerate(found.items()):
         colour = colours[i % len(colours)]
-        name = curve_name(strategy, clients)
+        name = curve_name(strategy, clients, rtt)
         model = next((m for m in results.models
-                      if (m.strategy, m.workers) == (strategy, clients)), None)
+                      if (m.strategy, m.workers, m.rtt_ms) == (strategy, clients, rtt)), None)
         xs = [getattr(p, axis) for p in mine]
         top.plot(xs, [p.throughput_ops_s for p in mine], "o", color=colour,
                  label=f"{name} (measured)")
@@ -68,7 +69,7 @@ def sweep_png(results: SweepResults) -> bytes:
                 top.annotate(f"knee N*={model.peak_n:.0f}", (model.peak_n, model.predict(
                     model.peak_n)), color=colour, textcoords="offset points", xytext=(5, 5))
         rec = next((r for r in results.recommendations
-                    if (r.strategy, r.workers) == (strategy, clients)), None)
+                    if (r.strategy, r.workers, r.rtt_ms) == (strategy, clients, rtt)), None)
         if rec is not None and rec.pool_size is not None:
             at = next(p for p in mine if getattr(p, axis) == rec.pool_size)
             top.plot([rec.pool_size], [at.throughput_ops_s], marker="*", markersize=18,
@@ -76,7 +77,7 @@ def sweep_png(results: SweepResults) -> bytes:
     # A strategy without a pool has no pool size: a horizontal line across the sizes.
     for j, p in enumerate(references(results.points, axis), start=len(found)):
         colour = colours[j % len(colours)]
-        name = f"{curve_name(p.strategy, p.workers)}: no pool (reference)"
+        name = f"{curve_name(p.strategy, p.workers, p.rtt_ms)}: no pool (reference)"
         top.axhline(p.throughput_ops_s, color=colour, linestyle="-.", label=name)
         bottom.axhline(p.latency.p99_us / 1000, color=colour, linestyle="-.", label=name)
     top.set_ylabel("throughput (operations per second)")
@@ -115,15 +116,26 @@ def _p99_trials(ci: Interval | None) -> str:
     return f"{ci.value / 1000:.2f} [{ci.low / 1000:.2f}, {ci.high / 1000:.2f}]"
 
 
+def _rtt(asked: float | None, measured: float | None) -> str:
+    """A point's RTT: asked, and what the relay check measured (none: direct)."""
+    if asked is None:
+        return ""
+    return f"{asked:g}" + (f" ({measured:.2f})" if measured is not None else "")
+
+
 def render_sweep(results: SweepResults, console: Console) -> None:
     table = Table(title=f"poolbench sweep — {len(results.points)} points"
                         + (" (partial)" if results.partial else ""))
-    for col in ("strategy", "pool", "workers", "ops/s", "trials: median [95% interval]",
+    # --rtt's axis with more than one value: each point's RTT, asked (measured)
+    distances = len({p.rtt_ms for p in results.points}) > 1
+    for col in ("strategy", "pool", "workers", *(("RTT ms",) if distances else ()), "ops/s",
+                "trials: median [95% interval]",
                 "p50 ms", "p99 ms", "trials' p99 ms: median [95%]", "wait p50 ms",
                 "wait p99 ms", "active backends median / max", "errors", "server agrees"):
         table.add_column(col, justify="left" if col == "strategy" else "right")
     for p in results.points:
         table.add_row(p.strategy, str(p.pool_size or "no pool"), str(p.workers),
+                      *((_rtt(p.rtt_ms, p.rtt_measured_ms),) if distances else ()),
                       f"{p.throughput_ops_s:,.0f}", _trials(p.throughput_interval),
                       f"{p.latency.p50_us / 1000:.2f}",
                       f"{p.latency.p99_us / 1000:.2f}", _p99_trials(p.p99_interval),
@@ -134,19 +146,19 @@ def render_sweep(results: SweepResults, console: Console) -> None:
                       "yes" if p.server_ok else "[red]NO[/]" if p.server_ok is False else "")
     console.print(table)
     for p in references(results.points, results.axis):
-        console.print(f"{curve_name(p.strategy, p.workers)} has no pool: a reference line, "
-                      f"not a pool size (not fitted, not recommended): "
+        console.print(f"{curve_name(p.strategy, p.workers, p.rtt_ms)} has no pool: a "
+                      f"reference line, not a pool size (not fitted, not recommended): "
                       f"{p.throughput_ops_s:,.0f} ops/s, p99 {p.latency.p99_us / 1000:.1f} ms",
                       highlight=False)
     for m in results.models:
         peak = f", peak N* = {m.peak_n:.1f}" if m.peak_n is not None else ""
-        console.print(f"USL model, {curve_name(m.strategy, m.workers)}: λ = {m.lam:,.1f} "
+        console.print(f"USL model, {curve_name(m.strategy, m.workers, m.rtt_ms)}: λ = {m.lam:,.1f} "
                       f"ops/s{_interval(m.lam_ci, ',.0f')}, σ = {m.sigma:.4f}"
                       f"{_interval(m.sigma_ci, '.4f')}, κ = {m.kappa:.6f}"
                       f"{_interval(m.kappa_ci, '.6f')} (95% intervals){peak}; {m.note}",
                       highlight=False)
     for r in results.recommendations:
-        name = curve_name(r.strategy, r.workers)
+        name = curve_name(r.strategy, r.workers, r.rtt_ms)
         if r.pool_size is None:
             console.print(f"[yellow]{name}: {r.reason}[/]", highlight=False)
         else:
@@ -159,8 +171,9 @@ def render_sweep(results: SweepResults, console: Console) -> None:
             console.print(f"  {r.capacity_note}", highlight=False)
     adaptive = results.config.get("adaptive")
     if isinstance(adaptive, dict) and adaptive.get("budget_s") is not None:
-        added = "; ".join(f"step {i}: " + ", ".join(f"{pool} ({name} at {clients})"
-                                                   for name, pool, clients in step)
+        added = "; ".join(f"step {i}: " + ", ".join(
+            f"{pool} ({name} at {clients}" + "".join(f", {r:g} ms RTT" for r in rtt) + ")"
+            for name, pool, clients, *rtt in step)
                           for i, step in enumerate(adaptive.get("steps") or [], start=1))
         console.print(f"adaptive sizes (--budget {adaptive['budget_s']:g} s): "
                       f"{added or 'none added'}; stopped: {adaptive.get('stopped')}",
