@@ -12,8 +12,9 @@ import re
 import pytest
 from rich.console import Console
 
-from poolbench.analysis.findings import not_steady
+from poolbench.analysis.findings import findings, not_steady
 from poolbench.analysis.steady import batch_means, mser, steady_state
+from poolbench.analysis.sweep import point_of
 from poolbench.api import run
 from poolbench.config import RunConfig
 from poolbench.db.target import ConnectionTarget
@@ -22,7 +23,7 @@ from poolbench.events import RunEvents
 from poolbench.measure.metrics import HISTOGRAMS, OperationRecorder, PhaseMeasurement, PhaseSink
 from poolbench.measure.summary import phase_result, trial_result
 from poolbench.report.console import render
-from poolbench.results import SteadyVerdict
+from poolbench.results import SCHEMA_VERSION, RunResults, SteadyVerdict, StrategyResult
 
 
 def _wiggle(n: int) -> list[float]:
@@ -151,11 +152,11 @@ def _recorded(per_tenth: list[int], sink: PhaseSink | None = None) -> OperationR
     return rec
 
 
-def _trial(per_tenth: list[int], *, elapsed_s: float) -> PhaseMeasurement:
+def _trial(per_tenth: list[int], *, elapsed_s: float, trial: int = 1) -> PhaseMeasurement:
     # Two workers: one hands its seconds to a sink, one keeps them; merged as in a phase.
     half = [n // 2 for n in per_tenth]
     rest = [n - h for n, h in zip(per_tenth, half)]
-    return PhaseMeasurement.merge(phase="read", trial=1, warmup=False, elapsed_s=elapsed_s,
+    return PhaseMeasurement.merge(phase="read", trial=trial, warmup=False, elapsed_s=elapsed_s,
                                   recorders=[_recorded(half, PhaseSink()), _recorded(rest)])
 
 
@@ -178,6 +179,25 @@ def test_a_drifting_trial_never_settles_and_is_a_finding() -> None:
     assert finding is not None and finding.rule == "not steady"
     assert finding.evidence.startswith("trial 1 of psycopg:pool read never settled (MSER-5")
     assert "White 1997" in finding.evidence and "--duration" in finding.fix
+
+
+def test_a_sweep_point_counts_its_trials_judged_and_settled() -> None:
+    """Trial 1 settles after a warm-up, trial 2 drifts, trial 3 is too short to judge: the
+    point has 2 judged, 1 settled, and the run's findings name trial 2 only."""
+    phase = phase_result("read", [
+        _trial([40] * 20 + [100] * 100, elapsed_s=12.0, trial=1),
+        _trial([40 + i for i in range(120)], elapsed_s=12.0, trial=2),
+        _trial([100] * 5, elapsed_s=0.5, trial=3)])
+    strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
+                              per_operation="acquire", open_s=0.0, phases=(phase,), stats={},
+                              leftover_rows_deleted=0)
+    results = RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
+                         started_at="", finished_at="", config={}, environment={},
+                         strategies=(strategy,), comparison=None, verification=None)
+    point = point_of(results, strategy, pool_size=4, workers=8)
+    assert (point.trials_judged, point.trials_settled) == (2, 1)
+    (finding,) = findings(results, server_cores=None)
+    assert finding.evidence.startswith("trial 2 of psycopg:pool read never settled")
 
 
 def test_a_short_run_is_not_judged_once_and_its_intervals_sum_to_its_operations(
