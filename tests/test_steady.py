@@ -1,16 +1,29 @@
 """MSER-5 on series with a known answer: a built-in transient is cut to within one batch,
 a steady series is not cut, a drifting one never settles, a short one is not judged, and
-steady noise is rarely called unsettled. Pure functions: no database."""
+steady noise is rarely called unsettled (pure functions); then the rule wired into a run:
+a trial's operations per 0.1 s, its verdict, the finding, and one short real run."""
 
 from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
+from rich.console import Console
 
+from poolbench.analysis.findings import findings, not_steady
 from poolbench.analysis.steady import batch_means, mser, steady_state
+from poolbench.analysis.sweep import point_of
+from poolbench.api import run
+from poolbench.config import RunConfig
+from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError
+from poolbench.events import RunEvents
+from poolbench.measure.metrics import HISTOGRAMS, OperationRecorder, PhaseMeasurement, PhaseSink
+from poolbench.measure.summary import phase_result, trial_result
+from poolbench.report.console import render
+from poolbench.results import SCHEMA_VERSION, RunResults, SteadyVerdict, StrategyResult
 
 
 def _wiggle(n: int) -> list[float]:
@@ -118,3 +131,88 @@ def test_bad_input_is_a_one_line_error(series: list[float], kwargs: dict,
                                        message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         steady_state(series, **kwargs)
+
+
+# --- wired into a run: the recorder's operations per 0.1 s, the trial's verdict, the finding
+
+
+def _recorded(per_tenth: list[int], sink: PhaseSink | None = None) -> OperationRecorder:
+    """A recorder that saw ``per_tenth[i]`` operations end in the i-th 0.1 s of its phase
+    (each 1 ms long), handed on to ``sink`` as a worker does when one is given."""
+    rec = OperationRecorder(sink=sink)
+    for i, n in enumerate(per_tenth):
+        for j in range(n):
+            t3 = i * 100_000_000 + 1 + j * (99_000_000 // n)
+            rec.record(t3 - 1_000_000, t3 - 900_000, t3 - 100_000, t3)
+    rec.finish()
+    if sink is not None:  # as the executor does: the sink's series rides on a recorder
+        rec.seconds, rec.tenths = sink.seconds, dict(sink.tenths)
+        for kind in HISTOGRAMS:
+            setattr(rec, kind, sink.counts(kind))
+    return rec
+
+
+def _trial(per_tenth: list[int], *, elapsed_s: float, trial: int = 1) -> PhaseMeasurement:
+    # Two workers: one hands its seconds to a sink, one keeps them; merged as in a phase.
+    half = [n // 2 for n in per_tenth]
+    rest = [n - h for n, h in zip(per_tenth, half)]
+    return PhaseMeasurement.merge(phase="read", trial=trial, warmup=False, elapsed_s=elapsed_s,
+                                  recorders=[_recorded(half, PhaseSink()), _recorded(rest)])
+
+
+def test_a_trial_with_a_two_second_warm_up_is_cut_there_and_its_figures_kept() -> None:
+    # 12 s at 0.1 s: 40 ops per interval for 2 s, then a flat 100 (±2).
+    series = [40] * 20 + [100 + (i * 7) % 5 - 2 for i in range(100)]
+    m = _trial(series, elapsed_s=12.0)
+    assert m.tenths == tuple(series) and sum(m.tenths) == m.ops
+    result = trial_result(m)
+    assert result.steady == SteadyVerdict(cut_s=2.0, settled=True, observations=120,
+                                          reason="settled after 20 of 120 observations")
+    assert result.ops == sum(series) and result.throughput_ops_s == sum(series) / 12.0
+    assert not_steady("psycopg:pool", (phase_result("read", [m]),)) is None
+
+
+def test_a_drifting_trial_never_settles_and_is_a_finding() -> None:
+    m = _trial([40 + i for i in range(120)], elapsed_s=12.0)
+    assert trial_result(m).steady.settled is False
+    finding = not_steady("psycopg:pool", (phase_result("read", [m]),))
+    assert finding is not None and finding.rule == "not steady"
+    assert finding.evidence.startswith("trial 1 of psycopg:pool read never settled (MSER-5")
+    assert "White 1997" in finding.evidence and "--duration" in finding.fix
+
+
+def test_a_sweep_point_counts_its_trials_judged_and_settled() -> None:
+    """Trial 1 settles after a warm-up, trial 2 drifts, trial 3 is too short to judge: the
+    point has 2 judged, 1 settled, and the run's findings name trial 2 only."""
+    phase = phase_result("read", [
+        _trial([40] * 20 + [100] * 100, elapsed_s=12.0, trial=1),
+        _trial([40 + i for i in range(120)], elapsed_s=12.0, trial=2),
+        _trial([100] * 5, elapsed_s=0.5, trial=3)])
+    strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
+                              per_operation="acquire", open_s=0.0, phases=(phase,), stats={},
+                              leftover_rows_deleted=0)
+    results = RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
+                         started_at="", finished_at="", config={}, environment={},
+                         strategies=(strategy,), comparison=None, verification=None)
+    point = point_of(results, strategy, pool_size=4, workers=8)
+    assert (point.trials_judged, point.trials_settled) == (2, 1)
+    (finding,) = findings(results, server_cores=None)
+    assert finding.evidence.startswith("trial 2 of psycopg:pool read never settled")
+
+
+def test_a_short_run_is_not_judged_once_and_its_intervals_sum_to_its_operations(
+        target: ConnectionTarget, table: str) -> None:
+    measured: list[PhaseMeasurement] = []
+    events = RunEvents()
+    events.phase_finished.add_listener(lambda measurement: measured.append(measurement))
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), duration_s=0.5,
+                            workers=2, warmup=0, trials=1, table=table, out_dir=None,
+                            sample_interval_s=0), events=events)
+    assert measured and all(sum(m.tenths) == m.ops > 0 for m in measured)
+    verdicts = [t.steady for p in results.strategies[0].phases for t in p.trials]
+    assert verdicts and all(v is not None and v.settled is None and v.observations < 100
+                            for v in verdicts)
+    console = Console(record=True, width=200)
+    render(results, console)
+    text = console.export_text()
+    assert len(re.findall(r"steady state: not judged: \d+ intervals < 100", text)) == 1

@@ -338,6 +338,20 @@ class Distance:
 
 
 @dataclass(frozen=True)
+class SteadyVerdict:
+    """MSER-5 (White 1997; analysis/steady.py) on one counted trial's operations per 0.1 s:
+    ``cut_s``, the warm-up it would drop; ``settled``, True when a steady state follows,
+    False when the trial never settles, None when it is too short to judge (fewer than
+    100 intervals); ``observations``, the 0.1-s intervals judged; ``reason``, one line.
+    Reported, not applied: the trial's figures keep every operation."""
+
+    cut_s: float
+    settled: bool | None
+    observations: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """One phase of one trial (warm-up trials are kept, flagged, and never aggregated)."""
 
@@ -350,6 +364,7 @@ class TrialResult:
     latency: LatencySummary
     histogram_latency_us: str  # base64 HDR histogram; decode with metrics.decode_histogram
     timeline: tuple[Second, ...] = ()  # per second of the phase, from its start
+    steady: SteadyVerdict | None = None  # counted trials: where its warm-up ends (MSER-5)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from poolbench.analysis.sweep import SweepPoint, curves, references
-from poolbench.results import ActivitySummary, Finding, RunResults, StrategyResult
+from poolbench.results import (
+    ActivitySummary,
+    Finding,
+    PhaseResult,
+    RunResults,
+    StrategyResult,
+)
 
 LOCK_SHARE = 0.2  # of active backend samples waiting on a heavyweight lock
 IDLE_IN_TRANSACTION_SHARE = 0.05  # of backend samples
@@ -136,6 +142,21 @@ def _client_bound(s: StrategyResult, run: RunResults, cores: int | None) -> Find
                    "spread the load generator: --processes N, --cluster, or more cores")
 
 
+def not_steady(name: str, phases: tuple[PhaseResult, ...]) -> Finding | None:
+    """Counted trials whose operations per 0.1 s never settled (MSER-5, analysis/steady.py);
+    a mix's kinds are judged in the whole mix."""
+    unsettled = [f"trial {t.trial} of {name} {p.phase}" for p in phases
+                 if not p.phase.startswith(("mix:", "script:"))
+                 for t in p.trials if t.steady is not None and t.steady.settled is False]
+    if not unsettled:
+        return None
+    return Finding("not steady", name,
+                   f"{', '.join(unsettled)} never settled (MSER-5: White 1997, on operations "
+                   "per 0.1 s): the warm-up lasts half the trial or more, or throughput drifts "
+                   "all along, so the trial's figure is not a steady state's",
+                   "lengthen --duration or --warmup (--warmup-seconds)")
+
+
 def activity_findings(name: str, activity: ActivitySummary | None) -> tuple[Finding, ...]:
     """The rules that need only what the sampler saw (usable on any sampled workload)."""
     return tuple(f for rule in (lock_contention, idle_in_transaction)
@@ -145,7 +166,8 @@ def activity_findings(name: str, activity: ActivitySummary | None) -> tuple[Find
 RULES: tuple[Callable[[StrategyResult, RunResults, int | None], Finding | None], ...] = (
     _pool_too_small, _pool_churn, lambda s, run, cores: lock_contention(s.name, s.activity),
     lambda s, run, cores: idle_in_transaction(s.name, s.activity), _connect_bound,
-    _connect_bound_at_distance, _near_max_connections, _client_bound)
+    _connect_bound_at_distance, _near_max_connections, _client_bound,
+    lambda s, run, cores: not_steady(s.name, s.phases))
 
 
 def findings(run: RunResults, *, server_cores: int | None) -> tuple[Finding, ...]:

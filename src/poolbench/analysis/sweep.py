@@ -81,6 +81,10 @@ class SweepPoint:
     # (``rtt.measured_ms``: the SELECT 1 round trip through the relay, loopback included)
     rtt_ms: float | None = None
     rtt_measured_ms: float | None = None
+    # Of its counted trials, how many MSER-5 could judge (100 or more 0.1-s intervals) and
+    # how many of those settled (every judged phase did): see analysis/steady.py
+    trials_judged: int = 0
+    trials_settled: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,19 +137,26 @@ def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_siz
     it agrees with the server when every run did. Run tags are joined with commas."""
     trials: list[tuple[int, float]] = []
     trial_p99s: list[float] = []
+    judged = settled = 0
     phases = []
     for _, strategy in runs:
         mine = [p for p in strategy.phases if p.phase == "mix"] or list(strategy.phases)
         phases += mine
         per_trial: dict[int, tuple[int, float]] = {}
         histograms: dict[int, list[str]] = {}
+        verdicts: dict[int, list[bool]] = {}
         for phase in mine:
             for trial in phase.trials:
+                if not trial.warmup and trial.steady is not None \
+                        and trial.steady.settled is not None:
+                    verdicts.setdefault(trial.trial, []).append(trial.steady.settled)
                 if not trial.warmup:
                     ops, seconds = per_trial.get(trial.trial, (0, 0.0))
                     per_trial[trial.trial] = (ops + trial.ops, seconds + trial.elapsed_s)
                     histograms.setdefault(trial.trial, []).append(trial.histogram_latency_us)
         trials += per_trial.values()
+        judged += len(verdicts)
+        settled += sum(all(v) for v in verdicts.values())
         trial_p99s += [float(LatencySummary.of(merge_histograms(
             [decode_histogram(h) for h in histograms[t]])).p99_us) for t in per_trial]
     ops = sum(o for o, _ in trials)
@@ -169,6 +180,7 @@ def point_of_runs(runs: Sequence[tuple[RunResults, StrategyResult]], *, pool_siz
                       if per_trial_ops_s else None,
                       trial_p99s_us=tuple(trial_p99s),
                       p99_interval=median_interval(trial_p99s) if trial_p99s else None,
+                      trials_judged=judged, trials_settled=settled,
                       errors=sum(s.error_count for _, s in runs),
                       server_ok=all(verdicts) if verdicts else None,
                       run_tag=",".join(r.run_tag for r, _ in runs),

@@ -380,6 +380,7 @@ def _phase_run(source: WorkSource, finished: list[_Worker],
             sink = sinks[rec.kind]
             rec.seconds = sink.seconds
             rec.waits = dict(sink.waits)
+            rec.tenths = dict(sink.tenths)
             for kind in HISTOGRAMS:
                 setattr(rec, kind, sink.counts(kind))
             carried.add(rec.kind)

@@ -159,10 +159,14 @@ class PhaseSink:
         self._open: set[int] = set()  # the seconds still held as dicts
         self.totals: dict[str, array[int]] = {}
         self.waits: dict[int, int] = {}  # ns spent acquiring, per second
+        self.tenths: dict[int, array[int]] = {}  # operations per 0.1 s, 10 slots per second
 
     def flush(self, second: int, counts: BucketCounts,
-              totals: dict[str, BucketCounts], wait_ns: int = 0) -> None:
+              totals: dict[str, BucketCounts], wait_ns: int = 0,
+              tenths: list[int] | None = None) -> None:
         with self._lock:
+            if tenths is not None:
+                add_tenths(self.tenths, second, tenths)
             if wait_ns:
                 self.waits[second] = self.waits.get(second, 0) + wait_ns
             if counts:
@@ -194,6 +198,43 @@ class PhaseSink:
         """One histogram's totals as bucket counts (they travel to a parent process)."""
         slots = self.totals.get(kind)
         return BucketCounts((i, n) for i, n in enumerate(slots) if n) if slots else BucketCounts()
+
+
+# Operations per 0.1 s of a phase: the series steady-state detection judges (MSER-5 needs
+# 100 observations: a per-second series of a 10-s trial has 10). Counted as 10 slots per
+# second beside the per-second buckets, from the clock reading the operation already made.
+TENTHS = 10
+TENTH_NS = 1_000_000_000 // TENTHS
+
+
+def add_tenths(into: dict[int, array[int]], second: int, tenths: list[int] | array[int]
+               ) -> None:
+    """Add one second's 10 slots to a per-second dict of them."""
+    slots = into.get(second)
+    if slots is None:
+        into[second] = array("q", tenths)
+    else:
+        for i, n in enumerate(tenths):
+            slots[i] += n
+
+
+def merge_tenths(parts: Iterable[dict[int, array[int]]]) -> tuple[int, ...]:
+    """Several recorders' (or kinds') per-second slots as one series of operations per 0.1 s
+    from the phase's start (an operation ending before it counts in the first), to the last
+    interval with one."""
+    seconds: dict[int, array[int]] = {}
+    for part in parts:
+        for second, tenths in part.items():
+            add_tenths(seconds, max(second, 0), tenths)
+    if not seconds:
+        return ()
+    series = [0] * ((max(seconds) + 1) * TENTHS)
+    for second, tenths in seconds.items():
+        series[second * TENTHS:(second + 1) * TENTHS] = [
+            a + b for a, b in zip(series[second * TENTHS:(second + 1) * TENTHS], tenths)]
+    while series and not series[-1]:
+        series.pop()
+    return tuple(series)
 
 
 def fine_counts(coarse: dict[int, int] | array[int]) -> BucketCounts:
@@ -255,9 +296,10 @@ class OperationRecorder:
     or not (HikariCP's leak detection).
     """
 
-    __slots__ = ("acquire", "current", "current_second", "current_wait", "errors", "execute",
-                 "failed", "held_too_long", "kind", "latency", "leak_ns", "ok", "origin_ns",
-                 "scheduled", "seconds", "sink", "statements", "waits")
+    __slots__ = ("acquire", "current", "current_second", "current_tenths", "current_wait",
+                 "errors", "execute", "failed", "held_too_long", "kind", "latency", "leak_ns",
+                 "ok", "origin_ns", "scheduled", "seconds", "sink", "statements", "tenths",
+                 "waits")
 
     def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "",
                  sink: PhaseSink | None = None) -> None:
@@ -281,6 +323,10 @@ class OperationRecorder:
         # acquiring in it (Little's law), the pool's waiters.
         self.current_wait = 0
         self.waits: dict[int, int] = {}
+        # Operations per 0.1 s of the current second (a slot each), then per second handed
+        # on like the buckets: the series MSER-5 judges (analysis/steady.py).
+        self.current_tenths = [0] * TENTHS
+        self.tenths: dict[int, array[int]] = {}
         self.origin_ns = 0
         self.errors: Counter[str] = Counter()
         self.ok = 0
@@ -294,9 +340,11 @@ class OperationRecorder:
         index = bucket_index
         us = (t3 - t0) // 1000 or 1
         self.latency[index(us)] += 1
-        second = (t3 - self.origin_ns) // 1_000_000_000
+        tenth = (t3 - self.origin_ns) // TENTH_NS
+        second = tenth // TENTHS
         if second != self.current_second:
             self.roll(second)
+        self.current_tenths[tenth % TENTHS] += 1
         self.current[second_index(us)] += 1
         self.current_wait += t1 - t0
         self.acquire[index((t1 - t0) // 1000 or 1)] += 1
@@ -312,14 +360,18 @@ class OperationRecorder:
         if self.sink is not None:
             found = {kind: counts for kind in HISTOGRAMS if (counts := getattr(self, kind))}
             if self.current or found or self.current_wait:
-                self.sink.flush(self.current_second, self.current, found, self.current_wait)
+                self.sink.flush(self.current_second, self.current, found, self.current_wait,
+                                self.current_tenths if self.current else None)
                 for kind in found:
                     setattr(self, kind, BucketCounts())
                 self.current = BucketCounts()
+                self.current_tenths = [0] * TENTHS
         else:
             if self.current:
                 self.seconds.setdefault(self.current_second, BucketCounts()).add(self.current)
+                add_tenths(self.tenths, self.current_second, self.current_tenths)
                 self.current = BucketCounts()
+                self.current_tenths = [0] * TENTHS
             if self.current_wait:
                 self.waits[self.current_second] = (self.waits.get(self.current_second, 0)
                                                    + self.current_wait)
@@ -365,6 +417,8 @@ class PhaseMeasurement:
     seconds: dict[int, array[int]] | None = None  # per second of the phase, merged, packed
     waits: dict[int, int] | None = None  # ns spent acquiring per second, all workers
     statements: StatementCounters | None = None  # a script's per-command counters, merged
+    # Successful operations per 0.1 s from the phase's start, all workers (they sum to ops)
+    tenths: tuple[int, ...] = ()
 
     @classmethod
     def merge(cls, *, phase: str, trial: int, warmup: bool, elapsed_s: float,
@@ -380,6 +434,7 @@ class PhaseMeasurement:
                    held_too_long=sum(r.held_too_long for r in recorders),
                    seconds=merge_seconds(r.seconds for r in recorders),
                    waits=merge_waits(r.waits for r in recorders),
+                   tenths=merge_tenths(r.tenths for r in recorders),
                    statements=StatementCounters.merged(r.statements for r in recorders),
                    **{kind: counts.to_hdr() for kind, counts in merged.items()})
 

@@ -7,9 +7,13 @@ counted trials, merged histograms. Exporters only read what these return.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
+# A leaf (numpy and errors only): the published rule, kept with the other statistics.
+from poolbench.analysis.steady import steady_state
 from poolbench.measure.metrics import (
     HISTOGRAMS,
+    TENTHS,
     PhaseMeasurement,
     StatementCounters,
     encode_histogram,
@@ -28,6 +32,7 @@ from poolbench.results import (
     PoolerCheck,
     Second,
     StatementFigure,
+    SteadyVerdict,
     StrategyResult,
     TrialResult,
 )
@@ -42,7 +47,19 @@ def trial_result(m: PhaseMeasurement) -> TrialResult:
                        throughput_ops_s=m.ops / m.elapsed_s if m.elapsed_s > 0 else 0.0,
                        errors=m.errors, latency=LatencySummary.of(m.latency),
                        histogram_latency_us=encode_histogram(m.latency),
-                       timeline=timeline(m))
+                       timeline=timeline(m),
+                       steady=None if m.warmup else steady_verdict(m))
+
+
+def steady_verdict(m: PhaseMeasurement) -> SteadyVerdict:
+    """MSER-5 on the trial's operations per 0.1 s, over the intervals wholly inside its
+    elapsed time (the last, partial one would read as a drop)."""
+    n = int(m.elapsed_s * TENTHS + 1e-9)
+    series = list(m.tenths[:n])
+    series += [0] * (n - len(series))
+    state = steady_state(series)
+    return SteadyVerdict(cut_s=round(state.cut / TENTHS, 1), settled=state.settled,
+                         observations=state.observations, reason=state.reason)
 
 
 def spread_pct(values: list[float]) -> float:
@@ -159,4 +176,15 @@ def mix_measurement(kinds: list[PhaseMeasurement]) -> PhaseMeasurement:
         held_too_long=sum(k.held_too_long for k in kinds),
         seconds=merge_seconds(k.seconds or {} for k in kinds),
         waits=merge_waits(k.waits or {} for k in kinds),
+        tenths=add_series(k.tenths for k in kinds),
         **{kind: merge_histograms([getattr(k, kind) for k in kinds]) for kind in HISTOGRAMS})
+
+
+def add_series(parts: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """Series of equal intervals from the same start, added interval by interval."""
+    total: list[int] = []
+    for part in parts:
+        total += [0] * (len(part) - len(total))
+        for i, n in enumerate(part):
+            total[i] += n
+    return tuple(total)

@@ -41,6 +41,7 @@ def render(results: RunResults, console: Console) -> None:
                           str(p.error_count) if p.error_count else "",
                           end_section=i == len(s.phases) - 1)
     console.print(table)
+    _render_steady(results, console)
     _render_statements(results, console)
     _render_paced(results, console)
     _render_server(results, console)
@@ -98,6 +99,29 @@ def render(results: RunResults, console: Console) -> None:
             console.print(f"[red]Data check FAILED: {v.own_rows_left} rows of run "
                           f"{results.run_tag} remain; other rows {v.other_rows_before} -> "
                           f"{v.other_rows_after}, digest {'unchanged' if same else 'changed'}[/]")
+
+
+def _render_steady(results: RunResults, console: Console) -> None:
+    """Once per run: how many counted trials settled (MSER-5, trials' steady verdicts), or
+    that they were too short to judge. A trial that never settled is also a finding."""
+    verdicts = [t.steady for s in results.strategies for p in s.phases
+                if not p.phase.startswith(("mix:", "script:"))
+                for t in p.trials if t.steady is not None]
+    short = [v.observations for v in verdicts if v.settled is None]
+    judged = [v for v in verdicts if v.settled is not None]
+    if short:
+        console.print(f"steady state: not judged: {max(short)} intervals < 100 (MSER-5 judges "
+                      "a trial's operations per 0.1 s and needs 100: --duration 10 or more)",
+                      style="dim", markup=False, highlight=False)
+    if judged:
+        settled = [v for v in judged if v.settled]
+        unsettled = len(judged) - len(settled)
+        console.print(f"steady state (MSER-5, White 1997): {len(settled)} of {len(judged)} "
+                      "trial phases settled"
+                      + (f", warm-up up to {max(v.cut_s for v in settled):g} s (reported, "
+                         "not cut)" if settled else "")
+                      + (f"; {unsettled} never settled (see the findings)" if unsettled else ""),
+                      style="yellow" if unsettled else "dim", markup=False, highlight=False)
 
 
 def _render_rtt(results: RunResults, console: Console) -> None:

@@ -178,4 +178,11 @@ def render_sweep(results: SweepResults, console: Console) -> None:
         console.print(f"adaptive sizes (--budget {adaptive['budget_s']:g} s): "
                       f"{added or 'none added'}; stopped: {adaptive.get('stopped')}",
                       highlight=False)
+    judged = sum(p.trials_judged for p in results.points)
+    if judged:  # a sweep of trials under 10 s is not judged: its runs said so
+        settled = sum(p.trials_settled for p in results.points)
+        console.print(f"steady state (MSER-5, White 1997): {settled} of {judged} judged trials "
+                      "settled" + ("" if settled == judged else
+                                   " (see the finding 'not steady')"),
+                      style="dim" if settled == judged else "yellow", highlight=False)
     render_findings(results.findings, console)
