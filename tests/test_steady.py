@@ -13,7 +13,6 @@ import pytest
 from rich.console import Console
 
 from poolbench.analysis.findings import findings, not_steady
-from poolbench.analysis.steady import batch_means, mser, steady_state
 from poolbench.analysis.sweep import point_of
 from poolbench.api import run
 from poolbench.config import RunConfig
@@ -21,6 +20,7 @@ from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConfigError
 from poolbench.events import RunEvents
 from poolbench.measure.metrics import HISTOGRAMS, OperationRecorder, PhaseMeasurement, PhaseSink
+from poolbench.measure.steady import batch_means, mser, steady_state
 from poolbench.measure.summary import phase_result, trial_result
 from poolbench.report.console import render
 from poolbench.results import SCHEMA_VERSION, RunResults, SteadyVerdict, StrategyResult

@@ -339,7 +339,7 @@ class Distance:
 
 @dataclass(frozen=True)
 class SteadyVerdict:
-    """MSER-5 (White 1997; analysis/steady.py) on one counted trial's operations per 0.1 s:
+    """MSER-5 (White 1997; measure/steady.py) on one counted trial's operations per 0.1 s:
     ``cut_s``, the warm-up it would drop; ``settled``, True when a steady state follows,
     False when the trial never settles, None when it is too short to judge (fewer than
     100 intervals); ``observations``, the 0.1-s intervals judged; ``reason``, one line.

@@ -143,7 +143,7 @@ def _client_bound(s: StrategyResult, run: RunResults, cores: int | None) -> Find
 
 
 def not_steady(name: str, phases: tuple[PhaseResult, ...]) -> Finding | None:
-    """Counted trials whose operations per 0.1 s never settled (MSER-5, analysis/steady.py);
+    """Counted trials whose operations per 0.1 s never settled (MSER-5, measure/steady.py);
     a mix's kinds are judged in the whole mix."""
     unsettled = [f"trial {t.trial} of {name} {p.phase}" for p in phases
                  if not p.phase.startswith(("mix:", "script:"))

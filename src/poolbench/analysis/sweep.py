@@ -82,7 +82,7 @@ class SweepPoint:
     rtt_ms: float | None = None
     rtt_measured_ms: float | None = None
     # Of its counted trials, how many MSER-5 could judge (100 or more 0.1-s intervals) and
-    # how many of those settled (every judged phase did): see analysis/steady.py
+    # how many of those settled (every judged phase did): see measure/steady.py
     trials_judged: int = 0
     trials_settled: int = 0
 

@@ -324,7 +324,7 @@ class OperationRecorder:
         self.current_wait = 0
         self.waits: dict[int, int] = {}
         # Operations per 0.1 s of the current second (a slot each), then per second handed
-        # on like the buckets: the series MSER-5 judges (analysis/steady.py).
+        # on like the buckets: the series MSER-5 judges (measure/steady.py).
         self.current_tenths = [0] * TENTHS
         self.tenths: dict[int, array[int]] = {}
         self.origin_ns = 0

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-# A leaf (numpy and errors only): the published rule, kept with the other statistics.
-from poolbench.analysis.steady import steady_state
 from poolbench.measure.metrics import (
     HISTOGRAMS,
     TENTHS,
@@ -24,6 +22,7 @@ from poolbench.measure.metrics import (
     merge_waits,
 )
 from poolbench.measure.runner import StrategyMeasurement
+from poolbench.measure.steady import steady_state
 from poolbench.results import (
     ActivitySummary,
     CrossCheck,
