@@ -83,9 +83,9 @@ METHOD = (f"Mann–Whitney U (two-sided; exact distribution, a permutation test 
           f"{'each run' if SPREAD_FACTOR == 1 else f'{SPREAD_FACTOR:g}x each run'}'s "
           f"interquartile spread ((Q3 - Q1) / median of its trials) and the threshold, "
           f"because trials of one run share its state and understate the variation between "
-          f"runs. One run per side is a first look, not a gate: it failed 8% of A/A "
-          f"pairings in bench/compare_false_alarm.py; gate on 4 or more runs per side "
-          f"(compare OLD_DIR/ NEW_DIR/: A/A 0.5%, a 25% slowdown caught in 98%)")
+          f"runs. One run per side is a first look, not a gate: it failed 2 of 10 A/A "
+          f"pairs in bench/compare_false_alarm.py; gate on 4 or more runs per side "
+          f"(compare OLD_DIR/ NEW_DIR/: A/A 2%, a 20% slowdown caught in 98%)")
 
 
 METHOD_RUNS = (f"the run as the unit: each run's figure is the median of its counted trials; "
