@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 from poolbench.report import atomic_write
@@ -22,18 +23,11 @@ class CsvExporter:
     filename = "results.csv"
 
     def write(self, results: RunResults, path: Path) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for s in results.strategies:
-            for p in s.phases:
-                for t in p.trials:
-                    lat = t.latency
-                    writer.writerow((s.name, p.phase, t.trial, int(t.warmup),
-                                     f"{t.elapsed_s:.6f}", t.ops, sum(t.errors.values()),
-                                     f"{t.throughput_ops_s:.1f}", lat.mean_us, lat.p50_us,
-                                     lat.p95_us, lat.p99_us, lat.max_us))
-        atomic_write(path, buf.getvalue().encode())
+        _write(path, COLUMNS, (
+            (s.name, p.phase, t.trial, int(t.warmup), f"{t.elapsed_s:.6f}", t.ops,
+             sum(t.errors.values()), f"{t.throughput_ops_s:.1f}", t.latency.mean_us,
+             t.latency.p50_us, t.latency.p95_us, t.latency.p99_us, t.latency.max_us)
+            for s in results.strategies for p in s.phases for t in p.trials))
 
 
 class StatementsCsvExporter:
@@ -45,12 +39,15 @@ class StatementsCsvExporter:
         return any(p.statements for s in results.strategies for p in s.phases)
 
     def write(self, results: RunResults, path: Path) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(STATEMENT_COLUMNS)
-        for s in results.strategies:
-            for p in s.phases:
-                for f in p.statements:  # mean_ms as results.json has it (repr: exact)
-                    writer.writerow((s.name, p.phase, f.line, f.command, f.count, f.failures,
-                                     f.mean_ms))
-        atomic_write(path, buf.getvalue().encode())
+        # mean_ms as results.json has it (repr: exact)
+        _write(path, STATEMENT_COLUMNS, (
+            (s.name, p.phase, f.line, f.command, f.count, f.failures, f.mean_ms)
+            for s in results.strategies for p in s.phases for f in p.statements))
+
+
+def _write(path: Path, columns: tuple[str, ...], rows: Iterable[tuple[object, ...]]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue().encode())
