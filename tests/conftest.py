@@ -96,6 +96,21 @@ def has_ended(process: psutil.Process, timeout_s: float = 60) -> bool:
     return False
 
 
+def recording_pgbench(tmp_path: Path, source: str) -> tuple[Path, Path]:
+    """A transparent stand-in for pgbench: ``source`` (its ``{keep}`` and ``{real}`` filled
+    in) run by this Python, which runs the real pgbench and keeps what it saw. Returns the
+    stand-in's path and the folder it keeps things in."""
+    from poolbench.check.calibrate import find_pgbench
+
+    keep = tmp_path / "seen"
+    keep.mkdir()
+    recorder = tmp_path / "pgbench"
+    recorder.write_text(f"#!{sys.executable}\n"
+                        + source.format(keep=str(keep), real=str(find_pgbench())))
+    recorder.chmod(0o755)
+    return recorder, keep
+
+
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
     """The real CLI in the background, output captured."""
     return subprocess.Popen([sys.executable, "-m", "poolbench", *args], cwd=cwd,

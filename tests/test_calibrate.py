@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import recording_pgbench
 
-from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
+from poolbench.check.calibrate import create_rows, run_pgbench, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
@@ -52,12 +52,7 @@ def _printed(pattern: str, output: str) -> str:
 @pytest.mark.parametrize("connect_each", [False, True])
 def test_calibration_runs_pgbench_as_typed_by_hand_and_keeps_its_figures(
         connect_each: bool, tmp_path: Path, target: ConnectionTarget, table: str) -> None:
-    keep = tmp_path / "seen"
-    keep.mkdir()
-    recorder = tmp_path / "pgbench"
-    recorder.write_text(f"#!{sys.executable}\n"
-                        + RECORDING_PGBENCH.format(keep=str(keep), real=str(find_pgbench())))
-    recorder.chmod(0o755)
+    recorder, keep = recording_pgbench(tmp_path, RECORDING_PGBENCH)
     admin = AdminSession(target)
     workload = Workload(table, new_run_tag())
     try:

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import psycopg
 import pytest
-from conftest import clean_env, run_cli
+from conftest import clean_env, recording_pgbench, run_cli
 
 from poolbench import RunConfig, run
 from poolbench.config import ScriptFile, script_cycle
@@ -340,15 +339,9 @@ def test_baseline_runs_the_same_scripts_in_pgbench_and_keeps_its_tps(
         tmp_path: Path, quiet_target: ConnectionTarget) -> None:
     """pgbench gets the scripts' texts with their weights, -M, -c, -T, -s and the seed,
     the password only in its environment; its figure is the tps pgbench printed."""
-    from poolbench.check.calibrate import find_pgbench
     from poolbench.check.script_baseline import calibrate_scripts
 
-    keep = tmp_path / "seen"
-    keep.mkdir()
-    recorder = tmp_path / "pgbench"
-    recorder.write_text(f"#!{sys.executable}\n"
-                        + RECORDING_PGBENCH.format(keep=str(keep), real=str(find_pgbench())))
-    recorder.chmod(0o755)
+    recorder, keep = recording_pgbench(tmp_path, RECORDING_PGBENCH)
     files = scripts(**{"read.sql": (READ, 3), "two.sql": ("SELECT 2;\n", 1)})
     cal = calibrate_scripts(quiet_target, files, protocol="extended", scale=2, seed=7,
                             clients=2, seconds=1, pgbench=recorder)
