@@ -27,7 +27,13 @@ from poolbench.db.target import ConnectionTarget
 from poolbench.measure.metrics import PhaseMeasurement, new_histogram
 from poolbench.measure.summary import phase_result
 from poolbench.report.sweep_view import render_sweep, sweep_png
-from poolbench.results import SCHEMA_VERSION, LatencySummary, RunResults, StrategyResult
+from poolbench.results import (
+    SCHEMA_VERSION,
+    LatencySummary,
+    PhaseResult,
+    RunResults,
+    StrategyResult,
+)
 
 SCHEMA = json.loads(resources.files("poolbench").joinpath("sweep.schema.json").read_text())
 
@@ -68,9 +74,14 @@ def measured(phase: str, trial: int, ops: int, seconds: float,
 def run_of(trials: dict[str, list[tuple[int, float]]]) -> tuple[RunResults, StrategyResult]:
     """A run of one strategy whose phases measured (ops, seconds) per trial, after a
     warm-up trial (trial 0) of 10,000 operations in 1 s that must not count."""
-    phases = tuple(phase_result(name, [measured(name, 0, 10_000, 1.0, warmup=True)] + [
+    return run_of_phases(tuple(phase_result(name, [
+        measured(name, 0, 10_000, 1.0, warmup=True)] + [
         measured(name, i, ops, seconds) for i, (ops, seconds) in enumerate(figures, 1)])
-        for name, figures in trials.items())
+        for name, figures in trials.items()))
+
+
+def run_of_phases(phases: tuple[PhaseResult, ...]) -> tuple[RunResults, StrategyResult]:
+    """A run of one strategy (psycopg:pool) with these phases."""
     strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
                               per_operation="acquire", open_s=0.0, phases=phases, stats={},
                               leftover_rows_deleted=0)
@@ -113,12 +124,7 @@ def test_a_points_p99_interval_comes_from_each_trials_merged_phases() -> None:
     phases = tuple(phase_result(name, [at(name, 0, 100_000, warmup=True), at(name, 1, one),
                                        at(name, 2, 5_000)])
                    for name, one in (("create", 8_000), ("read", 3_000)))
-    strategy = StrategyResult(name="psycopg:pool", pooled=True, is_async=False,
-                              per_operation="acquire", open_s=0.0, phases=phases, stats={},
-                              leftover_rows_deleted=0)
-    run = RunResults(schema_version=SCHEMA_VERSION, run_tag="pb00000000", partial=False,
-                     started_at="", finished_at="", config={}, environment={},
-                     strategies=(strategy,), comparison=None, verification=None)
+    run, strategy = run_of_phases(phases)
     got = point_of(run, strategy, pool_size=4, workers=8)
     assert got.trial_p99s_us == pytest.approx((8_000, 5_000), rel=0.01)
     ci = got.p99_interval
