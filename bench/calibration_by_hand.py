@@ -24,7 +24,7 @@ from _common import Report
 from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 
 # One client: pgbench then runs one thread (-j 1), whose figure holds within a few percent
 # from run to run; with -j 2 on a 2-core machine it swings by half (threads and server
@@ -43,7 +43,7 @@ def main() -> None:
         target = server.target
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 1000)
         script = scripts(workload, first, last)["read"]
         pgbench = find_pgbench()

@@ -28,9 +28,9 @@ from poolbench.config import Pace
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 from poolbench.measure.executor import in_process_executor
-from poolbench.measure.phase import PhaseSpec
+from poolbench.workloads.phase import PhaseSpec
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.strategies import StrategySettings, load_strategy
 
@@ -170,7 +170,7 @@ def bare_sqlalchemy_asyncpg(kwargs: dict, seconds: float, ids: list[int]) -> flo
     return asyncio.run(main())
 
 
-def poolbench_read(target, strategy: str, seconds: float, workload: Workload,
+def poolbench_read(target, strategy: str, seconds: float, workload: RunTable,
                    ids: list[int], sampler: Sampler) -> float:
     """poolbench's own path for the same work: the strategy on the executor a run uses
     (threads or tasks, its recorders, clock and progress hook), reading the same rows, with
@@ -203,7 +203,7 @@ def main() -> None:
         kwargs = target.asyncpg_kwargs()
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 10_000)
         ids = list(range(first, last + 1))
         sampler = Sampler(target, (APPLICATION_NAME,), 0.1, server=ServerProcesses.find(

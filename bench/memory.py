@@ -21,15 +21,15 @@ def child(operations: int) -> None:
     from poolbench.check.calibrate import create_rows
     from poolbench.db.admin import AdminSession
     from poolbench.db.server import EmbeddedServer
-    from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+    from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
     from poolbench.measure.executor import ThreadExecutor
-    from poolbench.measure.phase import PhaseSpec
+    from poolbench.workloads.phase import PhaseSpec
     from poolbench.strategies import StrategySettings, load_strategy
 
     with EmbeddedServer(max_connections=50) as server:
         admin = AdminSession(server.target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 1000)
         settings = StrategySettings(target=server.target, workers=8, pool_min=8, pool_max=8,
                                     acquire_timeout_s=30)

@@ -16,7 +16,7 @@ from poolbench import RunConfig, run
 from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 from poolbench.measure.harness import harness_us_per_op
 
 CLIENTS = 8
@@ -37,7 +37,7 @@ def main() -> None:
         target = server.target
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 10_000)
         texts = scripts(workload, first, last)
         pgbench = find_pgbench()

@@ -23,8 +23,8 @@ from poolbench import RunConfig, run
 from poolbench.config import Pace
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
-from poolbench.measure.phase import PhaseSpec
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
+from poolbench.workloads.phase import PhaseSpec
 from poolbench.measure.processes import ProcessExecutor
 from poolbench.strategies import StrategySettings, load_strategy
 
@@ -50,7 +50,7 @@ def held_rates(report: Report, target, seconds: float, processes: int) -> None:
                 f"{(p.scheduled.p99_us - p.latency.p99_us) / 1000:.2f} ms")
 
 
-def start_spread(report: Report, target, workload: Workload, rounds: int) -> None:
+def start_spread(report: Report, target, workload: RunTable, rounds: int) -> None:
     """Two processes behind the start barrier: each one's clock start after the instant
     the parent named (zero when it learned it in time)."""
     settings = StrategySettings(target=target, workers=4, pool_min=4, pool_max=4,
@@ -84,7 +84,7 @@ def main() -> None:
         for processes in (1, 2):
             held_rates(report, target, seconds, processes)
         admin = AdminSession(target)
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         try:
             admin.call(lambda c: ensure_table(c, "users"))
             start_spread(report, target, workload, rounds)

@@ -30,7 +30,7 @@ from poolbench import RunConfig, run
 from poolbench.check.calibrate import create_rows
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 from poolbench.workloads.script.builtin import BUILTIN_SCRIPTS
 from poolbench.workloads.script.interp import ScriptRunner
 from poolbench.workloads.script.parser import ParamStyle, parse_script
@@ -84,7 +84,7 @@ def main() -> None:
         target = server.target
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 10_000)
         read_text = (f"\\set id random({first}, {last})\n"
                      "SELECT id, username, email, created_at FROM users WHERE id = :id;\n")

@@ -18,12 +18,12 @@ from _common import Report
 
 from poolbench import RunConfig, run
 from poolbench.db.server import EmbeddedServer
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 
 ROWS, WORKERS = 1000, 50
 
 
-def seed_design(conninfo: str, workload: Workload) -> float:
+def seed_design(conninfo: str, workload: RunTable) -> float:
     pool = psycopg2.pool.ThreadedConnectionPool(1, 50, conninfo)
     sql = workload.statements()
 
@@ -58,7 +58,7 @@ def main() -> None:
 
         with psycopg.connect(server.target.conninfo(), autocommit=True) as conn:
             ensure_table(conn, "users")
-            workload = Workload("users", new_run_tag())
+            workload = RunTable("users", new_run_tag())
             seed_s = seed_design(server.target.conninfo(), workload)
             delete_own_rows(conn, "users", workload.prefix)
         results = run(RunConfig(target=server.target, rows=ROWS, workers=WORKERS, warmup=0,

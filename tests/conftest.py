@@ -100,7 +100,7 @@ def recording_pgbench(tmp_path: Path, source: str) -> tuple[Path, Path]:
     """A transparent stand-in for pgbench: ``source`` (its ``{keep}`` and ``{real}`` filled
     in) run by this Python, which runs the real pgbench and keeps what it saw. Returns the
     stand-in's path and the folder it keeps things in."""
-    from poolbench.check.calibrate import find_pgbench
+    from poolbench.db.binaries import find_pgbench
 
     keep = tmp_path / "seen"
     keep.mkdir()

@@ -17,7 +17,7 @@ from conftest import recording_pgbench
 from poolbench.check.calibrate import create_rows, run_pgbench, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 
 # A transparent stand-in for pgbench: it runs the real one with the same arguments and
 # environment, passes its output and exit code on, and keeps what it saw for the test
@@ -54,7 +54,7 @@ def test_calibration_runs_pgbench_as_typed_by_hand_and_keeps_its_figures(
         connect_each: bool, tmp_path: Path, target: ConnectionTarget, table: str) -> None:
     recorder, keep = recording_pgbench(tmp_path, RECORDING_PGBENCH)
     admin = AdminSession(target)
-    workload = Workload(table, new_run_tag())
+    workload = RunTable(table, new_run_tag())
     try:
         admin.call(lambda c: ensure_table(c, table))
         first, last = create_rows(admin, workload, 1000)

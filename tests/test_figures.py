@@ -330,18 +330,18 @@ def test_fifty_workers_counts_merge_to_every_operation() -> None:
     """Each worker records into its own recorder (no lock per operation) and hands its counts
     on once a second and at the end; merged, they are every operation, once: the operation
     count, each histogram's total, the per-second series and the progress reported."""
-    from poolbench.db.workload import Statement, Workload
+    from poolbench.db.workload import Statement, RunTable
     from poolbench.measure.executor import in_process_executor
     from poolbench.measure.harness import NullStrategy
     from poolbench.measure.metrics import PhaseMeasurement, pairs
-    from poolbench.measure.phase import PhaseSpec
+    from poolbench.workloads.phase import PhaseSpec
     from poolbench.strategies import StrategySettings
 
     operations, workers = 5_000, 50
     settings = StrategySettings(target=None, workers=workers, pool_min=0,  # type: ignore[arg-type]
                                 pool_max=workers, acquire_timeout_s=float("inf"))
     executor = in_process_executor(NullStrategy, settings, stop=threading.Event())
-    spec = PhaseSpec("read", Statement("read", "", True), Workload("null", "pb00000000"), 0,
+    spec = PhaseSpec("read", Statement("read", "", True), RunTable("null", "pb00000000"), 0,
                      count=operations, ids=(1,))
     progress: list[int] = []
     executor.open()

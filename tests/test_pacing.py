@@ -17,9 +17,9 @@ from poolbench import RunConfig, run
 from poolbench.config import Pace
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag, quote_ident
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag, quote_ident
 from poolbench.measure.metrics import PhaseMeasurement, now_ns
-from poolbench.measure.phase import PhaseSpec, WorkSource
+from poolbench.workloads.phase import PhaseSpec, WorkSource
 from poolbench.measure.processes import GO_AHEAD_S, ProcessExecutor
 from poolbench.results import LatencySummary
 from poolbench.strategies import StrategySettings, load_strategy
@@ -36,7 +36,7 @@ def never_before_due(scheduled: LatencySummary | None, latency: LatencySummary) 
 def test_the_rate_schedule_is_every_operation_once_at_n_over_rate() -> None:
     """400 a second for 3 s over two shares: operation n is due n / 400 s after the clock's
     start, each number in one share only, and exactly the 1200 due before the end."""
-    workload = Workload("users", new_run_tag())
+    workload = RunTable("users", new_run_tag())
     spec = PhaseSpec.of("read", workload.statements()["read"], workload, 0, rows=1,
                         ids=(1, 2, 3), pace=Pace(rate=400.0, duration_s=3.0))
     assert spec.count is None and spec.expected == 1200
@@ -61,7 +61,7 @@ def test_the_rate_schedule_is_every_operation_once_at_n_over_rate() -> None:
 
 def test_a_duration_ends_the_phase_at_its_deadline() -> None:
     """Without a rate, --duration hands out operations until the clock passes its end."""
-    workload = Workload("users", new_run_tag())
+    workload = RunTable("users", new_run_tag())
     for duration, started_s_ago, ends in ((3600.0, 0, False), (1.0, 2, True)):
         spec = PhaseSpec.of("read", workload.statements()["read"], workload, 0, rows=1,
                             ids=(1, 2, 3), pace=Pace(duration_s=duration))
@@ -119,7 +119,7 @@ def test_processes_start_behind_one_barrier_on_one_schedule(
     earlier, so no operation is overdue when its process starts (no burst). Between them
     the processes run the schedule exactly: operations 0 to 199, each once."""
     ensure_table(admin, table)
-    workload = Workload(table, new_run_tag())
+    workload = RunTable(table, new_run_tag())
     settings = StrategySettings(target=target, workers=4, pool_min=4, pool_max=4,
                                 acquire_timeout_s=30.0)
     spec = PhaseSpec.of("create", workload.statements()["create"], workload, 0, rows=1, ids=(),

@@ -28,26 +28,19 @@ import psutil
 
 from poolbench.analysis.distance import project_run, script_statements
 from poolbench.analysis.findings import findings
-from poolbench.check.calibrate import calibrate, find_pgbench, ratios
-from poolbench.check.crosscheck import ScriptCounts, ServerCounters, ServerProbe, compare
+from poolbench.check.calibrate import calibrate, ratios
+from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
 from poolbench.check.script_baseline import COMPARED as SCRIPT_PHASES
 from poolbench.check.script_baseline import calibrate_scripts
 from poolbench.check.statement_calls import ScriptStatements, identify
 from poolbench.config import RunConfig
 from poolbench.db.admin import AdminSession, check_capacity, server_facts
+from poolbench.db.binaries import find_pgbench
 from poolbench.db.clone import Clone, ClonedDatabase
 from poolbench.db.pgbench_tables import ROWS_PER_SCALE, TABLES, PgbenchTables, init_tables
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, reason
-from poolbench.db.workload import (
-    Workload,
-    count_own_rows,
-    delete_own_rows,
-    ensure_table,
-    make_rows,
-    new_run_tag,
-    snapshot_others,
-)
+from poolbench.db.workload import new_run_tag
 from poolbench.environment import manifest
 from poolbench.errors import ConfigError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
@@ -78,7 +71,9 @@ from poolbench.results import (
     comparison,
 )
 from poolbench.strategies import StrategySettings, load_strategy
-from poolbench.workloads.scripted import ScriptPlan, check_scripts, describe_parameters, per_run
+from poolbench.workloads import load_workload
+from poolbench.workloads.base import WindowWork, Workload
+from poolbench.workloads.scripted import make_builtin_tables
 
 T = TypeVar("T")
 CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
@@ -139,10 +134,10 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
-    classes = _check_input(config, events)
+    classes, workload = _check_input(config, events)
     with ExitStack() as stack:
-        session = _open_session(config, classes, events, stop, stack, on_server, clone,
-                                sampler)
+        session = _open_session(config, classes, workload, events, stop, stack, on_server,
+                                clone, sampler)
         done = _measure_strategies(session, classes)
         cost = _measure_connect_cost(session, classes)
         calibration = _calibrate(session, done)
@@ -150,15 +145,17 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
                                  connect_cost=cost)
         if stop.is_set():
             raise Interrupted(f"interrupted; partial results written, rows of run "
-                              f"{session.workload.run_tag} deleted", results)
+                              f"{workload.run_tag} deleted", results)
         return results
 
 
-def _check_input(config: RunConfig, events: RunEvents) -> list[type[StrategyInfo]]:
-    """Every check that needs no server: drivers, open files, PgBouncer, the output folder."""
+def _check_input(config: RunConfig,
+                 events: RunEvents) -> tuple[list[type[StrategyInfo]], Workload]:
+    """Every check that needs no server: drivers, the workload's own, open files,
+    PgBouncer, the output folder."""
     classes = [load_strategy(name) for name in config.strategies]
-    if config.scripts:
-        _check_scripts(config)
+    workload = load_workload(config)
+    workload.check()
     if config.cluster is None:  # a cluster's nodes open their own, maybe elsewhere
         _check_open_files(classes, workers=config.workers, pool_min=config.pool_min,
                           pool_max=config.pool_max, processes=config.processes)
@@ -169,7 +166,7 @@ def _check_input(config: RunConfig, events: RunEvents) -> list[type[StrategyInfo
     if config.out_dir is not None:
         check_writable(config.out_dir)
         ExportManager(config.out_dir, chart=config.chart).subscribe(events)
-    return classes
+    return classes, workload
 
 
 def _check_relay(config: RunConfig, classes: list[type[StrategyInfo]]) -> None:
@@ -197,25 +194,6 @@ def _check_relay_reachable(cluster: ClusterNodes) -> None:
                           "without --cluster, or with nodes on this machine (local:N)")
 
 
-def _check_scripts(config: RunConfig) -> None:
-    """Scripts compile, and their read-only sessions hold on every route."""
-    check_scripts(config.scripts, scale=config.scale, seed=config.script_seed)
-    if _read_only(config) and config.via != ("direct",):
-        raise ConfigError("scripts run in read-only sessions on a server poolbench did not "
-                          "start, which a pooler's server connections do not carry: use --via "
-                          "direct, or give --allow-writes")
-
-
-def _read_only(config: RunConfig) -> bool:
-    """Scripts on a server poolbench did not start run in read-only sessions, unless the
-    user allows writes; on an embedded server (this run's, or one a library caller started:
-    its target says so) and in a clone (``--clone``) anything goes. A DSN names a server
-    poolbench did not start, whoever did: the embedded server's own DSN given to ``--dsn``
-    is read-only too."""
-    return (bool(config.scripts) and not config.allow_writes and not config.clone
-            and config.target is not None and not config.target.embedded)
-
-
 @dataclass
 class _Session:
     """What one run holds open while its strategies run: the server, the admin session,
@@ -228,7 +206,6 @@ class _Session:
     settings: StrategySettings
     admin: AdminSession
     workload: Workload
-    before: Any  # the other rows' snapshot, for the data check
     probe: ServerProbe
     sampler: Sampler | None
     cluster: ClusterNodes | None
@@ -240,8 +217,6 @@ class _Session:
     done: tuple[StrategyResult, ...] = ()  # every strategy finished so far, as configured
     # Optional measurements that failed, and why: the run completes without them.
     not_measured: dict[str, str] = field(default_factory=dict)
-    # Scripts, for drivers that encode values by type: which parameters go as text
-    text_params: tuple[tuple[str, tuple[bool, ...]], ...] = ()
     relay: RelayProcess | None = None  # --rtt: the relay between the strategies and server
     rtt: RttCheck | None = None  # --rtt: what the relay injected, measured
 
@@ -255,12 +230,8 @@ class _Session:
             return None
 
     def delete_own_rows(self) -> int:
-        """Whatever happened, the run's rows go: a sweep by run tag, on a fresh connection
-        if the server dropped ours (a run of scripts made none)."""
-        config, prefix = self.config, self.workload.prefix
-        if config.scripts:
-            return 0
-        return self.admin.call(lambda c: delete_own_rows(c, config.table, prefix))
+        """Whatever happened, the run's rows go (a run of scripts made none)."""
+        return self.workload.delete_own_rows(self.admin)
 
     def assemble(self, done: tuple[StrategyResult, ...], *, partial: bool,
                  verification: Verification | None = None, **measured: Any) -> RunResults:
@@ -279,16 +250,8 @@ class _Session:
                **measured: Any) -> RunResults:
         """The data check, then the results (final or partial) to every exporter. A run of
         scripts has no data check: it made no rows, and its scripts' rows are theirs."""
-        table, prefix = self.config.table, self.workload.prefix
-        verification = None
-        if not self.config.scripts:
-            after = self.admin.call(lambda c: snapshot_others(c, table, prefix))
-            verification = Verification(
-                own_rows_left=self.admin.call(lambda c: count_own_rows(c, table, prefix)),
-                other_rows_before=self.before.rows, other_rows_after=after.rows,
-                other_rows_digest_before=self.before.digest,
-                other_rows_digest_after=after.digest)
-        results = self.assemble(done, partial=partial, verification=verification, **measured)
+        results = self.assemble(done, partial=partial,
+                                verification=self.workload.verify(self.admin), **measured)
         results = replace(results, distances=project_run(
             results, statements=script_statements(self.config.scripts),
             release_round_trips={n: load_strategy(n).release_round_trips
@@ -298,12 +261,13 @@ class _Session:
         return results
 
 
-def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: RunEvents,
-                  stop: threading.Event, stack: ExitStack, on_server: object,
-                  made: Clone | None = None,
+def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload: Workload,
+                  events: RunEvents, stop: threading.Event, stack: ExitStack,
+                  on_server: object, made: Clone | None = None,
                   shared_sampler: Sampler | None = None) -> _Session:
-    """The cluster, the server, the checks that need it, the table and the run's tag; the
-    sampler and the harness's own cost. Nothing is written before the table check passes."""
+    """The cluster, the server, the checks that need it, the workload set up under the
+    run's tag; the sampler and the harness's own cost. Nothing is written before the
+    workload's own check (the table's shape) passes."""
     started = _now()
     # The cluster first: a node with other versions is refused before any row is written.
     cluster = (connect_cluster(config.cluster, config.nodes, stack,
@@ -323,14 +287,9 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
                                         pool_max=config.pool_max
                                         if any(cls.pooled for cls in classes) else None))
-    if embedded is not None:
-        _make_pgbench_tables(config, target)
-    if config.scripts:  # the scripts' tables are theirs: no table of ours, no rows
-        workload, before = Workload(config.table, run_tag), None
-    else:
-        admin.call(lambda c: ensure_table(c, config.table))
-        workload = _unused_workload(admin, config.table, run_tag)
-        before = admin.call(lambda c: snapshot_others(c, config.table, workload.prefix))
+    workload.set_up(admin, target, run_tag=run_tag, embedded=embedded is not None,
+                    typed_params=any(cls.script_mode(config.protocol, prepared_statements=True)
+                                     .typed_params for cls in classes))
     server_cores = os.cpu_count() if _is_local(target) else None
     app_name = target.get("application_name") or APPLICATION_NAME
     sampler, sampler_failed = shared_sampler, None
@@ -349,36 +308,26 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], events: 
     session = _Session(
         config=config, events=events, stop=stop, target=target,
         settings=StrategySettings(target=_strategy_target(
-                                      config, relay.target_for(target) if relay else target),
+                                      config, workload,
+                                      relay.target_for(target) if relay else target),
                                   workers=config.workers, pool_min=config.pool_min,
                                   pool_max=config.pool_max,
                                   acquire_timeout_s=config.acquire_timeout_s),
-        admin=admin, workload=workload, before=before,
+        admin=admin, workload=workload,
         probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
         server_cores=server_cores, started=started, environment=environment,
         public=public, relay=relay)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
-    if config.scripts and any(cls.script_mode(config.protocol, prepared_statements=True)
-                              .typed_params for cls in classes):
-        # Asked once, before any strategy's window: nothing of it is in a cross-check.
-        session.text_params = admin.call(lambda c: describe_parameters(c, config.scripts))
     session.harness = _harness(session, classes)
     if relay is not None and config.rtt_ms is not None:
         concurrency = min(config.workers, max(c.connections_needed(
             workers=config.workers, pool_min=config.pool_min, pool_max=config.pool_max)
             for c in classes))
         session.rtt = session.optional("injected round trip (--rtt)", lambda: check_rtt(
-            _strategy_target(config, target), session.settings.target,
+            _strategy_target(config, workload, target), session.settings.target,
             asked_ms=config.rtt_ms, concurrency=concurrency))
     return session
-
-
-def _make_pgbench_tables(config: RunConfig, target: ConnectionTarget) -> None:
-    """On a server poolbench started for the run: pgbench's built-ins get pgbench's tables
-    at ``--scale``, made as ``poolbench init`` makes them."""
-    if any(s.builtin for s in config.scripts):
-        init_tables(find_pgbench(), target, scale=config.scale)
 
 
 def _relay(config: RunConfig, target: ConnectionTarget,
@@ -493,9 +442,8 @@ def _measure_strategies(session: _Session,
             prepared_statements=parts[0].prepared_statements,
             pooler=combine.pooler_checks([w.pooler for w in parts]),
             activity=combine.activities([w.activity for w in parts]),
-            protocol_note=cls.script_mode(
-                config.protocol, prepared_statements=parts[0].prepared_statements).note
-            if config.scripts else None)
+            protocol_note=session.workload.protocol_note(
+                cls, prepared_statements=parts[0].prepared_statements))
         session.done = tuple(sorted((*session.done, result), key=lambda s: order[s.name]))
         session.events.strategy_finished.fire(results=session.assemble(session.done,
                                                                        partial=True))
@@ -510,12 +458,11 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
     config, sampler, admin = session.config, session.sampler, session.admin
     try:
         with _open_route(session, route_name) as route:
-            # A mix works on rows made for it first (not measured, outside the
-            # cross-check's window), tagged with the run's tag like every row.
-            mix_rows = (admin.call(lambda c: make_rows(c, config.table, session.workload,
-                                                       config.rows))
-                        if config.mix else ())
-            plan = _script_plan(config, cls, route.prepared_statements, session.text_params)
+            # What the window needs is made first (a mix's rows: not measured, outside
+            # the cross-check's window, tagged with the run's tag like every row).
+            work = session.workload.window(admin, cls,
+                                           prepared_statements=route.prepared_statements)
+            plan = work.plan
             statements = (identify(admin.call, plan, installed=session.probe.has_statements)
                           if plan is not None else None)
             counters_before = session.probe.snapshot(statements)
@@ -527,10 +474,9 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
             measurement = run_strategy(
                 cls, replace(session.settings, target=route.target,
                              prepared_statements=route.prepared_statements),
-                workload=session.workload, rows=config.rows, warmup=config.warmup,
-                trials=config.trials, events=session.events, stop=session.stop,
-                pace=config.pace, processes=config.processes, cluster=session.cluster,
-                window=trial, mix=config.mix, mix_rows=mix_rows, scripts=plan,
+                work=work, warmup=config.warmup, trials=config.trials, events=session.events,
+                stop=session.stop, pace=config.pace, processes=config.processes,
+                cluster=session.cluster, window=trial,
                 label=cls.name if route_name == "direct" else f"{cls.name}@{route_name}")
             activity = (session.optional("server activity sampler", sampler.stop)
                         if sampler is not None else None)
@@ -547,7 +493,7 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
         raise
     # The route's PgBouncer has stopped: its server connections have exited and
     # published their counters.
-    check = _cross_check(session.probe, counters_before, measurement, plan, statements,
+    check = _cross_check(session.probe, counters_before, measurement, work, statements,
                          through_pooler=route_name != "direct",
                          sampler_statements=(sampler.statements - sampled_before)
                          if sampler else 0,
@@ -591,7 +537,8 @@ def _open_route(session: _Session, route_name: str) -> AbstractContextManager[Ro
     config = session.config
     by_server = (session.relay is not None and route_name != "direct"
                  and config.pooler_near == "server")
-    route = open_route(route_name, _strategy_target(config, session.target) if by_server
+    route = open_route(route_name, _strategy_target(config, session.workload, session.target)
+                       if by_server
                        else session.settings.target,
                        pool_size=config.effective_pooler_size,
                        max_clients=2 * config.workers + PGBOUNCER_SPARE_CLIENTS,
@@ -614,13 +561,13 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
     config = session.config
     if config.baseline != "pgbench" or session.stop.is_set():
         return None
-    if config.scripts:
+    if session.workload.baseline == "scripts":
         return _calibrate_scripts(session, done)
     session.events.calibration_started.fire(seconds=config.baseline_seconds * 6)
     try:
         calibrated = session.optional("pgbench calibration", lambda: calibrate(
             session.admin, session.relay.target_for(session.target) if session.relay
-            else session.target, session.workload, clients=config.workers,
+            else session.target, session.workload.table, clients=config.workers,
             seconds=config.baseline_seconds, stop=session.stop))
     finally:
         session.delete_own_rows()
@@ -706,37 +653,16 @@ def _is_local(target: ConnectionTarget) -> bool:
     return host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/")
 
 
-def _unused_workload(admin: AdminSession, table: str, first: str) -> Workload:
-    """A run tag no row of the table carries yet, ``first`` if none does: the sweep by tag
-    then deletes only ours."""
-    tag = first
-    while True:
-        workload = Workload(table, tag)
-        tag = new_run_tag()
-        prefix = workload.prefix
-        if admin.call(lambda c, prefix=prefix: count_own_rows(c, table, prefix)) == 0:
-            return workload
-
-
-def _strategy_target(config: RunConfig, target: ConnectionTarget) -> ConnectionTarget:
+def _strategy_target(config: RunConfig, workload: Workload,
+                     target: ConnectionTarget) -> ConnectionTarget:
     """The target the strategies connect to: the run's, plus ``--statement-timeout``, and
-    read-only sessions for scripts on a server poolbench did not start."""
-    if _read_only(config):
+    read-only sessions where the workload asks (scripts on a server poolbench did not
+    start)."""
+    if workload.read_only():
         target = target.with_settings(default_transaction_read_only="on")
     if config.statement_timeout_s is None:
         return target
     return target.with_settings(statement_timeout=str(round(config.statement_timeout_s * 1000)))
-
-
-def _script_plan(config: RunConfig, cls: type[StrategyInfo], prepared_statements: bool,
-                 text_params: tuple[tuple[str, tuple[bool, ...]], ...]) -> ScriptPlan | None:
-    """The scripts as one strategy on one route runs them (None: the CRUD workload)."""
-    if not config.scripts:
-        return None
-    return ScriptPlan(config.scripts,
-                      cls.script_mode(config.protocol, prepared_statements=prepared_statements),
-                      scale=config.scale, seed=config.script_seed, read_only=_read_only(config),
-                      text_params=text_params)
 
 
 def _attempts(m: StrategyMeasurement) -> int:
@@ -745,7 +671,7 @@ def _attempts(m: StrategyMeasurement) -> int:
 
 
 def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement,
-                 plan: ScriptPlan | None = None, statements: ScriptStatements | None = None,
+                 work: WindowWork, statements: ScriptStatements | None = None,
                  *, through_pooler: bool = False,
                  sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included); a run of
@@ -757,17 +683,8 @@ def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurem
         return None
     quiet = probe.wait_quiet(since=before, any_name=through_pooler)
     after = probe.snapshot(statements)
-    ops: Counter[str] = Counter()
-    for phase in m.phases:  # a mix's kinds ("mix:create") count as their phase's
-        ops[phase.phase.removeprefix("mix:")] += phase.ops
-    scripts = None
-    if plan is not None:
-        each = per_run(plan.files)
-        scripts = ScriptCounts(
-            committed=sum(ops[kind] * each[kind][0] for kind in each),
-            rolled_back=sum(ops[kind] * each[kind][1] for kind in each),
-            extra=plan.mode.extra or m.strategy.pooler_extra,
-            prepared=plan.mode.protocol == "prepared")
+    ops = work.ops_by_phase([(phase.phase, phase.ops) for phase in m.phases])
+    scripts = work.script_counts(ops, strategy_extra=m.strategy.pooler_extra)
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
                    connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
                    probe=probe, through_pooler=through_pooler,
@@ -1007,7 +924,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                                                         + HEADROOM_CONNECTIONS), tls=config.tls)
             target = server.start()
             stack.callback(server.stop)
-            _make_pgbench_tables(config, target)
+            make_builtin_tables(config, target)
         elif config.tls:
             target = target.requiring_tls()
         events = RunEvents()

@@ -494,7 +494,7 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
     from poolbench.db.clone import clone_name, drop_leftover_clone
     from poolbench.db.workload import (
         RUN_TAG,
-        Workload,
+        RunTable,
         count_own_rows,
         delete_own_rows,
         quote_ident,
@@ -510,7 +510,7 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
         raise ConfigError("cleanup needs the database the run used: give --dsn, DATABASE_URL, "
                           "the seed's .env variables or PG* (an embedded server is gone with "
                           "its rows)")
-    prefix = Workload(table, run_tag).prefix
+    prefix = RunTable(table, run_tag).prefix
     clone = drop_leftover_clone(target, run_tag)
     if clone == "dropped":
         click.echo(f"dropped database {clone_name(run_tag)} (the --clone of run {run_tag})")

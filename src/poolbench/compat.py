@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.pool
 
 from poolbench.config import SEED_VARIABLES, read_env_file
-from poolbench.db.workload import Workload, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, ensure_table, new_run_tag
 from poolbench.results import PHASES
 
 
@@ -39,7 +39,7 @@ class BaseDBManager(ABC):
 
     def __init__(self, db_config: dict[str, Any] | None = None) -> None:
         self.db_config = dict(DB_CONFIG if db_config is None else db_config)
-        self._statements = Workload(TABLE, "").statements()
+        self._statements = RunTable(TABLE, "").statements()
 
     @abstractmethod
     def get_connection(self) -> Any: ...
@@ -112,7 +112,7 @@ def setup_database(db_config: dict[str, Any] | None = None) -> None:
 def run_crud_tests(manager: BaseDBManager, num_data_points: int,
                    num_workers: int) -> dict[str, float]:
     """Create, read, update, delete ``num_data_points`` users; seconds per phase."""
-    workload = Workload(TABLE, new_run_tag())
+    workload = RunTable(TABLE, new_run_tag())
     creates = workload.create_params(0, num_data_points)
     results: dict[str, float] = {}
     ids: list[int] = []

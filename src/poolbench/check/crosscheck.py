@@ -47,6 +47,7 @@ from poolbench.db.admin import ADMIN_APPLICATION_NAME, AdminSession
 from poolbench.db.workload import quote_ident
 from poolbench.measure.sampler import SAMPLER_APPLICATION_NAME
 from poolbench.results import Check, CrossCheck
+from poolbench.workloads.base import ScriptCounts
 
 QUIET_TIMEOUT_S = 15.0  # longest wait for closed backends to leave pg_stat_activity
 QUIET_POLL_S = 0.01
@@ -74,18 +75,6 @@ class ServerCounters:
     other_clients: frozenset[int] = frozenset()
     # Scripts: pg_stat_statements calls of each of their statements (None: not read)
     script_calls: StatementCalls | None = None
-
-
-@dataclass(frozen=True)
-class ScriptCounts:
-    """What a strategy's script runs should have made the server count: the transactions
-    their complete runs committed and rolled back, and what the strategy or its driver adds
-    of its own in this mode, if anything (then the counts are shown, not checked)."""
-
-    committed: int
-    rolled_back: int
-    extra: str | None = None
-    prepared: bool = False  # the driver prepares the statements (-M prepared, asyncpg)
 
 
 class ServerProbe:

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from poolbench.check.calibrate import described, find_pgbench, pgbench_figure, workload_command
+from poolbench.check.calibrate import described, pgbench_figure, workload_command
 from poolbench.config import ScriptFile
+from poolbench.db.binaries import find_pgbench
 from poolbench.db.target import ConnectionTarget
 from poolbench.measure.executor import StopFlag
 from poolbench.results import Calibration, PgbenchFigure

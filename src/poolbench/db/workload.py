@@ -105,7 +105,7 @@ class ScriptMode:
 
 
 @dataclass(frozen=True)
-class Workload:
+class RunTable:
     """The statements and row naming of one run against one table."""
 
     table: str
@@ -224,7 +224,7 @@ def delete_own_rows(conn: Any, table: str, prefix: str) -> int:
                      (prefix,))
 
 
-def make_rows(conn: Any, table: str, workload: Workload, rows: int) -> tuple[int, ...]:
+def make_rows(conn: Any, table: str, workload: RunTable, rows: int) -> tuple[int, ...]:
     """``rows`` rows of the run (one statement), for a mixed workload to start on."""
     name = f"{workload.prefix}m"
     return tuple(r[0] for r in _query(

@@ -30,10 +30,10 @@ from poolbench.environment import package_versions
 from poolbench.errors import ConfigError, ConnectError, PoolbenchError, WorkerProcessError
 from poolbench.measure.executor import OnProgress, PhaseRun, StopFlag, in_process_executor
 from poolbench.measure.metrics import now_ns
-from poolbench.measure.phase import PhaseSpec
 from poolbench.measure.processes import portable_error, process_settings, share
 from poolbench.strategies import load_strategy
 from poolbench.strategies.base import Strategy, StrategySettings
+from poolbench.workloads.phase import PhaseSpec
 
 POLL_S = 0.05  # how often the coordinator asks nodes whether their phase has finished
 CONNECT_TIMEOUT_S = 10.0  # how long to wait for a scheduler to answer (--cluster-timeout)

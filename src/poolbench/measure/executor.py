@@ -3,7 +3,7 @@
 Sync strategies run on a ``ThreadPoolExecutor`` of ``--workers`` threads (as in
 the seed); async strategies on ``--workers`` asyncio tasks in one event loop.
 Each worker pulls the next operation from a shared
-:class:`~poolbench.measure.phase.WorkSource` and records into its own
+:class:`~poolbench.workloads.phase.WorkSource` and records into its own
 :class:`OperationRecorder`; the phase clock starts once every worker exists and
 waits, and stops when the last one finishes.
 
@@ -37,8 +37,8 @@ from poolbench.measure.metrics import (
     StatementCounters,
     now_ns,
 )
-from poolbench.measure.phase import MixSource, PhaseSpec, ScriptSource, WorkSource
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
+from poolbench.workloads.phase import MixSource, PhaseSpec, ScriptSource, WorkSource
 from poolbench.workloads.scripted import ScriptClient, run_ending_error
 
 PROGRESS_EVERY = 16  # operations a worker finishes between two progress events

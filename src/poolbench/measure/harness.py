@@ -13,10 +13,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from poolbench.db.workload import Statement, Workload
+from poolbench.db.workload import RunTable, Statement
 from poolbench.measure.executor import OnProgress, in_process_executor
-from poolbench.measure.phase import PhaseSpec
 from poolbench.strategies.base import AsyncStrategy, Strategy, StrategySettings, SyncStrategy
+from poolbench.workloads.phase import PhaseSpec
 
 SAMPLE_OPERATIONS = 20_000
 # Measurements of SAMPLE_OPERATIONS each; the lowest is reported (timeit's rule: higher ones
@@ -73,7 +73,7 @@ def harness_us_per_op(kind: str, workers: int, on_progress: OnProgress,
     settings = StrategySettings(target=None, workers=workers, pool_min=0,  # type: ignore[arg-type]
                                 pool_max=workers, acquire_timeout_s=float("inf"))
     executor = in_process_executor(null, settings, stop=threading.Event())
-    spec = PhaseSpec("read", Statement("read", "", True), Workload("null", "pb00000000"), 0,
+    spec = PhaseSpec("read", Statement("read", "", True), RunTable("null", "pb00000000"), 0,
                      count=operations, ids=(1,))
     try:
         executor.open()

@@ -30,9 +30,9 @@ from poolbench.db.target import redact
 from poolbench.errors import PoolbenchError, ServerError, WorkerProcessError
 from poolbench.measure.executor import OnProgress, PhaseRun, StopFlag, in_process_executor
 from poolbench.measure.metrics import now_ns
-from poolbench.measure.phase import PhaseSpec
 from poolbench.strategies import load_strategy
 from poolbench.strategies.base import Strategy, StrategySettings
+from poolbench.workloads.phase import PhaseSpec
 
 GO_AHEAD_S = 0.005  # every process waits at the barrier; all start this much after "go"
 POLL_S = 0.1  # how often the parent looks at its stop flag while children work

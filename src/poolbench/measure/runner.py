@@ -6,19 +6,18 @@ several processes of either (:mod:`poolbench.measure.processes`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from poolbench.config import Pace
-from poolbench.db.workload import Workload
 from poolbench.events import RunEvents
 from poolbench.measure.cluster import ClusterExecutor, ClusterNodes
-from poolbench.measure.executor import PhaseExecutor, StopFlag, in_process_executor
-from poolbench.measure.metrics import PhaseMeasurement
-from poolbench.measure.phase import PhaseSpec
+from poolbench.measure.executor import PhaseExecutor, PhaseRun, StopFlag, in_process_executor
+from poolbench.measure.metrics import OperationRecorder, PhaseMeasurement
 from poolbench.measure.processes import ProcessExecutor
-from poolbench.results import PHASES
 from poolbench.strategies.base import Strategy, StrategySettings
-from poolbench.workloads.scripted import ScriptPlan
+from poolbench.workloads.base import PhaseOutcome, WindowWork
+from poolbench.workloads.phase import PhaseSpec
 
 
 def make_executor(cls: type[Strategy], settings: StrategySettings, *, stop: StopFlag,
@@ -49,22 +48,19 @@ class StrategyMeasurement:
     window_stats: tuple[dict[str, int], ...] = ()
 
 
-def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: Workload,
-                 rows: int, warmup: int, trials: int, events: RunEvents,
+def run_strategy(cls: type[Strategy], settings: StrategySettings, *, work: WindowWork,
+                 warmup: int, trials: int, events: RunEvents,
                  stop: threading.Event | None = None, pace: Pace | None = None,
                  processes: int = 1, label: str | None = None,
                  cluster: ClusterNodes | None = None,
-                 window: int | None = None, mix: tuple[tuple[str, int], ...] = (),
-                 mix_rows: tuple[int, ...] = (),
-                 scripts: ScriptPlan | None = None) -> StrategyMeasurement:
-    """Open the strategy, run warm-up then counted trials of the four phases, close it.
+                 window: int | None = None) -> StrategyMeasurement:
+    """Open the strategy, run warm-up then counted trials of ``work`` (its workload's
+    phases for this window), close it.
 
     ``window`` (``--interleave``, which runs strategies a counted trial at a time) runs
     only counted trial number ``window``, after ``warmup`` warm-up trials of its own: each
     window opens a fresh pool, and a fresh pool is cold. Trials are numbered in the order
-    the strategy runs them, across windows. With ``mix``, a trial is one mixed phase over
-    ``mix_rows`` (rows made for it), whose survivors the next trial takes on. With
-    ``scripts``, a trial is one phase of script runs (``rows`` of them, or ``--duration``).
+    the strategy runs them, across windows.
 
     Setting ``stop`` makes every worker finish its current operation and stop;
     the strategy then closes and returns what it measured, marked interrupted.
@@ -80,18 +76,9 @@ def run_strategy(cls: type[Strategy], settings: StrategySettings, *, workload: W
     open_s = 0.0
     try:
         open_s = executor.open()
-        live = list(mix_rows)
         for trial, warm in trial_plan(warmup=warmup, trials=trials, window=window):
-            if scripts is not None:
-                if not _run_script_trial(executor, label, workload, trial, warm, rows,
-                                         pace.of_trial(warm), events, stop, measured, scripts):
-                    break
-            elif mix:
-                if not _run_mix_trial(executor, label, workload, trial, warm, rows,
-                                      pace.of_trial(warm), events, stop, measured, mix, live):
-                    break
-            elif not _run_trial(executor, label, workload, trial, warm, rows,
-                                pace.of_trial(warm), events, stop, measured):
+            driver = _TrialDriver(executor, label, trial, warm, events, stop, measured)
+            if not work.run_trial(trial, pace.of_trial(warm), driver):
                 break
     finally:
         executor.close()
@@ -111,75 +98,31 @@ def trial_plan(*, warmup: int, trials: int,
     return (*((first + j, True) for j in range(warmup)), (warmup + window, False))
 
 
-def _run_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
-               warmup: bool, rows: int, pace: Pace, events: RunEvents, stop: threading.Event,
-               measured: list[PhaseMeasurement]) -> bool:
-    """Run the four phases of one trial; False if the stop event cut it short."""
-    statements = workload.statements()
-    ids: tuple[int, ...] = ()
-    for phase in PHASES:
-        spec = PhaseSpec.of(phase, statements[phase], workload, trial, rows=rows, ids=ids,
-                            pace=pace)
-        events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase=phase,
-                                  total=spec.expected)
-        run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
-        if stop.is_set():
-            return False
-        if phase == "create":
-            ids = tuple(run.created)
-        m = PhaseMeasurement.merge(phase=phase, trial=trial, warmup=warmup,
-                                   elapsed_s=run.elapsed_s, recorders=run.recorders)
-        measured.append(m)
-        events.phase_finished.fire(measurement=m)
-    return True
+@dataclass
+class _TrialDriver:
+    """One trial's phases, as its workload asks for them: each runs on the executor
+    between the phase events; what the workload files as measured becomes a
+    :class:`PhaseMeasurement` (warm-ups marked) announced by ``phase_finished``."""
 
+    executor: PhaseExecutor
+    label: str
+    trial: int
+    warmup: bool
+    events: RunEvents
+    stop: threading.Event
+    phases: list[PhaseMeasurement]  # every phase measured so far, in order
 
-def _run_mix_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
-                   warmup: bool, rows: int, pace: Pace, events: RunEvents,
-                   stop: threading.Event, measured: list[PhaseMeasurement],
-                   mix: tuple[tuple[str, int], ...], live: list[int]) -> bool:
-    """One mixed phase (``rows`` operations, or ``--duration``); measured per kind."""
-    statements = workload.statements()
-    spec = PhaseSpec("mix", statements["read"], workload, trial,
-                     count=None if pace.duration_s is not None else rows, ids=tuple(live),
-                     pace=pace, mix=mix, statements=tuple(statements.values()))
-    events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase="mix",
-                              total=spec.expected)
-    run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
-    if stop.is_set():
-        return False
-    live[:] = run.created  # the rows still alive: the next trial's to touch
-    # Kinds in the mix's order; creates made because no row was free are shown even when
-    # the mix has none, so every operation the server counted is in a kind.
-    kinds = [kind for kind, _ in mix]
-    if "create" not in kinds and any(r.kind == "create" and (r.ok or r.errors)
-                                     for r in run.recorders):
-        kinds.append("create")
-    for kind in kinds:
-        m = PhaseMeasurement.merge(phase=f"mix:{kind}", trial=trial, warmup=warmup,
-                                   elapsed_s=run.elapsed_s,
-                                   recorders=[r for r in run.recorders if r.kind == kind])
-        measured.append(m)
-        events.phase_finished.fire(measurement=m)
-    return True
+    def run(self, spec: PhaseSpec) -> PhaseRun | None:
+        events = self.events
+        events.phase_started.fire(strategy=self.label, trial=self.trial, warmup=self.warmup,
+                                  phase=spec.phase, total=spec.expected)
+        run = self.executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
+        return None if self.stop.is_set() else run
 
-
-def _run_script_trial(executor: PhaseExecutor, name: str, workload: Workload, trial: int,
-                      warmup: bool, runs: int, pace: Pace, events: RunEvents,
-                      stop: threading.Event, measured: list[PhaseMeasurement],
-                      plan: ScriptPlan) -> bool:
-    """One phase of scripts (``runs`` script runs, or ``--duration``), measured per script
-    (``script:NAME``, in the order given); summed into ``mix`` by the summary."""
-    spec = PhaseSpec.of_scripts(plan, workload, trial, runs=runs, pace=pace)
-    events.phase_started.fire(strategy=name, trial=trial, warmup=warmup, phase="mix",
-                              total=spec.expected)
-    run = executor.run_phase(spec, lambda n: events.progress.fire(advance=n))
-    if stop.is_set():
-        return False
-    for kind in plan.kinds:
-        m = PhaseMeasurement.merge(phase=kind, trial=trial, warmup=warmup,
-                                   elapsed_s=run.elapsed_s,
-                                   recorders=[r for r in run.recorders if r.kind == kind])
-        measured.append(m)
-        events.phase_finished.fire(measurement=m)
-    return True
+    def measured(self, phase: str, outcome: PhaseOutcome,
+                 recorders: Sequence[OperationRecorder]) -> None:
+        assert isinstance(outcome, PhaseRun)
+        m = PhaseMeasurement.merge(phase=phase, trial=self.trial, warmup=self.warmup,
+                                   elapsed_s=outcome.elapsed_s, recorders=list(recorders))
+        self.phases.append(m)
+        self.events.phase_finished.fire(measurement=m)

@@ -18,13 +18,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from poolbench.config import ScriptFile
-from poolbench.db.workload import ScriptMode, Statement
+from poolbench.config import Pace, ScriptFile
+from poolbench.db.binaries import find_pgbench
+from poolbench.db.pgbench_tables import init_tables
+from poolbench.db.workload import RunTable, ScriptMode, Statement
 from poolbench.errors import ConfigError
+from poolbench.workloads.base import ScriptCounts, TrialDriver, WindowWork, Workload
+from poolbench.workloads.phase import PhaseSpec
 from poolbench.workloads.script import (
     BUILTIN_SCRIPTS,
     ParamStyle,
@@ -41,6 +45,12 @@ from poolbench.workloads.script import (
 )
 from poolbench.workloads.script.functions import value_text
 from poolbench.workloads.script.interp import default_seed_of
+
+if TYPE_CHECKING:
+    from poolbench.config import RunConfig
+    from poolbench.db.admin import AdminSession
+    from poolbench.db.target import ConnectionTarget
+    from poolbench.strategies.base import StrategyInfo
 
 READ_ONLY_SQL_TRANSACTION = "25006"
 # Class 42 but for a prepared statement that exists already: what a transaction pooler
@@ -263,3 +273,100 @@ def run_ending_error(statement: Statement, exc: BaseException, *,
         return ScriptError(f"{statement.source}: the server refused the statement: {what} "
                            f"(SQLSTATE {code}); {hint}")
     return None
+
+
+def make_builtin_tables(config: RunConfig, target: ConnectionTarget) -> None:
+    """On a server poolbench started (a run's, a sweep's): pgbench's built-ins get
+    pgbench's tables at ``--scale``, made as ``poolbench init`` makes them."""
+    if any(s.builtin for s in config.scripts):
+        init_tables(find_pgbench(), target, scale=config.scale)
+
+
+class ScriptWork(WindowWork):
+    """A window of script runs: one phase per trial (``--rows`` runs, or ``--duration``),
+    measured per script (``script:NAME``, in the order given; the summary sums them into
+    ``mix``); checked by the transactions their complete runs make."""
+
+    def __init__(self, table: RunTable, plan: ScriptPlan, runs: int) -> None:
+        self.table = table
+        self.plan = plan
+        self.runs = runs
+
+    def run_trial(self, trial: int, pace: Pace, driver: TrialDriver) -> bool:
+        plan = self.plan
+        assert plan is not None
+        outcome = driver.run(PhaseSpec.of_scripts(plan, self.table, trial, runs=self.runs,
+                                                  pace=pace))
+        if outcome is None:
+            return False
+        for kind in plan.kinds:
+            driver.measured(kind, outcome, [r for r in outcome.recorders if r.kind == kind])
+        return True
+
+    def script_counts(self, ops: dict[str, int], *,
+                      strategy_extra: str | None) -> ScriptCounts:
+        plan = self.plan
+        assert plan is not None
+        each = per_run(plan.files)
+        return ScriptCounts(committed=sum(ops.get(kind, 0) * each[kind][0] for kind in each),
+                            rolled_back=sum(ops.get(kind, 0) * each[kind][1] for kind in each),
+                            extra=plan.mode.extra or strategy_extra,
+                            prepared=plan.mode.protocol == "prepared")
+
+
+class ScriptWorkload(Workload):
+    """``-f FILE@W`` / ``-b NAME@W``: the user's scripts. They work on their own tables:
+    poolbench makes no table and no row of its own, so there is no data check; on a server
+    poolbench did not start they run in read-only sessions unless the user allows writes
+    (``--allow-writes``) or gives a copy (``--clone``)."""
+
+    name = "scripts"
+    makes_rows = False
+    baseline = "scripts"
+    # Per statement with variables ($n form): which parameters go as text (set_up)
+    text_params: tuple[tuple[str, tuple[bool, ...]], ...] = ()
+
+    def check(self) -> None:
+        """Scripts compile, and their read-only sessions hold on every route."""
+        config = self.config
+        check_scripts(config.scripts, scale=config.scale, seed=config.script_seed)
+        if self.read_only() and config.via != ("direct",):
+            raise ConfigError("scripts run in read-only sessions on a server poolbench did "
+                              "not start, which a pooler's server connections do not carry: "
+                              "use --via direct, or give --allow-writes")
+
+    def read_only(self) -> bool:
+        """Scripts on a server poolbench did not start run in read-only sessions, unless the
+        user allows writes; on an embedded server (this run's, or one a library caller
+        started: its target says so) and in a clone anything goes. A DSN names a server
+        poolbench did not start, whoever did: the embedded server's own DSN given to
+        ``--dsn`` is read-only too."""
+        config = self.config
+        return (not config.allow_writes and not config.clone and config.target is not None
+                and not config.target.embedded)
+
+    def set_up(self, admin: AdminSession, target: ConnectionTarget, *, run_tag: str,
+               embedded: bool, typed_params: bool) -> None:
+        """On a server poolbench started for the run, pgbench's tables for its built-ins;
+        for drivers that encode values by type, which parameters go as text (asked once, before any
+        strategy's window: nothing of it is in a cross-check)."""
+        config = self.config
+        self.table = RunTable(config.table, run_tag)
+        if embedded:
+            make_builtin_tables(config, target)
+        if typed_params:
+            self.text_params = admin.call(lambda c: describe_parameters(c, config.scripts))
+
+    def window(self, admin: AdminSession, strategy: type[StrategyInfo], *,
+               prepared_statements: bool) -> ScriptWork:
+        config = self.config
+        return ScriptWork(self.table, ScriptPlan(
+            config.scripts,
+            strategy.script_mode(config.protocol, prepared_statements=prepared_statements),
+            scale=config.scale, seed=config.script_seed, read_only=self.read_only(),
+            text_params=self.text_params), config.rows)
+
+    def protocol_note(self, strategy: type[StrategyInfo], *,
+                      prepared_statements: bool) -> str | None:
+        return strategy.script_mode(self.config.protocol,
+                                    prepared_statements=prepared_statements).note

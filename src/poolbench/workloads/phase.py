@@ -14,12 +14,15 @@ import itertools
 import random
 import threading
 from dataclasses import dataclass, replace
+from time import perf_counter_ns as now_ns
+from typing import TYPE_CHECKING
 
 from poolbench.config import Pace, script_cycle
-from poolbench.db.workload import Statement, Workload
-from poolbench.measure.metrics import now_ns
+from poolbench.db.workload import RunTable, Statement
 from poolbench.workloads.script import Script
-from poolbench.workloads.scripted import ScriptPlan
+
+if TYPE_CHECKING:
+    from poolbench.workloads.scripted import ScriptPlan
 
 Params = tuple[object, ...]
 
@@ -28,7 +31,7 @@ Params = tuple[object, ...]
 class PhaseSpec:
     phase: str
     statement: Statement
-    workload: Workload
+    workload: RunTable
     trial: int
     count: int | None  # operations in the phase; None: until the duration is up
     ids: tuple[int, ...] = ()  # rows the read/update/delete operations address
@@ -41,7 +44,7 @@ class PhaseSpec:
     scripts: ScriptPlan | None = None  # -f/-b: each operation one run of a script
 
     @classmethod
-    def of(cls, phase: str, statement: Statement, workload: Workload, trial: int, *,
+    def of(cls, phase: str, statement: Statement, workload: RunTable, trial: int, *,
            rows: int, ids: tuple[int, ...], pace: Pace) -> PhaseSpec:
         timed = pace.duration_s is not None and phase != "delete"
         count = (None if timed and (phase == "create" or ids)
@@ -49,7 +52,7 @@ class PhaseSpec:
         return cls(phase, statement, workload, trial, count, ids, pace)
 
     @classmethod
-    def of_scripts(cls, plan: ScriptPlan, workload: Workload, trial: int, *, runs: int,
+    def of_scripts(cls, plan: ScriptPlan, workload: RunTable, trial: int, *, runs: int,
                    pace: Pace) -> PhaseSpec:
         """One phase of scripts: ``runs`` script runs, or ``--duration``."""
         return cls("mix", SCRIPTS, workload, trial,
