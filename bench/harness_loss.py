@@ -30,9 +30,9 @@ from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 from poolbench.measure.executor import in_process_executor
-from poolbench.workloads.phase import PhaseSpec
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.strategies import StrategySettings, load_strategy
+from poolbench.workloads.phase import PhaseSpec
 
 WORKERS = 8
 ROUNDS = 5  # alternating measurements per side; the best of each is kept

@@ -23,8 +23,8 @@ def child(operations: int) -> None:
     from poolbench.db.server import EmbeddedServer
     from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
     from poolbench.measure.executor import ThreadExecutor
-    from poolbench.workloads.phase import PhaseSpec
     from poolbench.strategies import StrategySettings, load_strategy
+    from poolbench.workloads.phase import PhaseSpec
 
     with EmbeddedServer(max_connections=50) as server:
         admin = AdminSession(server.target)

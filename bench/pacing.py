@@ -24,9 +24,9 @@ from poolbench.config import Pace
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
-from poolbench.workloads.phase import PhaseSpec
 from poolbench.measure.processes import ProcessExecutor
 from poolbench.strategies import StrategySettings, load_strategy
+from poolbench.workloads.phase import PhaseSpec
 
 RATE = 400.0
 STRATEGIES = ("psycopg:pool", "asyncpg:pool")

@@ -330,12 +330,12 @@ def test_fifty_workers_counts_merge_to_every_operation() -> None:
     """Each worker records into its own recorder (no lock per operation) and hands its counts
     on once a second and at the end; merged, they are every operation, once: the operation
     count, each histogram's total, the per-second series and the progress reported."""
-    from poolbench.db.workload import Statement, RunTable
+    from poolbench.db.workload import RunTable, Statement
     from poolbench.measure.executor import in_process_executor
     from poolbench.measure.harness import NullStrategy
     from poolbench.measure.metrics import PhaseMeasurement, pairs
-    from poolbench.workloads.phase import PhaseSpec
     from poolbench.strategies import StrategySettings
+    from poolbench.workloads.phase import PhaseSpec
 
     operations, workers = 5_000, 50
     settings = StrategySettings(target=None, workers=workers, pool_min=0,  # type: ignore[arg-type]

@@ -19,10 +19,10 @@ from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag, quote_ident
 from poolbench.measure.metrics import PhaseMeasurement, now_ns
-from poolbench.workloads.phase import PhaseSpec, WorkSource
 from poolbench.measure.processes import GO_AHEAD_S, ProcessExecutor
 from poolbench.results import LatencySummary
 from poolbench.strategies import StrategySettings, load_strategy
+from poolbench.workloads.phase import PhaseSpec, WorkSource
 
 
 def never_before_due(scheduled: LatencySummary | None, latency: LatencySummary) -> None:

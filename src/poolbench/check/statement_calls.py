@@ -42,7 +42,7 @@ from poolbench.workloads.script import (
     SqlStep,
     TxRole,
 )
-from poolbench.workloads.scripted import ScriptPlan
+from poolbench.workloads.script.plan import ScriptPlan
 
 _QUERY_ID = re.compile(r"Query Identifier: (-?\d+)")
 # pg_stat_statements keeps a statement's text without its closing semicolon

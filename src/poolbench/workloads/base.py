@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from poolbench.db.target import ConnectionTarget
     from poolbench.strategies.base import StrategyInfo
     from poolbench.workloads.phase import PhaseSpec
-    from poolbench.workloads.scripted import ScriptPlan
+    from poolbench.workloads.script.plan import ScriptPlan
 
 
 class PhaseOutcome(Protocol):

@@ -22,7 +22,7 @@ from poolbench.db.workload import RunTable, Statement
 from poolbench.workloads.script import Script
 
 if TYPE_CHECKING:
-    from poolbench.workloads.scripted import ScriptPlan
+    from poolbench.workloads.script.plan import ScriptPlan
 
 Params = tuple[object, ...]
 

@@ -16,7 +16,6 @@ missing table or column, a missing privilege).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ from poolbench.workloads.script import (
     parse_weighted,
 )
 from poolbench.workloads.script.functions import value_text
-from poolbench.workloads.script.interp import default_seed_of
+from poolbench.workloads.script.plan import ScriptPlan
 
 if TYPE_CHECKING:
     from poolbench.config import RunConfig
@@ -111,34 +110,6 @@ def _read(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"-f {path}: cannot read it ({type(exc).__name__}); check its "
                           "permissions and that it is UTF-8 text") from None
-
-
-@dataclass(frozen=True)
-class ScriptPlan:
-    """What a phase of scripts needs, as plain data (it crosses process boundaries: the
-    texts travel, each process parses them again): the scripts, how the strategy sends
-    their statements, ``:scale``, the run's seed, and whether sessions are read-only."""
-
-    files: tuple[ScriptFile, ...]
-    mode: ScriptMode
-    scale: int = 1
-    seed: int = 0
-    read_only: bool = False
-    # typed_params modes: per statement ($n text), which parameters go as text
-    text_params: tuple[tuple[str, tuple[bool, ...]], ...] = ()
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        """Each script's phase name (``script:NAME``), in the order given."""
-        return tuple(f"script:{f.name}" for f in self.files)
-
-    def parse(self) -> tuple[Script, ...]:
-        return tuple(parse_script(f.text, name=f.path) for f in self.files)
-
-    @property
-    def default_seed(self) -> int:
-        """``:default_seed`` (the seed of ``hash()``): one for the whole run."""
-        return default_seed_of(self.seed)
 
 
 def per_run(files: Sequence[ScriptFile]) -> dict[str, tuple[int, int]]:
