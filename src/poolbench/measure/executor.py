@@ -87,19 +87,15 @@ class PhaseExecutor(Protocol):
 class _Worker:
     """One worker's loop, shared by threads and tasks up to the call that runs an operation."""
 
-    def __init__(self, spec: PhaseSpec, leak_threshold_s: float,
+    def __init__(self, source: WorkSource, leak_threshold_s: float,
                  sinks: dict[str, PhaseSink]) -> None:
         self.rec = OperationRecorder(leak_threshold_s, "", sinks[""])
-        # A mix records each kind apart (its recorder's ``kind``); else one recorder. An
-        # operation that finds no row free makes one, so a mix can always create. Scripts
-        # record each script apart.
-        kinds = (dict.fromkeys(spec.scripts.kinds) if spec.scripts is not None
-                 else dict.fromkeys([*(kind for kind, _ in spec.mix), "create"]) if spec.mix
-                 else {})
+        # A source with kinds (a mix's statements, scripts) records each apart (its
+        # recorder's ``kind``); else one recorder.
         self.recs = {kind: OperationRecorder(leak_threshold_s, kind, sinks[kind])
-                     for kind in kinds}
+                     for kind in source.kinds}
         self.created: list[int] = []
-        self.keep = spec.phase == "create"
+        self.keep = source.keeps_rows
         self.done = 0
         self.clients: list[ScriptClient] = []
         self.fatal: PoolbenchError | None = None  # what ended the run (scripts)
@@ -167,7 +163,7 @@ class ThreadExecutor(_InProcessExecutor):
 
     def run_phase(self, spec: PhaseSpec, on_progress: OnProgress,
                   gate: StartGate = now_ns) -> PhaseRun:
-        source = _source(spec)
+        source = spec.source()
         sinks: dict[str, PhaseSink] = defaultdict(PhaseSink)
         ready = threading.Barrier(self.workers + 1, action=lambda: source.start(gate()))
         strategy, stop, statement = self.strategy, self.stop, spec.statement
@@ -175,7 +171,7 @@ class ThreadExecutor(_InProcessExecutor):
         ended = threading.Event()  # a worker met an error that ends the run
 
         def script_worker() -> _Worker:
-            w = _Worker(spec, self.leak_threshold_s, sinks)
+            w = _Worker(source, self.leak_threshold_s, sinks)
             assert isinstance(source, ScriptSource) and spec.scripts is not None
             w.compile_scripts(source, next(numbers))
             if w.fatal is not None:
@@ -201,7 +197,7 @@ class ThreadExecutor(_InProcessExecutor):
             return w
 
         def mix_worker() -> _Worker:
-            w = _Worker(spec, self.leak_threshold_s, sinks)
+            w = _Worker(source, self.leak_threshold_s, sinks)
             ready.wait()
             w.start(source.start_ns)
             assert isinstance(source, MixSource)
@@ -218,7 +214,7 @@ class ThreadExecutor(_InProcessExecutor):
             return w
 
         def worker() -> _Worker:
-            w = _Worker(spec, self.leak_threshold_s, sinks)
+            w = _Worker(source, self.leak_threshold_s, sinks)
             ready.wait()
             w.start(source.start_ns)
             while not stop.is_set() and (item := source.next()) is not None:
@@ -231,7 +227,7 @@ class ThreadExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        body = script_worker if spec.scripts else mix_worker if spec.mix else worker
+        body = {"statement": worker, "mix": mix_worker, "script": script_worker}[source.loop]
         futures = [self._threads.submit(body) for _ in range(self.workers)]
         ready.wait()  # every thread exists and waits: the clock starts now (barrier action)
         finished = [f.result() for f in futures]
@@ -267,7 +263,7 @@ class AsyncioExecutor(_InProcessExecutor):
 
     async def _phase(self, spec: PhaseSpec, on_progress: OnProgress,
                      gate: StartGate) -> PhaseRun:
-        source = _source(spec)
+        source = spec.source()
         sinks: dict[str, PhaseSink] = defaultdict(PhaseSink)
         waiting = 0
         all_waiting, go = asyncio.Event(), asyncio.Event()
@@ -277,7 +273,7 @@ class AsyncioExecutor(_InProcessExecutor):
 
         async def ready() -> _Worker:
             nonlocal waiting, ended
-            w = _Worker(spec, self.leak_threshold_s, sinks)
+            w = _Worker(source, self.leak_threshold_s, sinks)
             if isinstance(source, ScriptSource):
                 w.compile_scripts(source, next(numbers))
                 ended = ended or w.fatal is not None
@@ -339,7 +335,7 @@ class AsyncioExecutor(_InProcessExecutor):
             on_progress(w.done % PROGRESS_EVERY)
             return w
 
-        body = script_worker if spec.scripts else mix_worker if spec.mix else worker
+        body = {"statement": worker, "mix": mix_worker, "script": script_worker}[source.loop]
         tasks = [asyncio.ensure_future(body()) for _ in range(self.workers)]
         await all_waiting.wait()  # every task exists and waits: the clock starts now
         source.start(gate())
@@ -353,12 +349,6 @@ class AsyncioExecutor(_InProcessExecutor):
                 self._loop.run_until_complete(self.strategy.close())
         finally:
             self._loop.close()
-
-
-def _source(spec: PhaseSpec) -> WorkSource:
-    if spec.scripts is not None:
-        return ScriptSource(spec)
-    return MixSource(spec) if spec.mix else WorkSource(spec)
 
 
 def _phase_run(source: WorkSource, finished: list[_Worker],
@@ -384,8 +374,7 @@ def _phase_run(source: WorkSource, finished: list[_Worker],
             for kind in HISTOGRAMS:
                 setattr(rec, kind, sink.counts(kind))
             carried.add(rec.kind)
-    created = (source.live.remaining() if isinstance(source, MixSource)
-               else [i for w in finished for i in w.created])
+    created = source.alive([i for w in finished for i in w.created])
     return PhaseRun(source.start_ns, end, recorders, created, [source.start_ns])
 
 

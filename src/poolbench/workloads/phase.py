@@ -72,6 +72,12 @@ class PhaseSpec:
         ids = self.ids[part::parts] if self.mix else self.ids
         return replace(self, offset=part, stride=parts, ids=ids)
 
+    def source(self) -> WorkSource:
+        """A fresh source of this phase's operations (one per phase in each process)."""
+        if self.scripts is not None:
+            return ScriptSource(self)
+        return MixSource(self) if self.mix else WorkSource(self)
+
     @property
     def expected(self) -> int | None:
         """Operations this phase will attempt, when known in advance (progress bars)."""
@@ -87,7 +93,17 @@ class WorkSource:
 
     ``next`` is safe to call from many threads: ``itertools.count`` advances
     atomically under the GIL, so each operation number goes to one worker.
+
+    What the executor's workers do with each operation is one of three shapes, named by
+    ``loop``, each timed by the executor (acquire, the work, release) and written out
+    there for speed: ``statement``, one statement per operation (its row checked);
+    ``mix``, one statement chosen per operation, its row booked (:class:`MixSource`);
+    ``script``, one run of a script, its statements in order (:class:`ScriptSource`).
+    ``kinds``: what each worker records apart (none: one recorder for the phase).
     """
+
+    loop = "statement"
+    kinds: tuple[str, ...] = ()
 
     def __init__(self, spec: PhaseSpec) -> None:
         self.spec = spec
@@ -102,6 +118,15 @@ class WorkSource:
         duration = self.spec.pace.duration_s
         if duration is not None and self.spec.count is None:
             self.deadline_ns = self.start_ns + int(duration * 1e9)
+
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether its operations' results are rows to keep (a create phase's ids)."""
+        return self.spec.phase == "create"
+
+    def alive(self, created: list[int]) -> list[int]:
+        """The rows the phase leaves for the next one, from those its workers kept."""
+        return created
 
     def next(self) -> tuple[Params, int | None] | None:
         """The next operation's parameters and scheduled start (None: not paced); None at end."""
@@ -170,9 +195,12 @@ class ScriptSource(WorkSource):
     fixed shuffled cycle of the weights over their common divisor, so every cycle holds
     them exactly. The scripts are parsed here, once per phase in each process."""
 
+    loop = "script"
+
     def __init__(self, spec: PhaseSpec) -> None:
         super().__init__(spec)
         assert spec.scripts is not None
+        self.kinds = spec.scripts.kinds
         self.scripts: tuple[Script, ...] = spec.scripts.parse()
         counts = script_cycle(tuple(f.weight for f in spec.scripts.files))
         cycle = [i for i, n in enumerate(counts) for _ in range(n)]
@@ -197,8 +225,12 @@ class MixSource(WorkSource):
     """A mixed phase: each operation's kind by weight (pgbench's ``script@weight``, as a
     fixed shuffled cycle of 100 so every 100 operations hold the weights exactly)."""
 
+    loop = "mix"
+
     def __init__(self, spec: PhaseSpec) -> None:
         super().__init__(spec)
+        # An operation that finds no row free makes one, so a mix can always create.
+        self.kinds = tuple(dict.fromkeys([*(kind for kind, _ in spec.mix), "create"]))
         self.live = LiveRows(spec.ids)
         by_kind = {s.phase: s for s in spec.statements}
         total = sum(w for _, w in spec.mix)
@@ -226,6 +258,13 @@ class MixSource(WorkSource):
                 return statement, (taken,), scheduled, taken
             statement = self.create  # no row free to touch: make one instead
         return statement, spec.workload.create_row(spec.trial, number), scheduled, None
+
+    @property
+    def keeps_rows(self) -> bool:
+        return False  # its rows are booked in ``live``
+
+    def alive(self, created: list[int]) -> list[int]:
+        return self.live.remaining()
 
     def settle(self, statement: Statement, result: int | None, taken: int | None) -> None:
         """Book the operation's row: a new one, one given back, or one gone."""
