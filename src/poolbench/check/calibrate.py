@@ -196,9 +196,9 @@ def _find(pattern: str, text: str) -> str:
 
 
 # pgbench's per-script report (printResults, printed when it runs several scripts):
-# "SQL script N: DESC", then since PostgreSQL 15
-# " - number of transactions actually processed: COUNT (tps = TPS)" (not printed for a
-# script that ran no transaction), before it " - COUNT transactions (P% of total, tps = TPS)".
+# "SQL script N: DESC", then (pgbench 10 to 17) " - COUNT transactions (P% of total, tps =
+# TPS)"; pgbench's development source after 17 prints " - number of transactions actually
+# processed: COUNT (tps = TPS)" instead, and nothing for a script that ran no transaction.
 SCRIPT_HEADER = re.compile(r"^SQL script (\d+): ", re.MULTILINE)
 SCRIPT_TPS = re.compile(r"^ - (?:number of transactions actually processed: (\d+) \(|"
                         r"(\d+) transactions \([\d.]+% of total, )tps = ([\d.]+)\)$",
@@ -229,23 +229,29 @@ def calibrate(admin: AdminSession, target: ConnectionTarget, workload: RunTable,
               clients: int, seconds: float, stop: StopFlag | None = None,
               rate: float | None = None) -> Calibration | None:
     """pgbench's figures for every script, persistent and with -C, at ``clients``;
-    None if ``stop`` was set before all of them ran. ``rate`` (``--rate``: operations per
-    second, each CRUD phase paced on its own): each script's ``-R`` is ``rate`` over the
-    operations one of its runs stands for, so that insert+delete (a create and a delete)
-    runs the server's statements at the rate the create and delete phases do."""
+    None if ``stop`` was set before all of them ran; ``rate``: ``--rate``, each script
+    paced as :func:`script_rate` says."""
     pgbench = find_pgbench()
     first, last = create_rows(admin, workload, max(MIN_READ_ROWS, clients * 10))
-    operations = dict(CRUD_PHASES)
     figures: list[PgbenchFigure] = []
     for name, text in scripts(workload, first, last).items():
         for connect_each in (False, True):
             figure = run_pgbench(pgbench, target, text, name, clients=clients, seconds=seconds,
                                  connect_each=connect_each, stop=stop,
-                                 rate=None if rate is None else rate / len(operations[name]))
+                                 rate=script_rate(name, rate))
             if figure is None:
                 return None
             figures.append(figure)
     return Calibration(pgbench=described(pgbench), figures=tuple(figures))
+
+
+def script_rate(name: str, rate: float | None) -> float | None:
+    """A CRUD script's ``-R`` under ``--rate`` (operations per second, each CRUD phase
+    paced on its own): ``rate`` over the operations one run of the script stands for, so
+    that insert+delete (a create and a delete) runs the server's statements at the rate
+    the create and delete phases do, and its ratio (against the pair's throughput) is 1
+    when both keep up."""
+    return None if rate is None else rate / len(dict(CRUD_PHASES)[name])
 
 
 def described(pgbench: Path) -> str:
