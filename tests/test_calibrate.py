@@ -101,7 +101,7 @@ def test_under_rate_each_crud_script_runs_paced_per_operation(
     assert script_rate("read", None) is None
     recorder, keep = recording_pgbench(tmp_path, RECORDING_PGBENCH)
     admin = AdminSession(target)
-    workload = Workload(table, new_run_tag())
+    workload = RunTable(table, new_run_tag())
     try:
         admin.call(lambda c: ensure_table(c, table))
         first, last = create_rows(admin, workload, 1000)
