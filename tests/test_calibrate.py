@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import recording_pgbench
 
-from poolbench.check.calibrate import create_rows, run_pgbench, scripts
+from poolbench.check.calibrate import create_rows, run_pgbench, script_rate, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
@@ -90,3 +90,27 @@ def test_calibration_runs_pgbench_as_typed_by_hand_and_keeps_its_figures(
     assert figure.connection_ms == float(_printed(
         r"^(?:average|initial) connection time = ([\d.]+) ms", out))
     assert figure.connect_each == connect_each and figure.clients == 1
+
+
+def test_under_rate_each_crud_script_runs_paced_per_operation(
+        tmp_path: Path, target: ConnectionTarget, table: str) -> None:
+    """--rate R paces each CRUD phase at R operations per second: pgbench gets -R R for the
+    read and update scripts, R/2 for insert+delete (one run: a create and a delete)."""
+    assert [script_rate(name, 300) for name in ("read", "update", "insert+delete")] == \
+        [300, 300, 150]
+    assert script_rate("read", None) is None
+    recorder, keep = recording_pgbench(tmp_path, RECORDING_PGBENCH)
+    admin = AdminSession(target)
+    workload = RunTable(table, new_run_tag())
+    try:
+        admin.call(lambda c: ensure_table(c, table))
+        first, last = create_rows(admin, workload, 1000)
+        figure = run_pgbench(recorder, target, scripts(workload, first, last)["read"], "read",
+                             clients=1, seconds=1, connect_each=False,
+                             rate=script_rate("insert+delete", 300))
+    finally:
+        admin.call(lambda c: delete_own_rows(c, table, workload.prefix))
+        admin.close()
+    assert figure is not None and figure.rate == 150
+    argv = (keep / "argv").read_text().splitlines()
+    assert argv[argv.index("-R") + 1] == "150"

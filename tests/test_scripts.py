@@ -338,60 +338,81 @@ sys.exit(proc.returncode)
 def test_baseline_runs_the_same_scripts_in_pgbench_and_keeps_its_tps(
         tmp_path: Path, quiet_target: ConnectionTarget) -> None:
     """pgbench gets the scripts' texts with their weights, -M, -c, -T, -s and the seed,
-    the password only in its environment; its figure is the tps pgbench printed."""
+    --rate as -R (both per second over all clients), the password only in its environment;
+    its figure is the tps pgbench printed, and each script's the tps printed for it."""
     from poolbench.check.script_baseline import calibrate_scripts
 
     recorder, keep = recording_pgbench(tmp_path, RECORDING_PGBENCH)
     files = scripts(**{"read.sql": (READ, 3), "two.sql": ("SELECT 2;\n", 1)})
     cal = calibrate_scripts(quiet_target, files, protocol="extended", scale=2, seed=7,
-                            clients=2, seconds=1, pgbench=recorder)
+                            clients=2, seconds=1, pgbench=recorder, rate=400)
     assert cal is not None
     argv = (keep / "argv").read_text().splitlines()  # the -C run's, the last
     flags = [a.rsplit("/", 1)[-1] if "@" in a else a for a in argv
              if not a.startswith(("-l", "--log-prefix=", "--sampling-rate="))]
     assert flags == ["-n", "-f", "read.sql@3", "-f", "two.sql@1", "-s", "2", "--random-seed=7",
-                     "-c", "2", "-j", str(min(2, os.cpu_count() or 1)), "-T", "1",
+                     "-c", "2", "-j", str(min(2, os.cpu_count() or 1)), "-T", "1", "-R", "400",
                      "-M", "extended", "-C", "-h", quiet_target.get("host"),
                      "-p", quiet_target.get("port"), "-U", quiet_target.get("user"),
                      quiet_target.dbname]
     assert (keep / "scripts").read_text().split("\0") == [READ, "SELECT 2;\n"]
     assert quiet_target.password and quiet_target.password not in " ".join(argv)
     assert (keep / "env").read_text() == "PGPASSWORD set"
-    assert cal.workload == "-f read.sql@3 -f two.sql@1 -M extended -s 2 --random-seed=7"
+    assert cal.workload == ("-f read.sql@3 -f two.sql@1 -M extended -s 2 --random-seed=7 "
+                            "-R 400")
     out = (keep / "stdout").read_text()
     figure = cal.figure("scripts", connect_each=True)
     assert figure.tps == float(re.search(r"^tps = ([\d.]+) ", out, re.MULTILINE).group(1))
     assert figure.transactions == int(re.search(
         r"^number of transactions actually processed: (\d+)", out, re.MULTILINE).group(1))
     assert [f.connect_each for f in cal.figures] == [False, True]
+    assert [f.rate for f in cal.figures] == [400, 400]
+    # pgbench 17 prints each script's figures under "SQL script N: FILE" (its development
+    # source says it in other words, which check/calibrate.py reads too)
+    printed = re.findall(r"^SQL script (\d): .*/(\S+)\n(?: - .*\n)*? - (\d+) transactions "
+                         r"\([\d.]+% of total, tps = ([\d.]+)\)$", out, re.MULTILINE)
+    assert [(s.phase, s.transactions, s.tps) for s in figure.scripts] == [
+        (f"script:{name}", int(n), float(tps)) for _, name, n, tps in printed], out
+    assert [number for number, *_ in printed] == ["1", "2"]
 
 
 def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
         tmp_path: Path, quiet_target: ConnectionTarget) -> None:
+    """Under --rate pgbench runs paced (-R, said in the results); each strategy's whole
+    phase and each script's phase against pgbench's tps of the whole and of that script."""
     (tmp_path / "read.sql").write_text(READ)
+    (tmp_path / "two.sql").write_text("SELECT 2;\n")
     result = run_cli("run", "--dsn", quiet_target.conninfo(), "-f", "read.sql@2",
+                     "-f", "two.sql@1", "--rate", "150",
                      "--strategies", "psycopg:pool,psycopg:none", "-w", "2", "--pool-max", "2",
                      "--warmup", "0", "--trials", "1", "--duration", "1", "--baseline",
                      "pgbench", "--no-chart", "--sample-interval", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "pgbench on the same server and your scripts: -f read.sql@2 -M simple" in \
-        result.stdout
+    assert "pgbench on the same server and your scripts: -f read.sql@2 -f two.sql@1 -M simple" \
+        in result.stdout
+    assert "paced: --rate given to pgbench as -R" in result.stdout
     data = json.loads((tmp_path / "reports" / "results.json").read_text())
     schema = json.loads(resources.files("poolbench").joinpath("results.schema.json").read_text())
     jsonschema.validate(data, schema)  # script phases (mix, script:NAME) included
     cal = data["calibration"]
-    assert cal["workload"] == "-f read.sql@2 -M simple -s 1 --random-seed=0"
+    assert cal["workload"] == "-f read.sql@2 -f two.sql@1 -M simple -s 1 --random-seed=0 -R 150"
     figures = {f["connect_each"]: f for f in cal["figures"]}
     assert {f["script"] for f in figures.values()} == {"scripts"}
-    mix = {s["name"]: next(p for p in s["phases"] if p["phase"] == "mix")
-           for s in data["strategies"]}
+    assert {f["rate"] for f in figures.values()} == {150}
+    phases = {s["name"]: {p["phase"]: p for p in s["phases"]} for s in data["strategies"]}
     ratios = {r["strategy"]: r for r in cal["ratios"]}
     assert set(ratios) == {"psycopg:pool", "psycopg:none"}
     for name, against, connect_each in (("psycopg:pool", "persistent", False),
                                         ("psycopg:none", "connect", True)):
         assert ratios[name]["script"] == "scripts" and ratios[name]["against"] == against
         assert ratios[name]["throughput"] == round(
-            mix[name]["throughput_ops_s"] / figures[connect_each]["tps"], 3)
+            phases[name]["mix"]["throughput_ops_s"] / figures[connect_each]["tps"], 3)
+        pgbench_tps = {s["phase"]: s["tps"] for s in figures[connect_each]["scripts"]}
+        assert list(pgbench_tps) == ["script:read.sql", "script:two.sql"]
+        assert ratios[name]["scripts"] == [
+            {"phase": phase, "throughput": round(
+                phases[name][phase]["throughput_ops_s"] / tps, 3)}
+            for phase, tps in pgbench_tps.items()]
 
 
 SEEDED = """\\set r random(1, 1000000000)

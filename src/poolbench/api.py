@@ -568,7 +568,7 @@ def _calibrate(session: _Session, done: tuple[StrategyResult, ...]) -> Calibrati
         calibrated = session.optional("pgbench calibration", lambda: calibrate(
             session.admin, session.relay.target_for(session.target) if session.relay
             else session.target, session.workload.table, clients=config.workers,
-            seconds=config.baseline_seconds, stop=session.stop))
+            seconds=config.baseline_seconds, stop=session.stop, rate=config.rate))
     finally:
         session.delete_own_rows()
     return None if calibrated is None else replace(calibrated, ratios=ratios(calibrated, done))
@@ -578,13 +578,15 @@ def _calibrate_scripts(session: _Session, done: tuple[StrategyResult, ...]
                        ) -> Calibration | None:
     """The run's scripts run by pgbench (check/script_baseline.py), for ``--duration``
     seconds (else ``--baseline-seconds``), in the strategies' sessions (read-only ones
-    included); each strategy's whole phase of scripts against pgbench's tps."""
+    included), paced with ``-R`` as ``--rate`` paces the strategies; each strategy's whole
+    phase of scripts against pgbench's tps, and each script's against pgbench's tps of it."""
     config = session.config
     seconds = config.duration_s or config.baseline_seconds
     session.events.calibration_started.fire(seconds=2 * max(1, round(seconds)))
     calibrated = session.optional("pgbench calibration", lambda: calibrate_scripts(
         session.settings.target, config.scripts, protocol=config.protocol, scale=config.scale,
-        seed=config.script_seed, clients=config.workers, seconds=seconds, stop=session.stop))
+        seed=config.script_seed, clients=config.workers, seconds=seconds, stop=session.stop,
+        rate=config.rate))
     return None if calibrated is None else replace(
         calibrated, ratios=ratios(calibrated, done, SCRIPT_PHASES))
 

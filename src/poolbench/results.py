@@ -183,6 +183,16 @@ class ConnectCost:
 
 
 @dataclass(frozen=True)
+class ScriptTps:
+    """One script of a pgbench run of several, as pgbench printed it (``SQL script N: ...``):
+    the transactions of that script it completed and their rate over the whole run."""
+
+    phase: str  # poolbench's kind for the same script: script:NAME
+    transactions: int
+    tps: float
+
+
+@dataclass(frozen=True)
 class PgbenchFigure:
     """One pgbench run: a script at a client count, persistent or connect-per-transaction."""
 
@@ -196,6 +206,19 @@ class PgbenchFigure:
     # for persistent runs holds a 2% sample of the transactions (--sampling-rate)
     latency: LatencySummary
     connection_ms: float  # -C: average connection time; persistent: initial connection time
+    # --rate: the -R pgbench was given (transactions per second over all its clients, as
+    # poolbench paces its operations); None: pgbench ran as fast as it could
+    rate: float | None = None
+    # With scripts: each script's own figures (in -f/-b order)
+    scripts: tuple[ScriptTps, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScriptRatio:
+    """One script's throughput (its ``script:NAME`` phase) over pgbench's tps of it."""
+
+    phase: str
+    throughput: float  # > 1: poolbench ran more of this script per second
 
 
 @dataclass(frozen=True)
@@ -209,6 +232,7 @@ class Ratio:
     p50: float  # > 1: poolbench was slower at the median
     p99: float
     connect: float | None = None  # no-pool strategies: mean connect time / pgbench -C's
+    scripts: tuple[ScriptRatio, ...] = ()  # with scripts: each one's throughput ratio
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from poolbench.db.admin import AdminSession
@@ -38,7 +38,16 @@ from poolbench.db.workload import RunTable, quote_ident
 from poolbench.errors import ServerError
 from poolbench.measure.executor import StopFlag
 from poolbench.measure.metrics import BucketCounts, bucket_index
-from poolbench.results import Calibration, LatencySummary, PgbenchFigure, Ratio, StrategyResult
+from poolbench.results import (
+    Calibration,
+    LatencySummary,
+    PgbenchFigure,
+    PhaseResult,
+    Ratio,
+    ScriptRatio,
+    ScriptTps,
+    StrategyResult,
+)
 
 STOP_POLL_S = 0.05  # how often a waiting run looks at its stop flag
 # Persistent runs log a sample of their transactions: writing a line for each of ~100,000
@@ -77,24 +86,32 @@ def create_rows(admin: AdminSession, workload: RunTable, rows: int) -> tuple[int
 
 
 def pgbench_command(pgbench: Path, target: ConnectionTarget, script: Path, log_prefix: Path, *,
-                    clients: int, seconds: float,
-                    connect_each: bool) -> tuple[list[str], dict[str, str]]:
+                    clients: int, seconds: float, connect_each: bool,
+                    rate: float | None = None) -> tuple[list[str], dict[str, str]]:
     """pgbench's arguments and environment for one run of a CRUD script."""
     return workload_command(pgbench, target, ["-f", str(script)], log_prefix, clients=clients,
                             seconds=seconds, connect_each=connect_each,
-                            protocol="simple" if connect_each else "prepared")
+                            protocol="simple" if connect_each else "prepared", rate=rate)
+
+
+def rate_args(rate: float | None) -> list[str]:
+    """``-R RATE`` for ``--rate`` (both count per second over all clients: pgbench divides
+    its -R among its threads), as a person types it; none when unpaced."""
+    if rate is None:
+        return []
+    return ["-R", str(int(rate)) if float(rate).is_integer() else repr(float(rate))]
 
 
 def workload_command(pgbench: Path, target: ConnectionTarget, workload: list[str],
                      log_prefix: Path, *, clients: int, seconds: float, connect_each: bool,
-                     protocol: str) -> tuple[list[str], dict[str, str]]:
+                     protocol: str, rate: float | None = None) -> tuple[list[str], dict[str, str]]:
     """pgbench's arguments and environment for one run of ``workload`` (its ``-f``/``-b``
     arguments, and any option of the scripts' own): as a person types them, plus the
     per-transaction log. The password goes through the environment, never the command
-    line (db/pgbench_connection.py)."""
+    line (db/pgbench_connection.py). ``rate``: pgbench's ``-R``, paced as ``--rate``."""
     args = [str(pgbench), "-n", *workload, "-c", str(clients),
             "-j", str(min(clients, os.cpu_count() or 1)), "-T", str(max(1, round(seconds))),
-            "-M", protocol, "-l", f"--log-prefix={log_prefix}",
+            *rate_args(rate), "-M", protocol, "-l", f"--log-prefix={log_prefix}",
             *(["-C"] if connect_each else [f"--sampling-rate={LOG_SAMPLING_RATE}"]),
             *connection_flags(target), target.dbname]
     return args, connection_env(target)
@@ -102,26 +119,30 @@ def workload_command(pgbench: Path, target: ConnectionTarget, workload: list[str
 
 def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str, *,
                 clients: int, seconds: float, connect_each: bool,
-                stop: StopFlag | None = None) -> PgbenchFigure | None:
-    """One pgbench run of a CRUD script, or None if ``stop`` was set meanwhile."""
+                stop: StopFlag | None = None, rate: float | None = None) -> PgbenchFigure | None:
+    """One pgbench run of a CRUD script, or None if ``stop`` was set meanwhile; ``rate``:
+    its ``-R``."""
 
     def command(folder: Path) -> tuple[list[str], dict[str, str]]:
         path = folder / "script.sql"
         path.write_text(script)
         return pgbench_command(pgbench, target, path, folder / "log", clients=clients,
-                               seconds=seconds, connect_each=connect_each)
+                               seconds=seconds, connect_each=connect_each, rate=rate)
 
     return pgbench_figure(command, target, name, clients=clients, seconds=seconds,
-                          connect_each=connect_each, stop=stop)
+                          connect_each=connect_each, stop=stop, rate=rate)
 
 
 def pgbench_figure(command: Callable[[Path], tuple[list[str], dict[str, str]]],
                    target: ConnectionTarget, name: str, *, clients: int, seconds: float,
                    connect_each: bool, stop: StopFlag | None = None,
-                   what: str = "") -> PgbenchFigure | None:
+                   what: str = "", rate: float | None = None,
+                   script_phases: Sequence[str] = ()) -> PgbenchFigure | None:
     """One pgbench run, ``command(folder)`` its arguments and environment (its files and
     log prefix in ``folder``, a temporary folder), or None if ``stop`` was set meanwhile
-    (pgbench is then stopped). Its tps and transactions are the figures pgbench printed.
+    (pgbench is then stopped). Its tps and transactions are the figures pgbench printed;
+    ``rate`` is the ``-R`` the command gave it. ``script_phases``: poolbench's phase for
+    each of the command's scripts, in order, whose own figures are then read too.
 
     pgbench runs in a session of its own, so a terminal's Ctrl-C reaches poolbench
     only, which stops pgbench and cleans up as after any interrupted phase.
@@ -162,7 +183,9 @@ def pgbench_figure(command: Callable[[Path], tuple[list[str], dict[str, str]]],
     hist = counts.to_hdr()
     return PgbenchFigure(script=name, connect_each=connect_each, clients=clients,
                          seconds=seconds, transactions=transactions, tps=tps,
-                         latency=LatencySummary.of(hist), connection_ms=conn_ms)
+                         latency=LatencySummary.of(hist), connection_ms=conn_ms, rate=rate,
+                         scripts=per_script(stdout, script_phases, transactions=transactions,
+                                            tps=tps))
 
 
 def _find(pattern: str, text: str) -> str:
@@ -172,21 +195,63 @@ def _find(pattern: str, text: str) -> str:
     return match.group(1)
 
 
+# pgbench's per-script report (printResults, printed when it runs several scripts):
+# "SQL script N: DESC", then (pgbench 10 to 17) " - COUNT transactions (P% of total, tps =
+# TPS)"; pgbench's development source after 17 prints " - number of transactions actually
+# processed: COUNT (tps = TPS)" instead, and nothing for a script that ran no transaction.
+SCRIPT_HEADER = re.compile(r"^SQL script (\d+): ", re.MULTILINE)
+SCRIPT_TPS = re.compile(r"^ - (?:number of transactions actually processed: (\d+) \(|"
+                        r"(\d+) transactions \([\d.]+% of total, )tps = ([\d.]+)\)$",
+                        re.MULTILINE)
+
+
+def per_script(stdout: str, phases: Sequence[str], *, transactions: int,
+               tps: float) -> tuple[ScriptTps, ...]:
+    """Each script's transactions and tps as pgbench printed them, named by ``phases`` (in
+    -f/-b order). pgbench prints none for a single script: its figures are the run's."""
+    if len(phases) <= 1:
+        return tuple(ScriptTps(phase=p, transactions=transactions, tps=tps) for p in phases)
+    headers = list(SCRIPT_HEADER.finditer(stdout))
+    if [int(h.group(1)) for h in headers] != list(range(1, len(phases) + 1)):
+        raise ServerError(f"cannot read pgbench's output: {len(phases)} scripts given, "
+                          f"{len(headers)} 'SQL script N:' sections printed")
+    found: list[ScriptTps] = []
+    for phase, header, after in zip(phases, headers, [*headers[1:], None]):
+        block = stdout[header.end():after.start() if after is not None else len(stdout)]
+        match = SCRIPT_TPS.search(block)
+        found.append(ScriptTps(phase=phase, transactions=0, tps=0.0) if match is None else
+                     ScriptTps(phase=phase, transactions=int(match.group(1) or match.group(2)),
+                               tps=float(match.group(3))))
+    return tuple(found)
+
+
 def calibrate(admin: AdminSession, target: ConnectionTarget, workload: RunTable, *,
-              clients: int, seconds: float, stop: StopFlag | None = None) -> Calibration | None:
+              clients: int, seconds: float, stop: StopFlag | None = None,
+              rate: float | None = None) -> Calibration | None:
     """pgbench's figures for every script, persistent and with -C, at ``clients``;
-    None if ``stop`` was set before all of them ran."""
+    None if ``stop`` was set before all of them ran; ``rate``: ``--rate``, each script
+    paced as :func:`script_rate` says."""
     pgbench = find_pgbench()
     first, last = create_rows(admin, workload, max(MIN_READ_ROWS, clients * 10))
     figures: list[PgbenchFigure] = []
     for name, text in scripts(workload, first, last).items():
         for connect_each in (False, True):
             figure = run_pgbench(pgbench, target, text, name, clients=clients, seconds=seconds,
-                                 connect_each=connect_each, stop=stop)
+                                 connect_each=connect_each, stop=stop,
+                                 rate=script_rate(name, rate))
             if figure is None:
                 return None
             figures.append(figure)
     return Calibration(pgbench=described(pgbench), figures=tuple(figures))
+
+
+def script_rate(name: str, rate: float | None) -> float | None:
+    """A CRUD script's ``-R`` under ``--rate`` (operations per second, each CRUD phase
+    paced on its own): ``rate`` over the operations one run of the script stands for, so
+    that insert+delete (a create and a delete) runs the server's statements at the rate
+    the create and delete phases do, and its ratio (against the pair's throughput) is 1
+    when both keep up."""
+    return None if rate is None else rate / len(dict(CRUD_PHASES)[name])
 
 
 def described(pgbench: Path) -> str:
@@ -207,7 +272,9 @@ def ratios(calibration: Calibration, strategies: tuple[StrategyResult, ...],
     ones against ``-C``; each of pgbench's figures (by script) against the phases
     ``compared`` names for it. The insert+delete script is compared with create then
     delete: throughput of the pair (1 / (1/create + 1/delete)) and the sum of their
-    latencies."""
+    latencies. Under ``--rate`` the latencies are from each operation's scheduled start,
+    as pgbench's under ``-R`` are. A figure with scripts of its own (``script:NAME``)
+    also compares each script's phase with pgbench's tps of that script."""
     found: list[Ratio] = []
     for s in strategies:
         phases = {p.phase: p for p in s.phases}
@@ -226,10 +293,21 @@ def ratios(calibration: Calibration, strategies: tuple[StrategyResult, ...],
             if connect_each and ref.connection_ms > 0:
                 connect = round(sum(p.acquire.mean_us for p in ours) / len(ours) / 1000
                                 / ref.connection_ms, 3)
+            latencies = [_as_pgbench_times(p) for p in ours]
             found.append(Ratio(
                 strategy=s.name, script=script, against=against,
                 throughput=round(tps / ref.tps, 3),
-                p50=round(sum(p.latency.p50_us for p in ours) / ref.latency.p50_us, 3),
-                p99=round(sum(p.latency.p99_us for p in ours) / max(ref.latency.p99_us, 1), 3),
-                connect=connect))
+                p50=round(sum(lat.p50_us for lat in latencies) / ref.latency.p50_us, 3),
+                p99=round(sum(lat.p99_us for lat in latencies) / max(ref.latency.p99_us, 1), 3),
+                connect=connect,
+                scripts=tuple(ScriptRatio(phase=own.phase, throughput=round(
+                    phases[own.phase].throughput_ops_s / own.tps, 3))
+                    for own in ref.scripts if own.tps > 0 and own.phase in phases)))
     return tuple(found)
+
+
+def _as_pgbench_times(phase: PhaseResult) -> LatencySummary:
+    """The phase's latencies as pgbench times its transactions: from the scheduled start
+    under a rate (pgbench -R: "calculated from the scheduled start times"), else from
+    the actual one."""
+    return phase.scheduled if phase.scheduled is not None else phase.latency

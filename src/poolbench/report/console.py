@@ -7,7 +7,16 @@ from rich.table import Table
 from rich.text import Text
 
 from poolbench.report.seed_line import run_sentences
-from poolbench.results import STATEMENT_CALLS, Check, ConnectCost, Finding, RunResults
+from poolbench.results import (
+    STATEMENT_CALLS,
+    Calibration,
+    Check,
+    ConnectCost,
+    Finding,
+    PgbenchFigure,
+    Ratio,
+    RunResults,
+)
 
 STYLES = {"line": "", "detail": "dim", "warning": "yellow", "note": "dim"}
 
@@ -300,32 +309,72 @@ def _render_pooler(results: RunResults, console: Console) -> None:
                       "max_prepared_statements[/]", highlight=False)
 
 
+def calibration_paced(cal: Calibration) -> bool:
+    """Whether pgbench ran paced (``--rate``, given to it as ``-R``)."""
+    return any(f.rate is not None for f in cal.figures)
+
+
+PACED_NOTE = ("paced: --rate given to pgbench as -R (per second over all clients); "
+              "latencies from each operation's scheduled start, as pgbench's")
+
+
+def rate_cell(figure: PgbenchFigure) -> str:
+    """The -R pgbench was given (blank: unpaced)."""
+    if figure.rate is None:
+        return ""
+    return f"{figure.rate:,.0f}" if figure.rate.is_integer() else f"{figure.rate:,.3f}"
+
+
+def calibration_by_script(cal: Calibration) -> bool:
+    """Whether pgbench ran several scripts, each with figures of its own."""
+    return any(len(f.scripts) > 1 for f in cal.figures)
+
+
+def figure_scripts_cell(figure: PgbenchFigure) -> str:
+    """pgbench's tps of each script, in order (``read.sql 812``)."""
+    return ", ".join(f"{s.phase.removeprefix('script:')} {s.tps:,.0f}" for s in figure.scripts)
+
+
+def ratio_scripts_cell(ratio: Ratio) -> str:
+    """Each script's throughput ratio, in order (``read.sql 0.93x``)."""
+    return ", ".join(f"{s.phase.removeprefix('script:')} {s.throughput:.2f}x"
+                     for s in ratio.scripts)
+
+
 def _render_calibration(results: RunResults, console: Console) -> None:
     """pgbench's figures on the same server, then each strategy as a ratio of them."""
     cal = results.calibration
     if cal is None:
         return
+    paced, by_script = calibration_paced(cal), calibration_by_script(cal)
     on = f"your scripts: {cal.workload}" if cal.workload else "statements"
-    table = Table(title=f"pgbench on the same server and {on} — {cal.pgbench}")
-    for col in ("script", "connections", "clients", "tps", "p50 ms", "p99 ms", "connect ms"):
-        table.add_column(col, justify="left" if col in ("script", "connections") else "right")
+    table = Table(title=f"pgbench on the same server and {on} — {cal.pgbench}"
+                        + (f" ({PACED_NOTE})" if paced else ""))
+    for col in ("script", "connections", "clients", "tps", "p50 ms", "p99 ms", "connect ms",
+                *(["-R"] if paced else []), *(["tps per script"] if by_script else [])):
+        table.add_column(col, justify="left" if col in ("script", "connections",
+                                                        "tps per script") else "right")
     for f in cal.figures:
         table.add_row(f.script, "new per transaction (-C)" if f.connect_each else "persistent",
                       str(f.clients), f"{f.tps:,.0f}", _ms(f.latency.p50_us),
-                      _ms(f.latency.p99_us), f"{f.connection_ms:.2f}")
+                      _ms(f.latency.p99_us), f"{f.connection_ms:.2f}",
+                      *([rate_cell(f)] if paced else []),
+                      *([figure_scripts_cell(f)] if by_script else []))
     console.print(table)
     if not cal.ratios:
         return
     mine = " on your scripts" if cal.workload else ""
     ratio_table = Table(title=f"poolbench / pgbench{mine} (throughput > 1: faster; latency > 1: "
-                              "slower)")
-    for col in ("strategy", "script", "vs pgbench", "throughput", "p50", "p99", "connect"):
-        ratio_table.add_column(col, justify="left" if col in ("strategy", "script",
-                                                               "vs pgbench") else "right")
+                              "slower)" + (" — paced" if paced else ""))
+    for col in ("strategy", "script", "vs pgbench", "throughput", "p50", "p99", "connect",
+                *(["throughput per script"] if by_script else [])):
+        ratio_table.add_column(col, justify="left" if col in (
+            "strategy", "script", "vs pgbench", "throughput per script") else "right")
     for r in cal.ratios:
         ratio_table.add_row(r.strategy, r.script, r.against, f"{r.throughput:.2f}x",
                             f"{r.p50:.2f}x", f"{r.p99:.2f}x",
-                            f"{r.connect:.2f}x" if r.connect is not None else "")
+                            f"{r.connect:.2f}x" if r.connect is not None else "",
+                            *([ratio_scripts_cell(r)] if by_script else []))
     console.print(ratio_table)
 
 

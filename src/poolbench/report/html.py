@@ -21,9 +21,15 @@ from typing import Any
 from poolbench.measure.metrics import percentile_curve
 from poolbench.report import atomic_write
 from poolbench.report.console import (
+    PACED_NOTE,
     SLICE_NAMES,
     UNACCOUNTED_NAME,
+    calibration_by_script,
+    calibration_paced,
     connect_cost_title,
+    figure_scripts_cell,
+    rate_cell,
+    ratio_scripts_cell,
     round_trips_cell,
 )
 from poolbench.report.seed_line import run_sentences
@@ -174,19 +180,25 @@ def _sections(results: RunResults) -> str:
              "server conns max / pool", "clients waiting max", "maxwait ms", "agrees"], rows))
     cal = results.calibration
     if cal is not None:
+        paced, by_script = calibration_paced(cal), calibration_by_script(cal)
         rows = [[f.script, "new per transaction (-C)" if f.connect_each else "persistent",
                  f.clients, f"{f.tps:,.0f}", _ms(f.latency.p50_us), _ms(f.latency.p99_us),
-                 f"{f.connection_ms:.2f}"] for f in cal.figures]
+                 f"{f.connection_ms:.2f}", *([rate_cell(f)] if paced else []),
+                 *([_esc(figure_scripts_cell(f))] if by_script else [])] for f in cal.figures]
         ratio_rows = [[_esc(r.strategy), r.script, r.against, f"{r.throughput:.2f}x",
                        f"{r.p50:.2f}x", f"{r.p99:.2f}x",
-                       f"{r.connect:.2f}x" if r.connect is not None else ""]
+                       f"{r.connect:.2f}x" if r.connect is not None else "",
+                       *([_esc(ratio_scripts_cell(r))] if by_script else [])]
                       for r in cal.ratios]
         on = f", your scripts: {_esc(cal.workload)}" if cal.workload else ""
         parts.append(f"<h2>pgbench on the same server{on} — {_esc(cal.pgbench)}</h2>"
+                     + (f"<p>{_esc(PACED_NOTE)}</p>" if paced else "")
                      + _table(["script", "connections", "clients", "tps", "p50 ms", "p99 ms",
-                               "connect ms"], rows)
+                               "connect ms", *(["-R"] if paced else []),
+                               *(["tps per script"] if by_script else [])], rows)
                      + _table(["strategy", "script", "vs pgbench", "throughput", "p50", "p99",
-                               "connect"], ratio_rows))
+                               "connect", *(["throughput per script"] if by_script else [])],
+                              ratio_rows))
     parts.extend(_connect_cost(cost) for cost in results.connect_cost)
     if results.not_measured:
         parts.append("<h2>Not measured</h2>" + _table(
