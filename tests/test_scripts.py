@@ -396,6 +396,7 @@ def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
     jsonschema.validate(data, schema)  # script phases (mix, script:NAME) included
     cal = data["calibration"]
     assert cal["workload"] == "-f read.sql@2 -f two.sql@1 -M simple -s 1 --random-seed=0 -R 150"
+    markdown_text = (tmp_path / "reports" / "results.md").read_text()  # the same figures
     figures = {f["connect_each"]: f for f in cal["figures"]}
     assert {f["script"] for f in figures.values()} == {"scripts"}
     assert {f["rate"] for f in figures.values()} == {150}
@@ -413,6 +414,13 @@ def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
             {"phase": phase, "throughput": round(
                 phases[name][phase]["throughput_ops_s"] / tps, 3)}
             for phase, tps in pgbench_tps.items()]
+        cells = ", ".join(f"{phase.removeprefix('script:')} {tps:,.0f}"
+                          for phase, tps in pgbench_tps.items())
+        assert f"| {'new per transaction (-C)' if connect_each else 'persistent'} | 2 | " \
+            f"{figures[connect_each]['tps']:,.0f} |" in markdown_text
+        assert f"| 150 | {cells} |" in markdown_text  # -R, then each script's tps
+        assert f"| `{name}` | scripts | {against} | {ratios[name]['throughput']:.2f}x |" \
+            in markdown_text
 
 
 SEEDED = """\\set r random(1, 1000000000)

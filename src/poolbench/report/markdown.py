@@ -7,9 +7,15 @@ from pathlib import Path
 
 from poolbench.report import atomic_write
 from poolbench.report.console import (
+    PACED_NOTE,
     SLICE_NAMES,
     UNACCOUNTED_NAME,
+    calibration_by_script,
+    calibration_paced,
     connect_cost_title,
+    figure_scripts_cell,
+    rate_cell,
+    ratio_scripts_cell,
     round_trips_cell,
 )
 from poolbench.report.seed_line import run_sentences
@@ -47,6 +53,37 @@ def _connect_cost(cost: ConnectCost) -> list[str]:
               f"{_ms(d.latency.p99_us)} |" if d.latency is not None else
               f"| {d.driver} | {d.concurrency} | not measured: {_cell(d.not_measured)} | |"
               for d in cost.drivers]
+    return lines
+
+
+def _calibration(results: RunResults) -> list[str]:
+    """pgbench's figures on the same server, then each strategy as a ratio of them."""
+    cal = results.calibration
+    if cal is None:
+        return []
+    paced, by_script = calibration_paced(cal), calibration_by_script(cal)
+    on = f"your scripts: `{_cell(cal.workload)}`" if cal.workload else "statements"
+    lines = ["", f"pgbench on the same server and {on} ({_cell(cal.pgbench)})"
+             + (f"; {PACED_NOTE}" if paced else "") + ":", "",
+             "| Script | Connections | Clients | tps | p50 [ms] | p99 [ms] | Connect [ms] |"
+             + (" -R |" if paced else "") + (" tps per script |" if by_script else ""),
+             "|:---|:---|---:|---:|---:|---:|---:|" + ("---:|" if paced else "")
+             + (":---|" if by_script else "")]
+    lines += [f"| {f.script} | {'new per transaction (-C)' if f.connect_each else 'persistent'}"
+              f" | {f.clients} | {f.tps:,.0f} | {_ms(f.latency.p50_us)} | "
+              f"{_ms(f.latency.p99_us)} | {f.connection_ms:.2f} |"
+              + (f" {rate_cell(f)} |" if paced else "")
+              + (f" {figure_scripts_cell(f)} |" if by_script else "") for f in cal.figures]
+    if cal.ratios:
+        lines += ["", "poolbench / pgbench (throughput > 1: faster; latency > 1: slower)"
+                  + (", paced" if paced else "") + ":", "",
+                  "| Strategy | Script | vs pgbench | Throughput | p50 | p99 | Connect |"
+                  + (" Throughput per script |" if by_script else ""),
+                  "|:---|:---|:---|---:|---:|---:|---:|" + (":---|" if by_script else "")]
+        lines += [f"| `{r.strategy}` | {r.script} | {r.against} | {r.throughput:.2f}x | "
+                  f"{r.p50:.2f}x | {r.p99:.2f}x | "
+                  + (f"{r.connect:.2f}x" if r.connect is not None else "") + " |"
+                  + (f" {ratio_scripts_cell(r)} |" if by_script else "") for r in cal.ratios]
     return lines
 
 
@@ -90,6 +127,7 @@ def markdown(results: RunResults) -> str:
                 f"{p.throughput_ops_s:,.0f} | {_ms(p.latency.p50_us)} | {_ms(p.latency.p99_us)} "
                 f"| {_ms(p.acquire.p50_us)} | {_ms(p.execute.p50_us)} | {p.error_count} |")
     lines += _statements(results)
+    lines += _calibration(results)
     for cost in results.connect_cost:
         lines += _connect_cost(cost)
     lines += [f"\n**{m}: not measured:** {_cell(why)}" for m, why in results.not_measured.items()]
