@@ -344,18 +344,29 @@ def _relay(config: RunConfig, target: ConnectionTarget,
 def _server(config: RunConfig, classes: list[type[StrategyInfo]], stack: ExitStack,
             on_server: object) -> tuple[ConnectionTarget, EmbeddedServer | None]:
     """The user's target, or an embedded server sized for the run (stopped with ``stack``)."""
-    if config.target is not None:
-        return (config.target.requiring_tls() if config.tls else config.target), None
     needed = max(max(c.connections_needed(workers=config.workers, pool_min=config.pool_min,
                                           pool_max=config.pool_max),
                      config.pool_max if c.pooled else 0) for c in classes)
-    server = EmbeddedServer(max_connections=max(100, needed + HEADROOM_CONNECTIONS),
-                            keep=config.keep_server, tls=config.tls)
-    target = server.start()
+    return _target_or_server(config.target, tls=config.tls, connections=needed, stack=stack,
+                             keep=config.keep_server, on_server=on_server)
+
+
+def _target_or_server(target: ConnectionTarget | None, *, tls: bool, connections: int,
+                      stack: ExitStack, keep: bool = False, on_server: object = None
+                      ) -> tuple[ConnectionTarget, EmbeddedServer | None]:
+    """``target`` (``sslmode=require`` with ``tls``), or, if None, an embedded server for
+    ``connections`` at once besides poolbench's own (TLS on, with a self-signed
+    certificate, with ``tls``), stopped with ``stack`` unless ``keep``; ``on_server`` is
+    called with it once it is up (the CLI prints a kept server's DSN)."""
+    if target is not None:
+        return (target.requiring_tls() if tls else target), None
+    server = EmbeddedServer(max_connections=max(100, connections + HEADROOM_CONNECTIONS),
+                            keep=keep, tls=tls)
+    started = server.start()
     stack.callback(server.stop)
     if callable(on_server):
         on_server(server)
-    return target, server
+    return started, server
 
 
 def _into_clone(config: RunConfig, target: ConnectionTarget, run_tag: str, stack: ExitStack,
@@ -621,15 +632,9 @@ def measure_connect_cost(*, target: ConnectionTarget | None = None, samples: int
     with a self-signed certificate)."""
     if samples < 1 or not concurrency or min(concurrency) < 1:
         raise ConfigError("--samples and --concurrency must be whole numbers >= 1")
-    if tls and target is not None:
-        target = target.requiring_tls()
     with ExitStack() as stack:
-        if target is None:
-            server = EmbeddedServer(max_connections=max(100, max(concurrency) + 10), tls=tls)
-            target = server.start()
-            stack.callback(server.stop)
-            if callable(on_server):
-                on_server(server)
+        target, _ = _target_or_server(target, tls=tls, connections=max(concurrency),
+                                      stack=stack, on_server=on_server)
         AdminSession(target).close()  # a clear error if it cannot connect at all
         return connect_cost(target, samples=samples, concurrency=concurrency, drivers=drivers)
 
@@ -920,15 +925,11 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
     rounds = max(1, config.trials)
     keys = list(grid)
     with ExitStack() as stack:
-        target = config.target
-        if target is None:
-            server = EmbeddedServer(max_connections=max(100, max(pool_sizes) + max(workers)
-                                                        + HEADROOM_CONNECTIONS), tls=config.tls)
-            target = server.start()
-            stack.callback(server.stop)
+        target, server = _target_or_server(config.target, tls=config.tls,
+                                           connections=max(pool_sizes) + max(workers),
+                                           stack=stack)
+        if server is not None:
             make_builtin_tables(config, target)
-        elif config.tls:
-            target = target.requiring_tls()
         events = RunEvents()
         if callable(on_clone):
             events.clone_ready.add_listener(lambda clone: on_clone(clone))
