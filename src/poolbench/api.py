@@ -299,12 +299,6 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload
         if sampler is not None:
             stack.callback(sampler.close)
     events.run_started.fire(run_tag=workload.run_tag, table=config.table)
-    environment = manifest(facts, embedded=config.target is None)
-    if clone is not None:
-        environment["clone"] = clone.describe()
-    if cluster is not None:
-        environment["cluster"] = cluster.describe(config.workers, config.pool_min,
-                                                  config.pool_max)
     session = _Session(
         config=config, events=events, stop=stop, target=target,
         settings=StrategySettings(target=_strategy_target(
@@ -315,19 +309,40 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload
                                   acquire_timeout_s=config.acquire_timeout_s),
         admin=admin, workload=workload,
         probe=ServerProbe(admin, config.table, app_name), sampler=sampler, cluster=cluster,
-        server_cores=server_cores, started=started, environment=environment,
-        public=public, relay=relay)
+        server_cores=server_cores, started=started,
+        environment=_environment(config, facts, clone, cluster), public=public, relay=relay)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
     session.harness = _harness(session, classes)
-    if relay is not None and config.rtt_ms is not None:
-        concurrency = min(config.workers, max(c.connections_needed(
-            workers=config.workers, pool_min=config.pool_min, pool_max=config.pool_max)
-            for c in classes))
-        session.rtt = session.optional("injected round trip (--rtt)", lambda: check_rtt(
-            _strategy_target(config, workload, target), session.settings.target,
-            asked_ms=config.rtt_ms, concurrency=concurrency))
+    session.rtt = _injected_rtt(session, classes)
     return session
+
+
+def _environment(config: RunConfig, facts: dict[str, object], clone: Clone | None,
+                 cluster: ClusterNodes | None) -> dict[str, object]:
+    """The run's machine, server and packages; its clone and cluster nodes, if any."""
+    environment = manifest(facts, embedded=config.target is None)
+    if clone is not None:
+        environment["clone"] = clone.describe()
+    if cluster is not None:
+        environment["cluster"] = cluster.describe(config.workers, config.pool_min,
+                                                  config.pool_max)
+    return environment
+
+
+def _injected_rtt(session: _Session, classes: list[type[StrategyInfo]]) -> RttCheck | None:
+    """``--rtt``: the round trip the relay injects, measured at the run's concurrency (an
+    optional measurement: where it fails, the run says why)."""
+    config = session.config
+    if session.relay is None or config.rtt_ms is None:
+        return None
+    asked = config.rtt_ms
+    concurrency = min(config.workers, max(c.connections_needed(
+        workers=config.workers, pool_min=config.pool_min, pool_max=config.pool_max)
+        for c in classes))
+    return session.optional("injected round trip (--rtt)", lambda: check_rtt(
+        _strategy_target(config, session.workload, session.target), session.settings.target,
+        asked_ms=asked, concurrency=concurrency))
 
 
 def _relay(config: RunConfig, target: ConnectionTarget,
