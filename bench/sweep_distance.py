@@ -128,7 +128,7 @@ def report_sweep(report: Report, seconds: float, found: dict[float, Json]) -> No
     for rtt, f in sorted(found.items()):
         rec, interval = f["rec"], f["rec"]["interval"]
         picked = (f"{interval['low']}-{interval['high']}" if interval["low"] is not None
-                else f"none ({interval['note']})")
+                  else f"none ({interval['note']})")
         at = f"{rtt:g} ms RTT"
         if f["rtt_measured_ms"]:
             at += f" (relay check, median of the points: {f['rtt_measured_ms']:.3f} ms)"
