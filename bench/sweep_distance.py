@@ -126,9 +126,7 @@ def sweep_facts(sweep: Json) -> dict[float, Json]:
 def report_sweep(report: Report, seconds: float, found: dict[float, Json]) -> None:
     report.line(f"sweep: {seconds:.0f} s")
     for rtt, f in sorted(found.items()):
-        rec, interval = f["rec"], f["rec"]["interval"]
-        picked = (f"{interval['low']}-{interval['high']}" if interval["low"] is not None
-                  else f"none ({interval['note']})")
+        rec = f["rec"]
         at = f"{rtt:g} ms RTT"
         if f["rtt_measured_ms"]:
             at += f" (relay check, median of the points: {f['rtt_measured_ms']:.3f} ms)"
@@ -140,7 +138,7 @@ def report_sweep(report: Report, seconds: float, found: dict[float, Json]) -> No
                         if p["rtt_measured_ms"] is not None else "")
             report.line(f"    pool {p['pool_size']:>2}: {p['throughput_ops_s']:7.0f} ops/s{span}, "
                         f"p99 {p['latency']['p99_us'] / 1000:.1f} ms{measured}")
-        report.line(f"    recommended {rec['pool_size']}, 95% interval {picked}: {rec['reason']}")
+        report.line(f"    recommended {rec['reason']}")  # the reason opens with size and interval
 
 
 def side_by_side(report: Report, here: Json, far: Json, sweep: dict[float, Json]) -> None:
