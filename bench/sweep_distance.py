@@ -8,7 +8,7 @@ and reads the JSON they write (results.json, sweep.json):
 - ``poolbench sweep --rtt 0,1 --strategies psycopg:pool`` over pool sizes 1-32 at 64
   clients: per RTT the recommended size, its 95% interval and its reason.
 
-Then a table, loopback | 1 ms, for docs/network.md. About 5 minutes on 2 cores.
+Then a table, loopback | 1 ms, for docs/network.md. About 7 minutes on 2 cores.
 Run: python bench/sweep_distance.py
 """
 
