@@ -13,14 +13,15 @@ appended to its direction's line; one timer per direction (``loop.call_at``) is 
 the chunk at the head of the line, and when it fires every chunk whose time has come is
 written, in order, in one write, and the timer re-armed for the next. A chunk waits only
 for its own time and for the chunks before it on the same connection, never for another
-connection or for a reply; it costs a callback and a timer, not a task, a queue and a
-future (about a fifth of the CPU per message of the stream-and-task design before it:
-bench/relay_cost.py). With a zero delay, a chunk that finds its line empty is written
-at once, from the read. The client's first bytes leave one round trip after it
-connected, as a TCP handshake at that distance would make them (the client's
-``connect()`` returns at once here, so a new connection costs, end to end, the round
-trips it costs at that distance); what it sends before the relay's own connection to the
-server is open waits in its line.
+connection or for a reply. A chunk costs a callback and a timer, not a task, a queue
+and a future (the streams-and-tasks path before it cost twice the CPU per message:
+bench/relay_cost.py, docs/network.md); with a zero delay, a chunk that finds its line
+empty is written at once, from the read. Every socket reads into one buffer, copied out
+at once (asyncio's own allocates 256 kB per read, which costs three system calls).
+The client's first bytes leave one round trip after it connected, as a TCP handshake at
+that distance would make them (the client's ``connect()`` returns at once here, so a new
+connection costs, end to end, the round trips it costs at that distance); what it sends
+before the relay's own connection to the server is open waits in its line.
 
 Flow control: when the socket a direction writes to has more unsent bytes than its
 transport's high-water mark, the relay stops reading the other socket until it drains
