@@ -14,8 +14,8 @@ the chunk at the head of the line, and when it fires every chunk whose time has 
 written, in order, in one write, and the timer re-armed for the next. A chunk waits only
 for its own time and for the chunks before it on the same connection, never for another
 connection or for a reply. A chunk costs a callback and a timer, not a task, a queue
-and a future (the streams-and-tasks path before it cost twice the CPU per message:
-bench/relay_cost.py, docs/network.md); with a zero delay, a chunk that finds its line
+and a future (the streams-and-tasks path before it cost two to three times the CPU per
+message: bench/relay_cost.py, docs/network.md); with a zero delay, a chunk that finds its line
 empty is written at once, from the read. Every socket reads into one buffer, copied out
 at once (asyncio's own allocates 256 kB per read, which costs three system calls).
 The client's first bytes leave one round trip after it connected, as a TCP handshake at
