@@ -71,12 +71,14 @@ def test_each_chunk_leaves_when_its_schedule_says(target: ConnectionTarget,
     """The relay's own record of every chunk: towards the client due half a round trip
     after it arrived; towards the server too, but no earlier than one and a half round
     trips after the connection opened (its handshake); never written before it was due,
-    and written in the order it arrived."""
+    and written in the order it arrived, also when several chunks wait at once."""
     trace = tmp_path / "relay.jsonl"
     with RelayProcess(target, RTT_MS, trace=trace) as relay, psycopg.connect(
             relay.target_for(target).conninfo(), autocommit=True) as conn:
         for i in range(5):
             assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+        # A result of many chunks: several wait in the relay at once, each for its own time.
+        assert conn.execute("SELECT repeat('x', 300000)").fetchone() == ("x" * 300000,)
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     rtt_s = RTT_MS / 1000
     to_server = [r for r in records if r["to"] == "server"]

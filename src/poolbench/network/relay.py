@@ -6,13 +6,34 @@ RelayProcess`), so its work never competes with the clients' interpreter for the
 It imports only the standard library and is started by path (``python -I relay.py``):
 ``poolbench``'s package imports the whole library, which would cost each start a second.
 
-How it delays without serialising anything: per connection and direction, one task reads
-chunks as they come and stamps each with its due time (:class:`DelaySchedule`), and one
-task writes them in order, each when it is due. A chunk waits only for its own time and
-for the chunks before it on the same connection, never for another connection or for a
-reply. The client's first bytes leave one round trip after it connected, as a TCP
-handshake at that distance would make them (the client's ``connect()`` returns at once
-here, so a new connection costs, end to end, the round trips it costs at that distance).
+How it delays without serialising anything: each relayed connection is a pair of asyncio
+protocols, one on the client's socket and one on the server's, each with a delay line for
+what it reads. A chunk read is stamped with its due time (:class:`DelaySchedule`) and
+appended to its direction's line; one timer per direction (``loop.call_at``) is armed for
+the chunk at the head of the line, and when it fires every chunk whose time has come is
+written, in order, in one write, and the timer re-armed for the next. A chunk waits only
+for its own time and for the chunks before it on the same connection, never for another
+connection or for a reply. A chunk costs a callback and a timer, not a task, a queue
+and a future (the streams-and-tasks path before it cost two to three times the CPU per
+message: bench/relay_cost.py, docs/network.md); with a zero delay, a chunk that finds its line
+empty is written at once, from the read. Every socket reads into one buffer, copied out
+at once (asyncio's own allocates 256 kB per read, which costs three system calls).
+The client's first bytes leave one round trip after it connected, as a TCP handshake at
+that distance would make them (the client's ``connect()`` returns at once here, so a new
+connection costs, end to end, the round trips it costs at that distance); what it sends
+before the relay's own connection to the server is open waits in its line.
+
+Flow control: when the socket a direction writes to has more unsent bytes than its
+transport's high-water mark, the relay stops reading the other socket until it drains
+(``pause_writing`` / ``resume_writing`` on the writing side pause and resume the reading
+side), so a slow reader holds its sender back rather than the relay's memory growing.
+A line itself holds what arrived in the last half round trip, as a link of that length.
+
+Ends: an end of stream is passed on (a half-close, ``write_eof``) at its own due time,
+after the chunks before it, as data is; a connection that breaks counts as its end of
+stream (what it sent before still arrives, on time), and what was on its way to it is
+dropped. The pair is closed once the end of stream has been passed on both ways. A server
+that cannot be reached closes the client's connection, as with no server there.
 
 Timers: asyncio on an ``epoll`` selector wakes at whole milliseconds (``epoll_wait``'s
 resolution), far too coarse for a 0.5 ms delay, so the loop runs on ``select()`` (micro-
@@ -20,7 +41,8 @@ second timeouts) with the process's timer slack set to 1 ns. ``select()`` handle
 descriptors below 1024 only: the relay lowers its own limit of open files to 1024 (beyond
 it a connection waits in the listen queue instead of breaking the loop) and carries at
 most :data:`MAX_CONNECTIONS` at once (more are closed on arrival); poolbench refuses a run
-that would need more.
+that would need more. asyncio sets ``TCP_NODELAY`` on every TCP socket it carries, so no
+chunk waits in the kernel for another.
 
 Protocol with the parent: one JSON line on stdout once listening (``{"port": N}``) or
 failing to (``{"error": "..."}``, exit 2); it exits when its stdin reaches end of file
@@ -31,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import ctypes
 import json
@@ -38,15 +61,16 @@ import os
 import resource
 import selectors
 import signal
-import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
 MAX_CONNECTIONS = 400  # at once; two descriptors each, under select()'s 1024
 FD_CEILING = 1024
-CHUNK_BYTES = 1 << 16
+CHUNK_BYTES = 1 << 16  # read at most at once
 PR_SET_TIMERSLACK = 29
+EOF = b""  # in a delay line: the end of the stream, passed on like data
 
 
 @dataclass(frozen=True)
@@ -73,10 +97,13 @@ class Upstream:
     port: int | None = None
     unix_path: str | None = None
 
-    async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def open(self, protocol: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
+        loop = asyncio.get_running_loop()
         if self.unix_path is not None:
-            return await asyncio.open_unix_connection(self.unix_path, limit=CHUNK_BYTES)
-        return await asyncio.open_connection(self.host, self.port, limit=CHUNK_BYTES)
+            transport, _ = await loop.create_unix_connection(protocol, self.unix_path)
+        else:
+            transport, _ = await loop.create_connection(protocol, self.host, self.port)
+        return transport
 
 
 class Relay:
@@ -89,93 +116,207 @@ class Relay:
         self.upstream = upstream
         self.schedule = schedule
         self.trace = trace
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.active = 0  # connections open now
+        self.pairs: set[_Pair] = set()  # accepted and not yet closed
+        # Every socket reads into this one buffer, copied out at once: a fresh 256 kB
+        # buffer per read (asyncio's default) costs an mmap, mremap and munmap each time.
+        self.inbox = memoryview(bytearray(CHUNK_BYTES))
         self.connections = 0  # forwarded so far: each one's number in the trace
 
-    async def handle(self, client_reader: asyncio.StreamReader,
-                     client_writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        opened = loop.time()
-        if self.active >= MAX_CONNECTIONS:
-            client_writer.close()
-            return
-        self.active += 1
-        self.writers.add(client_writer)
-        upstream_writer = None
-        try:
-            try:
-                upstream_reader, upstream_writer = await self.upstream.open()
-            except OSError:
-                return  # the client sees its connection closed, as with no server there
-            self.writers.add(upstream_writer)
-            for writer in (client_writer, upstream_writer):
-                _no_delay(writer)
-            self.connections += 1
-            conn = self.connections
-            tasks = [asyncio.ensure_future(self._pipe(conn, client_reader, upstream_writer,
-                                                      opened, to_server=True)),
-                     asyncio.ensure_future(self._pipe(conn, upstream_reader, client_writer,
-                                                      opened, to_server=False))]
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            self.active -= 1
-            for writer in (client_writer, upstream_writer):
-                if writer is not None:
-                    self.writers.discard(writer)
-                    writer.close()
+    @property
+    def active(self) -> int:
+        """Connections carried now (accepted, not yet closed)."""
+        return len(self.pairs)
 
-    async def _pipe(self, conn: int, reader: asyncio.StreamReader,
-                    writer: asyncio.StreamWriter, opened: float, *, to_server: bool) -> None:
-        """One direction: chunks written in arrival order, each at its due time; the end
-        of the stream passed on (half-close) at its own due time."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, float, bytes]] = asyncio.Queue()
-
-        def stamp(chunk: bytes) -> None:
-            arrival = loop.time()
-            queue.put_nowait((arrival, self.schedule.due(arrival, opened=opened,
-                                                         to_server=to_server), chunk))
-
-        async def read() -> None:
-            with contextlib.suppress(OSError):
-                while chunk := await reader.read(CHUNK_BYTES):
-                    stamp(chunk)
-            stamp(b"")  # end of stream, or the peer gone: passed on like data
-
-        reading = asyncio.ensure_future(read())
-        try:
-            while True:
-                arrival, due, chunk = await queue.get()
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if not chunk:
-                    if writer.can_write_eof() and not writer.is_closing():
-                        writer.write_eof()
-                    return
-                writer.write(chunk)
-                if self.trace is not None:
-                    self.trace.write(json.dumps({
-                        "conn": conn, "to": "server" if to_server else "client",
-                        "opened": opened, "arrival": arrival, "due": due,
-                        "sent": loop.time(), "bytes": len(chunk)}) + "\n")
-                await writer.drain()
-        finally:
-            reading.cancel()
+    def accept(self) -> asyncio.Protocol:
+        """The protocol for a client's new connection (``loop.create_server``'s factory)."""
+        return _Pair(self).client
 
     def close_all(self) -> None:
-        for writer in list(self.writers):
-            writer.transport.abort()
+        for pair in list(self.pairs):
+            pair.close(abort=True)
 
 
-def _no_delay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _Pair:
+    """One relayed connection: the client's end, the server's end, and when it opened."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.loop = asyncio.get_running_loop()
+        self.opened = 0.0
+        self.conn = 0
+        self.closed = False
+        self.client = _End(self, to_server=True)
+        self.server = _End(self, to_server=False)
+        self.client.peer, self.server.peer = self.server, self.client
+        self.opening: asyncio.Task[None] | None = None
+
+    def accepted(self) -> None:
+        self.opened = self.loop.time()
+        if self.relay.active >= MAX_CONNECTIONS:
+            self.closed = True
+            assert self.client.transport is not None
+            self.client.transport.close()
+            return
+        self.relay.pairs.add(self)
+        self.opening = self.loop.create_task(self._open_upstream())
+
+    async def _open_upstream(self) -> None:
+        try:
+            await self.relay.upstream.open(lambda: self.server)
+        except OSError:
+            self.close()  # the client sees its connection closed, as with no server there
+
+    def upstream_open(self) -> None:
+        """The server's end is connected: what the client sent meanwhile may now leave."""
+        if self.closed:
+            assert self.server.transport is not None
+            self.server.transport.close()
+            return
+        self.relay.connections += 1
+        self.conn = self.relay.connections
+        self.client.arm()
+
+    def ended(self) -> None:
+        """One direction is over; the pair closes when both are."""
+        if self.client.passed_on and self.server.passed_on:
+            self.close()
+
+    def close(self, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.relay.pairs.discard(self)
+        for end in (self.client, self.server):
+            end.passed_on = True
+            if end.timer is not None:
+                end.timer.cancel()
+                end.timer = None
+            end.line.clear()
+            if end.transport is not None:
+                if abort:
+                    end.transport.abort()
+                else:
+                    end.transport.close()
+
+
+class _End(asyncio.BufferedProtocol):
+    """One socket of a pair. What it reads goes into its delay line, towards its peer's
+    socket; what its peer reads is written to it."""
+
+    peer: _End
+
+    def __init__(self, pair: _Pair, *, to_server: bool) -> None:
+        self.pair = pair
+        self.to_server = to_server  # the client's end: what it reads goes to the server
+        self.transport: asyncio.Transport | None = None
+        self.line: collections.deque[tuple[float, float, bytes]] = collections.deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.read_end = False  # its end of stream (or its loss) is in the line
+        self.passed_on = False  # its direction is over: end of stream written, or dropped
+
+    # What it reads, delayed towards its peer.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.to_server:
+            self.pair.accepted()
+        else:
+            self.pair.upstream_open()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.pair.relay.inbox
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._stamp(bytes(self.pair.relay.inbox[:nbytes]))
+
+    def eof_received(self) -> bool:
+        self._stamp(EOF)
+        return True  # half-closed: its peer's bytes may still be written to it
+
+    def _stamp(self, chunk: bytes) -> None:
+        if self.read_end or self.passed_on:
+            return
+        self.read_end = not chunk
+        pair = self.pair
+        arrival = pair.loop.time()
+        due = pair.relay.schedule.due(arrival, opened=pair.opened, to_server=self.to_server)
+        line = self.line
+        line.append((arrival, due, chunk))
+        if len(line) == 1:
+            if due <= arrival and self.peer.transport is not None:
+                self._flush()  # no delay, nothing before it: written from the read
+            else:
+                self.arm()
+
+    def arm(self) -> None:
+        """A timer for the chunk at the head of the line, once the peer's socket is open."""
+        if self.line and self.timer is None and self.peer.transport is not None:
+            self.timer = self.pair.loop.call_at(self.line[0][1], self._flush)
+
+    def _flush(self) -> None:
+        """Write every chunk whose time has come, in order; re-arm for the next."""
+        self.timer = None
+        pair = self.pair
+        out = self.peer.transport
+        assert out is not None
+        line = self.line
+        now = pair.loop.time()
+        chunks: list[tuple[float, float, bytes]] = []
+        ending = False
+        while line and line[0][1] <= now:
+            item = line.popleft()
+            if not item[2]:
+                ending = True
+                break
+            chunks.append(item)
+        if chunks:
+            out.write(chunks[0][2] if len(chunks) == 1 else b"".join(c for _, _, c in chunks))
+            if pair.relay.trace is not None:
+                self._trace(chunks)
+        if ending:
+            if out.can_write_eof() and not out.is_closing():
+                out.write_eof()
+            self.passed_on = True
+            pair.ended()
+        elif line:
+            self.arm()
+
+    def _trace(self, chunks: list[tuple[float, float, bytes]]) -> None:
+        pair = self.pair
+        trace = pair.relay.trace
+        assert trace is not None
+        sent = pair.loop.time()
+        to = "server" if self.to_server else "client"
+        for arrival, due, chunk in chunks:
+            trace.write(json.dumps({
+                "conn": pair.conn, "to": to, "opened": pair.opened, "arrival": arrival,
+                "due": due, "sent": sent, "bytes": len(chunk)}) + "\n")
+
+    # Flow control: its socket's unsent bytes hold back the peer's reading.
+
+    def pause_writing(self) -> None:
+        if self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Gone: what it sent still leaves on time, then its end of stream; what was on its
+        way to it is dropped."""
+        pair = self.pair
+        if pair.closed:
+            return
+        self._stamp(EOF)
+        peer = self.peer
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        peer.line.clear()
+        peer.passed_on = True
+        pair.ended()
 
 
 def _precise_timers() -> None:
@@ -200,8 +341,8 @@ async def serve(relay: Relay, port: int) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     try:
-        server = await asyncio.start_server(relay.handle, "127.0.0.1", port,
-                                            limit=CHUNK_BYTES, reuse_address=True)
+        server = await loop.create_server(relay.accept, "127.0.0.1", port,
+                                          reuse_address=True)
     except OSError as exc:
         _say({"error": exc.strerror or str(exc)})
         return 2
