@@ -63,6 +63,8 @@ class AsyncpgPool(AsyncStrategy):
 
     def execute(self, conn: asyncpg.Connection, statement: Statement,  # type: ignore[override]
                 params: tuple[object, ...]) -> Awaitable[int | None]:
+        if statement.returns_row:  # asyncpg_session.execute's first case, one coroutine less
+            return conn.fetchval(statement.numbered_sql, *params)
         return asyncpg_session.execute(conn, statement, params, self._types)
 
     async def close(self) -> None:
