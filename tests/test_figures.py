@@ -326,6 +326,24 @@ def test_phase_sink_counts_a_straggling_second_and_every_operation() -> None:
     assert not fast.latency and not slow.latency  # handed on: the sink holds them
 
 
+
+def test_record_buckets_each_time_as_bucket_index_and_second_index_do() -> None:
+    """record finds exact buckets without calling bucket_index/second_index: on each side
+    of both boundaries (16 µs per second, 2048 µs in HDR) its buckets are theirs."""
+    from poolbench.measure.metrics import OperationRecorder, bucket_index, second_index
+
+    for us in (1, 15, 16, 17, 18, 2047, 2048, 2049, 2050, 5_000, 10_000_000):
+        ns = us * 1000
+        steps = OperationRecorder()
+        steps.record(0, ns, 2 * ns, 2 * ns)  # acquire and execute: us each
+        assert dict(steps.acquire) == dict(steps.execute) == {bucket_index(us): 1}, us
+        whole = OperationRecorder()
+        whole.record(0, 0, 0, ns)  # the operation: us
+        assert dict(whole.latency) == {bucket_index(us): 1}, us
+        whole.finish()
+        assert {i for c in whole.seconds.values() for i in c} == {second_index(us)}, us
+
+
 def test_fifty_workers_counts_merge_to_every_operation() -> None:
     """Each worker records into its own recorder (no lock per operation) and hands its counts
     on once a second and at the end; merged, they are every operation, once: the operation

@@ -37,6 +37,9 @@ from poolbench.db.workload import ScriptMode, Statement
 from poolbench.strategies import asyncpg_session, psycopg_session
 from poolbench.strategies.base import AsyncStrategy, StrategySettings, SyncStrategy
 
+# The names Statement.named_sql gives parameters, in order.
+_NAMES = tuple(f"p{i}" for i in range(1, 17))
+
 
 def _on_driver(mode: ScriptMode, driver: str) -> ScriptMode:
     return replace(mode, note=f"on SQLAlchemy's checked-out {driver} connection: {mode.note}")
@@ -90,6 +93,8 @@ class _EngineCounters:
 
     @staticmethod
     def _params(params: tuple[object, ...]) -> dict[str, object]:
+        if len(params) <= len(_NAMES):  # names made once, not formatted per operation
+            return dict(zip(_NAMES, params))
         return {f"p{i}": value for i, value in enumerate(params, start=1)}
 
     @staticmethod
