@@ -34,7 +34,7 @@ from poolbench.config import Pace
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
-from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 from poolbench.measure.executor import (
     _Worker,
     await_operation,
@@ -42,9 +42,9 @@ from poolbench.measure.executor import (
     in_process_executor,
 )
 from poolbench.measure.metrics import OperationRecorder, PhaseSink, now_ns
-from poolbench.measure.phase import PhaseSpec, WorkSource
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.strategies import StrategySettings, load_strategy
+from poolbench.workloads.phase import PhaseSpec, WorkSource
 
 STRATEGIES = ("asyncpg:pool", "psycopg2:threaded", "sqlalchemy:queuepool")
 
@@ -351,7 +351,7 @@ def main() -> None:
         kwargs = target.asyncpg_kwargs()
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 10_000)
         ids = list(range(first, last + 1))
         procs = ServerProcesses.find(data_dir=str(server.data_dir),

@@ -38,7 +38,7 @@ def main(n: int) -> None:
     from poolbench.config import Pace
     from poolbench.db.admin import AdminSession
     from poolbench.db.server import EmbeddedServer
-    from poolbench.db.workload import Workload, delete_own_rows, ensure_table, new_run_tag
+    from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
     from poolbench.measure.executor import (
         _Worker,
         await_operation,
@@ -46,8 +46,8 @@ def main(n: int) -> None:
         in_process_executor,
     )
     from poolbench.measure.metrics import OperationRecorder, PhaseSink, now_ns
-    from poolbench.measure.phase import PhaseSpec, WorkSource
     from poolbench.strategies import StrategySettings, load_strategy
+    from poolbench.workloads.phase import PhaseSpec, WorkSource
 
     regions: list[tuple[str, int, int]] = []  # (name, dumps it makes, operations)
 
@@ -91,7 +91,7 @@ def main(n: int) -> None:
         kwargs = target.asyncpg_kwargs()
         admin = AdminSession(target)
         admin.call(lambda c: ensure_table(c, "users"))
-        workload = Workload("users", new_run_tag())
+        workload = RunTable("users", new_run_tag())
         first, last = create_rows(admin, workload, 10_000)
         ids = list(range(first, last + 1))
         statement = workload.statements()["read"]

@@ -7,11 +7,11 @@ import sys
 import threading
 
 from poolbench.config import Pace
-from poolbench.db.workload import Workload
+from poolbench.db.workload import RunTable
 from poolbench.measure.executor import PROGRESS_EVERY, _settle, _Worker, call_operation
 from poolbench.measure.metrics import PhaseSink, now_ns
-from poolbench.measure.phase import PhaseSpec, WorkSource
 from poolbench.strategies.base import SyncStrategy
+from poolbench.workloads.phase import PhaseSpec, WorkSource
 
 
 class Dummy(SyncStrategy):
@@ -62,7 +62,7 @@ def call_operation_fast(strategy, statement, params, rec, scheduled=None):
     return _settle(statement, result, error, stage, rec, (t0, t1, t2, t3, scheduled))
 
 st = Dummy(None)
-workload = Workload("users", "pb00000000")
+workload = RunTable("users", "pb00000000")
 statement = workload.statements()["read"]
 ids = tuple(range(1, 10001))
 N = 8000

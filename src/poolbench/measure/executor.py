@@ -406,7 +406,11 @@ def call_operation(strategy: SyncStrategy, statement: Statement, params: tuple[o
     except Exception as exc:
         if error is None:
             error, stage = exc, "release"
-    return _settle(statement, result, error, stage, rec, (t0, t1, t2, now_ns(), scheduled))
+    t3 = now_ns()
+    if error is None and result is not None and (statement.returns_row or result == 1):
+        rec.record(t0, t1, t2, t3, scheduled)  # the usual case, without _settle's call
+        return result
+    return _settle(statement, result, error, stage, rec, (t0, t1, t2, t3, scheduled))
 
 
 async def await_operation(strategy: AsyncStrategy, statement: Statement,
@@ -432,7 +436,11 @@ async def await_operation(strategy: AsyncStrategy, statement: Statement,
     except Exception as exc:
         if error is None:
             error, stage = exc, "release"
-    return _settle(statement, result, error, stage, rec, (t0, t1, t2, now_ns(), scheduled))
+    t3 = now_ns()
+    if error is None and result is not None and (statement.returns_row or result == 1):
+        rec.record(t0, t1, t2, t3, scheduled)  # the usual case, without _settle's call
+        return result
+    return _settle(statement, result, error, stage, rec, (t0, t1, t2, t3, scheduled))
 
 
 def _settle(statement: Statement, result: int | None, error: BaseException | None, stage: str,
