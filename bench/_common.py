@@ -50,3 +50,64 @@ class Report:
         RESULTS.mkdir(exist_ok=True)
         self.path.write_text("\n".join(self.lines) + "\n")
         print(f"written to {self.path}")
+
+
+def seeded_reads(target, rows: int = 10_000):
+    """The seed's table on ``target`` with ``rows`` rows of a run tag of its own, for point
+    reads by id: (admin session, the run's table, the ids)."""
+    from poolbench.check.calibrate import create_rows
+    from poolbench.db.admin import AdminSession
+    from poolbench.db.workload import RunTable, ensure_table, new_run_tag
+
+    admin = AdminSession(target)
+    admin.call(lambda c: ensure_table(c, "users"))
+    workload = RunTable("users", new_run_tag())
+    first, last = create_rows(admin, workload, rows)
+    return admin, workload, list(range(first, last + 1))
+
+
+def pieces_alone(workload, ids):
+    """poolbench's per-operation pieces, each as ``fn(k)`` doing it k times without I/O:
+    an empty loop (the base), ``record``, the source's ``next``, the worker's ``settle``,
+    the stop flag's ``is_set``, one clock read."""
+    import threading
+
+    from poolbench.config import Pace
+    from poolbench.measure.executor import _Worker
+    from poolbench.measure.metrics import OperationRecorder, PhaseSink, now_ns
+    from poolbench.workloads.phase import PhaseSpec, WorkSource
+
+    rec = OperationRecorder(30.0, "", PhaseSink())
+    t0 = rec.origin_ns = now_ns()
+    src = WorkSource(PhaseSpec("read", workload.statements()["read"], workload, 0, count=None,
+                               ids=tuple(ids), pace=Pace(duration_s=3600)))
+    src.start()
+    worker = _Worker(src, 30.0, {"": PhaseSink()})
+    stop = threading.Event()
+
+    def empty(k):
+        for _ in range(k):
+            pass
+
+    def record(k):
+        for j in range(k):
+            b = t0 + j * 150_000
+            rec.record(b, b + 20_000, b + 120_000, b + 140_000, None)
+
+    def nxt(k):
+        for _ in range(k):
+            src.next()
+
+    def settle(k):
+        for _ in range(k):
+            worker.settle(1, lambda m: None)
+
+    def is_set(k):
+        for _ in range(k):
+            stop.is_set()
+
+    def clock(k):
+        for _ in range(k):
+            now_ns()
+    return {"empty loop": empty, "record": record, "source.next": nxt, "settle": settle,
+            "stop.is_set": is_set, "now_ns": clock}

@@ -27,16 +27,13 @@ import time
 
 import harness_loss as hl
 import psutil
-from _common import Report
+from _common import Report, pieces_alone, seeded_reads
 
-from poolbench.check.calibrate import create_rows
 from poolbench.config import Pace
-from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
-from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import delete_own_rows
 from poolbench.measure.executor import (
-    _Worker,
     await_operation,
     call_operation,
     in_process_executor,
@@ -44,7 +41,7 @@ from poolbench.measure.executor import (
 from poolbench.measure.metrics import OperationRecorder, PhaseSink, now_ns
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.strategies import StrategySettings, load_strategy
-from poolbench.workloads.phase import PhaseSpec, WorkSource
+from poolbench.workloads.phase import PhaseSpec
 
 STRATEGIES = ("asyncpg:pool", "psycopg2:threaded", "sqlalchemy:queuepool")
 
@@ -297,46 +294,10 @@ def async_layers(strategy_name, target, workload, ids, n, kwargs):
 
 
 def alone(workload, ids, n):
-    """record, source.next and settle alone, µs per call."""
-    statement = workload.statements()["read"]
-    rec = OperationRecorder(30.0, "", PhaseSink())
-    t0 = now_ns()
-    rec.origin_ns = t0
-
-    def record(k):
-        for j in range(k):
-            b = t0 + j * 150_000
-            rec.record(b, b + 20_000, b + 120_000, b + 140_000, None)
-    spec = PhaseSpec("read", statement, workload, 0, count=None, ids=tuple(ids),
-                     pace=Pace(duration_s=3600))
-    src = WorkSource(spec)
-    src.start()
-
-    def nxt(k):
-        for _ in range(k):
-            src.next()
-    w = _Worker(spec, 30.0, {"": PhaseSink()})
-
-    def settle(k):
-        for _ in range(k):
-            w.settle(1, lambda m: None)
-    stop = threading.Event()
-
-    def is_set(k):
-        for _ in range(k):
-            stop.is_set()
-
-    def empty(k):
-        for _ in range(k):
-            pass
-
-    def clock(k):
-        for _ in range(k):
-            now_ns()
-    base = cpu_per_op(empty, n)
-    return {"record": cpu_per_op(record, n) - base, "source.next": cpu_per_op(nxt, n) - base,
-            "settle": cpu_per_op(settle, n) - base, "stop.is_set": cpu_per_op(is_set, n) - base,
-            "now_ns": cpu_per_op(clock, n) - base}
+    """record, source.next, settle, stop.is_set and a clock read alone, µs per call."""
+    fns = pieces_alone(workload, ids)
+    base = cpu_per_op(fns.pop("empty loop"), n)
+    return {name: cpu_per_op(fn, n) - base for name, fn in fns.items()}
 
 
 def main() -> None:
@@ -349,11 +310,7 @@ def main() -> None:
         target = server.target
         conninfo = target.conninfo()
         kwargs = target.asyncpg_kwargs()
-        admin = AdminSession(target)
-        admin.call(lambda c: ensure_table(c, "users"))
-        workload = RunTable("users", new_run_tag())
-        first, last = create_rows(admin, workload, 10_000)
-        ids = list(range(first, last + 1))
+        admin, workload, ids = seeded_reads(target)
         procs = ServerProcesses.find(data_dir=str(server.data_dir),
                                      port=int(target.get("port") or 5432))
         sampler = Sampler(target, (APPLICATION_NAME,), 0.1, server=procs)

@@ -32,22 +32,19 @@ def main(n: int) -> None:
     import harness_loss as hl
     import psycopg
     import psycopg2.pool
+    from _common import pieces_alone, seeded_reads
     from sqlalchemy import create_engine, text
 
-    from poolbench.check.calibrate import create_rows
-    from poolbench.config import Pace
-    from poolbench.db.admin import AdminSession
     from poolbench.db.server import EmbeddedServer
-    from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
+    from poolbench.db.workload import delete_own_rows
     from poolbench.measure.executor import (
-        _Worker,
         await_operation,
         call_operation,
         in_process_executor,
     )
     from poolbench.measure.metrics import OperationRecorder, PhaseSink, now_ns
     from poolbench.strategies import StrategySettings, load_strategy
-    from poolbench.workloads.phase import PhaseSpec, WorkSource
+    from poolbench.workloads.phase import PhaseSpec
 
     regions: list[tuple[str, int, int]] = []  # (name, dumps it makes, operations)
 
@@ -89,11 +86,7 @@ def main(n: int) -> None:
         target = server.target
         conninfo = target.conninfo()
         kwargs = target.asyncpg_kwargs()
-        admin = AdminSession(target)
-        admin.call(lambda c: ensure_table(c, "users"))
-        workload = RunTable("users", new_run_tag())
-        first, last = create_rows(admin, workload, 10_000)
-        ids = list(range(first, last + 1))
+        admin, workload, ids = seeded_reads(target)
         statement = workload.statements()["read"]
         settings = StrategySettings(target=target, workers=WORKERS, pool_min=WORKERS,
                                     pool_max=WORKERS, acquire_timeout_s=30.0)
@@ -217,33 +210,9 @@ def main(n: int) -> None:
         engine.dispose()
 
         # -- pieces alone
-        rec = OperationRecorder(30.0, "", PhaseSink())
-        t0 = now_ns()
-        rec.origin_ns = t0
-
-        def record(k):
-            for j in range(k):
-                b = t0 + j * 150_000
-                rec.record(b, b + 20_000, b + 120_000, b + 140_000, None)
-        spec = PhaseSpec("read", statement, workload, 0, count=None, ids=tuple(ids),
-                         pace=Pace(duration_s=3600))
-        src = WorkSource(spec)
-        src.start()
-
-        def nxt(k):
-            for _ in range(k):
-                src.next()
-        w = _Worker(spec, 30.0, {"": PhaseSink()})
-
-        def settle(k):
-            for _ in range(k):
-                w.settle(1, lambda m: None)
-
-        def empty(k):
-            for _ in range(k):
-                pass
-        for name, fn in (("empty loop", empty), ("record", record), ("source.next", nxt),
-                         ("settle", settle)):
+        fns = pieces_alone(workload, ids)
+        for name in ("empty loop", "record", "source.next", "settle"):
+            fn = fns[name]
             sys.call_tracing(fn, (n * 10,))
             region(f"alone\t{name}", 1, n * 10)
         admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))

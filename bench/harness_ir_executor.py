@@ -73,7 +73,7 @@ def loop_now(op):
                          pace=Pace(duration_s=3600))
         source = WorkSource(spec)
         source.start()
-        w = _Worker(spec, 30.0, {"": PhaseSink()})
+        w = _Worker(source, 30.0, {"": PhaseSink()})
         w.start(source.start_ns)
         stop = threading.Event()
 
@@ -96,7 +96,7 @@ def loop_fused(op):
                          pace=Pace(duration_s=3600))
         source = WorkSource(spec)
         source.start()
-        w = _Worker(spec, 30.0, {"": PhaseSink()})
+        w = _Worker(source, 30.0, {"": PhaseSink()})
         w.start(source.start_ns)
         stop = threading.Event()
 

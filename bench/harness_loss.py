@@ -18,17 +18,15 @@ from collections.abc import Callable
 import asyncpg
 import psycopg
 import psycopg2.pool
-from _common import Report
+from _common import Report, seeded_reads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from poolbench.check.calibrate import create_rows
 from poolbench.config import Pace
-from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
-from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
+from poolbench.db.workload import RunTable, delete_own_rows
 from poolbench.measure.executor import in_process_executor
 from poolbench.measure.sampler import Sampler, ServerProcesses
 from poolbench.strategies import StrategySettings, load_strategy
@@ -201,11 +199,7 @@ def main() -> None:
         target = server.target
         conninfo = target.conninfo()
         kwargs = target.asyncpg_kwargs()
-        admin = AdminSession(target)
-        admin.call(lambda c: ensure_table(c, "users"))
-        workload = RunTable("users", new_run_tag())
-        first, last = create_rows(admin, workload, 10_000)
-        ids = list(range(first, last + 1))
+        admin, workload, ids = seeded_reads(target)
         sampler = Sampler(target, (APPLICATION_NAME,), 0.1, server=ServerProcesses.find(
             data_dir=str(server.data_dir), port=int(target.get("port") or 5432)))
         bare = {"psycopg:pool": lambda: bare_psycopg_pool(conninfo, seconds, ids),
