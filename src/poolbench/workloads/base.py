@@ -82,8 +82,12 @@ class WindowWork(ABC):
         (kind, operations) of every measured phase, warm-up included."""
         ops: Counter[str] = Counter()
         for kind, n in measured:
-            ops[kind] += n
+            ops[self.phase_of(kind)] += n
         return dict(ops)
+
+    def phase_of(self, kind: str) -> str:
+        """The phase the server counts a measured kind's operations under (itself)."""
+        return kind
 
     def script_counts(self, ops: dict[str, int], *,
                       strategy_extra: str | None) -> ScriptCounts | None:

@@ -10,8 +10,6 @@ a mix may show creates it did not ask for.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from poolbench.config import Pace
@@ -56,12 +54,9 @@ class MixWork(WindowWork):
                             [r for r in outcome.recorders if r.kind == kind])
         return True
 
-    def ops_by_phase(self, measured: Sequence[tuple[str, int]]) -> dict[str, int]:
+    def phase_of(self, kind: str) -> str:
         """A mix's kinds (``mix:create``) count as their phase's."""
-        ops: Counter[str] = Counter()
-        for kind, n in measured:
-            ops[kind.removeprefix("mix:")] += n
-        return dict(ops)
+        return kind.removeprefix("mix:")
 
 
 class MixWorkload(CrudWorkload):
