@@ -307,8 +307,8 @@ def test_under_tls_every_strategy_connects_over_tls(tls_server: EmbeddedServer,
     strategy's included, is over TLS by the server's own account (its connection log;
     pg_stat_ssl for the connections open at the end of each phase)."""
     # The run's connect cost: 1 probe connection and 1 connect per driver, not 50 (the
-    # suite's time); they are connections of the run all the same, checked below.
-    monkeypatch.setattr("poolbench.api.CONNECT_SAMPLES", 1)
+    # suite's time; --connect-samples 1); they are connections of the run all the same,
+    # checked below.
     # libpq's and asyncpg's default sslmode is prefer, which takes TLS where the server
     # offers it: with the default turned to disable, only a connection given sslmode=require
     # is over TLS.
@@ -333,7 +333,8 @@ def test_under_tls_every_strategy_connects_over_tls(tls_server: EmbeddedServer,
         first = log.stat().st_size
         results = run(RunConfig(target=plain, tls=True, strategies=tuple(REGISTRY), rows=2,
                                 workers=1, pool_max=1, warmup=0, trials=1, table="t_tls",
-                                out_dir=None, sample_interval_s=0), events=events)
+                                out_dir=None, sample_interval_s=0, connect_samples=1),
+                      events=events)
     assert [name for name, _ in starts] == list(REGISTRY)
     assert all(s.error_count == 0 for s in results.strategies)
     text = log.read_bytes()

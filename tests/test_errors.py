@@ -123,6 +123,7 @@ def test_schema_conflict_is_refused_untouched(tmp_path: Path, target: Connection
     (["--statement-timeout", "0"], "--statement-timeout"),
     (["--acquire-timeout", "-1"], "--acquire-timeout"),
     (["--env-file", "missing.env"], "--env-file"),
+    (["--connect-samples", "-1"], "--connect-samples"),
 ])
 def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], needle: str) -> None:
     result = run_cli("run", *args, cwd=tmp_path)

@@ -76,7 +76,6 @@ from poolbench.workloads.base import WindowWork, Workload
 from poolbench.workloads.scripted import make_builtin_tables
 
 T = TypeVar("T")
-CONNECT_SAMPLES = 50  # probe connections per run with a no-pool strategy
 PROBED_DRIVERS = ("psycopg", "psycopg2", "asyncpg")
 if TYPE_CHECKING:
     from poolbench.analysis.sweep import SweepResults
@@ -539,13 +538,13 @@ def _measure_connect_cost(session: _Session, classes: list[type[StrategyInfo]]
     config = session.config
     drivers = tuple(dict.fromkeys(
         c.driver for c in classes if not c.pooled and c.driver in PROBED_DRIVERS))
-    if not drivers or session.stop.is_set():
+    if not drivers or not config.connect_samples or session.stop.is_set():
         return ()
 
     def through(route_name: str) -> ConnectCost:
         with _open_route(session, route_name) as route:
             return connect_cost(route.target, route=route_name,
-                                samples=max(CONNECT_SAMPLES, config.workers),
+                                samples=max(config.connect_samples, config.workers),
                                 concurrency=tuple(sorted({1, config.workers})),
                                 drivers=drivers)
 

@@ -174,6 +174,7 @@ _CONFIG_FIELDS = {
     "keep_server": "keep_server", "show_password": "show_password", "protocol": "protocol",
     "scale": "scale", "allow_writes": "allow_writes", "clone": "clone", "tls": "tls",
     "rtt": "rtt_ms", "pooler_near": "pooler_near", "relay_port": "relay_port",
+    "connect_samples": "connect_samples",
 }
 
 
@@ -370,6 +371,10 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
                           "it)."),
         click.option("--relay-port", type=int, default=None,
                      help="The --rtt relay's port on 127.0.0.1 [default: a free one]."),
+        click.option("--connect-samples", type=int, default=50, show_default=True,
+                     help="New connections the connect-cost probe makes, with a no-pool "
+                          "strategy (at least --workers; 0: no probe, the distance model "
+                          "then counts round trips from the protocol)."),
         click.option("--table", default="users", show_default=True,
                      help="Table to benchmark on."),
         click.option("--out", "out_dir", type=click.Path(path_type=Path),

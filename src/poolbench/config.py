@@ -254,6 +254,8 @@ class RunConfig:
     rtt_ms: float | None = None
     pooler_near: str = "server"  # --pooler-near: which side of the relay a pooler sits on
     relay_port: int | None = None  # --relay-port; None: a free one
+    # --connect-samples: the connect-cost probe's connections (at least --workers); 0: off
+    connect_samples: int = 50
 
     def __post_init__(self) -> None:
         for option, value, least in (("-n/--rows", self.rows, 1), ("-w/--workers", self.workers, 1),
@@ -325,6 +327,9 @@ class RunConfig:
             self._check_scripts()
         if self.rtt_ms is not None or self.pooler_near != "server" or self.relay_port:
             self._check_rtt()
+        if not (isinstance(self.connect_samples, int) and 0 <= self.connect_samples <= 100_000):
+            raise ConfigError(f"--connect-samples must be a whole number from 0 (no probe) to "
+                              f"100000, got {self.connect_samples!r}")
         if not self.strategies:
             raise ConfigError("--strategies is empty; name at least one, e.g. psycopg:pool")
         if len(set(self.strategies)) != len(self.strategies):

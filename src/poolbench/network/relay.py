@@ -37,7 +37,11 @@ that cannot be reached closes the client's connection, as with no server there.
 
 Timers: asyncio on an ``epoll`` selector wakes at whole milliseconds (``epoll_wait``'s
 resolution), far too coarse for a 0.5 ms delay, so the loop runs on ``select()`` (micro-
-second timeouts) with the process's timer slack set to 1 ns. ``select()`` handles file
+second timeouts) with the process's timer slack set to 1 ns. Even so a sleeping process
+wakes late (0.1-0.3 ms per timer on the shared VMs here, more the longer it slept): the
+relay learns how late its timers fire (:class:`WakeLead`, a running mean) and arms each
+one that much early, at most a quarter of the one-way delay, so chunks leave on average
+when they are due instead of always after. ``select()`` handles file
 descriptors below 1024 only: the relay lowers its own limit of open files to 1024 (beyond
 it a connection waits in the listen queue instead of breaking the loop) and carries at
 most :data:`MAX_CONNECTIONS` at once (more are closed on arrival); poolbench refuses a run
@@ -71,6 +75,8 @@ FD_CEILING = 1024
 CHUNK_BYTES = 1 << 16  # read at most at once
 PR_SET_TIMERSLACK = 29
 EOF = b""  # in a delay line: the end of the stream, passed on like data
+LEAD_ALPHA = 1 / 32  # a timer's lateness: its weight in the running mean (WakeLead)
+LEAD_SHARE = 0.25  # of the one-way delay: the most a timer is armed early
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,28 @@ class DelaySchedule:
         if to_server:
             return max(arrival, opened + self.rtt_s) + one_way
         return arrival + one_way
+
+
+class WakeLead:
+    """How late this process's timers fire, learnt as they fire, and so how much earlier
+    to arm the next one (seconds). Each timer's lateness (from the time it was armed for
+    to the time it ran; clipped at the one-way delay, so that one stall of the machine
+    does not teach it) moves a running mean by :data:`LEAD_ALPHA` of the difference; the
+    lead is that mean, at most :data:`LEAD_SHARE` of the one-way delay: a chunk then
+    leaves on average when it is due, and never sooner than three quarters of its delay
+    after it arrived."""
+
+    def __init__(self, rtt_s: float) -> None:
+        self.one_way = rtt_s / 2
+        self.cap = self.one_way * LEAD_SHARE
+        self.late = 0.0
+
+    def learn(self, late: float) -> None:
+        self.late += LEAD_ALPHA * (min(late, self.one_way) - self.late)
+
+    @property
+    def lead(self) -> float:
+        return min(self.late, self.cap)
 
 
 @dataclass(frozen=True)
@@ -109,7 +137,7 @@ class Upstream:
 class Relay:
     """The relay's connections: each accepted one forwarded to ``upstream`` through two
     delay lines. ``trace``, if given, gets one JSON line per chunk written: the relay's
-    own decisions (arrival, due, sent; the loop's clock in seconds)."""
+    own decisions (arrival, due, the lead its timer took, sent; the loop's clock in seconds)."""
 
     def __init__(self, upstream: Upstream, schedule: DelaySchedule,
                  trace: IO[str] | None = None) -> None:
@@ -120,6 +148,7 @@ class Relay:
         # Every socket reads into this one buffer, copied out at once: a fresh 256 kB
         # buffer per read (asyncio's default) costs an mmap, mremap and munmap each time.
         self.inbox = memoryview(bytearray(CHUNK_BYTES))
+        self.wake = WakeLead(schedule.rtt_s)
         self.connections = 0  # forwarded so far: each one's number in the trace
 
     @property
@@ -211,6 +240,7 @@ class _End(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.line: collections.deque[tuple[float, float, bytes]] = collections.deque()
         self.timer: asyncio.TimerHandle | None = None
+        self.armed_for = 0.0  # the loop time the timer was armed for
         self.read_end = False  # its end of stream (or its loss) is in the line
         self.passed_on = False  # its direction is over: end of stream written, or dropped
 
@@ -252,16 +282,24 @@ class _End(asyncio.BufferedProtocol):
     def arm(self) -> None:
         """A timer for the chunk at the head of the line, once the peer's socket is open."""
         if self.line and self.timer is None and self.peer.transport is not None:
-            self.timer = self.pair.loop.call_at(self.line[0][1], self._flush)
+            self.armed_for = self.line[0][1] - self.pair.relay.wake.lead
+            self.timer = self.pair.loop.call_at(self.armed_for, self._fire)
+
+    def _fire(self) -> None:
+        """The timer: how late it ran teaches the lead; then the flush."""
+        self.pair.relay.wake.learn(self.pair.loop.time() - self.armed_for)
+        self._flush()
 
     def _flush(self) -> None:
-        """Write every chunk whose time has come, in order; re-arm for the next."""
+        """Write every chunk whose time (less the lead) has come, in order; re-arm for the
+        next."""
         self.timer = None
         pair = self.pair
         out = self.peer.transport
         assert out is not None
         line = self.line
-        now = pair.loop.time()
+        lead = pair.relay.wake.lead
+        now = pair.loop.time() + lead
         chunks: list[tuple[float, float, bytes]] = []
         ending = False
         while line and line[0][1] <= now:
@@ -273,7 +311,7 @@ class _End(asyncio.BufferedProtocol):
         if chunks:
             out.write(chunks[0][2] if len(chunks) == 1 else b"".join(c for _, _, c in chunks))
             if pair.relay.trace is not None:
-                self._trace(chunks)
+                self._trace(chunks, lead)
         if ending:
             if out.can_write_eof() and not out.is_closing():
                 out.write_eof()
@@ -282,7 +320,7 @@ class _End(asyncio.BufferedProtocol):
         elif line:
             self.arm()
 
-    def _trace(self, chunks: list[tuple[float, float, bytes]]) -> None:
+    def _trace(self, chunks: list[tuple[float, float, bytes]], lead: float) -> None:
         pair = self.pair
         trace = pair.relay.trace
         assert trace is not None
@@ -291,7 +329,7 @@ class _End(asyncio.BufferedProtocol):
         for arrival, due, chunk in chunks:
             trace.write(json.dumps({
                 "conn": pair.conn, "to": to, "opened": pair.opened, "arrival": arrival,
-                "due": due, "sent": sent, "bytes": len(chunk)}) + "\n")
+                "due": due, "lead": lead, "sent": sent, "bytes": len(chunk)}) + "\n")
 
     # Flow control: its socket's unsent bytes hold back the peer's reading.
 
