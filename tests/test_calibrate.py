@@ -14,10 +14,17 @@ from pathlib import Path
 import pytest
 from conftest import recording_pgbench
 
-from poolbench.check.calibrate import create_rows, run_pgbench, script_rate, scripts
+from poolbench.check.calibrate import (
+    count_log_latencies,
+    create_rows,
+    run_pgbench,
+    script_rate,
+    scripts,
+)
 from poolbench.db.admin import AdminSession
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
+from poolbench.measure.metrics import BucketCounts, bucket_index
 
 # A transparent stand-in for pgbench: it runs the real one with the same arguments and
 # environment, passes its output and exit code on, and keeps what it saw for the test
@@ -114,3 +121,20 @@ def test_under_rate_each_crud_script_runs_paced_per_operation(
     assert figure is not None and figure.rate == 150
     argv = (keep / "argv").read_text().splitlines()
     assert argv[argv.index("-R") + 1] == "150"
+
+
+def test_pgbench_log_lines_without_a_latency_are_left_out_of_it() -> None:
+    """pgbench's per-transaction log writes ``failed`` (a transaction that ended in an error,
+    pgbench 15+) or ``skipped`` (--latency-limit) where the time goes; like pgbench's own
+    latency figures, those have none, and the rest are counted as they are."""
+    log = ["0 1 1500 0 1700000000 100",
+           "0 2 failed 0 1700000000 200 0",
+           "1 1 250000 0 1700000000 300 17",
+           "1 2 skipped 0 1700000000 400 900",
+           "1 3 0 0 1700000000 500"]
+    counts = BucketCounts()
+    assert count_log_latencies(log, counts) == 2
+    expected = BucketCounts()
+    for us in (1500, 250000, 1):
+        expected[bucket_index(us)] += 1
+    assert counts == expected

@@ -23,7 +23,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from poolbench.db.admin import AdminSession
@@ -175,8 +175,7 @@ def pgbench_figure(command: Callable[[Path], tuple[list[str], dict[str, str]]],
         counts = BucketCounts()
         for log in Path(tmp).glob("log*"):
             with log.open() as lines:
-                for line in lines:
-                    counts[bucket_index(int(line.split()[2]) or 1)] += 1
+                count_log_latencies(lines, counts)
     tps = float(_find(r"^tps = ([\d.]+)", stdout))
     transactions = int(_find(r"number of transactions actually processed: (\d+)", stdout))
     conn_ms = float(_find(r"(?:average|initial) connection time = ([\d.]+) ms", stdout))
@@ -186,6 +185,23 @@ def pgbench_figure(command: Callable[[Path], tuple[list[str], dict[str, str]]],
                          latency=LatencySummary.of(hist), connection_ms=conn_ms, rate=rate,
                          scripts=per_script(stdout, script_phases, transactions=transactions,
                                             tps=tps))
+
+
+def count_log_latencies(lines: Iterable[str], counts: BucketCounts) -> int:
+    """Add the latencies of pgbench's per-transaction log (``-l``; "Per-Transaction
+    Logging": ``client_id transaction_no time script_no time_epoch time_us [schedule_lag]
+    [retries]``, ``time`` in µs) to ``counts``, as pgbench's own latency figures take them:
+    a transaction whose ``time`` reads ``failed`` (it ended in an error: pgbench 15+) or
+    ``skipped`` (behind schedule beyond ``--latency-limit``) has no latency and is left out.
+    Returns how many were left out."""
+    untimed = 0
+    for line in lines:
+        time_us = line.split()[2]
+        if time_us.isdigit():
+            counts[bucket_index(int(time_us) or 1)] += 1
+        else:
+            untimed += 1
+    return untimed
 
 
 def _find(pattern: str, text: str) -> str:
