@@ -104,9 +104,9 @@ class WakeLead:
     leaves on average when it is due, and never sooner than three quarters of its delay
     after it arrived."""
 
-    def __init__(self, rtt_s: float) -> None:
+    def __init__(self, rtt_s: float, share: float = LEAD_SHARE) -> None:
         self.one_way = rtt_s / 2
-        self.cap = self.one_way * LEAD_SHARE
+        self.cap = self.one_way * share
         self.late = 0.0
 
     def learn(self, late: float) -> None:
@@ -140,7 +140,7 @@ class Relay:
     own decisions (arrival, due, the lead its timer took, sent; the loop's clock in seconds)."""
 
     def __init__(self, upstream: Upstream, schedule: DelaySchedule,
-                 trace: IO[str] | None = None) -> None:
+                 trace: IO[str] | None = None, lead_share: float = LEAD_SHARE) -> None:
         self.upstream = upstream
         self.schedule = schedule
         self.trace = trace
@@ -148,7 +148,7 @@ class Relay:
         # Every socket reads into this one buffer, copied out at once: a fresh 256 kB
         # buffer per read (asyncio's default) costs an mmap, mremap and munmap each time.
         self.inbox = memoryview(bytearray(CHUNK_BYTES))
-        self.wake = WakeLead(schedule.rtt_s)
+        self.wake = WakeLead(schedule.rtt_s, lead_share)
         self.connections = 0  # forwarded so far: each one's number in the trace
 
     @property
@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-port", type=int)
     parser.add_argument("--upstream-unix")
     parser.add_argument("--trace", help="write the relay's decisions, one JSON line a chunk")
+    parser.add_argument("--lead-share", type=float, default=LEAD_SHARE,
+                        help="the most a timer is armed early, in one-way delays (0: never; "
+                             "bench/relay_lateness.py compares)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _precise_timers()
@@ -425,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         trace = (stack.enter_context(open(args.trace, "a", buffering=1, encoding="utf-8"))
                  if args.trace else None)
-        relay = Relay(upstream, DelaySchedule(args.rtt_ms / 1000), trace)
+        relay = Relay(upstream, DelaySchedule(args.rtt_ms / 1000), trace,
+                      lead_share=min(max(args.lead_share, 0.0), 0.5))
         loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
         try:
             return loop.run_until_complete(serve(relay, args.port))
