@@ -77,7 +77,7 @@ def main() -> None:
                 rows = [json.loads(line) for line in trace.read_text().splitlines()]
                 parts = []
                 for to in ("server", "client"):
-                    late = [(r["sent"] - r["due"]) * 1000 for r in rows if r["to"] == to]
+                    late = [(r["sent"] - r["due"]) * 1000 for r in rows if r.get("to") == to]
                     parts.append(f"to {to} median {statistics.median(late):+.3f} mean "
                                  f"{statistics.fmean(late):+.3f}")
                 report.line(f"--rtt {rtt:g} {label:<11}: SELECT 1 median {through:.3f} ms "

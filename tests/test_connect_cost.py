@@ -29,6 +29,7 @@ from poolbench.db.target import ConnectionTarget
 from poolbench.errors import ConnectError
 from poolbench.events import RunEvents
 from poolbench.measure.connect_probe import SLICES, connect_cost, probe_once
+from poolbench.network.relay_process import RelayProcess
 from poolbench.poolers.routes import open_route
 from poolbench.report.console import render_connect_cost
 from poolbench.report.html import report_html
@@ -348,6 +349,30 @@ def test_under_tls_every_strategy_connects_over_tls(tls_server: EmbeddedServer,
     assert open_backends.get("psycopg:pool") == {True}  # its pool was open: seen over TLS
     assert results.config["tls"] is True
     assert [c.tls_version for c in results.connect_cost] == ["TLSv1.3"]
+
+
+def test_tls_connections_through_the_relay_are_let_go_when_they_close(
+        tls_target: ConnectionTarget, tmp_path: Path) -> None:
+    """A TLS client closes before the server's close_notify reaches it, so its socket is
+    reset by the time the relay passes the server's end of stream on; the relay lets the
+    connection go all the same. (It kept each one: after 400, as many as a --tls --rtt
+    run without a pool makes in seconds, it refused every new connection.)"""
+    trace = tmp_path / "relay.jsonl"
+
+    def let_go() -> list[dict[str, object]]:
+        records = [json.loads(line) for line in trace.read_text().splitlines()]
+        return [r for r in records if "closed" in r and not r["abort"]]
+
+    with RelayProcess(tls_target, 2.0, trace=trace) as relay:
+        for _ in range(5):
+            with psycopg.connect(relay.target_for(tls_target).conninfo(),
+                                 autocommit=True) as conn:
+                assert conn.pgconn.ssl_in_use
+                conn.execute("SELECT 1")
+        deadline = time.monotonic() + 30  # a poll: the relay closes each pair on its own
+        while len(let_go()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sorted(r["conn"] for r in let_go()) == [1, 2, 3, 4, 5]
 
 
 def test_under_tls_clients_reach_pgbouncer_over_tls(tls_target: ConnectionTarget) -> None:

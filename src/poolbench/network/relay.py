@@ -137,7 +137,8 @@ class Upstream:
 class Relay:
     """The relay's connections: each accepted one forwarded to ``upstream`` through two
     delay lines. ``trace``, if given, gets one JSON line per chunk written: the relay's
-    own decisions (arrival, due, the lead its timer took, sent; the loop's clock in seconds)."""
+    own decisions (arrival, due, the lead its timer took, sent; the loop's clock in
+    seconds), and one per connection let go (``closed``; ``abort``: at the relay's stop)."""
 
     def __init__(self, upstream: Upstream, schedule: DelaySchedule,
                  trace: IO[str] | None = None, lead_share: float = LEAD_SHARE) -> None:
@@ -215,6 +216,9 @@ class _Pair:
             return
         self.closed = True
         self.relay.pairs.discard(self)
+        if self.relay.trace is not None and self.conn:
+            self.relay.trace.write(json.dumps({"conn": self.conn, "closed": self.loop.time(),
+                                               "abort": abort}) + "\n")
         for end in (self.client, self.server):
             end.passed_on = True
             if end.timer is not None:
@@ -314,7 +318,11 @@ class _End(asyncio.BufferedProtocol):
                 self._trace(chunks, lead)
         if ending:
             if out.can_write_eof() and not out.is_closing():
-                out.write_eof()
+                # A peer that reset its socket meanwhile (a TLS client that closed before
+                # the server's close_notify reached it) refuses the half-close (ENOTCONN):
+                # its direction is over all the same.
+                with contextlib.suppress(OSError):
+                    out.write_eof()
             self.passed_on = True
             pair.ended()
         elif line:
