@@ -322,8 +322,8 @@ class Readings:
         and psycopg's adaptation a tick, every tick). It reads ``pg_stat_get_activity``,
         the function under ``pg_stat_activity``, without the view's joins to
         ``pg_database`` and ``pg_authid``: the same rows for a fifth of the server's CPU
-        (~0.15 ms a look instead of ~0.8 ms on a 2-core VM, 2026-12-01; the backend's CPU
-        over a run is in bench/results/sampler_cost.txt)."""
+        (measured on an idle 2-core VM, 2026-12-01; under load each look costs more, and
+        the backend's CPU over a run is in bench/results/sampler_cost.txt)."""
         base = ("SELECT state, wait_event_type, wait_event, pid FROM pg_stat_get_activity(NULL) "
                 "WHERE datid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                 "AND backend_type = 'client backend' AND ")
