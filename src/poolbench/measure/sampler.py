@@ -1,8 +1,9 @@
 """Evidence during every run: the server's activity and the machine's resources, sampled.
 
 Every ``--sample-interval`` (default 100 ms) a connection of its own
-(``poolbench-sampler``) reads ``pg_stat_activity`` for the benchmark's backends (by
-application name): their ``state`` and ``wait_event_type``/``wait_event``. At the same
+(``poolbench-sampler``) reads ``pg_stat_activity`` (its function, ``pg_stat_get_activity``,
+without the view's catalog joins) for the benchmark's backends (by application name):
+their ``state`` and ``wait_event_type``/``wait_event``. At the same
 instants psutil reads the CPU time and RSS of poolbench's process and its children
 (``--processes`` workers, LocalCluster nodes; the sampler's own process left out) and,
 when the server runs on this machine (the embedded server always), of the server's
