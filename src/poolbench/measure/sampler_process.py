@@ -152,34 +152,6 @@ class Resources:
     server_rss: int | None
 
 
-_PROC = os.path.exists("/proc/self/stat")  # Linux: read /proc directly, else psutil
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
-_PAGE = mmap.PAGESIZE
-
-
-def _read(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 4096)
-    finally:
-        os.close(fd)
-
-
-def _proc_cpu_and_rss(pid: int, *, reaped: bool, private: bool) -> tuple[float, int]:
-    """From ``/proc/PID/stat`` and ``statm``, a small read each: the same figures as
-    psutil's ``cpu_times`` and ``memory_info``, for a third of their CPU (~20 µs a process
-    instead of ~50), which was most of what the sampler spent a second. Raises OSError
-    once the process is gone."""
-    # After the command name's last ')': state is field 3, so utime (14) is at 11.
-    fields = _read(f"/proc/{pid}/stat").rpartition(b")")[2].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    memory = _read(f"/proc/{pid}/statm").split()  # resident, shared: as psutil reads them
-    pages = int(memory[1]) - (int(memory[2]) if private else 0)
-    return ticks * _TICK_S, pages * _PAGE
-
-
 def _cpu_and_rss(processes: list[psutil.Process], *, reaped: bool,
                  private: bool = False) -> tuple[float, int]:
     """CPU seconds (with ``reaped``: those of reaped children too) and resident memory;
@@ -188,16 +160,12 @@ def _cpu_and_rss(processes: list[psutil.Process], *, reaped: bool,
     cpu, rss = 0.0, 0
     for proc in processes:
         try:
-            if _PROC:
-                c, r = _proc_cpu_and_rss(proc.pid, reaped=reaped, private=private)
-                cpu, rss = cpu + c, rss + r
-                continue
             t = proc.cpu_times()
             cpu += t.user + t.system + ((t.children_user + t.children_system) if reaped else 0)
             m = proc.memory_info()
             rss += m.rss - getattr(m, "shared", 0) if private else m.rss
-        except (psutil.Error, OSError, IndexError, ValueError):
-            continue  # gone meanwhile
+        except psutil.Error:
+            continue
     return cpu, rss
 
 
