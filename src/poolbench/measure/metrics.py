@@ -9,14 +9,19 @@ per-operation lists, so memory stays constant whatever the run length.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hdrh.histogram import HdrHistogram
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # 1 µs .. 1 hour at 3 significant digits: 0.1% relative error on every percentile.
 LOWEST_US = 1
@@ -285,6 +290,57 @@ class StatementCounters:
         return total
 
 
+# A recorder buffers this many operations' clock readings before counting them.
+BATCH_OPERATIONS = 1024
+# Each operation's readings in a recorder's buffer: t0, t1, t2, t3 and when it was due.
+_FIELDS = 5
+# The due slot of an operation without a schedule (not a clock reading any run can make).
+UNPACED = -(1 << 63)
+
+
+def bucket_indexes(us: np.ndarray) -> np.ndarray:
+    """:func:`bucket_index` of each value (µs, int64; exact below 2**53)."""
+    import numpy as np
+
+    big = us >= EXACT_US
+    if not big.any():
+        return us
+    out = us.copy()
+    values = us[big]
+    shift = np.frexp(values.astype(np.float64))[1].astype(np.int64) - _SUB_BUCKET_BITS
+    out[big] = (shift << (_SUB_BUCKET_BITS - 1)) + (values >> shift)
+    return out
+
+
+def second_indexes(us: np.ndarray) -> np.ndarray:
+    """:func:`second_index` of each value (µs, int64; exact below 2**53)."""
+    import numpy as np
+
+    big = us >= 1 << SECOND_BITS
+    if not big.any():
+        return us
+    out = us.copy()
+    values = us[big]
+    shift = np.frexp(values.astype(np.float64))[1].astype(np.int64) - SECOND_BITS
+    out[big] = (shift << (SECOND_BITS - 1)) + (values >> shift)
+    return out
+
+
+def _count(indexes: np.ndarray, into: BucketCounts) -> None:
+    import numpy as np
+
+    found, n = np.unique(indexes, return_counts=True)
+    for index, count in zip(found.tolist(), n.tolist()):
+        into[index] += count
+
+
+def _us(ns: np.ndarray) -> np.ndarray:
+    """Nanoseconds to whole µs, 0 counted as 1 (``ns // 1000 or 1``)."""
+    us = ns // 1000
+    us[us == 0] = 1
+    return us
+
+
 class OperationRecorder:
     """One worker's timings (nanosecond clock, counted in µs buckets) and errors for one phase.
 
@@ -298,21 +354,27 @@ class OperationRecorder:
     stalled pool cannot hide. ``held_too_long`` counts connections kept out of
     the pool longer than the leak threshold, whether the operation succeeded
     or not (HikariCP's leak detection).
+
+    ``record`` only appends the operation's clock readings to a buffer; they are counted
+    (with numpy, a batch at a time) every :data:`BATCH_OPERATIONS` operations and by
+    :meth:`flush` / :meth:`finish`. Until then the counts, ``ok`` and the per-second series
+    leave out the buffered operations: read them after :meth:`finish`.
     """
 
-    __slots__ = ("acquire", "current", "current_second", "current_tenths", "current_wait",
-                 "errors", "execute", "failed", "held_too_long", "kind", "latency", "leak_ns",
-                 "ok", "origin_ns", "scheduled", "seconds", "sink", "statements", "tenths",
-                 "waits")
+    __slots__ = ("acquire", "current_second", "errors", "execute", "failed", "held_too_long",
+                 "kind", "latency", "leak_ns", "ok", "origin_ns", "scheduled", "seconds",
+                 "sink", "statements", "tenths", "times", "wait_by_second", "waits")
 
     def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "",
                  sink: PhaseSink | None = None) -> None:
         self.kind = kind  # in a mix, the kind of operation this recorder counts
-        # The second being counted, handed to the phase's shared sink when the next begins
-        # with the histograms' counts so far: memory per second is then one merged dict
-        # per phase, not one per worker, and the totals are the sink's fixed arrays.
+        # Where each batch's counts go: the phase's shared sink (memory per second is then
+        # one merged dict per phase, not one per worker, and the totals are the sink's
+        # fixed arrays); without one, this recorder keeps them.
         self.sink = sink
-        self.current = BucketCounts()
+        # t0, t1, t2, t3, due (UNPACED: none) of each operation not yet counted
+        self.times = array("q")
+        # The second the last counted operation ended in (a failed acquire's wait counts there)
         self.current_second = 0
         self.latency = BucketCounts()
         self.acquire = BucketCounts()
@@ -325,11 +387,10 @@ class OperationRecorder:
         # Nanoseconds spent acquiring (waiting for a pooled connection, or connecting), per
         # second: a second's total divided by one second is the mean number of workers
         # acquiring in it (Little's law), the pool's waiters.
-        self.current_wait = 0
         self.waits: dict[int, int] = {}
-        # Operations per 0.1 s of the current second (a slot each), then per second handed
-        # on like the buckets: the series MSER-5 judges (measure/steady.py).
-        self.current_tenths = [0] * TENTHS
+        self.wait_by_second: dict[int, int] = {}  # failed acquires' waits not yet handed on
+        # Operations per 0.1 s, 10 slots per second: the series MSER-5 judges
+        # (measure/steady.py).
         self.tenths: dict[int, array[int]] = {}
         self.origin_ns = 0
         self.errors: Counter[str] = Counter()
@@ -340,60 +401,75 @@ class OperationRecorder:
         self.statements: StatementCounters | None = None
 
     def record(self, t0: int, t1: int, t2: int, t3: int, scheduled: int | None = None) -> None:
-        # bucket_index and second_index inlined: a value below EXACT_US µs is its own HDR
-        # bucket (nearly every operation's), one below 16 its own per-second bucket; a call
-        # less each is a sixth of this method's cost (harness_ir.txt).
-        self.ok += 1
-        us = (t3 - t0) // 1000 or 1
-        self.latency[us if us < EXACT_US else bucket_index(us)] += 1
-        second, tenth = divmod((t3 - self.origin_ns) // TENTH_NS, TENTHS)
-        if second != self.current_second:
-            self.roll(second)
-        self.current_tenths[tenth] += 1
-        if us < 16:
-            self.current[us] += 1
-        else:
-            shift = us.bit_length() - SECOND_BITS
-            self.current[(shift << (SECOND_BITS - 1)) + (us >> shift)] += 1
-        wait = t1 - t0
-        self.current_wait += wait
-        us = wait // 1000 or 1
-        self.acquire[us if us < EXACT_US else bucket_index(us)] += 1
-        us = (t2 - t1) // 1000 or 1
-        self.execute[us if us < EXACT_US else bucket_index(us)] += 1
-        if scheduled is not None:
-            self.scheduled[bucket_index((t3 - scheduled) // 1000 or 1)] += 1
-        if t3 - t1 > self.leak_ns:
-            self.held_too_long += 1
+        # The hot path: five integers appended, nothing counted (harness_ir.txt).
+        times = self.times
+        times.extend((t0, t1, t2, t3, UNPACED if scheduled is None else scheduled))
+        if len(times) >= BATCH_OPERATIONS * _FIELDS:
+            self.flush()
 
-    def roll(self, second: int | None) -> None:
-        """Hand the second counted so far and the histograms' counts on to the sink (without
-        one, keep them), and start counting ``second``."""
-        if self.sink is not None:
+    def flush(self) -> None:
+        """Count the buffered operations, and hand every count so far on to the sink (if
+        there is one)."""
+        per_second: list[tuple[int, BucketCounts, int, list[int]]] = []
+        if self.times:
+            per_second = self._count_batch()
+        for second, wait in self.wait_by_second.items():
+            per_second.append((second, BucketCounts(), wait, []))
+        self.wait_by_second = {}
+        sink = self.sink
+        if sink is not None:
+            for second, counts, wait, tenths in per_second:
+                sink.flush(second, counts, {}, wait, tenths or None)
             found = {kind: counts for kind in HISTOGRAMS if (counts := getattr(self, kind))}
-            if self.current or found or self.current_wait:
-                self.sink.flush(self.current_second, self.current, found, self.current_wait,
-                                self.current_tenths if self.current else None)
+            if found:
+                sink.flush(self.current_second, BucketCounts(), found)
                 for kind in found:
                     setattr(self, kind, BucketCounts())
-                self.current = BucketCounts()
-                self.current_tenths = [0] * TENTHS
-        else:
-            if self.current:
-                self.seconds.setdefault(self.current_second, BucketCounts()).add(self.current)
-                add_tenths(self.tenths, self.current_second, self.current_tenths)
-                self.current = BucketCounts()
-                self.current_tenths = [0] * TENTHS
-            if self.current_wait:
-                self.waits[self.current_second] = (self.waits.get(self.current_second, 0)
-                                                   + self.current_wait)
-        self.current_wait = 0
-        if second is not None:
-            self.current_second = second
+            return
+        for second, counts, wait, tenths in per_second:
+            if counts:
+                self.seconds.setdefault(second, BucketCounts()).add(counts)
+                add_tenths(self.tenths, second, tenths)
+            if wait:
+                self.waits[second] = self.waits.get(second, 0) + wait
+
+    def _count_batch(self) -> list[tuple[int, BucketCounts, int, list[int]]]:
+        """Count the buffer into the histograms; return its operations per second: (second,
+        latency buckets, ns acquiring, operations per 0.1 s)."""
+        import numpy as np
+
+        t = np.array(self.times, dtype=np.int64).reshape(-1, _FIELDS)
+        del self.times[:]
+        t0, t1, t2, t3, due = t.T
+        self.ok += len(t)
+        latency = _us(t3 - t0)
+        _count(bucket_indexes(latency), self.latency)
+        wait = t1 - t0
+        _count(bucket_indexes(_us(wait)), self.acquire)
+        _count(bucket_indexes(_us(t2 - t1)), self.execute)
+        paced = due != UNPACED
+        if paced.any():
+            _count(bucket_indexes(_us(t3[paced] - due[paced])), self.scheduled)
+        if self.leak_ns != float("inf"):
+            # int > float compares exactly in Python; an int > the float's floor does too
+            self.held_too_long += int(np.count_nonzero(t3 - t1 > math.floor(self.leak_ns)))
+        tenth = (t3 - self.origin_ns) // TENTH_NS
+        second, tenth = tenth // TENTHS, tenth % TENTHS
+        coarse = second_indexes(latency)
+        per_second = []
+        for s in np.unique(second).tolist():
+            at = second == s
+            counts = BucketCounts()
+            _count(coarse[at], counts)
+            per_second.append((s, counts, int(wait[at].sum()),
+                               np.bincount(tenth[at], minlength=TENTHS).tolist()))
+        self.current_second = int(second[-1])
+        return per_second
 
     def finish(self) -> None:
-        """End of the phase: the last second handed on, the sink let go (it cannot travel)."""
-        self.roll(None)
+        """End of the phase: everything counted and handed on, the sink let go (it cannot
+        travel)."""
+        self.flush()
         self.sink = None
 
     def fail(self, exc: BaseException, stage: str, t0: int, t_end: int,
@@ -403,7 +479,11 @@ class OperationRecorder:
         self.errors[f"{stage}: {error_class(exc)}"] += 1
         self.failed[bucket_index((t_end - t0) // 1000 or 1)] += 1
         if stage == "acquire":  # all of its time was spent acquiring
-            self.current_wait += t_end - t0
+            # in the second the last successful operation ended in, buffered or not
+            times = self.times
+            second = ((times[-2] - self.origin_ns) // TENTH_NS // TENTHS if times
+                      else self.current_second)
+            self.wait_by_second[second] = self.wait_by_second.get(second, 0) + t_end - t0
         if scheduled is not None:
             self.scheduled[bucket_index((t_end - scheduled) // 1000 or 1)] += 1
         if held_ns > self.leak_ns:
