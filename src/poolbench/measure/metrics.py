@@ -450,7 +450,7 @@ class OperationRecorder:
         paced = due != UNPACED
         if paced.any():
             _count(bucket_indexes(_us(t3[paced] - due[paced])), self.scheduled)
-        if self.leak_ns != float("inf"):
+        if self.leak_ns < 1 << 63:  # no int64 is above it otherwise
             # int > float compares exactly in Python; an int > the float's floor does too
             self.held_too_long += int(np.count_nonzero(t3 - t1 > math.floor(self.leak_ns)))
         tenth = (t3 - self.origin_ns) // TENTH_NS
