@@ -16,12 +16,9 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
-
-if TYPE_CHECKING:
-    import numpy as np
 
 # 1 µs .. 1 hour at 3 significant digits: 0.1% relative error on every percentile.
 LOWEST_US = 1
@@ -290,18 +287,13 @@ class StatementCounters:
         return total
 
 
-# A recorder buffers this many operations' clock readings before counting them.
+# A recorder keeps this many operations' clock readings (four Python ints each: about 160
+# bytes) before counting them, a batch at a time.
 BATCH_OPERATIONS = 1024
-# Each operation's readings in a recorder's buffer: t0, t1, t2, t3 and when it was due.
-_FIELDS = 5
-# The due slot of an operation without a schedule (not a clock reading any run can make).
-UNPACED = -(1 << 63)
 
 
 def bucket_indexes(us: np.ndarray) -> np.ndarray:
     """:func:`bucket_index` of each value (µs, int64; exact below 2**53)."""
-    import numpy as np
-
     big = us >= EXACT_US
     if not big.any():
         return us
@@ -314,8 +306,6 @@ def bucket_indexes(us: np.ndarray) -> np.ndarray:
 
 def second_indexes(us: np.ndarray) -> np.ndarray:
     """:func:`second_index` of each value (µs, int64; exact below 2**53)."""
-    import numpy as np
-
     big = us >= 1 << SECOND_BITS
     if not big.any():
         return us
@@ -326,19 +316,43 @@ def second_indexes(us: np.ndarray) -> np.ndarray:
     return out
 
 
-def _count(indexes: np.ndarray, into: BucketCounts) -> None:
-    import numpy as np
-
-    found, n = np.unique(indexes, return_counts=True)
-    for index, count in zip(found.tolist(), n.tolist()):
-        into[index] += count
-
-
 def _us(ns: np.ndarray) -> np.ndarray:
     """Nanoseconds to whole µs, 0 counted as 1 (``ns // 1000 or 1``)."""
     us = ns // 1000
     us[us == 0] = 1
     return us
+
+
+# Several counts keyed by one int64 each, so one np.unique counts them all: key = slot *
+# base + value, for values within ±base / 2: _KEYS for the three histograms' µs buckets
+# (an hour's is 23,000), _SECOND_KEYS for (second, per-second bucket) pairs (a
+# non-negative duration's per-second bucket is below 500; the clock's seconds fit 2**53).
+_KEYS = 1 << 41
+_SECOND_KEYS = 1 << 10
+
+
+# The histograms a batch counts together: HISTOGRAMS' first three, slots 0, 1, 2.
+_HISTOGRAM_SLOTS = np.arange(3) * _KEYS
+
+
+def _slots(keys: np.ndarray, base: int) -> Iterable[tuple[int, list[int], list[int]]]:
+    """Each slot's (slot, values, counts) of keyed values (value order within a slot)."""
+    keys, n = np.unique(keys, return_counts=True)
+    slots = (keys + base // 2) // base
+    values = (keys - slots * base).tolist()
+    counts = n.tolist()
+    found, starts = np.unique(slots, return_index=True)
+    ends = [*starts[1:].tolist(), len(values)]
+    for slot, start, end in zip(found.tolist(), starts.tolist(), ends):
+        yield slot, values[start:end], counts[start:end]
+
+
+def _add(into: BucketCounts, indexes: list[int], counts: list[int]) -> None:
+    if into:
+        for index, count in zip(indexes, counts):
+            into[index] += count
+    else:
+        into.update(zip(indexes, counts))
 
 
 class OperationRecorder:
@@ -355,15 +369,17 @@ class OperationRecorder:
     the pool longer than the leak threshold, whether the operation succeeded
     or not (HikariCP's leak detection).
 
-    ``record`` only appends the operation's clock readings to a buffer; they are counted
-    (with numpy, a batch at a time) every :data:`BATCH_OPERATIONS` operations and by
-    :meth:`flush` / :meth:`finish`. Until then the counts, ``ok`` and the per-second series
-    leave out the buffered operations: read them after :meth:`finish`.
+    ``record`` only keeps the operation's clock readings; they are counted (with numpy,
+    a batch at a time) every :data:`BATCH_OPERATIONS` operations and by :meth:`flush` /
+    :meth:`finish`, into the same buckets, seconds and tenths counting them one by one
+    would give. Until then the counts, ``ok`` and the per-second series leave out the
+    operations kept: read them after :meth:`finish`.
     """
 
     __slots__ = ("acquire", "current_second", "errors", "execute", "failed", "held_too_long",
-                 "kind", "latency", "leak_ns", "ok", "origin_ns", "scheduled", "seconds",
-                 "sink", "statements", "tenths", "times", "wait_by_second", "waits")
+                 "kind", "late", "latency", "leak_ns", "ok", "origin_ns", "scheduled",
+                 "seconds", "sink", "statements", "tenths", "times", "wait_by_second",
+                 "waits")
 
     def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "",
                  sink: PhaseSink | None = None) -> None:
@@ -372,8 +388,8 @@ class OperationRecorder:
         # one merged dict per phase, not one per worker, and the totals are the sink's
         # fixed arrays); without one, this recorder keeps them.
         self.sink = sink
-        # t0, t1, t2, t3, due (UNPACED: none) of each operation not yet counted
-        self.times = array("q")
+        self.times: list[int] = []  # t0, t1, t2, t3 of each operation not yet counted
+        self.late: list[int] = []  # and of those that were due: t3 - due
         # The second the last counted operation ended in (a failed acquire's wait counts there)
         self.current_second = 0
         self.latency = BucketCounts()
@@ -401,69 +417,75 @@ class OperationRecorder:
         self.statements: StatementCounters | None = None
 
     def record(self, t0: int, t1: int, t2: int, t3: int, scheduled: int | None = None) -> None:
-        # The hot path: five integers appended, nothing counted (harness_ir.txt).
+        # The hot path: four ints kept, nothing counted (a list's extend: an array's, or
+        # counting each operation, costs several times more; harness_ir.txt).
         times = self.times
-        times.extend((t0, t1, t2, t3, UNPACED if scheduled is None else scheduled))
-        if len(times) >= BATCH_OPERATIONS * _FIELDS:
+        times += (t0, t1, t2, t3)
+        if scheduled is not None:
+            self.late.append(t3 - scheduled)
+        if len(times) >= BATCH_OPERATIONS * 4:
             self.flush()
 
     def flush(self) -> None:
-        """Count the buffered operations, and hand every count so far on to the sink (if
-        there is one)."""
-        per_second: list[tuple[int, BucketCounts, int, list[int]]] = []
-        if self.times:
-            per_second = self._count_batch()
+        """Count the operations kept, and hand every count so far on to the sink (if there
+        is one)."""
+        per_second = self._count_batch() if self.times else {}
         for second, wait in self.wait_by_second.items():
-            per_second.append((second, BucketCounts(), wait, []))
+            counts, tenths, waited = per_second.get(second) or (BucketCounts(), None, 0)
+            per_second[second] = counts, tenths, waited + wait
         self.wait_by_second = {}
         sink = self.sink
         if sink is not None:
-            for second, counts, wait, tenths in per_second:
-                sink.flush(second, counts, {}, wait, tenths or None)
+            for second, (counts, tenths, wait) in per_second.items():
+                sink.flush(second, counts, {}, wait, tenths)
             found = {kind: counts for kind in HISTOGRAMS if (counts := getattr(self, kind))}
             if found:
                 sink.flush(self.current_second, BucketCounts(), found)
                 for kind in found:
                     setattr(self, kind, BucketCounts())
             return
-        for second, counts, wait, tenths in per_second:
+        for second, (counts, tenths, wait) in per_second.items():
             if counts:
                 self.seconds.setdefault(second, BucketCounts()).add(counts)
+            if tenths is not None:
                 add_tenths(self.tenths, second, tenths)
             if wait:
                 self.waits[second] = self.waits.get(second, 0) + wait
 
-    def _count_batch(self) -> list[tuple[int, BucketCounts, int, list[int]]]:
-        """Count the buffer into the histograms; return its operations per second: (second,
-        latency buckets, ns acquiring, operations per 0.1 s)."""
-        import numpy as np
-
-        t = np.array(self.times, dtype=np.int64).reshape(-1, _FIELDS)
-        del self.times[:]
-        t0, t1, t2, t3, due = t.T
+    def _count_batch(self) -> dict[int, tuple[BucketCounts, list[int] | None, int]]:
+        """Count the operations kept into the histograms; return, per second they ended in,
+        their latency buckets, operations per 0.1 s and ns acquiring."""
+        times, late = self.times, self.late
+        t = np.fromiter(times, np.int64, len(times)).reshape(-1, 4)
+        times.clear()
         self.ok += len(t)
-        latency = _us(t3 - t0)
-        _count(bucket_indexes(latency), self.latency)
-        wait = t1 - t0
-        _count(bucket_indexes(_us(wait)), self.acquire)
-        _count(bucket_indexes(_us(t2 - t1)), self.execute)
-        paced = due != UNPACED
-        if paced.any():
-            _count(bucket_indexes(_us(t3[paced] - due[paced])), self.scheduled)
+        # latency, acquire and execute of each operation, keyed by histogram (slot 0, 1, 2)
+        ns = t[:, (3, 1, 2)] - t[:, (0, 0, 1)]
+        us = _us(ns)
+        for slot, indexes, counts in _slots(bucket_indexes(us) + _HISTOGRAM_SLOTS, _KEYS):
+            _add(getattr(self, HISTOGRAMS[slot]), indexes, counts)
+        if late:
+            keys, n = np.unique(bucket_indexes(_us(np.fromiter(late, np.int64, len(late)))),
+                                return_counts=True)
+            late.clear()
+            _add(self.scheduled, keys.tolist(), n.tolist())
         if self.leak_ns < 1 << 63:  # no int64 is above it otherwise
             # int > float compares exactly in Python; an int > the float's floor does too
-            self.held_too_long += int(np.count_nonzero(t3 - t1 > math.floor(self.leak_ns)))
-        tenth = (t3 - self.origin_ns) // TENTH_NS
-        second, tenth = tenth // TENTHS, tenth % TENTHS
-        coarse = second_indexes(latency)
-        per_second = []
-        for s in np.unique(second).tolist():
-            at = second == s
-            counts = BucketCounts()
-            _count(coarse[at], counts)
-            per_second.append((s, counts, int(wait[at].sum()),
-                               np.bincount(tenth[at], minlength=TENTHS).tolist()))
+            self.held_too_long += int(np.count_nonzero(t[:, 3] - t[:, 1]
+                                                       > math.floor(self.leak_ns)))
+        tenth = (t[:, 3] - self.origin_ns) // TENTH_NS
+        second = tenth // TENTHS
         self.current_second = int(second[-1])
+        several = bool((second != second[0]).any())
+        per_second: dict[int, tuple[BucketCounts, list[int] | None, int]] = {}
+        for s, indexes, counts in _slots(second * _SECOND_KEYS + second_indexes(us[:, 0]),
+                                         _SECOND_KEYS):
+            per_second[s] = (BucketCounts(zip(indexes, counts)), [0] * TENTHS,
+                             int(ns[second == s, 1].sum()) if several else int(ns[:, 1].sum()))
+        keys, n = np.unique(tenth, return_counts=True)
+        for key, count in zip(keys.tolist(), n.tolist()):
+            s, i = divmod(key, TENTHS)
+            per_second[s][1][i] = count  # type: ignore[index]
         return per_second
 
     def finish(self) -> None:
@@ -479,9 +501,9 @@ class OperationRecorder:
         self.errors[f"{stage}: {error_class(exc)}"] += 1
         self.failed[bucket_index((t_end - t0) // 1000 or 1)] += 1
         if stage == "acquire":  # all of its time was spent acquiring
-            # in the second the last successful operation ended in, buffered or not
+            # in the second the last successful operation ended in, counted or not
             times = self.times
-            second = ((times[-2] - self.origin_ns) // TENTH_NS // TENTHS if times
+            second = ((times[-1] - self.origin_ns) // TENTH_NS // TENTHS if times
                       else self.current_second)
             self.wait_by_second[second] = self.wait_by_second.get(second, 0) + t_end - t0
         if scheduled is not None:
