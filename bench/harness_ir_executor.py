@@ -1,130 +1,146 @@
-"""Proposed executor.py changes, in callgrind instructions per operation with a strategy that
-does no I/O (8000 operations each): call_operation as it is and with its success path inline
-(no tuple, no _settle call); the worker loop as it is (source.next, w.settle) and fused
-(unpaced, not create: the number, deadline and count inline). Run as bench/harness_ir.py
-says, with this file (its regions in the order it prints them)."""
+"""poolbench's own work per operation in callgrind instructions, with a strategy that does no
+I/O (so only poolbench's code is counted, and the machine's varying speed does not matter):
+
+  worker loop + call_operation   the executor's statement loop as run_phase runs it for a
+                                 timed phase (source.next, call_operation, settle), N ops
+  run_phase, 1 thread            the executor itself, a phase of N operations (count: no
+                                 deadline to check), its worker thread only
+  call_operation alone           timing, the strategy's three calls, record
+  strategy direct                the strategy's three calls alone
+  empty loop, record, source.next, settle    each piece alone (bench/_common.py)
+
+Run (it starts valgrind on itself, the real interpreter, and sums the dumps):
+  /tmp/run_bench.sh env PYTHONPATH=$PWD/src python bench/harness_ir_executor.py [N]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
-from poolbench.config import Pace
-from poolbench.db.workload import RunTable
-from poolbench.measure.executor import PROGRESS_EVERY, _settle, _Worker, call_operation
-from poolbench.measure.metrics import PhaseSink, now_ns
-from poolbench.strategies.base import SyncStrategy
-from poolbench.workloads.phase import PhaseSpec, WorkSource
+N_DEFAULT = 8000
+HERE = Path(__file__).resolve().parent
 
 
-class Dummy(SyncStrategy):
-    name = "dummy"
-    driver = "x"
-    pooled = True
-    per_operation = ""
+def regions(n: int) -> None:
+    from _common import pieces_alone
 
-    def open(self):
-        pass
+    from poolbench.config import Pace
+    from poolbench.db.workload import RunTable
+    from poolbench.measure.executor import ThreadExecutor, _Worker, call_operation
+    from poolbench.measure.metrics import PhaseSink, now_ns
+    from poolbench.strategies.base import SyncStrategy
+    from poolbench.workloads.phase import PhaseSpec, WorkSource
 
-    def close(self):
-        pass
+    class NoIO(SyncStrategy):
+        name = "no-io"
+        driver = "x"
+        pooled = True
+        per_operation = ""
 
-    def acquire(self):
-        return 1
+        def open(self):
+            pass
 
-    def release(self, c):
-        pass
+        def close(self):
+            pass
 
-    def execute(self, c, s, p):
-        return 7
+        def acquire(self):
+            return 1
 
-def call_operation_fast(strategy, statement, params, rec, scheduled=None):
-    t0 = now_ns()
-    try:
-        conn = strategy.acquire()
-    except Exception as exc:
-        rec.fail(exc, "acquire", t0, now_ns(), scheduled)
-        return None
-    t1 = now_ns()
-    result = error = None
-    stage = "execute"
-    try:
-        result = strategy.execute(conn, statement, params)
-    except Exception as exc:
-        error = exc
-    t2 = now_ns()
-    try:
-        strategy.release(conn)
-    except Exception as exc:
-        if error is None:
-            error, stage = exc, "release"
-    t3 = now_ns()
-    if error is None and result is not None and (statement.returns_row or result == 1):
-        rec.record(t0, t1, t2, t3, scheduled)  # the usual case: no tuple, no second call
-        return result
-    return _settle(statement, result, error, stage, rec, (t0, t1, t2, t3, scheduled))
+        def release(self, c):
+            pass
 
-st = Dummy(None)
-workload = RunTable("users", "pb00000000")
-statement = workload.statements()["read"]
-ids = tuple(range(1, 10001))
-N = 8000
+        def execute(self, c, s, p):
+            return 7
 
-def loop_now(op):
-    def run(k):
-        spec = PhaseSpec("read", statement, workload, 0, count=None, ids=ids,
-                         pace=Pace(duration_s=3600))
-        source = WorkSource(spec)
+    def region(name: str, fn, ops: int) -> None:
+        print(f"{name}\t1\t{ops}", flush=True)
+        sys.call_tracing(fn, (ops,))
+
+    st = NoIO(None)
+    workload = RunTable("users", "pb00000000")
+    statement = workload.statements()["read"]
+    ids = tuple(range(1, 10001))
+    timed = Pace(duration_s=3600)
+
+    def worker_loop(k: int) -> None:
+        """run_phase's statement worker, stopped after k operations."""
+        source = WorkSource(PhaseSpec("read", statement, workload, 0, count=None, ids=ids,
+                                      pace=timed))
         source.start()
         w = _Worker(source, 30.0, {"": PhaseSink()})
         w.start(source.start_ns)
         stop = threading.Event()
 
-        def on_progress(n):
+        def on_progress(m):
             pass
-        n = 0
-        while n < k and not stop.is_set() and (item := source.next()) is not None:
+        done = 0
+        while done < k and not stop.is_set() and (item := source.next()) is not None:
             params, scheduled = item
             if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
                     and stop.wait(delay / 1e9):
                 break
-            w.settle(op(st, statement, params, w.rec, scheduled), on_progress)
-            n += 1
-    return run
-
-def loop_fused(op):
-    """Unpaced, not create: the source's number and deadline inline, the worker's count inline."""
-    def run(k):
-        spec = PhaseSpec("read", statement, workload, 0, count=None, ids=ids,
-                         pace=Pace(duration_s=3600))
-        source = WorkSource(spec)
-        source.start()
-        w = _Worker(source, 30.0, {"": PhaseSink()})
-        w.start(source.start_ns)
-        stop = threading.Event()
-
-        def on_progress(n):
-            pass
-        numbers, deadline, count = source._numbers, source.deadline_ns, spec.count
-        offset, stride, rows, rec = spec.offset, spec.stride, spec.ids, w.rec
-        nrows = len(rows)
-        done = 0
-        n = 0
-        while n < k and not stop.is_set():
-            number = offset + next(numbers) * stride
-            if (count is not None and number >= count) or \
-                    (deadline is not None and now_ns() >= deadline):
-                break
-            op(st, statement, (rows[number % nrows],), rec, None)
+            w.settle(call_operation(st, statement, params, w.rec, scheduled), on_progress)
             done += 1
-            if done % PROGRESS_EVERY == 0:
-                on_progress(PROGRESS_EVERY)
-            n += 1
-        w.done += done
-    return run
+        w.rec.finish()
 
-for name, fn in (("worker loop now + call_operation now", loop_now(call_operation)),
-                 ("worker loop now + call_operation fast", loop_now(call_operation_fast)),
-                 ("worker loop fused + call_operation fast", loop_fused(call_operation_fast)),
-                 ("worker loop now + call_operation now", loop_now(call_operation)),
-                 ("worker loop now + call_operation fast", loop_now(call_operation_fast)),
-                 ("worker loop fused + call_operation fast", loop_fused(call_operation_fast))):
-    print(name, flush=True)
-    sys.call_tracing(fn, (N,))
+    def call_alone(k: int) -> None:
+        source = WorkSource(PhaseSpec("read", statement, workload, 0, count=None, ids=ids))
+        rec = _Worker(source, 30.0, {"": PhaseSink()}).rec
+        rec.origin_ns = now_ns()
+        params = (1,)
+        for _ in range(k):
+            call_operation(st, statement, params, rec, None)
+        rec.finish()
+
+    def strategy_direct(k: int) -> None:
+        params = (1,)
+        for _ in range(k):
+            c = st.acquire()
+            st.execute(c, statement, params)
+            st.release(c)
+
+    region("worker loop + call_operation", worker_loop, n)
+    ex = ThreadExecutor(st, 1, threading.Event(), 30.0)
+    ex.open()
+    pool = ex._threads
+    submit = pool.submit
+    pool.submit = lambda fn: submit(lambda: sys.call_tracing(fn, ()))
+    print(f"run_phase, 1 thread\t1\t{n}", flush=True)
+    ex.run_phase(PhaseSpec("read", statement, workload, 0, count=n, ids=ids), lambda m: None)
+    pool.submit = submit
+    ex.close()
+    region("call_operation alone", call_alone, n)
+    region("strategy direct", strategy_direct, n)
+    fns = pieces_alone(workload, ids)
+    for name in ("empty loop", "record", "source.next", "settle"):
+        region(name, fns[name], n)
+
+
+def main(n: int) -> None:
+    sys.path.insert(0, str(HERE))
+    from harness_ir import summarise
+
+    with tempfile.TemporaryDirectory() as folder:
+        with open(f"{folder}/regions.txt", "w") as out:
+            subprocess.run(
+                ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+                 "--toggle-collect=sys_call_tracing", "--dump-after=sys_call_tracing",
+                 "--dump-instr=no", f"--callgrind-out-file={folder}/cg.out",
+                 sys.executable, __file__, "--regions", str(n)],
+                stdout=out, stderr=subprocess.DEVNULL, check=True,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                    [str(HERE), os.environ.get("PYTHONPATH", "")])})
+        summarise(folder)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--regions"]:
+        sys.path.insert(0, str(HERE))
+        regions(int(sys.argv[2]))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else N_DEFAULT)

@@ -5,6 +5,7 @@ database, and poolbench's own cost measured on the run's path."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import psycopg
 import pytest
@@ -328,20 +329,120 @@ def test_phase_sink_counts_a_straggling_second_and_every_operation() -> None:
 
 
 def test_record_buckets_each_time_as_bucket_index_and_second_index_do() -> None:
-    """record finds exact buckets without calling bucket_index/second_index: on each side
-    of both boundaries (16 µs per second, 2048 µs in HDR) its buckets are theirs."""
+    """record's batches find the buckets bucket_index/second_index find: on each side of
+    both boundaries (16 µs per second, 2048 µs in HDR) its buckets are theirs."""
     from poolbench.measure.metrics import OperationRecorder, bucket_index, second_index
 
     for us in (1, 15, 16, 17, 18, 2047, 2048, 2049, 2050, 5_000, 10_000_000):
         ns = us * 1000
         steps = OperationRecorder()
         steps.record(0, ns, 2 * ns, 2 * ns)  # acquire and execute: us each
+        steps.finish()
         assert dict(steps.acquire) == dict(steps.execute) == {bucket_index(us): 1}, us
         whole = OperationRecorder()
         whole.record(0, 0, 0, ns)  # the operation: us
-        assert dict(whole.latency) == {bucket_index(us): 1}, us
         whole.finish()
+        assert dict(whole.latency) == {bucket_index(us): 1}, us
         assert {i for c in whole.seconds.values() for i in c} == {second_index(us)}, us
+
+
+class _OneByOne:
+    """The recorder's arithmetic before batches, one operation at a time (its reference)."""
+
+    def __init__(self, leak_ns: float, origin_ns: int) -> None:
+        self.leak_ns, self.origin_ns, self.second = leak_ns, origin_ns, 0
+        self.hist: dict[str, Counter[int]] = {k: Counter() for k in
+                                               ("latency", "acquire", "execute", "scheduled",
+                                                "failed")}
+        self.seconds: dict[int, Counter[int]] = {}
+        self.tenths: dict[int, list[int]] = {}
+        self.waits: Counter[int] = Counter()
+        self.ok = self.held = 0
+
+    def record(self, t0: int, t1: int, t2: int, t3: int, scheduled: int | None) -> None:
+        from poolbench.measure.metrics import bucket_index, second_index
+
+        self.ok += 1
+        us = (t3 - t0) // 1000 or 1
+        self.hist["latency"][bucket_index(us)] += 1
+        self.second, tenth = divmod((t3 - self.origin_ns) // 100_000_000, 10)
+        self.seconds.setdefault(self.second, Counter())[second_index(us)] += 1
+        self.tenths.setdefault(self.second, [0] * 10)[tenth] += 1
+        self.waits[self.second] += t1 - t0
+        self.hist["acquire"][bucket_index((t1 - t0) // 1000 or 1)] += 1
+        self.hist["execute"][bucket_index((t2 - t1) // 1000 or 1)] += 1
+        if scheduled is not None:
+            self.hist["scheduled"][bucket_index((t3 - scheduled) // 1000 or 1)] += 1
+        self.held += t3 - t1 > self.leak_ns
+
+    def fail(self, t0: int, t_end: int, scheduled: int | None) -> None:
+        from poolbench.measure.metrics import bucket_index
+
+        self.hist["failed"][bucket_index((t_end - t0) // 1000 or 1)] += 1
+        self.waits[self.second] += t_end - t0  # an acquire's: where the last success ended
+        if scheduled is not None:
+            self.hist["scheduled"][bucket_index((t_end - scheduled) // 1000 or 1)] += 1
+
+
+@pytest.mark.parametrize("with_sink", [False, True])
+def test_batched_record_counts_what_one_by_one_counting_does(with_sink: bool) -> None:
+    """Operations counted in batches (numpy) land in the buckets, seconds, tenths and waits
+    they did one by one: latencies on each side of 16 µs and EXACT_US and far beyond, ends
+    on each side of second and 0.1 s boundaries (one before the phase's start), holds on
+    each side of the leak threshold, paced operations and failed acquires between them,
+    over several batches."""
+    import random
+
+    from poolbench.measure.metrics import (
+        BATCH_OPERATIONS,
+        EXACT_US,
+        OperationRecorder,
+        PhaseSink,
+        pairs,
+    )
+
+    origin, leak_s = 5_000_000_000, 0.25
+    rng = random.Random(20)
+    us_edges = [0, 1, 15, 16, 17, EXACT_US - 1, EXACT_US, EXACT_US + 1, 4 * EXACT_US - 1,
+                4 * EXACT_US, 123_456_789, 1_000_000_000]  # 3 of them: < 1 h
+    ns_edges = [0, 999, 1000, 1001, 250_000_000, 250_000_001]
+    sink = PhaseSink() if with_sink else None
+    rec = OperationRecorder(leak_s, sink=sink)
+    rec.origin_ns = origin
+    ref = _OneByOne(leak_s * 1e9, origin)
+    t3 = origin - 1_500_000_000
+    for n in range(3 * BATCH_OPERATIONS + 17):
+        t3 += rng.choice([1, 999, 99_999_999, 100_000_000, 2_500_000, 1_000_000_000])
+        parts = [rng.choice(us_edges) * 1000 + rng.choice(ns_edges) for _ in range(3)]
+        t2 = t3 - parts[0] % 400_000_000
+        t1 = t2 - parts[1]
+        t0 = t1 - parts[2]
+        scheduled = t0 - rng.choice(us_edges) * 1000 if n % 3 == 0 else None
+        if n % 97 == 5 or n == BATCH_OPERATIONS:  # the latter: nothing buffered
+            rec.fail(TimeoutError(), "acquire", t0, t1, scheduled)
+            ref.fail(t0, t1, scheduled)
+        rec.record(t0, t1, t2, t3, scheduled)
+        ref.record(t0, t1, t2, t3, scheduled)
+    for end in (origin - 1, origin, origin + 99_999_999, origin + 100_000_000,
+                origin + 999_999_999, origin + 1_000_000_000):  # back in time: a straggler
+        for held in (250_000_000, 250_000_001):  # at the leak threshold, and past it
+            times = (end - held - 16_000, end - held, end - 2_048_000, end)
+            rec.record(*times, end - 1)
+            ref.record(*times, end - 1)
+    rec.finish()
+    if sink is not None:
+        seconds, tenths, waits = sink.seconds, sink.tenths, sink.waits
+        hist = {kind: dict(sink.counts(kind)) for kind in ref.hist}
+    else:
+        seconds, tenths, waits = rec.seconds, rec.tenths, rec.waits
+        hist = {kind: dict(getattr(rec, kind)) for kind in ref.hist}
+    assert hist == {kind: dict(counts) for kind, counts in ref.hist.items()}
+    assert {s: dict(pairs(c)) for s, c in seconds.items()} == \
+        {s: dict(c) for s, c in ref.seconds.items()}
+    assert {s: list(t) for s, t in tenths.items()} == ref.tenths
+    assert dict(waits) == {s: w for s, w in ref.waits.items() if w}
+    assert (rec.ok, rec.held_too_long) == (ref.ok, ref.held)
+    assert min(seconds) < 0 and ref.held and hist["scheduled"] and hist["failed"]
 
 
 def test_fifty_workers_counts_merge_to_every_operation() -> None:

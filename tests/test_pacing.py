@@ -8,6 +8,7 @@ in bench/pacing.py."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -70,6 +71,23 @@ def test_a_duration_ends_the_phase_at_its_deadline() -> None:
         assert (source.due() is None) == ends
         if not ends:
             assert source.due() == (1, None) and source.next() == ((3,), None)
+
+
+def test_each_share_reads_and_deletes_the_rows_params_at_names() -> None:
+    """A read or delete phase's next (its own fast path once started) hands out each number
+    of its share once, with the row params_at gives it, and ends at the count."""
+    workload = RunTable("users", new_run_tag())
+    for phase in ("read", "delete"):
+        spec = PhaseSpec.of(phase, workload.statements()[phase], workload, 0, rows=1,
+                            ids=(5, 6, 7, 8), pace=Pace())
+        assert spec.count == 4
+        long = replace(spec, count=11)  # more operations than rows: they wrap around
+        for part, parts in ((0, 1), (1, 3)):
+            share = long.share(part, parts)
+            source = WorkSource(share)
+            source.start()
+            assert list(iter(source.next, None)) == [
+                (long.params_at(n), None) for n in range(part, 11, parts)]
 
 
 def test_two_processes_report_the_same_operations_as_one(

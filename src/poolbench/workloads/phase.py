@@ -13,6 +13,7 @@ import collections
 import itertools
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from time import perf_counter_ns as now_ns
 from typing import TYPE_CHECKING
@@ -118,6 +119,24 @@ class WorkSource:
         duration = self.spec.pace.duration_s
         if duration is not None and self.spec.count is None:
             self.deadline_ns = self.start_ns + int(duration * 1e9)
+        if not self.interval_ns and self.spec.phase in ("read", "delete"):
+            self.next = self._next_row()  # type: ignore[method-assign]
+
+    def _next_row(self) -> Callable[[], tuple[Params, None] | None]:
+        """:meth:`next` for an unpaced phase whose operation is one row by id (read, delete):
+        the same numbers, rows and end, without ``due``'s and ``params_at``'s calls and
+        attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k)."""
+        spec, numbers, deadline = self.spec, self._numbers, self.deadline_ns
+        offset, stride, count, ids = spec.offset, spec.stride, spec.count, spec.ids
+        rows = len(ids)
+
+        def next_row() -> tuple[Params, None] | None:
+            number = offset + next(numbers) * stride
+            if (count is not None and number >= count) or \
+                    (deadline is not None and now_ns() >= deadline):
+                return None
+            return (ids[number % rows],), None
+        return next_row
 
     @property
     def keeps_rows(self) -> bool:
