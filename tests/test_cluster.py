@@ -36,6 +36,7 @@ def test_every_strategy_over_two_nodes(tmp_path: Path, target: ConnectionTarget,
     before = table_contents(admin, table)
     result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--cluster",
                      "local:2", "--strategies", "all", "-n", "20", "-w", "4", "--pool-max", "4",
+                     "--connect-samples", "1",
                      "--warmup", "0", "--trials", "1", "--no-chart", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     data = results(tmp_path)

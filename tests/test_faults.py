@@ -65,6 +65,7 @@ def test_backends_killed_every_100ms(tmp_path: Path, target: ConnectionTarget,
     with BackendKiller(target) as killer:
         result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
                          "all", "-n", "60", "-w", "8", "--warmup", "0", "--trials", "1",
+                         "--connect-samples", "1",
                          "--no-chart", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert killer.killed > 0
@@ -88,6 +89,7 @@ def test_server_restarted_mid_run(tmp_path: Path, server: EmbeddedServer,
     before = table_contents(admin, table)
     proc = start_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
                      "psycopg2:none,psycopg:pool", "-n", "1000", "-w", "8", "--warmup", "0",
+                     "--connect-samples", "1",
                      "--trials", "1", "--no-chart", cwd=tmp_path)
     try:
         wait_for_run_rows(admin, table, proc)
@@ -132,6 +134,7 @@ def test_statement_timeout_fails_operations_without_hanging(
     before = table_contents(admin, table)
     result = run_cli("run", "--dsn", target.conninfo(), "--table", table, "--strategies",
                      "psycopg2:none,psycopg:pool,asyncpg:pool", "-n", "3", "-w", "2",
+                     "--connect-samples", "1",
                      "--warmup", "0", "--trials", "1", "--statement-timeout", "0.2",
                      "--no-chart", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr

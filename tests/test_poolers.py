@@ -39,7 +39,7 @@ def test_every_strategy_through_each_pgbouncer_route(target: ConnectionTarget,
     before = table_contents(admin, table)
     results = run(RunConfig(target=target, strategies=tuple(REGISTRY), rows=20, workers=4,
                             pool_max=4, warmup=0, trials=1, table=table, out_dir=None,
-                            via=("direct", *ROUTES)))
+                            via=("direct", *ROUTES), connect_samples=1))
     assert [s.name for s in results.strategies] == [
         n if r == "direct" else f"{n}@{r}" for n in REGISTRY for r in ("direct", *ROUTES)]
     for s in results.strategies:

@@ -211,7 +211,7 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
     result = run_cli("sweep", "--strategies", "psycopg:none,psycopg:pool", "--pool-sizes",
                      "1,4", "--workers", "2,8", "--trials", "2", "--duration", "0.25",
                      "--dsn", target.conninfo(), "--table", "sweep_users", "--app-instances",
-                     "50", "--warmup", "0.1", cwd=tmp_path)
+                     "50", "--warmup", "0.1", "--connect-samples", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
     jsonschema.validate(data, SCHEMA)
