@@ -292,28 +292,28 @@ class StatementCounters:
 BATCH_OPERATIONS = 1024
 
 
-def bucket_indexes(us: np.ndarray) -> np.ndarray:
-    """:func:`bucket_index` of each value (µs, int64; exact below 2**53)."""
-    big = us >= EXACT_US
+def _log_indexes(us: np.ndarray, bits: int) -> np.ndarray:
+    """Each value's index in buckets exact below ``2**bits``, then ``2**(bits - 1)`` per
+    power of two (µs, int64; exact below 2**53): :func:`bucket_index` and
+    :func:`second_index` over an array."""
+    big = us >= 1 << bits
     if not big.any():
         return us
     out = us.copy()
     values = us[big]
-    shift = np.frexp(values.astype(np.float64))[1].astype(np.int64) - _SUB_BUCKET_BITS
-    out[big] = (shift << (_SUB_BUCKET_BITS - 1)) + (values >> shift)
+    shift = np.frexp(values.astype(np.float64))[1].astype(np.int64) - bits
+    out[big] = (shift << (bits - 1)) + (values >> shift)
     return out
+
+
+def bucket_indexes(us: np.ndarray) -> np.ndarray:
+    """:func:`bucket_index` of each value (µs, int64; exact below 2**53)."""
+    return _log_indexes(us, _SUB_BUCKET_BITS)
 
 
 def second_indexes(us: np.ndarray) -> np.ndarray:
     """:func:`second_index` of each value (µs, int64; exact below 2**53)."""
-    big = us >= 1 << SECOND_BITS
-    if not big.any():
-        return us
-    out = us.copy()
-    values = us[big]
-    shift = np.frexp(values.astype(np.float64))[1].astype(np.int64) - SECOND_BITS
-    out[big] = (shift << (SECOND_BITS - 1)) + (values >> shift)
-    return out
+    return _log_indexes(us, SECOND_BITS)
 
 
 def _us(ns: np.ndarray) -> np.ndarray:
