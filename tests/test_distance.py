@@ -279,29 +279,28 @@ def test_a_run_projects_itself_to_other_distances(target: ConnectionTarget, tabl
 
 def test_the_model_matches_runs_through_the_relay_at_two_distances(target: ConnectionTarget,
                                                                   table: str) -> None:
-    """§3's check: a run at loopback, projected to the round trip the relay's own check
-    measured, against runs through the relay at two distances, within 15%: each
-    strategy's operation, and a new connection without a pool. The distances are far (20
-    and 50 ms) so that what the model adds, round trips × RTT, is most of each figure:
-    what this checks is the round trips the model counts (6 per operation without a pool,
-    5 of them its connect; 1 with one), not how fast this machine is today, which at
-    1 ms would be a third of a figure (bench/distance_model.py measures 1 and 5 ms)."""
+    """§3's check: a run through the relay at one distance, projected to the round trip the
+    relay's own check measured at another, against the run there, within 15%: each
+    strategy's operation, and a new connection without a pool. Both runs go through the
+    relay and the distances are far (20 and 60 ms), so what the model adds, round trips ×
+    the 40 ms between them, is most of each figure, and what a loaded machine adds to a
+    connect's CPU is in both runs: what this checks is the round trips the model counts
+    (6 per operation without a pool, 5 of them its connect; 1 with one), not how fast the
+    machine is (bench/distance_model.py projects a loopback run to 1 and 5 ms)."""
     settings = dict(target=target, strategies=("psycopg:none", "psycopg:pool"), rows=2,
                     workers=1, pool_min=1, pool_max=1, warmup=0, trials=1, table=table,
                     out_dir=None, sample_interval_s=0, connect_samples=0)
-    here = run(RunConfig(**settings))
-    for asked in (20.0, 50.0):
-        far = run(RunConfig(**settings, rtt_ms=asked))
-        assert far.rtt is not None
-        added = measured_at_ms(far)
-        assert added >= asked  # the relay adds at least what was asked
-        model = {d.strategy: d for d in project_run(here, rtts_ms=(added,))}
-        assert model["psycopg:none"].operation_round_trips == 6
-        assert model["psycopg:pool"].operation_round_trips == 1
-        measured = {s.name: profile_of(s) for s in far.strategies}
-        for name, profile in measured.items():
-            assert profile is not None
-            assert model[name].operation_ms == pytest.approx(profile.latency_ms, rel=0.15), \
-                (asked, name)
-        none = model["psycopg:none"]
-        assert none.connect_ms == pytest.approx(measured["psycopg:none"].acquire_ms, rel=0.15)
+    near, far = (run(RunConfig(**settings, rtt_ms=asked)) for asked in (20.0, 60.0))
+    for asked, result in ((20.0, near), (60.0, far)):
+        # The relay's timers fire early by at most a quarter of each one-way delay.
+        assert result.rtt is not None and measured_at_ms(result) > 0.75 * asked
+    model = {d.strategy: d for d in project_run(near, rtts_ms=(measured_at_ms(far),))}
+    assert model["psycopg:none"].measured_at_ms == measured_at_ms(near)
+    assert model["psycopg:none"].operation_round_trips == 6
+    assert model["psycopg:pool"].operation_round_trips == 1
+    measured = {s.name: profile_of(s) for s in far.strategies}
+    for name, profile in measured.items():
+        assert profile is not None
+        assert model[name].operation_ms == pytest.approx(profile.latency_ms, rel=0.15), name
+    none = model["psycopg:none"]
+    assert none.connect_ms == pytest.approx(measured["psycopg:none"].acquire_ms, rel=0.15)
