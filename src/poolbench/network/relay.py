@@ -303,10 +303,10 @@ class _End(asyncio.BufferedProtocol):
         assert out is not None
         line = self.line
         lead = pair.relay.wake.lead
-        now = pair.loop.time() + lead
+        reach = pair.loop.time() + lead  # what is due by then leaves now
         chunks: list[tuple[float, float, bytes]] = []
         ending = False
-        while line and line[0][1] <= now:
+        while line and line[0][1] <= reach:
             item = line.popleft()
             if not item[2]:
                 ending = True
