@@ -8,7 +8,9 @@ Run: python bench/overhead.py [seconds per measurement, default 5]
 
 from __future__ import annotations
 
+import random
 import sys
+import time
 
 from _common import Report
 
@@ -18,6 +20,7 @@ from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
 from poolbench.measure.harness import harness_us_per_op
+from poolbench.measure.metrics import COUNT_OPERATIONS, OperationRecorder, PhaseSink, now_ns
 
 CLIENTS = 8
 POOLED = ("psycopg:pool", "asyncpg:pool", "psycopg2:threaded")
@@ -28,6 +31,39 @@ def read_throughput(target, strategy: str, seconds: float, processes: int = 1) -
                             pool_min=CLIENTS, pool_max=CLIENTS, warmup=0, trials=1,
                             duration_s=seconds, processes=processes, out_dir=None))
     return results.strategies[0].phase("read").throughput_ops_s
+
+
+def counting_us_per_op(operations: int = 4 * COUNT_OPERATIONS) -> float:
+    """µs per operation of counting kept clock readings (what a worker pays once it has kept
+    COUNT_OPERATIONS, and at each phase's end after its clock stops), best of 5: read
+    latencies spread over 60-600 µs, one second after another, into a phase's sink."""
+    rng = random.Random(1)
+    base = now_ns()
+    ops = []
+    for n in range(operations):
+        t0 = base + n * 30_000
+        t1 = t0 + rng.randint(1_000, 20_000)
+        t2 = t1 + rng.randint(50_000, 500_000)
+        ops.append((t0, t1, t2, t2 + rng.randint(5_000, 80_000)))
+    best = float("inf")
+    for _ in range(5):
+        rec = OperationRecorder(30.0, "", PhaseSink())
+        rec.origin_ns = base
+        for op in ops:
+            rec.record(*op)  # counted every COUNT_OPERATIONS, below
+        rec.times.clear()
+        rec.packed.clear()
+        rec.ok = 0
+        spent = 0
+        for start in range(0, operations, COUNT_OPERATIONS):
+            for op in ops[start:start + COUNT_OPERATIONS - 1]:
+                rec.record(*op)
+            t = time.perf_counter()
+            rec.record(*ops[start + COUNT_OPERATIONS - 1])  # the one that counts them
+            spent += time.perf_counter() - t
+        assert rec.ok == operations
+        best = min(best, spent)
+    return best / operations * 1e6
 
 
 def main() -> None:
@@ -70,6 +106,9 @@ def main() -> None:
             own = min(harness_us_per_op(kind, workers, lambda n: None) for _ in range(5))
             report.line(f"poolbench's own work, {kind}, {workers} workers: {own:.2f} µs per "
                         "operation, best of 5 (target <= 2)")
+    report.line(f"counting kept operations: {counting_us_per_op():.2f} µs per operation, best "
+                f"of 5 (paid by a worker each {COUNT_OPERATIONS:,} operations, and at each "
+                "phase's end once its clock has stopped: the line above leaves it out)")
     report.save()
 
 

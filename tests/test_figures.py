@@ -385,14 +385,18 @@ class _OneByOne:
 
 
 @pytest.mark.parametrize("with_sink", [False, True])
-def test_batched_record_counts_what_one_by_one_counting_does(with_sink: bool) -> None:
+@pytest.mark.parametrize("counted_every", [0, 2])
+def test_batched_record_counts_what_one_by_one_counting_does(
+        with_sink: bool, counted_every: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Operations counted in batches (numpy) land in the buckets, seconds, tenths and waits
     they did one by one: latencies on each side of 16 µs and EXACT_US and far beyond, ends
     on each side of second and 0.1 s boundaries (one before the phase's start), holds on
     each side of the leak threshold, paced operations and failed acquires between them,
-    over several batches."""
+    over several packed batches, counted at the end or (``counted_every``) every two
+    batches as well."""
     import random
 
+    from poolbench.measure import metrics
     from poolbench.measure.metrics import (
         BATCH_OPERATIONS,
         EXACT_US,
@@ -400,6 +404,9 @@ def test_batched_record_counts_what_one_by_one_counting_does(with_sink: bool) ->
         PhaseSink,
         pairs,
     )
+
+    if counted_every:
+        monkeypatch.setattr(metrics, "COUNT_OPERATIONS", counted_every * BATCH_OPERATIONS)
 
     origin, leak_s = 5_000_000_000, 0.25
     rng = random.Random(20)
@@ -418,7 +425,7 @@ def test_batched_record_counts_what_one_by_one_counting_does(with_sink: bool) ->
         t1 = t2 - parts[1]
         t0 = t1 - parts[2]
         scheduled = t0 - rng.choice(us_edges) * 1000 if n % 3 == 0 else None
-        if n % 97 == 5 or n == BATCH_OPERATIONS:  # the latter: nothing buffered
+        if n % 97 == 5 or n % BATCH_OPERATIONS == 0:  # the latter: nothing unpacked
             rec.fail(TimeoutError(), "acquire", t0, t1, scheduled)
             ref.fail(t0, t1, scheduled)
         rec.record(t0, t1, t2, t3, scheduled)
@@ -429,6 +436,8 @@ def test_batched_record_counts_what_one_by_one_counting_does(with_sink: bool) ->
             times = (end - held - 16_000, end - held, end - 2_048_000, end)
             rec.record(*times, end - 1)
             ref.record(*times, end - 1)
+    # counted on the way: all but the last batch and the odd ones (or nothing yet)
+    assert rec.ok == (2 * BATCH_OPERATIONS if counted_every else 0)
     rec.finish()
     if sink is not None:
         seconds, tenths, waits = sink.seconds, sink.tenths, sink.waits

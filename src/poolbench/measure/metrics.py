@@ -287,9 +287,14 @@ class StatementCounters:
         return total
 
 
-# A recorder keeps this many operations' clock readings (four Python ints each: about 160
-# bytes) before counting them, a batch at a time.
+# A recorder keeps this many operations' clock readings as Python ints (four each: about
+# 160 bytes) before packing them into an int64 array (32 bytes each); packed readings are
+# counted, with numpy, once COUNT_OPERATIONS of them are kept (1 MB) and at the phase's end,
+# after its clock has stopped. Packing takes the GIL throughout (it reads Python ints);
+# counting's array operations let it go, and with many worker threads each hand-off of the
+# GIL costs more than the arithmetic (bench/results/overhead.txt), so they come rarely.
 BATCH_OPERATIONS = 1024
+COUNT_OPERATIONS = 32 * BATCH_OPERATIONS
 
 
 def _log_indexes(us: np.ndarray, bits: int) -> np.ndarray:
@@ -369,17 +374,18 @@ class OperationRecorder:
     the pool longer than the leak threshold, whether the operation succeeded
     or not (HikariCP's leak detection).
 
-    ``record`` only keeps the operation's clock readings; they are counted (with numpy,
-    a batch at a time) every :data:`BATCH_OPERATIONS` operations and by :meth:`flush` /
-    :meth:`finish`, into the same buckets, seconds and tenths counting them one by one
-    would give. Until then the counts, ``ok`` and the per-second series leave out the
-    operations kept: read them after :meth:`finish`.
+    ``record`` only keeps the operation's clock readings (packed every
+    :data:`BATCH_OPERATIONS`); they are counted (with numpy) once
+    :data:`COUNT_OPERATIONS` are kept and by :meth:`flush` / :meth:`finish`, into the
+    same buckets, seconds and tenths counting them one by one would give. Until then the
+    counts, ``ok`` and the per-second series leave out the operations kept: read them
+    after :meth:`finish`.
     """
 
     __slots__ = ("acquire", "current_second", "errors", "execute", "failed", "held_too_long",
-                 "kind", "late", "latency", "leak_ns", "ok", "origin_ns", "scheduled",
-                 "seconds", "sink", "statements", "tenths", "times", "wait_by_second",
-                 "waits")
+                 "kind", "late", "latency", "leak_ns", "ok", "origin_ns", "packed",
+                 "scheduled", "seconds", "sink", "statements", "tenths", "times",
+                 "wait_by_second", "waits")
 
     def __init__(self, leak_threshold_s: float = float("inf"), kind: str = "",
                  sink: PhaseSink | None = None) -> None:
@@ -388,7 +394,8 @@ class OperationRecorder:
         # one merged dict per phase, not one per worker, and the totals are the sink's
         # fixed arrays); without one, this recorder keeps them.
         self.sink = sink
-        self.times: list[int] = []  # t0, t1, t2, t3 of each operation not yet counted
+        self.times: list[int] = []  # t0, t1, t2, t3 of each operation not yet packed
+        self.packed: list[np.ndarray] = []  # and of those packed, not yet counted
         self.late: list[int] = []  # and of those that were due: t3 - due
         # The second the last counted operation ended in (a failed acquire's wait counts there)
         self.current_second = 0
@@ -424,12 +431,19 @@ class OperationRecorder:
         if scheduled is not None:
             self.late.append(t3 - scheduled)
         if len(times) >= BATCH_OPERATIONS * 4:
+            self._pack()
+
+    def _pack(self) -> None:
+        times, packed = self.times, self.packed
+        packed.append(np.fromiter(times, np.int64, len(times)))
+        times.clear()
+        if len(packed) * BATCH_OPERATIONS >= COUNT_OPERATIONS:
             self.flush()
 
     def flush(self) -> None:
         """Count the operations kept, and hand every count so far on to the sink (if there
         is one)."""
-        per_second = self._count_batch() if self.times else {}
+        per_second = self._count_batch() if self.times or self.packed else {}
         for second, wait in self.wait_by_second.items():
             counts, tenths, waited = per_second.get(second) or (BucketCounts(), None, 0)
             per_second[second] = counts, tenths, waited + wait
@@ -456,8 +470,12 @@ class OperationRecorder:
         """Count the operations kept into the histograms; return, per second they ended in,
         their latency buckets, operations per 0.1 s and ns acquiring."""
         times, late = self.times, self.late
-        t = np.fromiter(times, np.int64, len(times)).reshape(-1, 4)
-        times.clear()
+        if times:
+            self.packed.append(np.fromiter(times, np.int64, len(times)))
+            times.clear()
+        t = (self.packed[0] if len(self.packed) == 1 else np.concatenate(self.packed)
+             ).reshape(-1, 4)
+        self.packed = []
         self.ok += len(t)
         # latency, acquire and execute of each operation, keyed by histogram (slot 0, 1, 2)
         ns = t[:, (3, 1, 2)] - t[:, (0, 0, 1)]
@@ -502,9 +520,10 @@ class OperationRecorder:
         self.failed[bucket_index((t_end - t0) // 1000 or 1)] += 1
         if stage == "acquire":  # all of its time was spent acquiring
             # in the second the last successful operation ended in, counted or not
-            times = self.times
-            second = ((times[-1] - self.origin_ns) // TENTH_NS // TENTHS if times
-                      else self.current_second)
+            last = (self.times[-1] if self.times
+                    else int(self.packed[-1][-1]) if self.packed else None)
+            second = (self.current_second if last is None
+                      else (last - self.origin_ns) // TENTH_NS // TENTHS)
             self.wait_by_second[second] = self.wait_by_second.get(second, 0) + t_end - t0
         if scheduled is not None:
             self.scheduled[bucket_index((t_end - scheduled) // 1000 or 1)] += 1
