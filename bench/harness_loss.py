@@ -28,7 +28,7 @@ from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
 from poolbench.db.workload import RunTable, delete_own_rows
 from poolbench.measure.executor import in_process_executor
-from poolbench.measure.sampler import Sampler, ServerProcesses
+from poolbench.measure.sampler import DEFAULT_INTERVAL_S, Sampler, ServerProcesses
 from poolbench.strategies import StrategySettings, load_strategy
 from poolbench.workloads.phase import PhaseSpec
 
@@ -172,7 +172,7 @@ def poolbench_read(target, strategy: str, seconds: float, workload: RunTable,
                    ids: list[int], sampler: Sampler) -> float:
     """poolbench's own path for the same work: the strategy on the executor a run uses
     (threads or tasks, its recorders, clock and progress hook), reading the same rows, with
-    the activity sampler on as a run has it by default (its own process, every 100 ms)."""
+    the activity sampler on as a run has it by default (its own process, every 200 ms)."""
     settings = StrategySettings(target=target, workers=WORKERS, pool_min=WORKERS,
                                 pool_max=WORKERS, acquire_timeout_s=30.0)
     executor = in_process_executor(load_strategy(strategy), settings, stop=threading.Event())
@@ -194,14 +194,16 @@ def main() -> None:
     report.line(f"point reads by id of the same 10,000 rows, {WORKERS} threads or tasks, "
                 f"pools of {WORKERS}, {seconds:g} s per measurement, best of {ROUNDS} "
                 "alternating runs per side; poolbench's side with the activity sampler on "
-                "(its own process, every 100 ms), as a run has it by default")
+                f"(its own process, every {DEFAULT_INTERVAL_S * 1000:.0f} ms), as a run has it by "
+                "default")
     with EmbeddedServer(max_connections=100) as server:
         target = server.target
         conninfo = target.conninfo()
         kwargs = target.asyncpg_kwargs()
         admin, workload, ids = seeded_reads(target)
-        sampler = Sampler(target, (APPLICATION_NAME,), 0.1, server=ServerProcesses.find(
-            data_dir=str(server.data_dir), port=int(target.get("port") or 5432)))
+        sampler = Sampler(target, (APPLICATION_NAME,), DEFAULT_INTERVAL_S,
+                          server=ServerProcesses.find(data_dir=str(server.data_dir),
+                                                      port=int(target.get("port") or 5432)))
         bare = {"psycopg:pool": lambda: bare_psycopg_pool(conninfo, seconds, ids),
                 "psycopg2:threaded": lambda: bare_psycopg2_threaded(conninfo, seconds, ids),
                 "asyncpg:pool": lambda: bare_asyncpg_pool(kwargs, seconds, ids),

@@ -1,11 +1,11 @@
 """What the activity sampler costs, measured inside one run so that the machine's drift
-cancels: one long pooled read phase with the run's own sampler off, while this script
-starts and stops a sampler (the same class, every 100 ms, on the run's backends, reading
-resources each second; its process started before the run) in alternate blocks of BLOCK_S
-seconds. Each block's first second (the switch) is left out. Each "on" block's operations
-are divided by the mean of its two "off" neighbours', and the mean of those ratios is given
-with a 95% confidence interval (Student's t). An A/A control does the same with nothing
-switched. Target: within 1%.
+cancels: one long pooled read phase with the run's own sampler off, while this script starts
+and stops a sampler (the same class, every 200 ms as a run's by default, on the run's
+backends, reading resources each second; its process started before the run) in alternate
+blocks of BLOCK_S seconds. Each block's first second (the switch) is left out. Each "on"
+block's operations are divided by the mean of its two "off" neighbours', and the mean of
+those ratios is given with a 95% confidence interval (Student's t). An A/A control does the
+same with nothing switched. Target: within 1%.
 
 On this machine's two shared cores the throughput ratio moves by more than 1% between
 blocks with nothing switched, so the same run also keeps CPU accounts over each "on" block's
@@ -41,7 +41,12 @@ from poolbench.db.admin import connect_admin
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
 from poolbench.events import RunEvents
-from poolbench.measure.sampler import SAMPLER_APPLICATION_NAME, Sampler, ServerProcesses
+from poolbench.measure.sampler import (
+    DEFAULT_INTERVAL_S,
+    SAMPLER_APPLICATION_NAME,
+    Sampler,
+    ServerProcesses,
+)
 from poolbench.measure.sampler_process import child_pids
 
 BLOCK_S = 3
@@ -155,7 +160,7 @@ def measure(server: EmbeddedServer, seconds: float, *,
     assert server.target is not None
     processes = ServerProcesses.find(data_dir=str(server.data_dir))
     assert processes.postmaster is not None
-    sampler = Sampler(server.target, (APPLICATION_NAME,), 0.1, server=processes)
+    sampler = Sampler(server.target, (APPLICATION_NAME,), DEFAULT_INTERVAL_S, server=processes)
     meter = CpuMeter(sampler.pid, sampler_backend_pid(server), processes.postmaster)
     events, started, done = RunEvents(), threading.Event(), threading.Event()
     origin: list[float] = []

@@ -317,7 +317,8 @@ def run_options(*, point: bool = False, baseline: bool = True) -> Callable[[F], 
         click.option("--interleave", is_flag=True,
                      help="Run one trial of each strategy at a time, rotating their order "
                           "every round (each trial opens the strategy's pool afresh)."),
-        click.option("--sample-interval", type=float, default=0.1, show_default=True,
+        click.option("--sample-interval", type=float, default=RunConfig.sample_interval_s,
+                     show_default=True,
                      help="Seconds between samples of pg_stat_activity and of CPU/RSS "
                           "(0: off)."),
         click.option("--cluster", envvar="DASK_SCHEDULER_ADDRESS", default=None,

@@ -231,7 +231,8 @@ class RunConfig:
     pooler_dsn: ConnectionTarget | None = None  # a pooler the user runs (route "pooler")
     keep_prepared: bool = False  # keep drivers' prepared statements behind a transaction pooler
     pgbouncer: Path | None = None  # the pgbouncer executable; None: PATH, then /usr/sbin
-    sample_interval_s: float = 0.1  # server activity and resources sampler; 0: off
+    # server activity and resources sampler; 0: off (the default: sampler.DEFAULT_INTERVAL_S)
+    sample_interval_s: float = 0.2
     interleave: bool = False  # one trial at a time, the strategies' order rotating
     # --mix: (kind, weight) pairs; one mixed timed phase per trial instead of the four
     mix: tuple[tuple[str, int], ...] = ()

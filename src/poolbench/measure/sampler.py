@@ -1,6 +1,6 @@
 """Evidence during every run: the server's activity and the machine's resources, sampled.
 
-Every ``--sample-interval`` (default 100 ms) a connection of its own
+Every ``--sample-interval`` (default 200 ms) a connection of its own
 (``poolbench-sampler``) reads ``pg_stat_activity`` (its function, ``pg_stat_get_activity``,
 without the view's catalog joins) for the benchmark's backends (by application name):
 their ``state`` and ``wait_event_type``/``wait_event``. At the same
@@ -48,7 +48,9 @@ __all__ = ["DEFAULT_INTERVAL_S", "RESOURCES_EVERY_S", "SAMPLER_APPLICATION_NAME"
            "ProcessesRead", "Sampler", "ServerProcesses", "summarise"]
 
 SAMPLER_APPLICATION_NAME = "poolbench-sampler"
-DEFAULT_INTERVAL_S = 0.1
+# Five looks a second: each costs the server ~0.6 ms under load and the sampler's process
+# about as much (bench/results/sampler_cost.txt), so together within 1% of one core.
+DEFAULT_INTERVAL_S = 0.2
 ANSWER_TIMEOUT_S = 60.0  # longest wait for the sampler's process to answer: only a hang
 CLOSE_TIMEOUT_S = 10.0  # longest wait for it to end once its pipe is closed
 MB = 1024 * 1024
