@@ -214,17 +214,56 @@ class ThreadExecutor(_InProcessExecutor):
             return w
 
         def worker() -> _Worker:
+            # The hot loop of every run: call_operation's steps and _Worker.settle's are
+            # written out here for an unpaced operation (a call each costs more than the
+            # step; harness_ir.txt); a paced one, which waits anyway, calls them.
             w = _Worker(source, self.leak_threshold_s, sinks)
             ready.wait()
             w.start(source.start_ns)
-            while not stop.is_set() and (item := source.next()) is not None:
+            rec, keep, created, done = w.rec, w.keep, w.created, 0
+            is_set, next_item, record = stop.is_set, source.next, rec.record
+            acquire, execute, release = strategy.acquire, strategy.execute, strategy.release
+            returns_row = statement.returns_row
+            while not is_set() and (item := next_item()) is not None:
                 params, scheduled = item
-                if scheduled is not None and (delay := scheduled - now_ns()) > 0 \
-                        and stop.wait(delay / 1e9):
-                    break
-                w.settle(call_operation(strategy, statement, params, w.rec, scheduled),
-                         on_progress)
-            on_progress(w.done % PROGRESS_EVERY)
+                if scheduled is not None:
+                    if (delay := scheduled - now_ns()) > 0 and stop.wait(delay / 1e9):
+                        break
+                    result = call_operation(strategy, statement, params, rec, scheduled)
+                else:
+                    t0 = now_ns()
+                    try:
+                        conn = acquire()
+                    except Exception as exc:
+                        rec.fail(exc, "acquire", t0, now_ns())
+                        result = None
+                    else:
+                        t1 = now_ns()
+                        result = error = None
+                        stage = "execute"
+                        try:
+                            result = execute(conn, statement, params)
+                        except Exception as exc:
+                            error = exc
+                        t2 = now_ns()
+                        try:
+                            release(conn)
+                        except Exception as exc:
+                            if error is None:
+                                error, stage = exc, "release"
+                        t3 = now_ns()
+                        if error is None and result is not None and (returns_row or result == 1):
+                            record(t0, t1, t2, t3)
+                        else:
+                            result = _settle(statement, result, error, stage, rec,
+                                             (t0, t1, t2, t3, None))
+                if keep and result is not None:
+                    created.append(result)
+                done += 1
+                if not done % PROGRESS_EVERY:
+                    on_progress(PROGRESS_EVERY)
+            w.done = done
+            on_progress(done % PROGRESS_EVERY)
             return w
 
         body = {"statement": worker, "mix": mix_worker, "script": script_worker}[source.loop]
