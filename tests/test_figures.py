@@ -39,19 +39,26 @@ def slow_table(admin: psycopg.Connection, table: str):
     admin.execute(f"DROP TRIGGER IF EXISTS slow ON {quote_ident(table)}")
 
 
+@pytest.mark.parametrize("rate", [40.0, None])
 def test_stalled_open_loop_counts_failed_operations_in_scheduled_latency(
-        target: ConnectionTarget, slow_table: str) -> None:
-    """A pool of one, 50 ms inserts, 40 due a second and a 0.1 s acquire timeout: waiters
-    fail. Their time stays in the figures: in ``failed`` and in ``scheduled``."""
+        target: ConnectionTarget, slow_table: str, rate: float | None) -> None:
+    """A pool of one, 50 ms inserts, 40 due a second (or as fast as they go) and a 0.1 s
+    acquire timeout: waiters fail. Their time stays in the figures: in ``failed`` and, when
+    paced, in ``scheduled``."""
     results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=40, workers=4,
                             pool_min=1, pool_max=1, warmup=0, trials=1, table=slow_table,
-                            out_dir=None, rate=40.0, acquire_timeout_s=0.1))
+                            out_dir=None, rate=rate, acquire_timeout_s=0.1,
+                            sample_interval_s=0, connect_samples=0))
     create = results.strategies[0].phase("create")
     failed = create.error_count
     assert failed > 0 and create.ops + failed == 40, create.errors
+    assert set(create.errors) == {"acquire: PoolTimeout"}, create.errors
     assert create.failed.count == failed
     assert create.failed.p50_us >= 95_000  # each waited out the 0.1 s acquire timeout
-    assert create.scheduled is not None and create.scheduled.count == 40
+    if rate:
+        assert create.scheduled is not None and create.scheduled.count == 40
+    else:
+        assert create.scheduled is None or create.scheduled.count == 0
 
 
 def _strategy(name: str, pooled: bool, seconds: float, errors: int) -> StrategyResult:
