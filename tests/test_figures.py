@@ -39,13 +39,14 @@ def slow_table(admin: psycopg.Connection, table: str):
     admin.execute(f"DROP TRIGGER IF EXISTS slow ON {quote_ident(table)}")
 
 
-@pytest.mark.parametrize("rate", [40.0, None])
+@pytest.mark.parametrize(("strategy", "rate"), [("psycopg:pool", 40.0), ("psycopg:pool", None),
+                                              ("psycopg-async:pool", None)])
 def test_stalled_open_loop_counts_failed_operations_in_scheduled_latency(
-        target: ConnectionTarget, slow_table: str, rate: float | None) -> None:
+        target: ConnectionTarget, slow_table: str, strategy: str, rate: float | None) -> None:
     """A pool of one, 50 ms inserts, 40 due a second (or as fast as they go) and a 0.1 s
     acquire timeout: waiters fail. Their time stays in the figures: in ``failed`` and, when
     paced, in ``scheduled``."""
-    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=40, workers=4,
+    results = run(RunConfig(target=target, strategies=(strategy,), rows=40, workers=4,
                             pool_min=1, pool_max=1, warmup=0, trials=1, table=slow_table,
                             out_dir=None, rate=rate, acquire_timeout_s=0.1,
                             sample_interval_s=0, connect_samples=0))

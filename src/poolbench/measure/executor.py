@@ -340,16 +340,55 @@ class AsyncioExecutor(_InProcessExecutor):
             return w
 
         async def worker() -> _Worker:
+            # ThreadExecutor's statement loop, awaited: await_operation's and settle's
+            # steps written out for an unpaced operation.
             w = await ready()
-            while not stop.is_set() and (item := source.next()) is not None:
+            rec, keep, created, done = w.rec, w.keep, w.created, 0
+            is_set, next_item, record = stop.is_set, source.next, rec.record
+            acquire, execute, release = strategy.acquire, strategy.execute, strategy.release
+            returns_row = statement.returns_row
+            while not is_set() and (item := next_item()) is not None:
                 params, scheduled = item
-                if scheduled is not None and (delay := scheduled - now_ns()) > 0:
-                    await asyncio.sleep(delay / 1e9)
-                    if stop.is_set():
-                        break
-                w.settle(await await_operation(strategy, statement, params, w.rec, scheduled),
-                         on_progress)
-            on_progress(w.done % PROGRESS_EVERY)
+                if scheduled is not None:
+                    if (delay := scheduled - now_ns()) > 0:
+                        await asyncio.sleep(delay / 1e9)
+                        if is_set():
+                            break
+                    result = await await_operation(strategy, statement, params, rec, scheduled)
+                else:
+                    t0 = now_ns()
+                    try:
+                        conn = await acquire()
+                    except Exception as exc:
+                        rec.fail(exc, "acquire", t0, now_ns())
+                        result = None
+                    else:
+                        t1 = now_ns()
+                        result = error = None
+                        stage = "execute"
+                        try:
+                            result = await execute(conn, statement, params)
+                        except Exception as exc:
+                            error = exc
+                        t2 = now_ns()
+                        try:
+                            await release(conn)
+                        except Exception as exc:
+                            if error is None:
+                                error, stage = exc, "release"
+                        t3 = now_ns()
+                        if error is None and result is not None and (returns_row or result == 1):
+                            record(t0, t1, t2, t3)
+                        else:
+                            result = _settle(statement, result, error, stage, rec,
+                                             (t0, t1, t2, t3, None))
+                if keep and result is not None:
+                    created.append(result)
+                done += 1
+                if not done % PROGRESS_EVERY:
+                    on_progress(PROGRESS_EVERY)
+            w.done = done
+            on_progress(done % PROGRESS_EVERY)
             return w
 
         async def script_worker() -> _Worker:
