@@ -149,14 +149,14 @@ MAX_BUCKET = bucket_index(HIGHEST_US)
 
 class PhaseSink:
     """What the workers of one phase (and kind) in this process have recorded, handed on by
-    each worker once a second under one lock: the per-second buckets, and the totals of
-    each histogram. The totals are fixed arrays (a slot per HDR bucket up to an hour,
+    each worker as it counts (:class:`OperationRecorder`), under one lock: the per-second
+    buckets, and the totals of each histogram. The totals are fixed arrays (a slot per HDR bucket up to an hour,
     allocated the first time a histogram has counts), so a worker's own dicts only ever
     hold about a second and a long run's memory does not grow with the buckets its tail
     discovers."""
 
-    # Seconds this far behind the latest one handed on are complete (a worker hands a
-    # second on as its next begins) and are packed; a straggler's late second unpacks one.
+    # Seconds this far behind the latest one handed on are packed; a worker that counts
+    # later, handing on earlier seconds, unpacks each (and it is packed again).
     OPEN_SECONDS = 2
 
     def __init__(self) -> None:
