@@ -240,6 +240,7 @@ def interval(ratios: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 240.0
     report = Report("sampler_cost")
+    report.line(f"the sampler looks every {DEFAULT_INTERVAL_S * 1000:.0f} ms (a run's default)")
     with EmbeddedServer(max_connections=100) as server:
         control, _, idle = measure(server, seconds, switch=False)
         ratios, share, busy = measure(server, seconds, switch=True)
