@@ -150,10 +150,10 @@ MAX_BUCKET = bucket_index(HIGHEST_US)
 class PhaseSink:
     """What the workers of one phase (and kind) in this process have recorded, handed on by
     each worker as it counts (:class:`OperationRecorder`), under one lock: the per-second
-    buckets, and the totals of each histogram. The totals are fixed arrays (a slot per HDR bucket up to an hour,
-    allocated the first time a histogram has counts), so a worker's own dicts only ever
-    hold about a second and a long run's memory does not grow with the buckets its tail
-    discovers."""
+    buckets, and the totals of each histogram. The totals are fixed arrays (a slot per HDR
+    bucket up to an hour, allocated the first time a histogram has counts), so a worker
+    keeps no counts of its own and a long run's memory does not grow with the buckets its
+    tail discovers."""
 
     # Seconds this far behind the latest one handed on are packed; a worker that counts
     # later, handing on earlier seconds, unpacks each (and it is packed again).
