@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +21,16 @@ import pytest
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import quote_ident
+
+# Each test's CLI, worker processes, relay... is a fresh Python. Where bytecode writing is
+# off (PYTHONDONTWRITEBYTECODE, as container images often set it), every one of them
+# compiled poolbench anew: this session's processes share a bytecode cache of their own
+# instead, outside the source tree, removed at the end.
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+    BYTECODE = tempfile.mkdtemp(prefix="poolbench-tests-pyc-")
+    atexit.register(shutil.rmtree, BYTECODE, ignore_errors=True)
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = BYTECODE
 
 # Variables that would pick a database behind the test's back.
 DB_VARIABLES = ("DATABASE_URL", "DB_NAME", "USER_NAME", "PASSWORD", "HOST", "PORT", "PGHOST",

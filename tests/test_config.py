@@ -23,7 +23,7 @@ def seed_env_text(target: ConnectionTarget) -> str:
 def test_seed_env_file_is_honoured(tmp_path: Path, target: ConnectionTarget) -> None:
     (tmp_path / ".env").write_text(seed_env_text(target))
     result = run_cli("run", "-n", "20", "-w", "2", "--trials", "1", "--warmup", "0",
-                     "--table", "env_users", "--no-chart", cwd=tmp_path)
+                     "--table", "env_users", "--no-chart", "--connect-samples", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DB_NAME/USER_NAME/PASSWORD/HOST/PORT" in result.stderr
     data = json.loads((tmp_path / "reports" / "results.json").read_text())

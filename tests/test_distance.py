@@ -257,7 +257,7 @@ def test_a_run_projects_itself_to_other_distances(target: ConnectionTarget, tabl
                                                   tmp_path: Path) -> None:
     results = run(RunConfig(target=target, strategies=("psycopg:none", "psycopg:pool"),
                             rows=20, workers=2, warmup=0, trials=1, table=table,
-                            out_dir=tmp_path, sample_interval_s=0))
+                            out_dir=tmp_path, sample_interval_s=0, connect_samples=1))
     rows = {(d.strategy, d.rtt_ms): d for d in results.distances}
     assert len(rows) == 10
     at1 = rows[("psycopg:none", 1.0)]

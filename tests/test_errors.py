@@ -199,7 +199,7 @@ def test_show_password_never_reveals_the_users_own_server(tmp_path: Path,
     assert target.password
     result = run_cli("run", "--dsn", target.conninfo(), "--show-password", "-n", "5", "-w", "2",
                      "--warmup", "0", "--trials", "1", "--no-chart", "--table", "show_pw",
-                     cwd=tmp_path)
+                     "--connect-samples", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "database: postgresql://postgres:***@" in result.stderr
     assert target.password not in result.stdout + result.stderr

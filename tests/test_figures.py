@@ -186,7 +186,8 @@ def test_sessions_on_a_shared_database_are_shown_not_failed(target: ConnectionTa
     events.strategy_started.add_listener(connect)
     try:
         results = run(RunConfig(target=target, strategies=("psycopg:none",), rows=200,
-                                workers=4, warmup=0, trials=1, table=table, out_dir=None),
+                                workers=4, warmup=0, trials=1, table=table, out_dir=None,
+                                connect_samples=1),
                       events=events)
     finally:
         for conn in held:
@@ -202,7 +203,7 @@ def test_sessions_on_a_shared_database_are_shown_not_failed(target: ConnectionTa
 def test_sessions_are_exact_when_the_database_is_ours(target: ConnectionTarget,
                                                       table: str) -> None:
     results = run(RunConfig(target=target, strategies=("psycopg:none",), rows=50, workers=4,
-                            warmup=0, trials=1, table=table, out_dir=None))
+                            warmup=0, trials=1, table=table, out_dir=None, connect_samples=1))
     x = results.strategies[0].server
     assert x is not None
     sessions = next(c for c in x.checks if c.name == "sessions opened")
@@ -556,7 +557,7 @@ def test_under_rate_the_seed_line_says_it_is_not_meaningful(target: ConnectionTa
 
     results = run(RunConfig(target=target, strategies=("psycopg2:none", "psycopg2:threaded"),
                             rows=40, workers=2, pool_min=2, pool_max=2, warmup=0, trials=1,
-                            table=table, out_dir=None, rate=100.0))
+                            table=table, out_dir=None, rate=100.0, connect_samples=1))
     c = results.comparison
     assert c is not None and c.drivers == () and c.not_meaningful is not None
     assert "--rate" in c.not_meaningful

@@ -55,7 +55,7 @@ def test_pool_churn_and_pool_too_small(target: ConnectionTarget, table: str) -> 
 
 def test_connect_bound_no_pool(target: ConnectionTarget, table: str) -> None:
     results = run(RunConfig(target=target, strategies=("psycopg2:none",), rows=200, workers=4,
-                            warmup=0, trials=1, table=table, out_dir=None))
+                            warmup=0, trials=1, table=table, out_dir=None, connect_samples=1))
     assert "connect-bound" in rules(results)
 
 

@@ -227,7 +227,8 @@ def test_calibration_against_pgbench_returns_ratios(tmp_path, target: Connection
     before = table_contents(admin, table)
     results = run(RunConfig(target=target, strategies=("psycopg:pool", "psycopg2:none"),
                             rows=100, workers=4, pool_max=4, warmup=0, trials=1, table=table,
-                            out_dir=None, baseline="pgbench", baseline_seconds=1))
+                            out_dir=None, baseline="pgbench", baseline_seconds=1,
+                            connect_samples=1))
     cal = results.calibration
     assert cal is not None and "pgbench" in cal.pgbench
     assert {(f.script, f.connect_each) for f in cal.figures} == {
@@ -264,7 +265,7 @@ def test_statement_calls_agree_with_pg_stat_statements(table: str) -> None:
         results = run(RunConfig(target=server.target, strategies=("psycopg:pool",
                                                                    "psycopg2:none"),
                                 rows=50, workers=4, pool_max=4, warmup=0, trials=1,
-                                table=table, out_dir=None))
+                                table=table, out_dir=None, connect_samples=1))
     for s in results.strategies:
         assert s.server is not None and s.server.ok, s.server
         calls = {c.name: c for c in s.server.checks}

@@ -108,7 +108,8 @@ def test_transaction_pooling_bounds_the_servers_backends(target: ConnectionTarge
         assert looks_again(), "the watcher never looked"
         results = run(RunConfig(target=target, strategies=("psycopg:none",), rows=100,
                                 workers=32, warmup=0, trials=1, table=table, out_dir=None,
-                                via=("pgbouncer:transaction",), pooler_size=2), events=events)
+                                via=("pgbouncer:transaction",), pooler_size=2,
+                                connect_samples=1), events=events)
     finally:
         stop.set()
         thread.join()

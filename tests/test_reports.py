@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def cli_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget):
     cwd = tmp_path_factory.mktemp("run")
     result = run_cli("run", "--dsn", target.conninfo(), "-n", "40", "-w", "4", "--trials", "2",
-                     "--table", "report_users", cwd=cwd)
+                     "--table", "report_users", "--connect-samples", "1", cwd=cwd)
     assert result.returncode == 0, result.stderr
     return result, cwd / "reports"
 
@@ -203,7 +203,8 @@ def test_chart_text_shows_the_run_and_never_the_password(target: ConnectionTarge
     from matplotlib.text import Text
 
     results = run(RunConfig(target=target, strategies=("psycopg:none", "psycopg:pool"), rows=20,
-                            workers=2, warmup=0, trials=1, table=table, out_dir=None))
+                            workers=2, warmup=0, trials=1, table=table, out_dir=None,
+                            connect_samples=1))
     fig = ChartExporter().figure(results)
     try:
         texts = [t.get_text() for t in fig.findobj(Text) if t.get_text()]

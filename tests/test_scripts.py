@@ -93,7 +93,7 @@ def test_a_weighted_pair_of_scripts_runs_on_each_strategy(
     results = run(RunConfig(target=quiet_target, strategies=(strategy,), rows=40, workers=4,
                             pool_max=3, warmup=1, trials=1, out_dir=None, protocol=protocol,
                             scripts=scripts(**{"read.sql": (READ, 3), "write.sql": (WRITE, 1)}),
-                            allow_writes=True))
+                            allow_writes=True, connect_samples=1))
     (s,) = results.strategies
     assert per_trial(s) == {"mix": [40, 40], "script:read.sql": [30, 30],
                             "script:write.sql": [10, 10]}
@@ -135,7 +135,8 @@ def test_transactions_that_sleep_are_what_the_server_committed(
     statements and one start-up transaction per session, are one per script run."""
     results = run(RunConfig(target=quiet_target, strategies=(strategy,), rows=30, workers=3,
                             pool_max=3, warmup=0, trials=1, out_dir=None, protocol="extended",
-                            scripts=scripts(**{"write.sql": (WRITE, 1)}), allow_writes=True))
+                            scripts=scripts(**{"write.sql": (WRITE, 1)}), allow_writes=True,
+                            connect_samples=1))
     (s,) = results.strategies
     committed = check(s, "script transactions committed")
     assert committed.exact and committed.ours == 30 == committed.server, s.server
@@ -386,7 +387,8 @@ def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
                      "-f", "two.sql@1", "--rate", "150",
                      "--strategies", "psycopg:pool,psycopg:none", "-w", "2", "--pool-max", "2",
                      "--warmup", "0", "--trials", "1", "--duration", "1", "--baseline",
-                     "pgbench", "--no-chart", "--sample-interval", "0", cwd=tmp_path)
+                     "pgbench", "--no-chart", "--sample-interval", "0", "--connect-samples", "1",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "pgbench on the same server and your scripts: -f read.sql@2 -f two.sql@1 -M simple" \
         in result.stdout

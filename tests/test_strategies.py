@@ -21,7 +21,8 @@ def test_strategy_runs_all_phases_and_leaves_table_unchanged(
     before = table_contents(admin, table)
 
     results = run(RunConfig(target=target, strategies=(strategy,), rows=ROWS, workers=WORKERS,
-                            pool_max=WORKERS, warmup=1, trials=2, table=table, out_dir=None))
+                            pool_max=WORKERS, warmup=1, trials=2, table=table, out_dir=None,
+                            connect_samples=1))
 
     (s,) = results.strategies
     assert [p.phase for p in s.phases] == ["create", "read", "update", "delete"]

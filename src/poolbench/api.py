@@ -116,7 +116,7 @@ def _now() -> str:
 
 def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object = None,
         stop: threading.Event | None = None, clone: Clone | None = None,
-        sampler: Sampler | None = None) -> RunResults:
+        sampler: Sampler | None = None, cluster: ClusterNodes | None = None) -> RunResults:
     """Run every configured strategy; write exports after each; return the results.
 
     ``on_server``, if given, is called with the :class:`EmbeddedServer` once it
@@ -129,14 +129,16 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     dropped last, however the run ends (``db/clone.py``); ``clone``, a copy made already
     (a sweep's, for all its points), to run in instead of making one. ``sampler``: an
     activity sampler open already (a sweep's: its process starts once, not per point),
-    used instead of starting one and left open.
+    used instead of starting one and left open. ``cluster``: the ``--cluster`` nodes
+    reached already (a sweep's: its LocalCluster starts once, not per point), used instead
+    of connecting and left open.
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes, workload = _check_input(config, events)
     with ExitStack() as stack:
         session = _open_session(config, classes, workload, events, stop, stack, on_server,
-                                clone, sampler)
+                                clone, sampler, cluster)
         done = _measure_strategies(session, classes)
         cost = _measure_connect_cost(session, classes)
         calibration = _calibrate(session, done)
@@ -263,15 +265,17 @@ class _Session:
 def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload: Workload,
                   events: RunEvents, stop: threading.Event, stack: ExitStack,
                   on_server: object, made: Clone | None = None,
-                  shared_sampler: Sampler | None = None) -> _Session:
+                  shared_sampler: Sampler | None = None,
+                  shared_cluster: ClusterNodes | None = None) -> _Session:
     """The cluster, the server, the checks that need it, the workload set up under the
     run's tag; the sampler and the harness's own cost. Nothing is written before the
     workload's own check (the table's shape) passes."""
     started = _now()
     # The cluster first: a node with other versions is refused before any row is written.
-    cluster = (connect_cluster(config.cluster, config.nodes, stack,
-                               timeout_s=config.cluster_timeout_s)
-               if config.cluster is not None else None)
+    cluster = shared_cluster
+    if cluster is None and config.cluster is not None:
+        cluster = connect_cluster(config.cluster, config.nodes, stack,
+                                  timeout_s=config.cluster_timeout_s)
     if cluster is not None and config.rtt_ms is not None:
         _check_relay_reachable(cluster)
     target, embedded = _server(config, classes, stack, on_server)
@@ -747,6 +751,8 @@ class _Sweep:
     environment: dict[str, object] = field(default_factory=dict)
     clone: Clone | None = None  # --clone: the sweep's copy of the database, every point's
     sampler: Sampler | None = None  # the activity sampler every point's run shares
+    stack: ExitStack | None = None  # the sweep's: what it opens for every point
+    cluster: ClusterNodes | None = None  # --cluster: reached at the first point, then shared
 
     @property
     def cut_short(self) -> bool:
@@ -774,8 +780,12 @@ class _Sweep:
                                    processes=min(self.config.processes, clients, size),
                                    **_at_distance(self.config, rtt))
             try:
+                if self.config.cluster and self.cluster is None and self.stack is not None:
+                    self.cluster = connect_cluster(self.config.cluster, self.config.nodes,
+                                                   self.stack,
+                                                   timeout_s=self.config.cluster_timeout_s)
                 result = run(point_config, stop=self.stop, clone=self.clone,
-                             sampler=self.sampler)
+                             sampler=self.sampler, cluster=self.cluster)
             except Interrupted as exc:
                 self.interrupted = exc
                 return
@@ -965,7 +975,7 @@ def sweep(config: RunConfig, *, pool_sizes: tuple[int, ...], workers: tuple[int,
                 stack.callback(sampler.close)
         state = _Sweep(config, target, classes, stop or threading.Event(), on_point,
                        adaptive={"budget_s": budget_s, "steps": [], "stopped": None},
-                       clone=clone, sampler=sampler)
+                       clone=clone, sampler=sampler, stack=stack)
         plan = schedule(grid, rounds=rounds, seed=SWEEP_ORDER_SEED)
         if callable(on_point):
             on_point(0, len(plan), None)

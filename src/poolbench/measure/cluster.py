@@ -15,6 +15,7 @@ node only inside the task payload, and every repr of a target masks it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import signal
@@ -215,10 +216,13 @@ class ClusterExecutor:
         self._stats: dict[str, int] = {}
         self.lost: set[str] = set()
         count = len(cluster.nodes)
-        self.actors = [self._call(addr, lambda addr=addr, i=i: cluster.client.submit(
+        # Each actor's Dask future: Dask marks it erred as soon as the scheduler drops the
+        # node's worker (its connection closed), which no call to the node waits for.
+        self.placed = [self._call(addr, lambda addr=addr, i=i: cluster.client.submit(
             Node, cls.name, process_settings(settings, i, count), actor=True, workers=[addr],
-            allow_other_workers=False, pure=False).result())
-            for i, addr in enumerate(cluster.nodes)]
+            allow_other_workers=False, pure=False)) for i, addr in enumerate(cluster.nodes)]
+        self.actors = [self._call(addr, future.result)
+                       for addr, future in zip(cluster.nodes, self.placed)]
         self.closed = False
 
     def _call(self, addr: str, call: Any) -> Any:
@@ -228,15 +232,31 @@ class ClusterExecutor:
         except PoolbenchError:
             raise
         except Exception as exc:
-            self.lost.add(addr)
-            self.halt()
-            raise NodeLost(f"node {addr} was lost ({type(exc).__name__}: "
-                           f"{str(exc)[:200].strip()}); the other nodes were stopped") from None
+            raise self._lost(addr, f"{type(exc).__name__}: {str(exc)[:200].strip()}"
+                             ) from None
+
+    def _lost(self, addr: str, why: str) -> NodeLost:
+        """Node ``addr`` is lost: the others are stopped; the error to raise."""
+        self.lost.add(addr)
+        self.halt()
+        return NodeLost(f"node {addr} was lost ({why}); the other nodes were stopped")
+
+    def _answer(self, addr: str, call: Any) -> Any:
+        """The answer to ``call`` (an actor's future) from node ``addr``; NodeLost as soon as
+        Dask reports the node's worker gone, rather than when the call gives up on the
+        dead address (Dask retries a refused connection for up to its connect timeout)."""
+        placed = self.placed[self.cluster.nodes.index(addr)]
+        while not call.done():
+            if placed.status != "finished":  # "error": the scheduler removed the worker
+                raise self._lost(addr, f"Dask reports its worker gone: {placed.status}")
+            with contextlib.suppress(TimeoutError):
+                call.result(timeout=POLL_S)  # waits until answered, or for the next look
+        return self._call(addr, call.result)
 
     def _all(self, method: str, *args: Any) -> list[Any]:
         futures = [(addr, self._call(addr, lambda a=actor: getattr(a, method)(*args)))
                    for addr, actor in zip(self.cluster.nodes, self.actors)]
-        return [self._call(addr, future.result) for addr, future in futures]
+        return [self._answer(addr, future) for addr, future in futures]
 
     def halt(self) -> None:
         """Ask every node still there to stop its workers."""
@@ -256,7 +276,7 @@ class ClusterExecutor:
         futures = [(addr, self._call(addr, lambda a=actor, i=i: a.prepare(spec.share(i, count))))
                    for i, (addr, actor) in enumerate(zip(self.cluster.nodes, self.actors))]
         for addr, future in futures:
-            self._call(addr, future.result)  # every node's workers wait: the barrier
+            self._answer(addr, future)  # every node's workers wait: the barrier
         self._all("go")
         runs: dict[int, PhaseRun] = {}
         while len(runs) < count:
@@ -265,7 +285,7 @@ class ClusterExecutor:
             for i, (addr, actor) in enumerate(zip(self.cluster.nodes, self.actors)):
                 if i in runs:
                     continue
-                answer = self._call(addr, lambda a=actor: a.poll().result())
+                answer = self._answer(addr, self._call(addr, lambda a=actor: a.poll()))
                 if answer is None:
                     continue
                 kind, value = answer
