@@ -289,12 +289,14 @@ class StatementCounters:
 
 # A recorder keeps this many operations' clock readings as Python ints (four each: about
 # 160 bytes) before packing them into an int64 array (32 bytes each); packed readings are
-# counted, with numpy, once COUNT_OPERATIONS of them are kept (512 KB) and at the phase's end,
+# counted, with numpy, once COUNT_OPERATIONS of them are kept (128 KB) and at the phase's end,
 # after its clock has stopped. Packing takes the GIL throughout (it reads Python ints);
 # counting's array operations let it go, and with many worker threads each hand-off of the
-# GIL costs more than the arithmetic (bench/results/overhead.txt), so they come rarely.
+# GIL costs more than the arithmetic (bench/results/overhead.txt), so they come rarely. Not
+# more rarely: each count's arrays, in every worker thread's malloc arena, stay in the
+# process's RSS (16,384 at a time held ~20 MB more over a 10-minute run; rss_flat.txt).
 BATCH_OPERATIONS = 1024
-COUNT_OPERATIONS = 16 * BATCH_OPERATIONS
+COUNT_OPERATIONS = 4 * BATCH_OPERATIONS
 
 
 def _log_indexes(us: np.ndarray, bits: int) -> np.ndarray:
