@@ -163,7 +163,7 @@ class PhaseSink:
         self._lock = threading.Lock()
         self._seconds: dict[int, BucketCounts | array[int]] = {}
         self._open: set[int] = set()  # the seconds still held as dicts
-        self.totals: dict[str, array[int]] = {}
+        self.totals: dict[str, np.ndarray] = {}  # int64, a slot per HDR bucket
         self.waits: dict[int, int] = {}  # ns spent acquiring, per second
         self.tenths: dict[int, array[int]] = {}  # operations per 0.1 s, 10 slots per second
 
@@ -188,11 +188,21 @@ class PhaseSink:
                     self._seconds[done] = pack(self._seconds[done])
                     self._open.discard(done)
             for kind, found in totals.items():
-                slots = self.totals.get(kind)
-                if slots is None:
-                    slots = self.totals[kind] = array("q", [0]) * (MAX_BUCKET + 1)
+                slots = self._slots(kind)
                 for index, n in found.items():
                     slots[min(index, MAX_BUCKET)] += n
+
+    def add(self, kind: str, indexes: np.ndarray) -> None:
+        """Count one operation in each of ``indexes`` (HDR buckets) of one histogram."""
+        counted = np.bincount(np.minimum(indexes, MAX_BUCKET), minlength=MAX_BUCKET + 1)
+        with self._lock:
+            self._slots(kind)[:] += counted
+
+    def _slots(self, kind: str) -> np.ndarray:
+        slots = self.totals.get(kind)
+        if slots is None:
+            slots = self.totals[kind] = np.zeros(MAX_BUCKET + 1, np.int64)
+        return slots
 
     @property
     def seconds(self) -> dict[int, array[int]]:
@@ -203,7 +213,10 @@ class PhaseSink:
     def counts(self, kind: str) -> BucketCounts:
         """One histogram's totals as bucket counts (they travel to a parent process)."""
         slots = self.totals.get(kind)
-        return BucketCounts((i, n) for i, n in enumerate(slots) if n) if slots else BucketCounts()
+        if slots is None:
+            return BucketCounts()
+        found = np.flatnonzero(slots)
+        return BucketCounts(zip(found.tolist(), slots[found].tolist()))
 
 
 # Operations per 0.1 s of a phase: the series steady-state detection judges (MSER-5 needs
@@ -289,14 +302,15 @@ class StatementCounters:
 
 # A recorder keeps this many operations' clock readings as Python ints (four each: about
 # 160 bytes) before packing them into an int64 array (32 bytes each); packed readings are
-# counted, with numpy, once COUNT_OPERATIONS of them are kept (128 KB) and at the phase's end,
+# counted, with numpy, once COUNT_OPERATIONS of them are kept (64 KB) and at the phase's end,
 # after its clock has stopped. Packing takes the GIL throughout (it reads Python ints);
 # counting's array operations let it go, and with many worker threads each hand-off of the
 # GIL costs more than the arithmetic (bench/results/overhead.txt), so they come rarely. Not
 # more rarely: each count's arrays, in every worker thread's malloc arena, stay in the
-# process's RSS (16,384 at a time held ~20 MB more over a 10-minute run; rss_flat.txt).
+# process's RSS (over rss_flat's 10-minute run, counting 16,384 at a time grew 28.9 MB,
+# 4,096 at a time 7.0 MB, against 2.5 MB counting each 1,024 inside the phase).
 BATCH_OPERATIONS = 1024
-COUNT_OPERATIONS = 4 * BATCH_OPERATIONS
+COUNT_OPERATIONS = 2 * BATCH_OPERATIONS
 
 
 def _log_indexes(us: np.ndarray, bits: int) -> np.ndarray:
@@ -482,13 +496,22 @@ class OperationRecorder:
         # latency, acquire and execute of each operation, keyed by histogram (slot 0, 1, 2)
         ns = t[:, (3, 1, 2)] - t[:, (0, 0, 1)]
         us = _us(ns)
-        for slot, indexes, counts in _slots(bucket_indexes(us) + _HISTOGRAM_SLOTS, _KEYS):
-            _add(getattr(self, HISTOGRAMS[slot]), indexes, counts)
+        sink = self.sink
+        if sink is not None:  # straight into the sink's slots, no bucket by bucket
+            indexes = bucket_indexes(us)
+            for slot in range(3):
+                sink.add(HISTOGRAMS[slot], indexes[:, slot])
+        else:
+            for slot, indexes, counts in _slots(bucket_indexes(us) + _HISTOGRAM_SLOTS, _KEYS):
+                _add(getattr(self, HISTOGRAMS[slot]), indexes, counts)
         if late:
-            keys, n = np.unique(bucket_indexes(_us(np.fromiter(late, np.int64, len(late)))),
-                                return_counts=True)
+            due = bucket_indexes(_us(np.fromiter(late, np.int64, len(late))))
             late.clear()
-            _add(self.scheduled, keys.tolist(), n.tolist())
+            if sink is not None:
+                sink.add("scheduled", due)
+            else:
+                keys, n = np.unique(due, return_counts=True)
+                _add(self.scheduled, keys.tolist(), n.tolist())
         if self.leak_ns < 1 << 63:  # no int64 is above it otherwise
             # int > float compares exactly in Python; an int > the float's floor does too
             self.held_too_long += int(np.count_nonzero(t[:, 3] - t[:, 1]
