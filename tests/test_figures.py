@@ -414,8 +414,8 @@ def test_batched_record_counts_what_one_by_one_counting_does(
         pairs,
     )
 
-    if counted_every:
-        monkeypatch.setattr(metrics, "COUNT_OPERATIONS", counted_every * BATCH_OPERATIONS)
+    # counted every two batches, or (0) only at the end
+    monkeypatch.setattr(metrics, "COUNT_OPERATIONS", (counted_every or 1000) * BATCH_OPERATIONS)
 
     origin, leak_s = 5_000_000_000, 0.25
     rng = random.Random(20)
