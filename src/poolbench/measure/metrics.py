@@ -188,7 +188,7 @@ class PhaseSink:
                     self._seconds[done] = pack(self._seconds[done])
                     self._open.discard(done)
             for kind, found in totals.items():
-                slots = self._slots(kind)
+                slots = self._totals(kind)
                 for index, n in found.items():
                     slots[min(index, MAX_BUCKET)] += n
 
@@ -196,9 +196,10 @@ class PhaseSink:
         """Count one operation in each of ``indexes`` (HDR buckets) of one histogram."""
         counted = np.bincount(np.minimum(indexes, MAX_BUCKET), minlength=MAX_BUCKET + 1)
         with self._lock:
-            self._slots(kind)[:] += counted
+            self._totals(kind)[:] += counted
 
-    def _slots(self, kind: str) -> np.ndarray:
+    def _totals(self, kind: str) -> np.ndarray:
+        """One histogram's slots, made the first time it has counts."""
         slots = self.totals.get(kind)
         if slots is None:
             slots = self.totals[kind] = np.zeros(MAX_BUCKET + 1, np.int64)
@@ -448,13 +449,14 @@ class OperationRecorder:
             self.late.append(t3 - scheduled)
         if len(times) >= BATCH_OPERATIONS * 4:
             self._pack()
+            if len(self.packed) * BATCH_OPERATIONS >= COUNT_OPERATIONS:
+                self.flush()
 
     def _pack(self) -> None:
-        times, packed = self.times, self.packed
-        packed.append(np.fromiter(times, np.int64, len(times)))
+        """The readings kept as ints, into one int64 array."""
+        times = self.times
+        self.packed.append(np.fromiter(times, np.int64, len(times)))
         times.clear()
-        if len(packed) * BATCH_OPERATIONS >= COUNT_OPERATIONS:
-            self.flush()
 
     def flush(self) -> None:
         """Count the operations kept, and hand every count so far on to the sink (if there
@@ -487,8 +489,7 @@ class OperationRecorder:
         their latency buckets, operations per 0.1 s and ns acquiring."""
         times, late = self.times, self.late
         if times:
-            self.packed.append(np.fromiter(times, np.int64, len(times)))
-            times.clear()
+            self._pack()
         t = (self.packed[0] if len(self.packed) == 1 else np.concatenate(self.packed)
              ).reshape(-1, 4)
         self.packed = []
