@@ -221,7 +221,7 @@ class ThreadExecutor(_InProcessExecutor):
             ready.wait()
             w.start(source.start_ns)
             rec, keep, created, done = w.rec, w.keep, w.created, 0
-            is_set, next_item, record = stop.is_set, source.next, rec.record
+            is_set, next_item, times, kept = stop.is_set, source.next, rec.times, rec.kept
             acquire, execute, release = strategy.acquire, strategy.execute, strategy.release
             returns_row = statement.returns_row
             while not is_set() and (item := next_item()) is not None:
@@ -253,7 +253,7 @@ class ThreadExecutor(_InProcessExecutor):
                                 error, stage = exc, "release"
                         t3 = now_ns()
                         if error is None and result is not None and (returns_row or result == 1):
-                            record(t0, t1, t2, t3)
+                            times += (t0, t1, t2, t3)  # rec.record's step; kept() below
                         else:
                             result = _settle(statement, result, error, stage, rec,
                                              (t0, t1, t2, t3, None))
@@ -262,6 +262,7 @@ class ThreadExecutor(_InProcessExecutor):
                 done += 1
                 if not done % PROGRESS_EVERY:
                     on_progress(PROGRESS_EVERY)
+                    kept()
             w.done = done
             on_progress(done % PROGRESS_EVERY)
             return w
@@ -344,7 +345,7 @@ class AsyncioExecutor(_InProcessExecutor):
             # steps written out for an unpaced operation.
             w = await ready()
             rec, keep, created, done = w.rec, w.keep, w.created, 0
-            is_set, next_item, record = stop.is_set, source.next, rec.record
+            is_set, next_item, times, kept = stop.is_set, source.next, rec.times, rec.kept
             acquire, execute, release = strategy.acquire, strategy.execute, strategy.release
             returns_row = statement.returns_row
             while not is_set() and (item := next_item()) is not None:
@@ -378,7 +379,7 @@ class AsyncioExecutor(_InProcessExecutor):
                                 error, stage = exc, "release"
                         t3 = now_ns()
                         if error is None and result is not None and (returns_row or result == 1):
-                            record(t0, t1, t2, t3)
+                            times += (t0, t1, t2, t3)  # rec.record's step; kept() below
                         else:
                             result = _settle(statement, result, error, stage, rec,
                                              (t0, t1, t2, t3, None))
@@ -387,6 +388,7 @@ class AsyncioExecutor(_InProcessExecutor):
                 done += 1
                 if not done % PROGRESS_EVERY:
                     on_progress(PROGRESS_EVERY)
+                    kept()
             w.done = done
             on_progress(done % PROGRESS_EVERY)
             return w

@@ -448,6 +448,14 @@ class OperationRecorder:
         if scheduled is not None:
             self.late.append(t3 - scheduled)
         if len(times) >= BATCH_OPERATIONS * 4:
+            self.kept()
+
+    def kept(self) -> None:
+        """Pack the readings kept once a batch's worth is there, and count once
+        COUNT_OPERATIONS are packed. The executor's unpaced loops append their readings to
+        ``times`` themselves (a call of :meth:`record` costs more than its work) and call
+        this at each progress step."""
+        if len(self.times) >= BATCH_OPERATIONS * 4:
             self._pack()
             if len(self.packed) * BATCH_OPERATIONS >= COUNT_OPERATIONS:
                 self.flush()

@@ -89,6 +89,10 @@ class PhaseSpec:
         return None
 
 
+# Rows whose operations an unpaced read or delete phase's source makes in advance (7 MB)
+MADE_ITEMS = 1 << 16
+
+
 class WorkSource:
     """Hands out a phase's operations: parameters, and the time each is due (rate mode).
 
@@ -127,7 +131,11 @@ class WorkSource:
         the same numbers, rows and end, without ``due``'s and ``params_at``'s calls and
         attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k)."""
         spec, numbers, deadline = self.spec, self._numbers, self.deadline_ns
-        offset, stride, count, ids = spec.offset, spec.stride, spec.count, spec.ids
+        offset, stride, count = spec.offset, spec.stride, spec.count
+        ids = spec.ids
+        # Each row's operation made once (no allocation per operation), for up to
+        # MADE_ITEMS rows (112 bytes each); more are made as they are handed out.
+        items = [((row,), None) for row in ids] if len(ids) <= MADE_ITEMS else None
         rows = len(ids)
 
         def next_row() -> tuple[Params, None] | None:
@@ -135,7 +143,7 @@ class WorkSource:
             if (count is not None and number >= count) or \
                     (deadline is not None and now_ns() >= deadline):
                 return None
-            return (ids[number % rows],), None
+            return items[number % rows] if items is not None else ((ids[number % rows],), None)
         return next_row
 
     @property
