@@ -210,6 +210,10 @@ def test_a_pooler_the_user_runs(tmp_path: Path, target: ConnectionTarget, admin:
     assert s["name"] == "psycopg:pool@pooler" and s["route"] == "pooler"
     assert s["pooler"] is not None and s["pooler"]["version"].startswith("PgBouncer")
     assert s["server"]["ok"] is True
+    # Its server connections stay open: the check read the server once its counts reached ours
+    assert any(n.startswith("the pooler you run keeps its server connections open: the "
+                            "server's counts were read once they had reached poolbench's")
+               for n in s["server"]["notes"]), s["server"]["notes"]
     assert target.password not in result.stdout + result.stderr
     assert table_contents(admin, table) == before
 

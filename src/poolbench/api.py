@@ -29,7 +29,13 @@ import psutil
 from poolbench.analysis.distance import project_run, script_statements
 from poolbench.analysis.findings import findings
 from poolbench.check.calibrate import calibrate, ratios
-from poolbench.check.crosscheck import ServerCounters, ServerProbe, compare
+from poolbench.check.crosscheck import (
+    ServerCounters,
+    ServerProbe,
+    Settled,
+    compare,
+    expected,
+)
 from poolbench.check.script_baseline import COMPARED as SCRIPT_PHASES
 from poolbench.check.script_baseline import calibrate_scripts
 from poolbench.check.statement_calls import ScriptStatements, identify
@@ -520,10 +526,11 @@ def _measure_window(session: _Session, cls: type[StrategyInfo], route_name: str,
     except BaseException:
         session.delete_own_rows()
         raise
-    # The route's PgBouncer has stopped: its server connections have exited and
-    # published their counters.
+    # The route's PgBouncer has stopped: its server connections exit and publish their
+    # counters (a pooler the user runs keeps its own: the server's counts are awaited).
     check = _cross_check(session.probe, counters_before, measurement, work, statements,
                          through_pooler=route_name != "direct",
+                         pooler_stays_open=route.keeps_server_connections,
                          sampler_statements=(sampler.statements - sampled_before)
                          if sampler else 0,
                          sampler_sessions=(sampler.reconnects - reconnected_before)
@@ -697,21 +704,29 @@ def _attempts(m: StrategyMeasurement) -> int:
 
 def _cross_check(probe: ServerProbe, before: ServerCounters, m: StrategyMeasurement,
                  work: WindowWork, statements: ScriptStatements | None = None,
-                 *, through_pooler: bool = False,
+                 *, through_pooler: bool = False, pooler_stays_open: bool = False,
                  sampler_statements: int = 0, sampler_sessions: int = 0) -> CrossCheck | None:
     """The server's counters over one strategy against ours (warm-up included); a run of
-    scripts by the transactions their complete runs make.
+    scripts by the transactions their complete runs make. Behind a pooler that stays open
+    (the user's), read once the server's counts have reached ours, not once its
+    connections have closed.
 
     None for an interrupted strategy: the server counted the cut phase, we did not.
     """
     if m.interrupted:
         return None
-    quiet = probe.wait_quiet(since=before, any_name=through_pooler)
-    after = probe.snapshot(statements)
     ops = work.ops_by_phase([(phase.phase, phase.ops) for phase in m.phases])
     scripts = work.script_counts(ops, strategy_extra=m.strategy.pooler_extra)
+    settled: Settled
+    if pooler_stays_open:
+        settled = probe.wait_counted(before, expected(
+            ops, attempts=_attempts(m), scripts=scripts, sampler_statements=sampler_statements))
+    else:
+        settled = ("closed" if probe.wait_quiet(since=before, any_name=through_pooler)
+                   else "still connected")
+    after = probe.snapshot(statements)
     return compare(before, after, ops=dict(ops), attempts=_attempts(m),
-                   connections_opened=m.stats.get("connections_opened", 0), quiet=quiet,
+                   connections_opened=m.stats.get("connections_opened", 0), settled=settled,
                    probe=probe, through_pooler=through_pooler,
                    sampler_statements=sampler_statements, sampler_sessions=sampler_sessions,
                    scripts=scripts, statements=statements, executions=_executions(m))

@@ -9,6 +9,15 @@ connections have closed (a backend flushes its counters as it exits, before
 it leaves ``pg_stat_activity``). Counters are attributed to phases by kind:
 rows inserted are creates, updated are updates, deleted are deletes.
 
+Behind a pooler the user runs (``--via pooler``) the server's connections are the
+pooler's and stay open, so there is no closing to wait for: the second snapshot is taken
+once the server's counters have reached what poolbench counted (rows, transactions;
+:class:`Expected`), which an idle backend publishes on its own within about 10 s on
+PostgreSQL 15+ (``IDLE_STATS_UPDATE_TIMEOUT``: ``pgstat_report_stat(true)`` once idle
+``PGSTAT_IDLE_INTERVAL``). Counters only grow, so reaching ours is enough for an exact
+count to match; what the pool or the pooler adds of its own may still be unpublished, so
+transactions per operation is approximate there.
+
 The admin connection's own statements also count as transactions. Each
 snapshot first calls ``pg_stat_force_next_flush()`` (PostgreSQL 15+), so every
 admin statement is published before the next read, and the exact number of
@@ -33,6 +42,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import psycopg
 
@@ -51,6 +61,13 @@ from poolbench.workloads.base import ScriptCounts
 
 QUIET_TIMEOUT_S = 15.0  # longest wait for closed backends to leave pg_stat_activity
 QUIET_POLL_S = 0.01
+COUNTED_POLL_S = 0.1  # the server publishes a backend's counters at most once a second
+
+# How the wait before a strategy's second snapshot ended: its backends had closed, or were
+# still connected when QUIET_TIMEOUT_S ran out; behind a pooler the user runs, the
+# server's counters had reached poolbench's counts, or had not (or could not be known)
+# when it ran out.
+Settled = Literal["closed", "still connected", "counted", "not counted"]
 
 
 @dataclass(frozen=True)
@@ -101,9 +118,10 @@ class ServerProbe:
 
         Only backends that started after ``since`` are waited for: another
         session that merely shares the application name is not ours. Behind a pooler
-        (``any_name``) the server's backends are the pooler's, named as the pooler
-        pleases: every client backend started since then is waited for, but poolbench's
-        own admin, sampler and pgbench sessions.
+        poolbench started and stopped (``any_name``) the server's backends are the
+        pooler's, named as the pooler pleases: every client backend started since then is
+        waited for, but poolbench's own admin, sampler and pgbench sessions. (A pooler the
+        user runs keeps its connections open: see :meth:`wait_counted`.)
         """
         deadline = time.monotonic() + QUIET_TIMEOUT_S
         if any_name:
@@ -122,6 +140,19 @@ class ServerProbe:
                 return True
             time.sleep(QUIET_POLL_S)
         return False
+
+    def wait_counted(self, since: ServerCounters, expected: Expected | None) -> Settled:
+        """Block until the server has published, since ``since``, at least ``expected``
+        ("counted"), or QUIET_TIMEOUT_S has run out ("not counted"; at once with
+        ``expected`` None: what the server should count is not known, the whole timeout
+        is waited for, as for backends that never close)."""
+        deadline = time.monotonic() + QUIET_TIMEOUT_S
+        while True:
+            if expected is not None and expected.reached(since, self.snapshot()):
+                return "counted"
+            if time.monotonic() >= deadline:
+                return "not counted"
+            time.sleep(COUNTED_POLL_S)
 
     def snapshot(self, statements: ScriptStatements | None = None) -> ServerCounters:
         """The counters now, and the calls of a plan's ``statements``. Its queries, and
@@ -171,8 +202,48 @@ class ServerProbe:
         return {verb: int(n) for verb, n in rows}
 
 
+@dataclass(frozen=True)
+class Expected:
+    """The least the server must have published over a strategy before it is compared:
+    the rows poolbench's operations made (inserted, updated, deleted), its transactions
+    (commits and rollbacks, poolbench's own statements aside) and, for scripts, their
+    rollbacks. Counters only grow: once reached, an exact check can only match."""
+
+    rows: tuple[int, int, int]
+    transactions: int
+    rolled_back: int = 0
+    own_statements: int = 0  # the activity sampler's, besides the admin session's
+
+    def reached(self, before: ServerCounters, now: ServerCounters) -> bool:
+        admin = now.admin_statements - before.admin_statements + self.own_statements
+        rows = (now.table_inserted - before.table_inserted,
+                now.table_updated - before.table_updated,
+                now.table_deleted - before.table_deleted)
+        transactions = (now.xact_commit - before.xact_commit
+                        + now.xact_rollback - before.xact_rollback - admin)
+        return (all(n >= want for n, want in zip(rows, self.rows, strict=True))
+                and transactions >= self.transactions
+                and now.xact_rollback - before.xact_rollback >= self.rolled_back)
+
+
+def expected(ops: dict[str, int], *, attempts: int, scripts: ScriptCounts | None,
+             sampler_statements: int = 0) -> Expected | None:
+    """What the server must have published for a strategy's ``ops`` (successful operations
+    per phase), or None when that is not known: a failed operation may have committed on
+    the server before its connection was lost, so the server may count more than poolbench."""
+    if attempts != sum(ops.values()):
+        return None
+    if scripts is not None:
+        return Expected(rows=(0, 0, 0), transactions=scripts.committed + scripts.rolled_back,
+                        rolled_back=scripts.rolled_back, own_statements=sampler_statements)
+    # Every successful operation is at least one transaction (a statement in autocommit,
+    # or BEGIN ... COMMIT/ROLLBACK around it).
+    return Expected(rows=(ops.get("create", 0), ops.get("update", 0), ops.get("delete", 0)),
+                    transactions=sum(ops.values()), own_statements=sampler_statements)
+
+
 def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int],
-            attempts: int, connections_opened: int, quiet: bool,
+            attempts: int, connections_opened: int, settled: Settled,
             probe: ServerProbe, through_pooler: bool = False,
             sampler_statements: int = 0, sampler_sessions: int = 0,
             scripts: ScriptCounts | None = None,
@@ -216,13 +287,26 @@ def compare(before: ServerCounters, after: ServerCounters, *, ops: dict[str, int
     admin = after.admin_statements - before.admin_statements + sampler_statements
     transactions = (after.xact_commit - before.xact_commit
                     + after.xact_rollback - before.xact_rollback - admin)
-    exact = probe.can_flush and quiet and probe.track_counts
+    exact = probe.can_flush and settled == "closed" and probe.track_counts
     if not probe.can_flush:
         notes.append("PostgreSQL < 15 cannot publish the admin connection's counters on "
                      "demand: transactions per operation are approximate")
-    if not quiet:
+    if settled == "still connected":
         notes.append("benchmark backends were still connected after the strategy closed: "
                      "the server may not have published all their counters yet")
+    elif settled == "counted":
+        notes.append("the pooler you run keeps its server connections open: the server's "
+                     "counts were read once they had reached poolbench's (rows, transactions), "
+                     "not after those connections closed; what the pool or the pooler adds of "
+                     "its own may not all be published yet, so transactions per operation "
+                     "are approximate")
+    elif settled == "not counted":
+        notes.append(f"the pooler you run keeps its server connections open, and within "
+                     f"{QUIET_TIMEOUT_S:g} s the server's counts had not reached poolbench's "
+                     "(or could not be known: operations failed); an idle connection "
+                     "publishes its counters within about 10 s on PostgreSQL 15+, on older "
+                     "servers only when it runs again or closes: the server may not have "
+                     "published all their counters yet")
     if not probe.track_counts:
         notes.append("track_counts is off on this server: it counted nothing")
     maintenance = after.maintenance_runs - before.maintenance_runs

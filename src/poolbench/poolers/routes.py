@@ -53,6 +53,12 @@ class Route:
     before: PoolerCounters | None = None
 
     @property
+    def keeps_server_connections(self) -> bool:
+        """Whether the server's connections outlive the strategy: a pooler the user runs
+        keeps them; poolbench stops its own PgBouncer, and direct ones close."""
+        return self.name == "pooler"
+
+    @property
     def mode(self) -> str:
         return self.name.split(":", 1)[1] if ":" in self.name else "unknown"
 
