@@ -308,7 +308,8 @@ def verdict(iv: Interval) -> str:
 
 
 def note(iv: Interval) -> str:
-    return f" ({iv.note})" if iv.note else ""
+    # median_interval speaks of a sweep's trials; here each figure is a paired round's
+    return f" ({iv.note.replace('trials', 'rounds')})" if iv.note else ""
 
 
 def usage(message: str) -> SystemExit:
@@ -385,8 +386,8 @@ def main() -> None:
         admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))
         admin.close()
     worst_name, worst = min(results.items(), key=lambda kv: kv[1].ratio.value)
-    report.line(f"worst median: {worst_name} {ratio_text(worst.ratio)} the bare loop "
-                f"(target >= {TARGET}x: {verdict(worst.ratio)})")
+    report.line(f"worst median ratio: {worst_name}, poolbench/bare {ratio_text(worst.ratio)} "
+                f"(target >= {TARGET}x: {verdict(worst.ratio)}){note(worst.ratio)}")
     report.save()
 
 
