@@ -1,19 +1,38 @@
 """What poolbench itself costs on top of a driver and its pool: for each pooled strategy, a
 bare loop written with no poolbench code (the same driver, pool, statement and thread/task
-count) against poolbench's own read throughput for the same work, in one run.
+count) against poolbench's own read path for the same work, in one run.
 
-Target: poolbench >= 0.95x the bare loop for every pooled strategy. Each side runs five
-times, alternating, and the best of each is kept (noise on a shared machine only slows).
-Run: python bench/harness_loss.py [seconds per measurement, default 2]
+Target: poolbench >= 0.95x the bare loop for every pooled strategy.
+
+Method (a paired design, so that the machine's drift, ±30% over minutes on this shared
+2-core VM, hits both sides alike): for each strategy, ROUNDS rounds, each one bare
+measurement and one poolbench measurement back to back, the order alternating from round
+to round (bare first, then poolbench first: ABBA...), each on a fresh pool; a round's
+figure is its ratio poolbench ops/s / bare ops/s. Reported: the median of the rounds'
+ratios with its 95% percentile-bootstrap interval (``scipy.stats.bootstrap``, through
+``poolbench.analysis.intervals.median_interval``: 9,999 resamples, seed 0), each side's
+median ops/s, and whether the median and the interval's lower end meet the target. An
+A/A control runs psycopg2:threaded's bare loop against itself in the same paired way: the
+spread of its ratio is the noise floor of the design.
+
+A second, steadier view: this process's CPU time (``time.process_time``: all its threads,
+not its child processes) over each measurement's timed loop (its threads' or tasks' start
+and end included), per operation, on each side, and per round poolbench's minus the bare
+loop's, given as the median with the same bootstrap interval. poolbench's side runs with
+the activity sampler on, as a run has it by default; the sampler is a process of its own
+and queries the server, so neither its CPU nor its backend's is in the client's figure.
+Run: python bench/harness_loss.py [seconds per measurement, default 2] [rounds, default 10]
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import asyncpg
 import psycopg
@@ -23,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from poolbench.analysis.intervals import RESAMPLES, Interval, median_interval
 from poolbench.config import Pace
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME
@@ -33,13 +53,35 @@ from poolbench.strategies import StrategySettings, load_strategy
 from poolbench.workloads.phase import PhaseSpec
 
 WORKERS = 8
-ROUNDS = 5  # alternating measurements per side; the best of each is kept
+SECONDS = 2.0  # per measurement
+ROUNDS = 10  # paired rounds per strategy (and in the A/A control)
+TARGET = 0.95
+CONTROL = "psycopg2:threaded"  # the A/A control's strategy: bare loop against itself
 SQL = "SELECT id, username, email, created_at FROM users WHERE id = %s"
 NUMBERED = SQL.replace("%s", "$1")
 
 
-def threaded(seconds: float, one: Callable[[int], object], ids: list[int]) -> float:
-    """WORKERS threads calling ``one(id)`` for ``seconds``; operations per second."""
+@dataclass(frozen=True)
+class Measurement:
+    """One timed loop: operations done, the wall-clock seconds they took, and this
+    process's CPU seconds (all its threads, not its child processes) over the same loop."""
+
+    ops: int
+    elapsed_s: float
+    cpu_s: float
+
+    @property
+    def ops_s(self) -> float:
+        return self.ops / self.elapsed_s
+
+    @property
+    def cpu_us_per_op(self) -> float:
+        return self.cpu_s / self.ops * 1e6
+
+
+def threaded(seconds: float, one: Callable[[int], object], ids: list[int]) -> Measurement:
+    """WORKERS threads calling ``one(id)`` for ``seconds``."""
+    cpu0 = time.process_time()
     counts = [0] * WORKERS
     start = threading.Barrier(WORKERS + 1)
     deadline = [0.0]
@@ -61,10 +103,14 @@ def threaded(seconds: float, one: Callable[[int], object], ids: list[int]) -> fl
     start.wait()
     for t in threads:
         t.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    return Measurement(sum(counts), elapsed, time.process_time() - cpu0)
 
 
-async def tasks(seconds: float, one: Callable[[int], object], ids: list[int]) -> float:
+async def tasks(seconds: float, one: Callable[[int], object],
+                ids: list[int]) -> Measurement:
+    """WORKERS tasks awaiting ``one(id)`` for ``seconds``."""
+    cpu0 = time.process_time()
     counts = [0] * WORKERS
     deadline = time.perf_counter() + seconds
 
@@ -78,10 +124,11 @@ async def tasks(seconds: float, one: Callable[[int], object], ids: list[int]) ->
 
     t0 = time.perf_counter()
     await asyncio.gather(*(loop(w) for w in range(WORKERS)))
-    return sum(counts) / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    return Measurement(sum(counts), elapsed, time.process_time() - cpu0)
 
 
-def bare_psycopg_pool(conninfo: str, seconds: float, ids: list[int]) -> float:
+def bare_psycopg_pool(conninfo: str, seconds: float, ids: list[int]) -> Measurement:
     with ConnectionPool(conninfo, min_size=WORKERS, max_size=WORKERS,
                         kwargs={"autocommit": True}) as pool:
         pool.wait()
@@ -92,7 +139,7 @@ def bare_psycopg_pool(conninfo: str, seconds: float, ids: list[int]) -> float:
         return threaded(seconds, one, ids)
 
 
-def bare_psycopg2_threaded(conninfo: str, seconds: float, ids: list[int]) -> float:
+def bare_psycopg2_threaded(conninfo: str, seconds: float, ids: list[int]) -> Measurement:
     pool = psycopg2.pool.ThreadedConnectionPool(WORKERS, WORKERS, conninfo)
 
     def one(i: int) -> object:
@@ -110,7 +157,7 @@ def bare_psycopg2_threaded(conninfo: str, seconds: float, ids: list[int]) -> flo
         pool.closeall()
 
 
-def bare_sqlalchemy(conninfo: str, seconds: float, ids: list[int]) -> float:
+def bare_sqlalchemy(conninfo: str, seconds: float, ids: list[int]) -> Measurement:
     engine = create_engine("postgresql+psycopg://", connect_args=psycopg.conninfo.conninfo_to_dict(
         conninfo), pool_size=WORKERS, max_overflow=0, isolation_level="AUTOCOMMIT")
     query = text(SQL.replace("%s", ":id"))
@@ -124,8 +171,8 @@ def bare_sqlalchemy(conninfo: str, seconds: float, ids: list[int]) -> float:
         engine.dispose()
 
 
-def bare_asyncpg_pool(kwargs: dict, seconds: float, ids: list[int]) -> float:
-    async def main() -> float:
+def bare_asyncpg_pool(kwargs: dict, seconds: float, ids: list[int]) -> Measurement:
+    async def main() -> Measurement:
         pool = await asyncpg.create_pool(min_size=WORKERS, max_size=WORKERS, **kwargs)
 
         async def one(i: int) -> object:
@@ -138,8 +185,8 @@ def bare_asyncpg_pool(kwargs: dict, seconds: float, ids: list[int]) -> float:
     return asyncio.run(main())
 
 
-def bare_psycopg_async_pool(conninfo: str, seconds: float, ids: list[int]) -> float:
-    async def main() -> float:
+def bare_psycopg_async_pool(conninfo: str, seconds: float, ids: list[int]) -> Measurement:
+    async def main() -> Measurement:
         async with AsyncConnectionPool(conninfo, min_size=WORKERS, max_size=WORKERS,
                                        kwargs={"autocommit": True}) as pool:
             await pool.wait()
@@ -151,8 +198,8 @@ def bare_psycopg_async_pool(conninfo: str, seconds: float, ids: list[int]) -> fl
     return asyncio.run(main())
 
 
-def bare_sqlalchemy_asyncpg(kwargs: dict, seconds: float, ids: list[int]) -> float:
-    async def main() -> float:
+def bare_sqlalchemy_asyncpg(kwargs: dict, seconds: float, ids: list[int]) -> Measurement:
+    async def main() -> Measurement:
         engine = create_async_engine("postgresql+asyncpg://", connect_args=kwargs,
                                      pool_size=WORKERS, max_overflow=0,
                                      isolation_level="AUTOCOMMIT")
@@ -169,10 +216,12 @@ def bare_sqlalchemy_asyncpg(kwargs: dict, seconds: float, ids: list[int]) -> flo
 
 
 def poolbench_read(target, strategy: str, seconds: float, workload: RunTable,
-                   ids: list[int], sampler: Sampler) -> float:
+                   ids: list[int], sampler: Sampler) -> Measurement:
     """poolbench's own path for the same work: the strategy on the executor a run uses
     (threads or tasks, its recorders, clock and progress hook), reading the same rows, with
-    the activity sampler on as a run has it by default (its own process, every 200 ms)."""
+    the activity sampler on as a run has it by default (its own process, every 200 ms).
+    The CPU is the client's over the phase (its workers' start and end and the recorders'
+    counting included), the wall clock the phase's own."""
     settings = StrategySettings(target=target, workers=WORKERS, pool_min=WORKERS,
                                 pool_max=WORKERS, acquire_timeout_s=30.0)
     executor = in_process_executor(load_strategy(strategy), settings, stop=threading.Event())
@@ -181,21 +230,125 @@ def poolbench_read(target, strategy: str, seconds: float, workload: RunTable,
     executor.open()
     sampler.start()
     try:
+        cpu0 = time.process_time()
         run = executor.run_phase(spec, lambda n: None)
+        cpu_s = time.process_time() - cpu0
     finally:
         sampler.stop()
         executor.close()
-    return sum(r.ok for r in run.recorders) / run.elapsed_s
+    return Measurement(sum(r.ok for r in run.recorders), run.elapsed_s, cpu_s)
+
+
+def paired(first: Callable[[], Measurement], second: Callable[[], Measurement],
+           rounds: int) -> list[tuple[Measurement, Measurement]]:
+    """``rounds`` pairs (first's measurement, second's), each pair taken back to back,
+    ``first`` ahead in even rounds and ``second`` ahead in odd ones (ABBA...), so that a
+    drift within the run weighs on both sides alike."""
+    pairs = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a = first()
+            b = second()
+        else:
+            b = second()
+            a = first()
+        pairs.append((a, b))
+    return pairs
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """One strategy's rounds: the median of the per-round ratios (second / first ops/s) and
+    of the per-round CPU differences (second - first, µs per operation), each with its
+    bootstrap interval; each side's median ops/s and CPU µs per operation."""
+
+    ratio: Interval
+    cpu_diff_us: Interval
+    first_ops_s: float
+    second_ops_s: float
+    first_cpu_us: float
+    second_cpu_us: float
+
+    @classmethod
+    def of(cls, pairs: list[tuple[Measurement, Measurement]]) -> PairedResult:
+        return cls(ratio=median_interval([b.ops_s / a.ops_s for a, b in pairs]),
+                   cpu_diff_us=median_interval([b.cpu_us_per_op - a.cpu_us_per_op
+                                                for a, b in pairs]),
+                   first_ops_s=statistics.median(a.ops_s for a, _ in pairs),
+                   second_ops_s=statistics.median(b.ops_s for _, b in pairs),
+                   first_cpu_us=statistics.median(a.cpu_us_per_op for a, _ in pairs),
+                   second_cpu_us=statistics.median(b.cpu_us_per_op for _, b in pairs))
+
+
+def ratio_text(iv: Interval) -> str:
+    if iv.low is None or iv.high is None:
+        return f"{iv.value:.2f}x (no interval: one round)"
+    return f"{iv.value:.2f}x, 95% interval {iv.low:.2f}..{iv.high:.2f}"
+
+
+def diff_text(iv: Interval) -> str:
+    if iv.low is None or iv.high is None:
+        return f"{iv.value:+.1f} µs/op (no interval: one round)"
+    return f"{iv.value:+.1f} µs/op, 95% interval {iv.low:+.1f}..{iv.high:+.1f}"
+
+
+def verdict(iv: Interval) -> str:
+    """Whether the median and the interval's lower end meet TARGET, and what that says."""
+    median = "meets" if iv.value >= TARGET else "misses"
+    if iv.low is None or iv.high is None:
+        return f"median {median} it; no interval"
+    low = "meets" if iv.low >= TARGET else "misses"
+    if iv.low >= TARGET:
+        overall = "met"
+    elif iv.high < TARGET:
+        overall = "not met"
+    else:
+        overall = "not settled"
+    return f"median {median} it, the interval's lower end {low} it: {overall}"
+
+
+def note(iv: Interval) -> str:
+    # median_interval speaks of a sweep's trials; here each figure is a paired round's
+    return f" ({iv.note.replace('trials', 'rounds')})" if iv.note else ""
+
+
+def usage(message: str) -> SystemExit:
+    return SystemExit(f"harness_loss: {message}; usage: python bench/harness_loss.py "
+                      f"[seconds per measurement > 0, default {SECONDS:g}] "
+                      f"[rounds >= 1, default {ROUNDS}]")
+
+
+def arguments(argv: list[str]) -> tuple[float, int]:
+    if len(argv) > 2:
+        raise usage(f"too many arguments: {' '.join(argv)}")
+    try:
+        seconds = float(argv[0]) if argv else SECONDS
+        rounds = int(argv[1]) if len(argv) > 1 else ROUNDS
+    except ValueError as e:
+        raise usage(f"not a number: {e}") from None
+    if not seconds > 0 or rounds < 1:
+        raise usage(f"seconds {seconds:g}, rounds {rounds}")
+    return seconds, rounds
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    seconds, rounds = arguments(sys.argv[1:])
     report = Report("harness_loss")
     report.line(f"point reads by id of the same 10,000 rows, {WORKERS} threads or tasks, "
-                f"pools of {WORKERS}, {seconds:g} s per measurement, best of {ROUNDS} "
-                "alternating runs per side; poolbench's side with the activity sampler on "
-                f"(its own process, every {DEFAULT_INTERVAL_S * 1000:.0f} ms), as a run has it by "
-                "default")
+                f"pools of {WORKERS} (a fresh pool per measurement), {seconds:g} s per "
+                f"measurement; poolbench's side with the activity sampler on (its own process, "
+                f"every {DEFAULT_INTERVAL_S * 1000:.0f} ms), as a run has it by default")
+    report.line(f"paired design: per strategy {rounds} rounds, each one bare and one poolbench "
+                "measurement back to back, the order alternating (bare first in even rounds, "
+                "poolbench first in odd ones); a round's figure is poolbench ops/s / bare "
+                "ops/s; given: the median of the rounds' ratios with its 95% percentile-"
+                f"bootstrap interval (scipy.stats.bootstrap, {RESAMPLES:,} resamples, seed 0), "
+                "and each side's median ops/s")
+    report.line("client CPU: this process's time.process_time (all its threads, not its "
+                "child processes) over each timed loop, per operation; median per side, and "
+                "the median of the rounds' poolbench minus bare with the same bootstrap "
+                "interval; the activity sampler (poolbench's side only) runs in a process of "
+                "its own and its queries in a server backend: neither's CPU is counted here")
     with EmbeddedServer(max_connections=100) as server:
         target = server.target
         conninfo = target.conninfo()
@@ -211,20 +364,30 @@ def main() -> None:
                 "sqlalchemy:queuepool": lambda: bare_sqlalchemy(conninfo, seconds, ids),
                 "sqlalchemy-asyncpg:queuepool":
                     lambda: bare_sqlalchemy_asyncpg(kwargs, seconds, ids)}
-        worst = 1.0
+        results: dict[str, PairedResult] = {}
         for strategy, loop in bare.items():
-            ours, theirs = [], []
-            for _ in range(ROUNDS):
-                theirs.append(loop())
-                ours.append(poolbench_read(target, strategy, seconds, workload, ids, sampler))
-            ratio = max(ours) / max(theirs)
-            worst = min(worst, ratio)
-            report.line(f"  {strategy:<30} bare loop {max(theirs):>8,.0f} ops/s, poolbench "
-                        f"{max(ours):>8,.0f} ops/s = {ratio:.2f}x (target >= 0.95x)")
+            def ours(strategy: str = strategy) -> Measurement:
+                return poolbench_read(target, strategy, seconds, workload, ids, sampler)
+            res = results[strategy] = PairedResult.of(paired(loop, ours, rounds))
+            report.line(f"  {strategy:<30} poolbench/bare {ratio_text(res.ratio)} (median of "
+                        f"{rounds} paired rounds; medians: bare {res.first_ops_s:,.0f} ops/s, "
+                        f"poolbench {res.second_ops_s:,.0f} ops/s); target >= {TARGET}x: "
+                        f"{verdict(res.ratio)}{note(res.ratio)}")
+            report.line(f"  {'':<30} client CPU: bare {res.first_cpu_us:.1f} µs/op, poolbench "
+                        f"{res.second_cpu_us:.1f} µs/op (medians); poolbench - bare "
+                        f"{diff_text(res.cpu_diff_us)} (median of the rounds' differences)")
+        aa = PairedResult.of(paired(bare[CONTROL], bare[CONTROL], rounds))
+        report.line(f"A/A control, the noise floor of this design: {CONTROL}'s bare loop against "
+                    f"itself, {rounds} paired rounds the same way: second/first "
+                    f"{ratio_text(aa.ratio)} (medians {aa.first_ops_s:,.0f} and "
+                    f"{aa.second_ops_s:,.0f} ops/s){note(aa.ratio)}; client CPU second - first "
+                    f"{diff_text(aa.cpu_diff_us)}")
         sampler.close()
         admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))
         admin.close()
-    report.line(f"worst: {worst:.2f}x the bare loop (target >= 0.95x)")
+    worst_name, worst = min(results.items(), key=lambda kv: kv[1].ratio.value)
+    report.line(f"worst median ratio: {worst_name}, poolbench/bare {ratio_text(worst.ratio)} "
+                f"(target >= {TARGET}x: {verdict(worst.ratio)}){note(worst.ratio)}")
     report.save()
 
 
