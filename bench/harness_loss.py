@@ -56,6 +56,8 @@ WORKERS = 8
 SECONDS = 2.0  # per measurement
 ROUNDS = 10  # paired rounds per strategy (and in the A/A control)
 TARGET = 0.95
+STRATEGIES = ("psycopg:pool", "psycopg2:threaded", "asyncpg:pool", "psycopg-async:pool",
+              "sqlalchemy:queuepool", "sqlalchemy-asyncpg:queuepool")
 CONTROL = "psycopg2:threaded"  # the A/A control's strategy: bare loop against itself
 SQL = "SELECT id, username, email, created_at FROM users WHERE id = %s"
 NUMBERED = SQL.replace("%s", "$1")
@@ -315,11 +317,12 @@ def note(iv: Interval) -> str:
 def usage(message: str) -> SystemExit:
     return SystemExit(f"harness_loss: {message}; usage: python bench/harness_loss.py "
                       f"[seconds per measurement > 0, default {SECONDS:g}] "
-                      f"[rounds >= 1, default {ROUNDS}]")
+                      f"[rounds >= 1, default {ROUNDS}] [strategies, comma-separated: "
+                      "only these, and no A/A control; written to harness_loss_focus.txt]")
 
 
-def arguments(argv: list[str]) -> tuple[float, int]:
-    if len(argv) > 2:
+def arguments(argv: list[str]) -> tuple[float, int, list[str] | None]:
+    if len(argv) > 3:
         raise usage(f"too many arguments: {' '.join(argv)}")
     try:
         seconds = float(argv[0]) if argv else SECONDS
@@ -328,12 +331,15 @@ def arguments(argv: list[str]) -> tuple[float, int]:
         raise usage(f"not a number: {e}") from None
     if not seconds > 0 or rounds < 1:
         raise usage(f"seconds {seconds:g}, rounds {rounds}")
-    return seconds, rounds
+    only = argv[2].split(",") if len(argv) > 2 else None
+    if only is not None and (unknown := set(only) - set(STRATEGIES)):
+        raise usage(f"not a strategy measured here: {', '.join(sorted(unknown))}")
+    return seconds, rounds, only
 
 
 def main() -> None:
-    seconds, rounds = arguments(sys.argv[1:])
-    report = Report("harness_loss")
+    seconds, rounds, only = arguments(sys.argv[1:])
+    report = Report("harness_loss" if only is None else "harness_loss_focus")
     report.line(f"point reads by id of the same 10,000 rows, {WORKERS} threads or tasks, "
                 f"pools of {WORKERS} (a fresh pool per measurement), {seconds:g} s per "
                 f"measurement; poolbench's side with the activity sampler on (its own process, "
@@ -366,6 +372,9 @@ def main() -> None:
                     lambda: bare_sqlalchemy_asyncpg(kwargs, seconds, ids)}
         results: dict[str, PairedResult] = {}
         for strategy, loop in bare.items():
+            if only is not None and strategy not in only:
+                continue
+
             def ours(strategy: str = strategy) -> Measurement:
                 return poolbench_read(target, strategy, seconds, workload, ids, sampler)
             res = results[strategy] = PairedResult.of(paired(loop, ours, rounds))
@@ -376,12 +385,13 @@ def main() -> None:
             report.line(f"  {'':<30} client CPU: bare {res.first_cpu_us:.1f} µs/op, poolbench "
                         f"{res.second_cpu_us:.1f} µs/op (medians); poolbench - bare "
                         f"{diff_text(res.cpu_diff_us)} (median of the rounds' differences)")
-        aa = PairedResult.of(paired(bare[CONTROL], bare[CONTROL], rounds))
-        report.line(f"A/A control, the noise floor of this design: {CONTROL}'s bare loop against "
-                    f"itself, {rounds} paired rounds the same way: second/first "
-                    f"{ratio_text(aa.ratio)} (medians {aa.first_ops_s:,.0f} and "
-                    f"{aa.second_ops_s:,.0f} ops/s){note(aa.ratio)}; client CPU second - first "
-                    f"{diff_text(aa.cpu_diff_us)}")
+        if only is None:
+            aa = PairedResult.of(paired(bare[CONTROL], bare[CONTROL], rounds))
+            report.line(f"A/A control, the noise floor of this design: {CONTROL}'s bare loop "
+                        f"against itself, {rounds} paired rounds the same way: second/first "
+                        f"{ratio_text(aa.ratio)} (medians {aa.first_ops_s:,.0f} and "
+                        f"{aa.second_ops_s:,.0f} ops/s){note(aa.ratio)}; client CPU second - "
+                        f"first {diff_text(aa.cpu_diff_us)}")
         sampler.close()
         admin.call(lambda c: delete_own_rows(c, "users", workload.prefix))
         admin.close()
