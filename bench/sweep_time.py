@@ -6,6 +6,7 @@ Run: python bench/sweep_time.py
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "poolbench", *COMMAND], cwd=tmp,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "250"})  # a line per finding
         seconds = time.perf_counter() - t0
     recommended = [line for line in proc.stdout.splitlines()
                    if line.startswith(("Recommended", "  no interval"))]
