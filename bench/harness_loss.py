@@ -21,7 +21,15 @@ and end included), per operation, on each side, and per round poolbench's minus 
 loop's, given as the median with the same bootstrap interval. poolbench's side runs with
 the activity sampler on, as a run has it by default; the sampler is a process of its own
 and queries the server, so neither its CPU nor its backend's is in the client's figure.
+What timing alone costs, for psycopg2:threaded and asyncpg:pool: the bare loop against
+itself timed as the executor times each operation (a stop flag looked at, four clock
+readings around acquire, execute and release kept in a list: no poolbench code), and
+poolbench against that timed loop, each in the same paired way. Under one interpreter's
+GIL on 2 cores, the little Python each operation adds costs several times its own CPU
+in contention; this splits poolbench's loss into measuring at all and the rest.
+
 Run: python bench/harness_loss.py [seconds per measurement, default 2] [rounds, default 10]
+[strategies, comma-separated: only these, no A/A control, into harness_loss_focus.txt]
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ TARGET = 0.95
 STRATEGIES = ("psycopg:pool", "psycopg2:threaded", "asyncpg:pool", "psycopg-async:pool",
               "sqlalchemy:queuepool", "sqlalchemy-asyncpg:queuepool")
 CONTROL = "psycopg2:threaded"  # the A/A control's strategy: bare loop against itself
+TIMED_KEPT = 4 * 1024  # readings a timed bare loop keeps before starting a new list
 SQL = "SELECT id, username, email, created_at FROM users WHERE id = %s"
 NUMBERED = SQL.replace("%s", "$1")
 
@@ -159,6 +168,37 @@ def bare_psycopg2_threaded(conninfo: str, seconds: float, ids: list[int]) -> Mea
         pool.closeall()
 
 
+def bare_psycopg2_timed(conninfo: str, seconds: float, ids: list[int]) -> Measurement:
+    """:func:`bare_psycopg2_threaded` plus what any load generator that times each operation
+    does, and no poolbench code: a stop Event looked at, the clock read around acquire,
+    execute and release, the four readings kept in a list (the executor's steps)."""
+    pool = psycopg2.pool.ThreadedConnectionPool(WORKERS, WORKERS, conninfo)
+    stop, now, kept = threading.Event(), time.perf_counter_ns, []
+
+    def one(i: int) -> object:
+        nonlocal kept
+        stop.is_set()
+        t0 = now()
+        conn = pool.getconn()
+        t1 = now()
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(SQL, (i,))
+                row = cur.fetchone()
+        finally:
+            t2 = now()
+            pool.putconn(conn)
+        kept += (t0, t1, t2, now())
+        if len(kept) > TIMED_KEPT:
+            kept = []
+        return row
+    try:
+        return threaded(seconds, one, ids)
+    finally:
+        pool.closeall()
+
+
 def bare_sqlalchemy(conninfo: str, seconds: float, ids: list[int]) -> Measurement:
     engine = create_engine("postgresql+psycopg://", connect_args=psycopg.conninfo.conninfo_to_dict(
         conninfo), pool_size=WORKERS, max_overflow=0, isolation_level="AUTOCOMMIT")
@@ -180,6 +220,34 @@ def bare_asyncpg_pool(kwargs: dict, seconds: float, ids: list[int]) -> Measureme
         async def one(i: int) -> object:
             async with pool.acquire() as conn:
                 return await conn.fetchrow(NUMBERED, i)
+        try:
+            return await tasks(seconds, one, ids)
+        finally:
+            await pool.close()
+    return asyncio.run(main())
+
+
+def bare_asyncpg_timed(kwargs: dict, seconds: float, ids: list[int]) -> Measurement:
+    """:func:`bare_asyncpg_pool` plus the timing steps of :func:`bare_psycopg2_timed`."""
+    async def main() -> Measurement:
+        pool = await asyncpg.create_pool(min_size=WORKERS, max_size=WORKERS, **kwargs)
+        stop, now, kept = threading.Event(), time.perf_counter_ns, []
+
+        async def one(i: int) -> object:
+            nonlocal kept
+            stop.is_set()
+            t0 = now()
+            conn = await pool.acquire()
+            t1 = now()
+            try:
+                row = await conn.fetchrow(NUMBERED, i)
+            finally:
+                t2 = now()
+                await pool.release(conn)
+            kept += (t0, t1, t2, now())
+            if len(kept) > TIMED_KEPT:
+                kept = []
+            return row
         try:
             return await tasks(seconds, one, ids)
         finally:
@@ -385,6 +453,22 @@ def main() -> None:
             report.line(f"  {'':<30} client CPU: bare {res.first_cpu_us:.1f} µs/op, poolbench "
                         f"{res.second_cpu_us:.1f} µs/op (medians); poolbench - bare "
                         f"{diff_text(res.cpu_diff_us)} (median of the rounds' differences)")
+        timed = {"psycopg2:threaded": lambda: bare_psycopg2_timed(conninfo, seconds, ids),
+                 "asyncpg:pool": lambda: bare_asyncpg_timed(kwargs, seconds, ids)}
+        for strategy, timed_loop in timed.items():
+            if strategy not in results:
+                continue
+
+            def ours_again(strategy: str = strategy) -> Measurement:
+                return poolbench_read(target, strategy, seconds, workload, ids, sampler)
+            cost = PairedResult.of(paired(bare[strategy], timed_loop, rounds))
+            rest = PairedResult.of(paired(timed_loop, ours_again, rounds))
+            report.line(f"  {strategy:<30} what timing alone costs: the bare loop timed as the "
+                        "executor times (a stop flag looked at, four clock readings kept in a "
+                        f"list, no poolbench code) / the bare loop {ratio_text(cost.ratio)}, "
+                        f"client CPU {diff_text(cost.cpu_diff_us)}{note(cost.ratio)}; "
+                        f"poolbench / that timed loop {ratio_text(rest.ratio)}, client CPU "
+                        f"{diff_text(rest.cpu_diff_us)} ({rounds} paired rounds each)")
         if only is None:
             aa = PairedResult.of(paired(bare[CONTROL], bare[CONTROL], rounds))
             report.line(f"A/A control, the noise floor of this design: {CONTROL}'s bare loop "
