@@ -116,6 +116,12 @@ class WorkSource:
         self.start_ns = 0
         self.deadline_ns: int | None = None
         self.interval_ns = 1e9 / spec.pace.rate if spec.pace.rate else 0.0
+        # An unpaced phase of one row by id per operation (read, delete) takes _next_row,
+        # whose operations are made here, before the phase clock starts (no allocation per
+        # operation), for up to MADE_ITEMS rows (112 bytes each); more are made as handed out.
+        self._by_row = not self.interval_ns and spec.phase in ("read", "delete")
+        self._items = ([((row,), None) for row in spec.ids]
+                       if self._by_row and len(spec.ids) <= MADE_ITEMS else None)
 
     def start(self, start_ns: int | None = None) -> None:
         """Start the phase clock (schedule and deadline count from here)."""
@@ -123,7 +129,7 @@ class WorkSource:
         duration = self.spec.pace.duration_s
         if duration is not None and self.spec.count is None:
             self.deadline_ns = self.start_ns + int(duration * 1e9)
-        if not self.interval_ns and self.spec.phase in ("read", "delete"):
+        if self._by_row:
             self.next = self._next_row()  # type: ignore[method-assign]
 
     def _next_row(self) -> Callable[[], tuple[Params, None] | None]:
@@ -132,11 +138,7 @@ class WorkSource:
         attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k)."""
         spec, numbers, deadline = self.spec, self._numbers, self.deadline_ns
         offset, stride, count = spec.offset, spec.stride, spec.count
-        ids = spec.ids
-        # Each row's operation made once (no allocation per operation), for up to
-        # MADE_ITEMS rows (112 bytes each); more are made as they are handed out.
-        items = [((row,), None) for row in ids] if len(ids) <= MADE_ITEMS else None
-        rows = len(ids)
+        ids, items, rows = spec.ids, self._items, len(spec.ids)
 
         def next_row() -> tuple[Params, None] | None:
             number = offset + next(numbers) * stride
