@@ -10,7 +10,6 @@ from __future__ import annotations
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from poolbench.db.workload import Statement
 from poolbench.strategies import psycopg_session
 from poolbench.strategies.base import SyncStrategy
 from poolbench.strategies.psycopg_none import execute
@@ -31,6 +30,10 @@ class PsycopgPool(SyncStrategy):
                                    kwargs=s.psycopg_kwargs(), timeout=s.acquire_timeout_s,
                                    open=False, name="poolbench")
         self.pool.open(wait=s.pool_min > 0, timeout=max(30.0, s.acquire_timeout_s))
+        # The pool's own getconn and putconn stand in for acquire and release below, as
+        # execute is psycopg_none's function: a Python frame less in each step.
+        self.acquire = self.pool.getconn  # type: ignore[method-assign]
+        self.release = self.pool.putconn  # type: ignore[method-assign]
 
     def acquire(self) -> psycopg.Connection:
         return self.pool.getconn()
@@ -38,9 +41,7 @@ class PsycopgPool(SyncStrategy):
     def release(self, conn: psycopg.Connection) -> None:
         self.pool.putconn(conn)
 
-    def execute(self, conn: psycopg.Connection, statement: Statement,
-                params: tuple[object, ...]) -> int | None:
-        return execute(conn, statement, params)
+    execute = staticmethod(execute)
 
     def close(self) -> None:
         self._final_stats = self.pool.get_stats()
