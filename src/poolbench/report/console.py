@@ -90,6 +90,11 @@ def render(results: RunResults, console: Console) -> None:
             # A mix ends with rows alive (its prefill and creates not deleted): expected.
             console.print(f"{s.name}: the end-of-strategy sweep deleted the "
                           f"{s.leftover_rows_deleted} rows the mix left alive", highlight=False)
+        elif s.leftover_rows_deleted and results.partial and s is results.strategies[-1]:
+            # The run was cut: its rows were left by the interruption, not by failed deletes.
+            console.print(f"{s.name}: the end-of-strategy sweep deleted the "
+                          f"{s.leftover_rows_deleted} rows the interrupted run left",
+                          highlight=False)
         elif s.leftover_rows_deleted:
             console.print(f"[yellow]{s.name}: {s.leftover_rows_deleted} of its rows were left "
                           "by failed deletes and removed by the end-of-strategy sweep[/]")
