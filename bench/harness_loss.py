@@ -438,14 +438,15 @@ def main() -> None:
                 "sqlalchemy:queuepool": lambda: bare_sqlalchemy(conninfo, seconds, ids),
                 "sqlalchemy-asyncpg:queuepool":
                     lambda: bare_sqlalchemy_asyncpg(kwargs, seconds, ids)}
+        def ours(strategy: str) -> Callable[[], Measurement]:
+            """poolbench's side of a pair, for ``strategy``."""
+            return lambda: poolbench_read(target, strategy, seconds, workload, ids, sampler)
+
         results: dict[str, PairedResult] = {}
         for strategy, loop in bare.items():
             if only is not None and strategy not in only:
                 continue
-
-            def ours(strategy: str = strategy) -> Measurement:
-                return poolbench_read(target, strategy, seconds, workload, ids, sampler)
-            res = results[strategy] = PairedResult.of(paired(loop, ours, rounds))
+            res = results[strategy] = PairedResult.of(paired(loop, ours(strategy), rounds))
             report.line(f"  {strategy:<30} poolbench/bare {ratio_text(res.ratio)} (median of "
                         f"{rounds} paired rounds; medians: bare {res.first_ops_s:,.0f} ops/s, "
                         f"poolbench {res.second_ops_s:,.0f} ops/s); target >= {TARGET}x: "
@@ -458,11 +459,8 @@ def main() -> None:
         for strategy, timed_loop in timed.items():
             if strategy not in results:
                 continue
-
-            def ours_again(strategy: str = strategy) -> Measurement:
-                return poolbench_read(target, strategy, seconds, workload, ids, sampler)
             cost = PairedResult.of(paired(bare[strategy], timed_loop, rounds))
-            rest = PairedResult.of(paired(timed_loop, ours_again, rounds))
+            rest = PairedResult.of(paired(timed_loop, ours(strategy), rounds))
             report.line(f"  {strategy:<30} what timing alone costs: the bare loop timed as the "
                         "executor times (a stop flag looked at, four clock readings kept in a "
                         f"list, no poolbench code) / the bare loop {ratio_text(cost.ratio)}, "

@@ -388,7 +388,7 @@ def test_run_with_baseline_reports_each_strategy_against_pgbench_on_the_scripts(
                      "--strategies", "psycopg:pool,psycopg:none", "-w", "2", "--pool-max", "2",
                      "--warmup", "0", "--trials", "1", "--duration", "1", "--baseline",
                      "pgbench", "--no-chart", "--sample-interval", "0", "--connect-samples", "1",
-                        cwd=tmp_path)
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "pgbench on the same server and your scripts: -f read.sql@2 -f two.sql@1 -M simple" \
         in result.stdout
