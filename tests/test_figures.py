@@ -15,7 +15,7 @@ from poolbench import RunConfig, run
 from poolbench.db.target import ConnectionTarget
 from poolbench.db.workload import quote_ident
 from poolbench.events import RunEvents
-from poolbench.measure.harness import REPEATS, SAMPLE_OPERATIONS
+from poolbench.measure.harness import REPEATS, SAMPLE_OPERATIONS, WARMUPS
 from poolbench.results import (
     PHASES,
     SCHEMA_VERSION,
@@ -225,7 +225,7 @@ def test_harness_runs_on_each_executor_kind_through_the_progress_hook(
                             out_dir=None), events=events)
     assert results.harness_us_per_op is not None
     assert set(results.harness_us_per_op) == {"threads", "asyncio"}
-    assert sum(before_start) == 2 * REPEATS * SAMPLE_OPERATIONS
+    assert sum(before_start) == 2 * (WARMUPS + REPEATS) * SAMPLE_OPERATIONS
 
 
 def test_per_second_series_sums_to_the_operations(target: ConnectionTarget,
