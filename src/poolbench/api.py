@@ -122,7 +122,8 @@ def _now() -> str:
 
 def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object = None,
         stop: threading.Event | None = None, clone: Clone | None = None,
-        sampler: Sampler | None = None, cluster: ClusterNodes | None = None) -> RunResults:
+        sampler: Sampler | None = None, cluster: ClusterNodes | None = None,
+        harness: bool = True) -> RunResults:
     """Run every configured strategy; write exports after each; return the results.
 
     ``on_server``, if given, is called with the :class:`EmbeddedServer` once it
@@ -137,14 +138,16 @@ def run(config: RunConfig, *, events: RunEvents | None = None, on_server: object
     activity sampler open already (a sweep's: its process starts once, not per point),
     used instead of starting one and left open. ``cluster``: the ``--cluster`` nodes
     reached already (a sweep's: its LocalCluster starts once, not per point), used instead
-    of connecting and left open.
+    of connecting and left open. ``harness=False``: poolbench's own cost per operation is not
+    measured (a sweep's points: the sweep reports no such figure, and its time is the
+    sweep's).
     """
     events = events or RunEvents()
     stop = stop or threading.Event()
     classes, workload = _check_input(config, events)
     with ExitStack() as stack:
         session = _open_session(config, classes, workload, events, stop, stack, on_server,
-                                clone, sampler, cluster)
+                                clone, sampler, cluster, harness)
         done = _measure_strategies(session, classes)
         cost = _measure_connect_cost(session, classes)
         calibration = _calibrate(session, done)
@@ -250,8 +253,8 @@ class _Session:
                           # strategy: the seed's time-for-the-work line means nothing then.
                           comparison=comparison(done) if self.config.duration_s is None
                           else None, verification=verification,
-                          harness_us_per_op=self.harness, not_measured=dict(self.not_measured),
-                          rtt=self.rtt, **measured)
+                          harness_us_per_op=self.harness or None,
+                          not_measured=dict(self.not_measured), rtt=self.rtt, **measured)
 
     def finish(self, done: tuple[StrategyResult, ...], *, partial: bool,
                **measured: Any) -> RunResults:
@@ -272,7 +275,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload
                   events: RunEvents, stop: threading.Event, stack: ExitStack,
                   on_server: object, made: Clone | None = None,
                   shared_sampler: Sampler | None = None,
-                  shared_cluster: ClusterNodes | None = None) -> _Session:
+                  shared_cluster: ClusterNodes | None = None,
+                  harness: bool = True) -> _Session:
     """The cluster, the server, the checks that need it, the workload set up under the
     run's tag; the sampler and the harness's own cost. Nothing is written before the
     workload's own check (the table's shape) passes."""
@@ -322,7 +326,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload
         environment=_environment(config, facts, clone, cluster), public=public, relay=relay)
     if sampler_failed is not None:
         session.not_measured["server activity sampler"] = sampler_failed
-    session.harness = _harness(session, classes)
+    if harness:
+        session.harness = _harness(session, classes)
     session.rtt = _injected_rtt(session, classes)
     return session
 
@@ -800,7 +805,7 @@ class _Sweep:
                                                    self.stack,
                                                    timeout_s=self.config.cluster_timeout_s)
                 result = run(point_config, stop=self.stop, clone=self.clone,
-                             sampler=self.sampler, cluster=self.cluster)
+                             sampler=self.sampler, cluster=self.cluster, harness=False)
             except Interrupted as exc:
                 self.interrupted = exc
                 return
