@@ -194,9 +194,9 @@ class PhaseSink:
 
     def add(self, kind: str, indexes: np.ndarray) -> None:
         """Count one operation in each of ``indexes`` (HDR buckets) of one histogram."""
-        counted = np.bincount(np.minimum(indexes, MAX_BUCKET))  # up to the highest found
+        counted = np.bincount(np.minimum(indexes, MAX_BUCKET), minlength=MAX_BUCKET + 1)
         with self._lock:
-            self._totals(kind)[:len(counted)] += counted
+            self._totals(kind)[:] += counted
 
     def _totals(self, kind: str) -> np.ndarray:
         """One histogram's slots, made the first time it has counts."""
@@ -357,28 +357,9 @@ _SECOND_KEYS = 1 << 10
 _HISTOGRAM_SLOTS = np.arange(3) * _KEYS
 
 
-# The widest span of keys counted by np.bincount rather than np.unique: a batch's tenths or
-# its seconds' (second, bucket) keys span a few thousand; the histograms' keys, 2**41 apart
-# (a sink-less recorder's), go to np.unique.
-_BINCOUNT_SPAN = 1 << 16
-
-
-def _unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct keys in ascending order and how often each occurs, as
-    ``np.unique(keys, return_counts=True)`` gives them; over a narrow span by np.bincount
-    (no sort: sorting 2,048 keys costs more, and lets the GIL go, a hand-off to another
-    worker thread each time)."""
-    low = int(keys.min())
-    if int(keys.max()) - low >= _BINCOUNT_SPAN:
-        return np.unique(keys, return_counts=True)
-    n = np.bincount(keys - low)
-    found = np.flatnonzero(n)
-    return found + low, n[found]
-
-
 def _slots(keys: np.ndarray, base: int) -> Iterable[tuple[int, list[int], list[int]]]:
     """Each slot's (slot, values, counts) of keyed values (value order within a slot)."""
-    keys, n = _unique_counts(keys)
+    keys, n = np.unique(keys, return_counts=True)
     slots = (keys + base // 2) // base
     values = (keys - slots * base).tolist()
     counts = n.tolist()
@@ -553,7 +534,7 @@ class OperationRecorder:
                                          _SECOND_KEYS):
             per_second[s] = (BucketCounts(zip(indexes, counts)), [0] * TENTHS,
                              int(ns[second == s, 1].sum()) if several else int(ns[:, 1].sum()))
-        keys, n = _unique_counts(tenth)
+        keys, n = np.unique(tenth, return_counts=True)
         for key, count in zip(keys.tolist(), n.tolist()):
             s, i = divmod(key, TENTHS)
             per_second[s][1][i] = count  # type: ignore[index]
