@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
@@ -37,9 +38,17 @@ DB_VARIABLES = ("DATABASE_URL", "DB_NAME", "USER_NAME", "PASSWORD", "HOST", "POR
                 "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSERVICE")
 
 
+# The test servers' throwaway passwords (the session's, and those of modules' own servers
+# added by their fixtures): the CLI helpers below hand them to the CLI in PGPASSWORD, never
+# on its command line (where ``ps`` shows it), as a user should.
+SERVER_PASSWORDS: set[str] = set()
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[EmbeddedServer]:
     with EmbeddedServer(max_connections=120) as srv:
+        assert srv.target is not None and srv.target.password
+        SERVER_PASSWORDS.add(srv.target.password)
         yield srv
 
 
@@ -124,11 +133,45 @@ def recording_pgbench(tmp_path: Path, source: str) -> tuple[Path, Path]:
     return recorder, keep
 
 
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+def cli(args: tuple[str, ...] | list[str], env: dict[str, str] | None = None, *,
+        keep_password: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the real CLI for ``args``: a ``--dsn`` or
+    ``--pooler-dsn`` carrying a test server's password carries it no more, and PGPASSWORD
+    does (unless ``keep_password``, for a test of a password given in the DSN, or the
+    test's environment sets another PGPASSWORD)."""
+    env = dict(env or clean_env())
+    out: list[str] = []
+    after_dsn = False
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if after_dsn:
+            out.append(_without_password(arg, env, keep_password))
+        elif eq and name in ("--dsn", "--pooler-dsn"):
+            out.append(f"{name}={_without_password(value, env, keep_password)}")
+        else:
+            out.append(arg)
+        after_dsn = arg in ("--dsn", "--pooler-dsn")
+    return [sys.executable, "-m", "poolbench", *out], env
+
+
+def _without_password(dsn: str, env: dict[str, str], keep: bool) -> str:
+    """``dsn`` without a test server's password, which goes to ``env``'s PGPASSWORD."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return dsn
+    password = params.pop("password", None)
+    if keep or password not in SERVER_PASSWORDS or env.get("PGPASSWORD") not in (None, password):
+        return dsn
+    env["PGPASSWORD"] = password
+    return make_conninfo("", **params)
+
+
+def start_cli(*args: str, cwd: Path, keep_password: bool = False) -> subprocess.Popen:
     """The real CLI in the background, output captured."""
-    return subprocess.Popen([sys.executable, "-m", "poolbench", *args], cwd=cwd,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+    command, env = cli(args, keep_password=keep_password)
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
 def table_contents(conn: psycopg.Connection, table: str) -> list[tuple[object, ...]]:
@@ -150,8 +193,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-            timeout: float = 300) -> CliResult:
-    proc = subprocess.run([sys.executable, "-m", "poolbench", *args], cwd=cwd,
-                          env=env or clean_env(), capture_output=True, text=True,
+            timeout: float = 300, keep_password: bool = False) -> CliResult:
+    command, env = cli(args, env, keep_password=keep_password)
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import clean_env, run_cli
+from conftest import SERVER_PASSWORDS, clean_env, run_cli
 
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget
@@ -149,6 +149,8 @@ def test_an_out_dir_with_files_is_refused_untouched(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def stat_server() -> Iterator[EmbeddedServer]:
     with EmbeddedServer(max_connections=30) as server:  # it preloads pg_stat_statements
+        assert server.target is not None and server.target.password
+        SERVER_PASSWORDS.add(server.target.password)  # to the CLI in PGPASSWORD
         yield server
 
 

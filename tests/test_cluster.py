@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
-from conftest import clean_env, run_cli, seed_table, start_cli, table_contents
+from conftest import clean_env, cli, run_cli, seed_table, start_cli, table_contents
 
 from poolbench.db.server import free_port
 from poolbench.db.target import ConnectionTarget
@@ -174,11 +174,11 @@ def test_ctrl_c_stops_every_node_and_cleans_up(tmp_path: Path, target: Connectio
     partial results and exits 130; a node taking the signal is not a lost node."""
     seed_table(admin, table, SEED_ROWS)
     before = table_contents(admin, table)
+    command, env = cli(["run", "--dsn", target.conninfo(), "--table", table, "--cluster",
+                        "local:2", "--strategies", "psycopg:pool", "-n", "1000000", "-w", "4",
+                        "--warmup", "0", "--trials", "1", "--no-chart"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "run", "--dsn", target.conninfo(), "--table", table,
-         "--cluster", "local:2", "--strategies", "psycopg:pool", "-n", "1000000", "-w", "4",
-         "--warmup", "0", "--trials", "1", "--no-chart"],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, stdin=subprocess.DEVNULL, start_new_session=True)  # its own group
     try:
         deadline = time.monotonic() + 120

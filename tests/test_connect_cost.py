@@ -221,10 +221,26 @@ def test_probe_refuses_a_wrong_password_with_the_servers_reason(target: Connecti
         probe_once(target.with_params(password="wrong"))
 
 
+def test_the_probe_logs_in_as_libpq_does_when_the_dsn_names_no_password(
+        target: ConnectionTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password in PGPASSWORD, not the DSN (as docs/database.md advises): the drivers'
+    libpq finds it itself, and the probe, which speaks the protocol itself, logs in with
+    the login libpq chose."""
+    assert target.password
+    unnamed = ConnectionTarget(tuple((k, v) for k, v in target.params if k != "password"),
+                               "test")
+    monkeypatch.setenv("PGPASSWORD", target.password)
+    assert unnamed.logged_in().password == target.password
+    cost = connect_cost(unnamed, samples=5, concurrency=(1,), drivers=("psycopg", "asyncpg"))
+    assert cost.not_measured is None and cost.total is not None and cost.total.count == 5
+    assert all(d.not_measured is None for d in cost.drivers), cost.drivers
+
+
 def test_connect_cost_command_writes_json_and_masks_the_password(
         tmp_path: Path, target: ConnectionTarget) -> None:
     result = run_cli("connect-cost", "--dsn", target.conninfo(), "--samples", "20",
-                     "--concurrency", "1,2", "--drivers", "psycopg2", cwd=tmp_path)
+                     "--concurrency", "1,2", "--drivers", "psycopg2", cwd=tmp_path,
+                     keep_password=True)  # masked wherever it is shown
     assert result.returncode == 0, result.stderr
     assert "SCRAM key derivation" in result.stdout and "waiting for CPU/GIL" in result.stdout
     data = json.loads((tmp_path / "reports" / "connect_cost.json").read_text())

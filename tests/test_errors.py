@@ -199,7 +199,7 @@ def test_show_password_never_reveals_the_users_own_server(tmp_path: Path,
     assert target.password
     result = run_cli("run", "--dsn", target.conninfo(), "--show-password", "-n", "5", "-w", "2",
                      "--warmup", "0", "--trials", "1", "--no-chart", "--table", "show_pw",
-                     "--connect-samples", "1", cwd=tmp_path)
+                     "--connect-samples", "1", cwd=tmp_path, keep_password=True)
     assert result.returncode == 0, result.stderr
     assert "database: postgresql://postgres:***@" in result.stderr
     assert target.password not in result.stdout + result.stderr
@@ -250,7 +250,7 @@ def test_unexpected_error_under_debug_masks_the_password_of_every_source(
     if source == "PG* variables":
         env.update(PGHOST=host, PGPORT=port, PGUSER="postgres", PGPASSWORD=password,
                    PGDATABASE="poolbench")
-    result = run_cli(*args, cwd=tmp_path, env=env)
+    result = run_cli(*args, cwd=tmp_path, env=env, keep_password=True)  # in --dsn, as named
     assert result.returncode == 1, result.stderr
     secret = seen.read_text()
     assert len(secret) >= 16  # the driver did get the password...

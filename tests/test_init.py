@@ -35,7 +35,8 @@ def counts(target: ConnectionTarget) -> dict[str, int]:
 def test_init_makes_the_tables_once_and_never_over_existing_ones(
         tmp_path: Path, database: ConnectionTarget) -> None:
     dsn = database.conninfo()
-    unconfirmed = run_cli("init", "-b", "tpcb-like", "-s", "2", "--dsn", dsn, cwd=tmp_path)
+    unconfirmed = run_cli("init", "-b", "tpcb-like", "-s", "2", "--dsn", dsn, cwd=tmp_path,
+                          keep_password=True)  # masked in its messages
     assert unconfirmed.returncode == 2
     assert unconfirmed.stderr.strip().splitlines() == [
         f"poolbench: error: init writes to {database.masked()}: it creates "
@@ -44,7 +45,7 @@ def test_init_makes_the_tables_once_and_never_over_existing_ones(
         assert conn.execute("SELECT to_regclass('pgbench_accounts')").fetchone()[0] is None
 
     made = run_cli("init", "-b", "tpcb", "-s", "2", "--dsn", dsn, "--allow-writes",
-                   cwd=tmp_path)
+                   cwd=tmp_path, keep_password=True)
     assert made.returncode == 0, made.stderr
     assert counts(database) == {"pgbench_accounts": 200_000, "pgbench_branches": 2,
                                 "pgbench_tellers": 20, "pgbench_history": 0}
@@ -52,7 +53,8 @@ def test_init_makes_the_tables_once_and_never_over_existing_ones(
 
     with psycopg.connect(dsn, autocommit=True) as conn:  # a change a re-made table would lose
         conn.execute("UPDATE pgbench_accounts SET abalance = 42 WHERE aid = 7")
-    again = run_cli("init", "-s", "1", "--dsn", dsn, "--allow-writes", cwd=tmp_path)
+    again = run_cli("init", "-s", "1", "--dsn", dsn, "--allow-writes", cwd=tmp_path,
+                    keep_password=True)
     assert again.returncode == 4
     (line,) = again.stderr.strip().splitlines()
     assert line.startswith("poolbench: error: pgbench's tables exist already in "

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import psutil
 import psycopg
 import pytest
 from conftest import (
-    clean_env,
+    cli,
     has_ended,
     run_cli,
     seed_table,
@@ -35,10 +34,10 @@ def test_signal_stops_cleans_and_writes_partial_results(
         admin: psycopg.Connection, table: str) -> None:
     seed_table(admin, table, 10_000)
     before = table_contents(admin, table)
+    command, env = cli(["run", "--dsn", target.conninfo(), "--table", table,
+                        "-n", "100000", "-w", "8", "--strategies", "psycopg:pool"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "run", "--dsn", target.conninfo(), "--table", table,
-         "-n", "100000", "-w", "8", "--strategies", "psycopg:pool"],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_run_rows(admin, table, proc)
         samplers = [p for p in psutil.Process(proc.pid).children()
@@ -89,10 +88,10 @@ def test_interrupted_run_whose_data_check_failed_exits_6(
     """Someone else changes a row mid-run, then the run is interrupted: the failed data
     check outranks the interrupt."""
     seed_table(admin, table, 100)
+    command, env = cli(["run", "--dsn", target.conninfo(), "--table", table,
+                        "-n", "100000", "-w", "4", "--strategies", "psycopg:pool", "--no-chart"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "run", "--dsn", target.conninfo(), "--table", table,
-         "-n", "100000", "-w", "4", "--strategies", "psycopg:pool", "--no-chart"],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_run_rows(admin, table, proc)
         admin.execute(f"UPDATE \"{table}\" SET email = 'changed@example.com' WHERE id = 1")
@@ -111,11 +110,11 @@ def test_ctrl_c_during_calibration_stops_pgbench_and_cleans_up(
     session of its own, so poolbench stops it and finishes as after any interrupt."""
     seed_table(admin, table, 1000)
     before = table_contents(admin, table)
+    command, env = cli(["calibrate", "--dsn", target.conninfo(), "--table", table, "-n", "20",
+                        "-w", "2", "--warmup", "0", "--trials", "1", "--strategies",
+                        "psycopg:pool", "--baseline-seconds", "3600", "--no-chart"])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "poolbench", "calibrate", "--dsn", target.conninfo(), "--table",
-         table, "-n", "20", "-w", "2", "--warmup", "0", "--trials", "1",
-         "--strategies", "psycopg:pool", "--baseline-seconds", "3600", "--no-chart"],
-        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)  # its own group, as a shell gives a foreground job
     try:
         deadline = time.monotonic() + 60

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def cli_run(tmp_path_factory: pytest.TempPathFactory, target: ConnectionTarget):
     cwd = tmp_path_factory.mktemp("run")
     result = run_cli("run", "--dsn", target.conninfo(), "-n", "40", "-w", "4", "--trials", "2",
-                     "--table", "report_users", "--connect-samples", "1", cwd=cwd)
+                     "--table", "report_users", "--connect-samples", "1", cwd=cwd,
+                     keep_password=True)  # the reports' masking of a password in --dsn
     assert result.returncode == 0, result.stderr
     return result, cwd / "reports"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import psycopg
 import pytest
-from conftest import clean_env, recording_pgbench, run_cli
+from conftest import SERVER_PASSWORDS, clean_env, recording_pgbench, run_cli
 
 from poolbench import RunConfig, run
 from poolbench.config import ScriptFile, script_cycle
@@ -52,7 +52,8 @@ def quiet() -> Iterator[EmbeddedServer]:
     """A server of this module's own, autovacuum off: its workers' visits to a database
     add transactions no counter tells apart, so only here are transactions exact."""
     with EmbeddedServer(max_connections=60, settings={"autovacuum": "off"}) as srv:
-        assert srv.target is not None
+        assert srv.target is not None and srv.target.password
+        SERVER_PASSWORDS.add(srv.target.password)  # to the CLI in PGPASSWORD
         with psycopg.connect(srv.target.conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE kv (k int PRIMARY KEY, v text NOT NULL, "
                          "n int NOT NULL DEFAULT 0)")

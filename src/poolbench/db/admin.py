@@ -11,14 +11,10 @@ from typing import TypeVar
 
 import psycopg
 
-from poolbench.db.target import ConnectionTarget, redact
+from poolbench.db.target import ADMIN_APPLICATION_NAME, ConnectionTarget, redact
 from poolbench.errors import CapacityError, ConnectError
 
 CONNECT_TIMEOUT_S = "10"
-# The admin connection's name: fault injectors that terminate the benchmark's
-# backends (application_name 'poolbench') leave this one alone, and the
-# server cross-check can tell its own traffic apart.
-ADMIN_APPLICATION_NAME = "poolbench-admin"
 RECONNECT_FOR_S = 60.0  # how long the admin session keeps retrying after the server drops it
 RECONNECT_PAUSE_S = 0.25
 

@@ -22,6 +22,10 @@ from poolbench.errors import ConfigError
 
 MASK = "***"
 APPLICATION_NAME = "poolbench"
+# The name of poolbench's own sessions besides the strategies' (the admin session, logins):
+# fault injectors that terminate the benchmark's backends (application_name 'poolbench')
+# leave them alone, and the server cross-check can tell their traffic apart.
+ADMIN_APPLICATION_NAME = "poolbench-admin"
 
 # libpq sslmode -> asyncpg's ``ssl`` argument (asyncpg accepts the same words).
 _ASYNC_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -77,6 +81,22 @@ class ConnectionTarget:
     @property
     def dbname(self) -> str:
         return self.get("dbname") or self.get("user") or "postgres"
+
+    def logged_in(self) -> ConnectionTarget:
+        """This target naming the user, password and database a connection to it logs in
+        with: its own, or, where it names none, those libpq chooses (``PGUSER``,
+        ``PGPASSWORD``, ``~/.pgpass``, ``PGDATABASE``...), learned by connecting once. For
+        what logs in without libpq (the connect probe) or is given a login (PgBouncer).
+        Raises psycopg.Error when it cannot connect."""
+        if self.get("user") and self.password and self.get("dbname"):
+            return self
+        with psycopg.connect(self.with_params(application_name=ADMIN_APPLICATION_NAME)
+                             .conninfo()) as conn:
+            info = conn.info
+            found = {"user": info.user, "dbname": info.dbname}
+            if info.password:  # none (trust, peer): none named
+                found["password"] = info.password
+            return self.with_params(**found)
 
     def with_params(self, **changes: str) -> ConnectionTarget:
         merged = dict(self.params) | changes

@@ -48,6 +48,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+
 from poolbench.db.target import ConnectionTarget, reason
 from poolbench.errors import ConnectError
 from poolbench.measure.metrics import BucketCounts, bucket_index
@@ -403,6 +405,11 @@ class _Probed:
 
 def _probe(target: ConnectionTarget, samples: int) -> _Probed:
     probed = _Probed({name: BucketCounts() for name in (*SLICES, "total", "unaccounted")})
+    try:  # the probe logs in itself: with the login libpq would choose where none is given
+        target = target.logged_in()
+    except psycopg.Error as exc:
+        probed.why = reason(exc, target)
+        return probed
     for _ in range(samples):
         try:
             times = probe_once(target)

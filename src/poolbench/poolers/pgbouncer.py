@@ -40,7 +40,7 @@ import psycopg
 
 from poolbench.db.certificate import make_self_signed_certificate
 from poolbench.db.server import Service, free_port, service_user
-from poolbench.db.target import ConnectionTarget, redact
+from poolbench.db.target import ADMIN_APPLICATION_NAME, ConnectionTarget, redact
 from poolbench.errors import ConfigError, ServerError
 
 START_TIMEOUT_S = 15.0
@@ -154,7 +154,7 @@ class PgBouncer(Service):
     def admin_target(self) -> ConnectionTarget:
         """The admin console (database ``pgbouncer``; SHOW commands, simple protocol only)."""
         return self.client_target().with_params(dbname="pgbouncer",
-                                                application_name="poolbench-admin")
+                                                application_name=ADMIN_APPLICATION_NAME)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -180,17 +180,14 @@ class PgBouncer(Service):
         """The user and password PgBouncer logs in to the server with: the target's, or,
         where it names none, those libpq chose for it (``~/.pgpass``, ``PG*``...)."""
         server = self.server
-        if server.get("user") and server.password:
-            return server.get("user") or "", server.password
         try:
-            with psycopg.connect(server.with_params(application_name="poolbench-admin")
-                                 .conninfo()) as conn:
-                return conn.info.user, conn.info.password or ""
+            login = server.logged_in()
         except psycopg.Error as exc:
             reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
                             type(exc).__name__, *server.secrets())
             raise ServerError(f"pgbouncer: cannot log in to {server.masked()} to start it "
                               f"({reason})") from None
+        return login.get("user") or "", login.password or ""
 
     def _write_config(self) -> None:
         assert self.root is not None
