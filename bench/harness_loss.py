@@ -7,9 +7,12 @@ Target: poolbench >= 0.95x the bare loop for every pooled strategy.
 Method (a paired design, so that the machine's drift, ±30% over minutes on this shared
 2-core VM, hits both sides alike): for each strategy, ROUNDS rounds, each one bare
 measurement and one poolbench measurement back to back, the order alternating from round
-to round (bare first, then poolbench first: ABBA...), each on a fresh pool; a round's
-figure is its ratio poolbench ops/s / bare ops/s. Reported: the median of the rounds'
-ratios with its 95% percentile-bootstrap interval (``scipy.stats.bootstrap``, through
+to round (bare first, then poolbench first: ABBA...), each on a fresh pool, warmed
+before its clock starts (each thread or task does WARM_OPERATIONS operations first: a
+warm-up phase on poolbench's side, as a run's warm-up trial; since 2026-12-02 04:20, so
+that no side's window holds the connects of a pool that opens lazily, as SQLAlchemy's
+does); a round's figure is its ratio poolbench ops/s / bare ops/s. Reported: the median
+of the rounds' ratios with its 95% percentile-bootstrap interval (``scipy.stats.bootstrap``, through
 ``poolbench.analysis.intervals.median_interval``: 9,999 resamples, seed 0), each side's
 median ops/s, and whether the median and the interval's lower end meet the target. An
 A/A control runs psycopg2:threaded's bare loop against itself in the same paired way: the
@@ -40,7 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 import psycopg
@@ -63,6 +66,8 @@ from poolbench.workloads.phase import PhaseSpec
 WORKERS = 8
 SECONDS = 2.0  # per measurement
 ROUNDS = 10  # paired rounds per strategy (and in the A/A control)
+# Operations each thread or task does before a measurement's clock starts, on both sides
+WARM_OPERATIONS = 20
 TARGET = 0.95
 STRATEGIES = ("psycopg:pool", "psycopg2:threaded", "asyncpg:pool", "psycopg-async:pool",
               "sqlalchemy:queuepool", "sqlalchemy-asyncpg:queuepool")
@@ -90,8 +95,22 @@ class Measurement:
         return self.cpu_s / self.ops * 1e6
 
 
+def warm_threads(one: Callable[[int], object], ids: list[int]) -> None:
+    """WORKERS threads calling ``one(id)`` WARM_OPERATIONS times each, untimed: the pool's
+    connections opened (SQLAlchemy's open as they are first asked for) before the clock."""
+    def loop(w: int) -> None:
+        for k in range(WARM_OPERATIONS):
+            one(ids[(w + k * WORKERS) % len(ids)])
+    threads = [threading.Thread(target=loop, args=(w,)) for w in range(WORKERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def threaded(seconds: float, one: Callable[[int], object], ids: list[int]) -> Measurement:
-    """WORKERS threads calling ``one(id)`` for ``seconds``."""
+    """WORKERS threads calling ``one(id)`` for ``seconds``, after :func:`warm_threads`."""
+    warm_threads(one, ids)
     cpu0 = time.process_time()
     counts = [0] * WORKERS
     start = threading.Barrier(WORKERS + 1)
@@ -120,7 +139,12 @@ def threaded(seconds: float, one: Callable[[int], object], ids: list[int]) -> Me
 
 async def tasks(seconds: float, one: Callable[[int], object],
                 ids: list[int]) -> Measurement:
-    """WORKERS tasks awaiting ``one(id)`` for ``seconds``."""
+    """WORKERS tasks awaiting ``one(id)`` for ``seconds``, after WARM_OPERATIONS each
+    untimed (as :func:`warm_threads`)."""
+    async def warm(w: int) -> None:
+        for k in range(WARM_OPERATIONS):
+            await one(ids[(w + k * WORKERS) % len(ids)])  # type: ignore[misc]
+    await asyncio.gather(*(warm(w) for w in range(WORKERS)))
     cpu0 = time.process_time()
     counts = [0] * WORKERS
     deadline = time.perf_counter() + seconds
@@ -297,9 +321,11 @@ def poolbench_read(target, strategy: str, seconds: float, workload: RunTable,
     executor = in_process_executor(load_strategy(strategy), settings, stop=threading.Event())
     spec = PhaseSpec("read", workload.statements()["read"], workload, 0, count=None,
                      ids=tuple(ids), pace=Pace(duration_s=seconds))
+    warm = replace(spec, count=WORKERS * WARM_OPERATIONS, pace=Pace())
     executor.open()
     sampler.start()
     try:
+        executor.run_phase(warm, lambda n: None)  # untimed, as the bare loops' warm-up
         cpu0 = time.process_time()
         run = executor.run_phase(spec, lambda n: None)
         cpu_s = time.process_time() - cpu0
