@@ -40,7 +40,7 @@ import psycopg
 
 from poolbench.db.certificate import make_self_signed_certificate
 from poolbench.db.server import Service, free_port, service_user
-from poolbench.db.target import ADMIN_APPLICATION_NAME, ConnectionTarget, redact
+from poolbench.db.target import ADMIN_APPLICATION_NAME, ConnectionTarget, reason
 from poolbench.errors import ConfigError, ServerError
 
 START_TIMEOUT_S = 15.0
@@ -183,10 +183,8 @@ class PgBouncer(Service):
         try:
             login = server.logged_in()
         except psycopg.Error as exc:
-            reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else
-                            type(exc).__name__, *server.secrets())
             raise ServerError(f"pgbouncer: cannot log in to {server.masked()} to start it "
-                              f"({reason})") from None
+                              f"({reason(exc, server)})") from None
         return login.get("user") or "", login.password or ""
 
     def _write_config(self) -> None:
