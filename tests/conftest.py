@@ -133,6 +133,9 @@ def recording_pgbench(tmp_path: Path, source: str) -> tuple[Path, Path]:
     return recorder, keep
 
 
+DSN_OPTIONS = ("--dsn", "--pooler-dsn")  # the CLI's options that take a DSN
+
+
 def cli(args: tuple[str, ...] | list[str], env: dict[str, str] | None = None, *,
         keep_password: bool = False) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of the real CLI for ``args``: a ``--dsn`` or
@@ -146,11 +149,11 @@ def cli(args: tuple[str, ...] | list[str], env: dict[str, str] | None = None, *,
         name, eq, value = arg.partition("=")
         if after_dsn:
             out.append(_without_password(arg, env, keep_password))
-        elif eq and name in ("--dsn", "--pooler-dsn"):
+        elif eq and name in DSN_OPTIONS:
             out.append(f"{name}={_without_password(value, env, keep_password)}")
         else:
             out.append(arg)
-        after_dsn = arg in ("--dsn", "--pooler-dsn")
+        after_dsn = arg in DSN_OPTIONS
     return [sys.executable, "-m", "poolbench", *out], env
 
 
