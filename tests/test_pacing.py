@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from conftest import seed_table, table_contents
 
+import poolbench.workloads.phase as phase_module
 from poolbench import RunConfig, run
 from poolbench.config import Pace
 from poolbench.db.server import EmbeddedServer
@@ -73,9 +74,14 @@ def test_a_duration_ends_the_phase_at_its_deadline() -> None:
             assert source.due() == (1, None) and source.next() == ((3,), None)
 
 
-def test_each_share_reads_and_deletes_the_rows_params_at_names() -> None:
+@pytest.mark.parametrize("made", [True, False], ids=["operations-made", "made-as-handed-out"])
+def test_each_share_reads_and_deletes_the_rows_params_at_names(made: bool, monkeypatch) -> None:
     """A read or delete phase's next (its own fast path once started) hands out each number
-    of its share once, with the row params_at gives it, and ends at the count."""
+    of its share once, with the row params_at gives it, and ends at the count: from the
+    operations made before the clock starts, or (more rows than MADE_ITEMS) made as handed
+    out."""
+    if not made:
+        monkeypatch.setattr(phase_module, "MADE_ITEMS", 3)
     workload = RunTable("users", new_run_tag())
     for phase in ("read", "delete"):
         spec = PhaseSpec.of(phase, workload.statements()[phase], workload, 0, rows=1,
@@ -85,9 +91,11 @@ def test_each_share_reads_and_deletes_the_rows_params_at_names() -> None:
         for part, parts in ((0, 1), (1, 3)):
             share = long.share(part, parts)
             source = WorkSource(share)
+            assert (source._items is not None) == made
             source.start()
             assert list(iter(source.next, None)) == [
                 (long.params_at(n), None) for n in range(part, 11, parts)]
+            assert source.next() is None  # and stays ended
 
 
 def test_two_processes_report_the_same_operations_as_one(

@@ -10,6 +10,7 @@ next operation" and of when it is due.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import random
 import threading
@@ -135,15 +136,23 @@ class WorkSource:
     def _next_row(self) -> Callable[[], tuple[Params, None] | None]:
         """:meth:`next` for an unpaced phase whose operation is one row by id (read, delete):
         the same numbers, rows and end, without ``due``'s and ``params_at``'s calls and
-        attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k)."""
-        spec, numbers, deadline = self.spec, self._numbers, self.deadline_ns
-        offset, stride, count = spec.offset, spec.stride, spec.count
-        ids, items, rows = spec.ids, self._items, len(spec.ids)
+        attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k). A
+        phase of a count hands its operations out of a C iterator (operation ``n`` is row
+        ``ids[n % len(ids)]``: ``islice(cycle(...), offset, count, stride)``), whose
+        ``next`` is one step under the GIL, as ``itertools.count``'s is; a phase of a
+        duration looks at the clock before each."""
+        spec, deadline = self.spec, self.deadline_ns
+        ids, items = spec.ids, self._items
+        if deadline is None:
+            made = (itertools.cycle(items) if items is not None
+                    else zip(zip(itertools.cycle(ids)), itertools.repeat(None)))
+            ops = itertools.islice(made, spec.offset, spec.count, spec.stride)
+            return functools.partial(next, ops, None)
+        numbers, offset, stride, rows = self._numbers, spec.offset, spec.stride, len(ids)
 
         def next_row() -> tuple[Params, None] | None:
             number = offset + next(numbers) * stride
-            if (count is not None and number >= count) or \
-                    (deadline is not None and now_ns() >= deadline):
+            if now_ns() >= deadline:
                 return None
             return items[number % rows] if items is not None else ((ids[number % rows],), None)
         return next_row
