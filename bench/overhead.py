@@ -2,27 +2,34 @@
 
 Prints: pgbench point-read tps at 8 clients vs each pooled strategy's read
 throughput at 8 workers (and the best with --processes 2); psycopg2:none's
-connect time vs pgbench -C; poolbench's own microseconds per operation.
-Run: python bench/overhead.py [seconds per measurement, default 5]
+connect time vs pgbench -C; poolbench's own microseconds per operation, in interleaved
+rounds, each configuration's median with its bootstrap interval.
+Run: python bench/overhead.py [seconds per measurement, default 5] [own-work rounds,
+default 15]
 """
 
 from __future__ import annotations
 
 import random
+import statistics
 import sys
 import time
 
 from _common import Report
 
 from poolbench import RunConfig, run
+from poolbench.analysis.intervals import RESAMPLES, Interval, median_interval
 from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.workload import RunTable, delete_own_rows, ensure_table, new_run_tag
-from poolbench.measure.harness import harness_us_per_op
+from poolbench.measure.harness import REPEATS, SAMPLE_OPERATIONS, WARMUPS, harness_us_per_op
 from poolbench.measure.metrics import COUNT_OPERATIONS, OperationRecorder, PhaseSink, now_ns
 
 CLIENTS = 8
+OWN_ROUNDS = 15
+OWN_WORKERS = (1, CLIENTS, 50)
+OWN_TARGET_US = 2.0
 POOLED = ("psycopg:pool", "asyncpg:pool", "psycopg2:threaded")
 
 
@@ -66,8 +73,66 @@ def counting_us_per_op(operations: int = 4 * COUNT_OPERATIONS) -> float:
     return best / operations * 1e6
 
 
+def reference_loop_ns(iterations: int = 200_000) -> float:
+    """ns per iteration of a pure-Python loop (``x += i``): how fast this machine runs
+    Python at the moment, beside each round of own-work measurements."""
+    t = time.perf_counter_ns()
+    x = 0
+    for i in range(iterations):
+        x += i
+    return (time.perf_counter_ns() - t) / iterations
+
+
+def own_work(report: Report, rounds: int = OWN_ROUNDS) -> None:
+    """poolbench's own work per operation (harness_us_per_op, exactly the figure a run
+    prints: best of its repeats after a warm-up), in ``rounds`` rounds, each measuring every
+    executor kind and worker count once in a fresh random order, so that this machine's
+    changes of speed (tens of percent, lasting about a second) fall on all of them alike.
+    Per configuration: the median over the rounds with its 95% percentile-bootstrap
+    interval, and the lowest and highest; and per round the figure at 50 workers over the
+    figure at 8, paired, the same way."""
+    configs = [(kind, workers) for kind in ("threads", "asyncio") for workers in OWN_WORKERS]
+    figures: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    speed = []
+    rng = random.Random(0)
+    for _ in range(rounds):
+        speed.append(reference_loop_ns())
+        for kind, workers in rng.sample(configs, len(configs)):
+            figures[kind, workers].append(harness_us_per_op(kind, workers, lambda n: None))
+    report.line(f"poolbench's own work per operation: {rounds} rounds, each measuring every "
+                "configuration below once, in a fresh random order; each figure is what a run "
+                f"prints (best of {REPEATS} after {WARMUPS} warm-up, {SAMPLE_OPERATIONS:,} "
+                "operations); given: the median over the rounds with its 95% "
+                f"percentile-bootstrap interval (scipy.stats.bootstrap, {RESAMPLES:,} "
+                "resamples, seed 0), the lowest and the highest")
+    report.line(f"this machine's speed meanwhile: a pure-Python loop took {min(speed):.0f} to "
+                f"{max(speed):.0f} ns per iteration (median {statistics.median(speed):.0f}), "
+                "measured before each round")
+    for kind, workers in configs:
+        found = figures[kind, workers]
+        iv = median_interval(found)
+        report.line(f"poolbench's own work, {kind}, {workers} workers: {iv.value:.2f} µs per "
+                    f"operation, 95% interval {iv.low:.2f}..{iv.high:.2f} (lowest "
+                    f"{min(found):.2f}, highest {max(found):.2f}); target <= {OWN_TARGET_US:g}: "
+                    f"{own_verdict(iv)}")
+    for kind in ("threads", "asyncio"):
+        iv = median_interval([a / b for a, b in zip(figures[kind, 50], figures[kind, CLIENTS])])
+        report.line(f"  {kind}: 50 workers / {CLIENTS} workers, paired by round: {iv.value:.2f}x, "
+                    f"95% interval {iv.low:.2f}..{iv.high:.2f}")
+
+
+def own_verdict(iv: Interval) -> str:
+    """Whether the median and the interval's upper end meet OWN_TARGET_US."""
+    median = "meets" if iv.value <= OWN_TARGET_US else "misses"
+    high = "meets" if iv.high <= OWN_TARGET_US else "misses"
+    overall = ("met" if iv.high <= OWN_TARGET_US else
+               "not met" if iv.low > OWN_TARGET_US else "not settled")
+    return f"median {median} it, the interval's upper end {high} it: {overall}"
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else OWN_ROUNDS
     report = Report("overhead")
     with EmbeddedServer(max_connections=100) as server:
         target = server.target
@@ -101,11 +166,7 @@ def main() -> None:
               f"psycopg2:none: {connect_ms:.2f} ms = {connect_ms / ref_c.connection_ms:.2f}x "
               "(target within 1.15x)")
         admin.close()
-    for kind in ("threads", "asyncio"):
-        for workers in (1, CLIENTS, 50):
-            own = min(harness_us_per_op(kind, workers, lambda n: None) for _ in range(5))
-            report.line(f"poolbench's own work, {kind}, {workers} workers: {own:.2f} µs per "
-                        "operation, best of 5 (target <= 2)")
+    own_work(report, rounds)
     report.line(f"counting kept operations: {counting_us_per_op():.2f} µs per operation, best "
                 f"of 5, on latencies spread over 60-600 µs (paid by a worker each "
                 f"{COUNT_OPERATIONS:,} operations, and at each phase's end: the own-work lines "
