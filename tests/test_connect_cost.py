@@ -236,6 +236,27 @@ def test_the_probe_logs_in_as_libpq_does_when_the_dsn_names_no_password(
     assert all(d.not_measured is None for d in cost.drivers), cost.drivers
 
 
+def test_the_probe_connects_where_libpq_does_when_the_dsn_names_no_host(
+        server: EmbeddedServer, target: ConnectionTarget,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PGHOST and PGPORT, not the DSN, name the server: libpq connects there, and so does
+    the probe (it used to try 127.0.0.1:5432). Over a Unix socket, which the probe does not
+    time, it says so and the drivers are still measured."""
+    unnamed = ConnectionTarget(tuple((k, v) for k, v in target.params
+                                     if k not in ("host", "port")), "test")
+    monkeypatch.setenv("PGHOST", target.get("host") or "")
+    monkeypatch.setenv("PGPORT", target.get("port") or "")
+    found = unnamed.logged_in()
+    assert (found.get("host"), found.get("port")) == (target.get("host"), target.get("port"))
+    cost = connect_cost(unnamed, samples=3, concurrency=(1,), drivers=("psycopg",))
+    assert cost.not_measured is None and cost.total is not None and cost.total.count == 3
+    assert server.root is not None
+    monkeypatch.setenv("PGHOST", str(server.root))  # the server's Unix socket's directory
+    cost = connect_cost(unnamed, samples=3, concurrency=(1,), drivers=("psycopg",))
+    assert cost.not_measured is not None and "Unix socket" in cost.not_measured
+    assert cost.drivers[0].not_measured is None and cost.drivers[0].latency.count == 3
+
+
 def test_connect_cost_command_writes_json_and_masks_the_password(
         tmp_path: Path, target: ConnectionTarget) -> None:
     result = run_cli("connect-cost", "--dsn", target.conninfo(), "--samples", "20",

@@ -254,3 +254,23 @@ def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
     (s,) = results.strategies
     assert s.error_count == 0 and s.pooler is not None and s.pooler.ok, s.pooler
     no_pgbouncer_left()
+
+
+def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
+        target: ConnectionTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DSN naming no host, port or database (PGHOST, PGPORT, PGDATABASE name them, as a
+    direct run's libpq reads them): PgBouncer's pool goes to that server and database, and
+    its clients ask for it; not to 127.0.0.1:5432 and the user's name."""
+    from poolbench.poolers.pgbouncer import PgBouncer, PoolerSettings
+
+    monkeypatch.setenv("PGHOST", target.get("host") or "")
+    monkeypatch.setenv("PGPORT", target.get("port") or "")
+    monkeypatch.setenv("PGDATABASE", target.dbname)
+    unnamed = ConnectionTarget(tuple((k, v) for k, v in target.params
+                                     if k not in ("host", "port", "dbname")), "--dsn")
+    with PgBouncer(unnamed, PoolerSettings(mode="transaction", pool_size=1,
+                                           max_clients=5)) as bouncer, \
+            psycopg.connect(bouncer.client_target().conninfo()) as conn:
+        found = conn.execute("SELECT current_database(), inet_server_port()").fetchone()
+    assert found == (target.dbname, int(target.get("port") or 0))
+    no_pgbouncer_left()

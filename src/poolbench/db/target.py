@@ -83,20 +83,28 @@ class ConnectionTarget:
         return self.get("dbname") or self.get("user") or "postgres"
 
     def logged_in(self) -> ConnectionTarget:
-        """This target naming the user, password and database a connection to it logs in
-        with: its own, or, where it names none, those libpq chooses (``PGUSER``,
-        ``PGPASSWORD``, ``~/.pgpass``, ``PGDATABASE``...), learned by connecting once. For
-        what logs in without libpq (the connect probe) or is given a login (PgBouncer).
-        Raises psycopg.Error when it cannot connect."""
-        if self.get("user") and self.password and self.get("dbname"):
+        """This target naming the user, password, database, host and port a connection to
+        it logs in with: its own, or, where it names none, those libpq chooses (``PGUSER``,
+        ``PGPASSWORD``, ``~/.pgpass``, ``PGDATABASE``, ``PGHOST``, ``PGPORT``, the default
+        Unix socket...), learned by connecting once. For what connects without libpq (the
+        connect probe) or is given a server to connect to (PgBouncer). Raises psycopg.Error
+        when it cannot connect."""
+        if self.password and all(self.get(key) for key in ("user", "dbname", "host", "port")):
             return self
         with psycopg.connect(self.with_params(application_name=ADMIN_APPLICATION_NAME)
                              .conninfo()) as conn:
             info = conn.info
-            found = {"user": info.user, "dbname": info.dbname}
+            found = {"user": info.user, "dbname": info.dbname, "host": info.host,
+                     "port": str(info.port)}
             if info.password:  # none (trust, peer): none named
                 found["password"] = info.password
             return self.with_params(**found)
+
+    @property
+    def over_unix_socket(self) -> bool:
+        """Whether its host names a Unix socket's directory (libpq: a host beginning with
+        ``/`` or ``@``)."""
+        return (self.get("host") or "").startswith(("/", "@"))
 
     def with_params(self, **changes: str) -> ConnectionTarget:
         merged = dict(self.params) | changes

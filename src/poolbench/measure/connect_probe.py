@@ -174,10 +174,11 @@ def probe_once(target: ConnectionTarget) -> ProbeTimes:
     does not verify) or asks for an authentication method the probe does not speak."""
     start = time.perf_counter_ns()
     host, port = target.get("host") or "127.0.0.1", int(target.get("port") or 5432)
+    address = target.get("hostaddr") or host  # libpq connects to hostaddr, names host
     times: dict[str, int] = dict.fromkeys(SLICES, 0)
     trips: dict[str, int] = dict.fromkeys(SLICES, 0)
     t0 = time.perf_counter_ns()
-    sock = socket.create_connection((host, port), timeout=30)
+    sock = socket.create_connection((address, port), timeout=30)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         t1 = time.perf_counter_ns()
@@ -405,10 +406,14 @@ class _Probed:
 
 def _probe(target: ConnectionTarget, samples: int) -> _Probed:
     probed = _Probed({name: BucketCounts() for name in (*SLICES, "total", "unaccounted")})
-    try:  # the probe logs in itself: with the login libpq would choose where none is given
+    try:  # the probe logs in itself: where libpq would connect, as whom it would log in
         target = target.logged_in()
     except psycopg.Error as exc:
         probed.why = reason(exc, target)
+        return probed
+    if target.over_unix_socket:
+        probed.why = (f"the connections go over a Unix socket (host={target.get('host')}); "
+                      "the probe times TCP connections only")
         return probed
     for _ in range(samples):
         try:

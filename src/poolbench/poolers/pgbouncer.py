@@ -107,6 +107,7 @@ class PgBouncer(Service):
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.user = ""
+        self.database = server.dbname  # at start: the one libpq logs in to
         self.client_password = ""  # made at start; lives as long as this PgBouncer
 
     @property
@@ -143,8 +144,8 @@ class PgBouncer(Service):
         """The server's target, but for host, port, and the throw-away client password;
         over TLS, ``sslmode=require`` (PgBouncer's certificate is its own, self-signed: the
         server's root certificate, if one is named, does not verify it)."""
-        target = self.server.with_params(host="127.0.0.1", port=str(self.port),
-                                         user=self.user, password=self.client_password)
+        target = self.server.with_params(host="127.0.0.1", port=str(self.port), user=self.user,
+                                         password=self.client_password, dbname=self.database)
         if not self.client_tls:
             return target
         params = tuple((k, v) for k, v in target.params if k not in ("sslrootcert", "sslcrl"))
@@ -176,29 +177,31 @@ class PgBouncer(Service):
 
     # -- steps -----------------------------------------------------------------
 
-    def _server_login(self) -> tuple[str, str]:
-        """The user and password PgBouncer logs in to the server with: the target's, or,
-        where it names none, those libpq chose for it (``~/.pgpass``, ``PG*``...)."""
+    def _server_login(self) -> ConnectionTarget:
+        """Where and as whom PgBouncer logs in to the server: the target's host, port, user
+        and password, or, where it names none, those libpq chose for it (``~/.pgpass``,
+        ``PG*``, the default Unix socket...)."""
         server = self.server
         try:
-            login = server.logged_in()
+            return server.logged_in()
         except psycopg.Error as exc:
             raise ServerError(f"pgbouncer: cannot log in to {server.masked()} to start it "
                               f"({reason(exc, server)})") from None
-        return login.get("user") or "", login.password or ""
 
     def _write_config(self) -> None:
         assert self.root is not None
         s, server = self.settings, self.server
         self.port = free_port()
-        user, password = self._server_login()
+        login = self._server_login()
+        user, password = login.get("user") or "", login.password or ""
         self.user = user
+        self.database = login.get("dbname") or server.dbname
         self.client_password = secrets.token_urlsafe(24)
         auth = self.root / "userlist.txt"
         auth.touch(mode=0o600)
         auth.write_text(f"{_ini_quote(user)} {_ini_quote(self.client_password)}\n")
-        host = server.get("host") or "127.0.0.1"
-        backend = f"host={host} port={server.get('port') or 5432} dbname={server.dbname}"
+        host = login.get("host") or "127.0.0.1"  # a Unix socket's directory, too
+        backend = f"host={host} port={login.get('port') or 5432} dbname={self.database}"
         # No sslmode here: PgBouncer refuses it in [databases] ("unrecognized connection
         # parameter"); server_tls_sslmode below carries it.
         # The server's own login, for the one pool of this database: clients never send it.
@@ -234,7 +237,7 @@ class PgBouncer(Service):
                          client_tls_key_file=str(key))
         ini = self.root / "pgbouncer.ini"
         ini.touch(mode=0o600)
-        ini.write_text(f"[databases]\n{server.dbname} = {backend}\n\n[pgbouncer]\n"
+        ini.write_text(f"[databases]\n{self.database} = {backend}\n\n[pgbouncer]\n"
                        + "".join(f"{k} = {v}\n" for k, v in lines.items()))
         if (owner := service_user()) is not None:
             import pwd
