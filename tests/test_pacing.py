@@ -7,6 +7,7 @@ in bench/pacing.py."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import replace
 
@@ -87,14 +88,15 @@ def test_each_share_reads_and_deletes_the_rows_params_at_names(made: bool, monke
         spec = PhaseSpec.of(phase, workload.statements()[phase], workload, 0, rows=1,
                             ids=(5, 6, 7, 8), pace=Pace())
         assert spec.count == 4
-        long = replace(spec, count=11)  # more operations than rows: they wrap around
-        for part, parts in ((0, 1), (1, 3)):
-            share = long.share(part, parts)
+        # each row once, and more operations than rows: they wrap around
+        for whole, (part, parts) in itertools.product(
+                (spec, replace(spec, count=11)), ((0, 1), (1, 3))):
+            share = whole.share(part, parts)
             source = WorkSource(share)
             assert (source._items is not None) == made
             source.start()
             assert list(iter(source.next, None)) == [
-                (long.params_at(n), None) for n in range(part, 11, parts)]
+                (whole.params_at(n), None) for n in range(part, whole.count or 0, parts)]
             assert source.next() is None  # and stays ended
 
 

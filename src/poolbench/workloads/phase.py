@@ -144,8 +144,10 @@ class WorkSource:
         spec, deadline = self.spec, self.deadline_ns
         ids, items = spec.ids, self._items
         if deadline is None:
-            made = (itertools.cycle(items) if items is not None
-                    else zip(zip(itertools.cycle(ids)), itertools.repeat(None)))
+            # cycle keeps a copy of what it cycles: only when the count goes round the rows
+            rounds = spec.count is None or spec.count > len(ids)
+            made = ((itertools.cycle(items) if rounds else items) if items is not None
+                    else zip(zip(itertools.cycle(ids) if rounds else ids), itertools.repeat(None)))
             ops = itertools.islice(made, spec.offset, spec.count, spec.stride)
             return functools.partial(next, ops, None)
         numbers, offset, stride, rows = self._numbers, spec.offset, spec.stride, len(ids)
