@@ -133,6 +133,8 @@ def own_verdict(iv: Interval) -> str:
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else OWN_ROUNDS
+    if rounds < 2:
+        raise SystemExit("overhead: own-work rounds must be 2 or more (an interval needs two)")
     report = Report("overhead")
     with EmbeddedServer(max_connections=100) as server:
         target = server.target

@@ -257,10 +257,11 @@ def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
 
 
 def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
-        target: ConnectionTarget, monkeypatch: pytest.MonkeyPatch) -> None:
+        target: ConnectionTarget, table: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A DSN naming no host, port or database (PGHOST, PGPORT, PGDATABASE name them, as a
     direct run's libpq reads them): PgBouncer's pool goes to that server and database, and
-    its clients ask for it; not to 127.0.0.1:5432 and the user's name."""
+    its clients ask for it; not to 127.0.0.1:5432 and the user's name. A run through it
+    reads PgBouncer's counts for that database, which agree with its own."""
     from poolbench.poolers.pgbouncer import PgBouncer, PoolerSettings
 
     monkeypatch.setenv("PGHOST", target.get("host") or "")
@@ -273,4 +274,9 @@ def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
             psycopg.connect(bouncer.client_target().conninfo()) as conn:
         found = conn.execute("SELECT current_database(), inet_server_port()").fetchone()
     assert found == (target.dbname, int(target.get("port") or 0))
+    results = run(RunConfig(target=unnamed, strategies=("psycopg:pool",), rows=20, workers=2,
+                            pool_max=2, warmup=0, trials=1, table=table, out_dir=None,
+                            via=("pgbouncer:transaction",)))
+    (s,) = results.strategies
+    assert s.error_count == 0 and s.pooler is not None and s.pooler.ok, s.pooler
     no_pgbouncer_left()

@@ -201,7 +201,8 @@ class PgBouncer(Service):
         auth.touch(mode=0o600)
         auth.write_text(f"{_ini_quote(user)} {_ini_quote(self.client_password)}\n")
         host = login.get("host") or "127.0.0.1"  # a Unix socket's directory, too
-        backend = f"host={host} port={login.get('port') or 5432} dbname={self.database}"
+        backend = (f"host={_connstr_quote(host)} port={login.get('port') or 5432} "
+                   f"dbname={_connstr_quote(self.database)}")
         # No sslmode here: PgBouncer refuses it in [databases] ("unrecognized connection
         # parameter"); server_tls_sslmode below carries it.
         # The server's own login, for the one pool of this database: clients never send it.

@@ -117,7 +117,7 @@ def open_route(name: str, direct: ConnectionTarget, *, pool_size: int, max_clien
     with PgBouncer(direct, PoolerSettings(mode=mode, pool_size=pool_size, max_clients=max_clients,
                                           executable=pgbouncer)) as bouncer:
         keeps = bouncer.keeps_prepared_statements or mode == "session"
-        probe = PoolerProbe(bouncer.admin_target(), direct.dbname)
+        probe = PoolerProbe(bouncer.admin_target(), bouncer.database)
         try:
             yield Route(name, bouncer.client_target(), prepared_statements=keeps or keep_prepared,
                         pool_size=pool_size, version=probe.version(), probe=probe)

@@ -136,25 +136,26 @@ class WorkSource:
     def _next_row(self) -> Callable[[], tuple[Params, None] | None]:
         """:meth:`next` for an unpaced phase whose operation is one row by id (read, delete):
         the same numbers, rows and end, without ``due``'s and ``params_at``'s calls and
-        attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k). A
-        phase of a count hands its operations out of a C iterator (operation ``n`` is row
-        ``ids[n % len(ids)]``: ``islice(cycle(...), offset, count, stride)``), whose
-        ``next`` is one step under the GIL, as ``itertools.count``'s is; a phase of a
-        duration looks at the clock before each."""
-        spec, deadline = self.spec, self.deadline_ns
-        ids, items = spec.ids, self._items
-        if deadline is None:
-            # cycle keeps a copy of what it cycles: only when the count goes round the rows
-            rounds = spec.count is None or spec.count > len(ids)
-            made = ((itertools.cycle(items) if rounds else items) if items is not None
-                    else zip(zip(itertools.cycle(ids) if rounds else ids), itertools.repeat(None)))
-            ops = itertools.islice(made, spec.offset, spec.count, spec.stride)
-            return functools.partial(next, ops, None)
-        numbers, offset, stride, rows = self._numbers, spec.offset, spec.stride, len(ids)
+        attribute reads (harness_ir.txt: the source's next was 5k instructions of 24k).
+        A phase of a count whose operations are made hands them out of a C iterator
+        (operation ``n`` is ``items[n % len(items)]``: ``islice`` over the list, or over
+        ``cycle`` of it when the count goes round the rows), whose ``next`` allocates
+        nothing, so it runs to its end under the GIL, as ``itertools.count``'s does (an
+        iterator that made a tuple could start a garbage collection, whose finalizers could
+        let another thread in halfway). Otherwise a closure takes the next number and makes
+        the operation, or looks at the clock for a duration's deadline."""
+        spec, numbers, deadline = self.spec, self._numbers, self.deadline_ns
+        offset, stride, count = spec.offset, spec.stride, spec.count
+        ids, items, rows = spec.ids, self._items, len(spec.ids)
+        if items is not None and deadline is None:
+            # cycle keeps a copy of all it cycles: only when the count goes round the rows
+            made = itertools.cycle(items) if count is None or count > rows else items
+            return functools.partial(next, itertools.islice(made, offset, count, stride), None)
 
         def next_row() -> tuple[Params, None] | None:
             number = offset + next(numbers) * stride
-            if now_ns() >= deadline:
+            if (count is not None and number >= count) or \
+                    (deadline is not None and now_ns() >= deadline):
                 return None
             return items[number % rows] if items is not None else ((ids[number % rows],), None)
         return next_row
