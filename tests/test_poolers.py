@@ -218,6 +218,17 @@ def test_a_pooler_the_user_runs(tmp_path: Path, target: ConnectionTarget, admin:
     assert table_contents(admin, table) == before
 
 
+def a_run_through_pgbouncer_agrees_with_it(target: ConnectionTarget, table: str) -> None:
+    """A small run of psycopg:pool through a PgBouncer poolbench starts: no error, and
+    PgBouncer's counts agree with the run's; no pgbouncer left after it."""
+    results = run(RunConfig(target=target, strategies=("psycopg:pool",), rows=20, workers=2,
+                            pool_max=2, warmup=0, trials=1, table=table, out_dir=None,
+                            via=("pgbouncer:transaction",)))
+    (s,) = results.strategies
+    assert s.error_count == 0 and s.pooler is not None and s.pooler.ok, s.pooler
+    no_pgbouncer_left()
+
+
 def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
         tmp_path: Path, target: ConnectionTarget, table: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,12 +259,7 @@ def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
             assert conn.execute("SELECT current_user").fetchone()[0] == target.get("user")
         with psycopg.connect(bouncer.admin_target().conninfo(), autocommit=True) as conn:
             assert conn.execute("SHOW VERSION").fetchone()[0].startswith("PgBouncer")
-    results = run(RunConfig(target=bare, strategies=("psycopg:pool",), rows=20, workers=2,
-                            pool_max=2, warmup=0, trials=1, table=table, out_dir=None,
-                            via=("pgbouncer:transaction",)))
-    (s,) = results.strategies
-    assert s.error_count == 0 and s.pooler is not None and s.pooler.ok, s.pooler
-    no_pgbouncer_left()
+    a_run_through_pgbouncer_agrees_with_it(bare, table)
 
 
 def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
@@ -274,9 +280,4 @@ def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
             psycopg.connect(bouncer.client_target().conninfo()) as conn:
         found = conn.execute("SELECT current_database(), inet_server_port()").fetchone()
     assert found == (target.dbname, int(target.get("port") or 0))
-    results = run(RunConfig(target=unnamed, strategies=("psycopg:pool",), rows=20, workers=2,
-                            pool_max=2, warmup=0, trials=1, table=table, out_dir=None,
-                            via=("pgbouncer:transaction",)))
-    (s,) = results.strategies
-    assert s.error_count == 0 and s.pooler is not None and s.pooler.ok, s.pooler
-    no_pgbouncer_left()
+    a_run_through_pgbouncer_agrees_with_it(unnamed, table)
