@@ -58,6 +58,12 @@ def target(server: EmbeddedServer) -> ConnectionTarget:
     return server.target
 
 
+def users_dsn(target: ConnectionTarget, *without: str) -> ConnectionTarget:
+    """``target`` as a user's ``--dsn`` names it (not poolbench's embedded server), naming
+    none of ``without`` (libpq's environment and defaults then choose them)."""
+    return ConnectionTarget(target.without_params(*without).params, "--dsn")
+
+
 @pytest.fixture
 def admin(target: ConnectionTarget) -> Iterator[psycopg.Connection]:
     # Not named 'poolbench': fault injectors terminate the benchmark's backends by that name.

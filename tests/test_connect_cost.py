@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import psycopg
 import pytest
-from conftest import run_cli
+from conftest import run_cli, users_dsn
 from psycopg import sql
 from rich.console import Console
 
@@ -227,8 +227,7 @@ def test_the_probe_logs_in_as_libpq_does_when_the_dsn_names_no_password(
     libpq finds it itself, and the probe, which speaks the protocol itself, logs in with
     the login libpq chose."""
     assert target.password
-    unnamed = ConnectionTarget(tuple((k, v) for k, v in target.params if k != "password"),
-                               "test")
+    unnamed = users_dsn(target, "password")
     monkeypatch.setenv("PGPASSWORD", target.password)
     assert unnamed.logged_in().password == target.password
     cost = connect_cost(unnamed, samples=5, concurrency=(1,), drivers=("psycopg", "asyncpg"))
@@ -242,8 +241,7 @@ def test_the_probe_connects_where_libpq_does_when_the_dsn_names_no_host(
     """PGHOST and PGPORT, not the DSN, name the server: libpq connects there, and so does
     the probe (it used to try 127.0.0.1:5432). Over a Unix socket, which the probe does not
     time, it says so and the drivers are still measured."""
-    unnamed = ConnectionTarget(tuple((k, v) for k, v in target.params
-                                     if k not in ("host", "port")), "test")
+    unnamed = users_dsn(target, "host", "port")
     monkeypatch.setenv("PGHOST", target.get("host") or "")
     monkeypatch.setenv("PGPORT", target.get("port") or "")
     found = unnamed.logged_in()
@@ -351,8 +349,7 @@ def test_under_tls_every_strategy_connects_over_tls(tls_server: EmbeddedServer,
     # offers it: with the default turned to disable, only a connection given sslmode=require
     # is over TLS.
     monkeypatch.setenv("PGSSLMODE", "disable")
-    plain = ConnectionTarget(tuple((k, v) for k, v in tls_target.params if k != "sslmode"),
-                             "--dsn")
+    plain = users_dsn(tls_target, "sslmode")
     log = tls_server.log_file
     starts: list[tuple[str, int]] = []
     open_backends: dict[str, set[bool]] = {}

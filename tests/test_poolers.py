@@ -17,7 +17,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import clean_env, run_cli, seed_table, start_cli, table_contents, wait_for_run_rows
+from conftest import (
+    clean_env,
+    run_cli,
+    seed_table,
+    start_cli,
+    table_contents,
+    users_dsn,
+    wait_for_run_rows,
+)
 
 from poolbench import RunConfig, run
 from poolbench.db.target import ConnectionTarget
@@ -241,7 +249,7 @@ def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
     passfile.write_text(f"*:*:*:*:{target.password}\n")
     passfile.chmod(0o600)
     monkeypatch.setenv("PGPASSFILE", str(passfile))
-    bare = ConnectionTarget(tuple((k, v) for k, v in target.params if k != "password"), "--dsn")
+    bare = users_dsn(target, "password")
     with PgBouncer(bare, PoolerSettings(mode="transaction", pool_size=2,
                                         max_clients=10)) as bouncer:
         assert bouncer.root is not None
@@ -273,8 +281,7 @@ def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
     monkeypatch.setenv("PGHOST", target.get("host") or "")
     monkeypatch.setenv("PGPORT", target.get("port") or "")
     monkeypatch.setenv("PGDATABASE", target.dbname)
-    unnamed = ConnectionTarget(tuple((k, v) for k, v in target.params
-                                     if k not in ("host", "port", "dbname")), "--dsn")
+    unnamed = users_dsn(target, "host", "port", "dbname")
     with PgBouncer(unnamed, PoolerSettings(mode="transaction", pool_size=1,
                                            max_clients=5)) as bouncer, \
             psycopg.connect(bouncer.client_target().conninfo()) as conn:

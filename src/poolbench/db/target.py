@@ -110,6 +110,11 @@ class ConnectionTarget:
         merged = dict(self.params) | changes
         return ConnectionTarget(tuple(sorted(merged.items())), self.source, self.embedded)
 
+    def without_params(self, *keys: str) -> ConnectionTarget:
+        """This target naming none of ``keys`` (libpq's defaults then choose them)."""
+        return ConnectionTarget(tuple((k, v) for k, v in self.params if k not in keys),
+                                self.source, self.embedded)
+
     def requiring_tls(self) -> ConnectionTarget:
         """This target over TLS (``--tls``): ``sslmode=require``, unless it already asks
         for a verifying mode, which is kept."""

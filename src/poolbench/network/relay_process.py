@@ -93,9 +93,8 @@ class RelayProcess(Service):
     def target_for(self, target: ConnectionTarget) -> ConnectionTarget:
         """``target`` reached through the relay: its host and port replaced by the relay's."""
         assert self.address is not None, "relay not started"
-        params = {k: v for k, v in target.params if k != "hostaddr"}
-        params.update(host=self.address[0], port=str(self.address[1]))
-        return ConnectionTarget(tuple(sorted(params.items())), target.source, target.embedded)
+        return target.without_params("hostaddr").with_params(host=self.address[0],
+                                                             port=str(self.address[1]))
 
     def _first_line(self) -> dict[str, object]:
         """The relay's one line on stdout: where it listens, or why it cannot."""

@@ -148,9 +148,7 @@ class PgBouncer(Service):
                                          password=self.client_password, dbname=self.database)
         if not self.client_tls:
             return target
-        params = tuple((k, v) for k, v in target.params if k not in ("sslrootcert", "sslcrl"))
-        return ConnectionTarget(params, target.source, target.embedded).with_params(
-            sslmode="require")
+        return target.without_params("sslrootcert", "sslcrl").with_params(sslmode="require")
 
     def admin_target(self) -> ConnectionTarget:
         """The admin console (database ``pgbouncer``; SHOW commands, simple protocol only)."""
@@ -195,7 +193,7 @@ class PgBouncer(Service):
         login = self._server_login()
         user, password = login.get("user") or "", login.password or ""
         self.user = user
-        self.database = login.get("dbname") or server.dbname
+        self.database = login.dbname
         self.client_password = secrets.token_urlsafe(24)
         auth = self.root / "userlist.txt"
         auth.touch(mode=0o600)
