@@ -10,6 +10,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from poolbench.analysis.intervals import Interval
 from poolbench.db import binaries
 from poolbench.environment import package_versions
 
@@ -111,3 +112,20 @@ def pieces_alone(workload, ids):
             now_ns()
     return {"empty loop": empty, "record": record, "source.next": nxt, "settle": settle,
             "stop.is_set": is_set, "now_ns": clock}
+
+
+def interval_verdict(iv: Interval, target: float, *, at_most: bool = False) -> str:
+    """Whether the median, and the end of its interval on the target's side (the lower end
+    for a target to reach, the upper end for a bound, ``at_most``), meet ``target``: met
+    when that end does, not met when the interval's other end misses too, else not
+    settled."""
+    def meets(x: float) -> bool:
+        return x <= target if at_most else x >= target
+    median = "meets" if meets(iv.value) else "misses"
+    if iv.low is None or iv.high is None:
+        return f"median {median} it; no interval"
+    near, far = (iv.high, iv.low) if at_most else (iv.low, iv.high)
+    end = "meets" if meets(near) else "misses"
+    overall = "met" if meets(near) else "not met" if not meets(far) else "not settled"
+    return (f"median {median} it, the interval's {'upper' if at_most else 'lower'} end {end} "
+            f"it: {overall}")

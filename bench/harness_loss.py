@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 import psycopg
 import psycopg2.pool
-from _common import Report, seeded_reads
+from _common import Report, interval_verdict, seeded_reads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -388,21 +388,6 @@ def diff_text(iv: Interval) -> str:
     return f"{iv.value:+.1f} µs/op, 95% interval {iv.low:+.1f}..{iv.high:+.1f}"
 
 
-def verdict(iv: Interval) -> str:
-    """Whether the median and the interval's lower end meet TARGET, and what that says."""
-    median = "meets" if iv.value >= TARGET else "misses"
-    if iv.low is None or iv.high is None:
-        return f"median {median} it; no interval"
-    low = "meets" if iv.low >= TARGET else "misses"
-    if iv.low >= TARGET:
-        overall = "met"
-    elif iv.high < TARGET:
-        overall = "not met"
-    else:
-        overall = "not settled"
-    return f"median {median} it, the interval's lower end {low} it: {overall}"
-
-
 def note(iv: Interval) -> str:
     # median_interval speaks of a sweep's trials; here each figure is a paired round's
     return f" ({iv.note.replace('trials', 'rounds')})" if iv.note else ""
@@ -476,7 +461,7 @@ def main() -> None:
             report.line(f"  {strategy:<30} poolbench/bare {ratio_text(res.ratio)} (median of "
                         f"{rounds} paired rounds; medians: bare {res.first_ops_s:,.0f} ops/s, "
                         f"poolbench {res.second_ops_s:,.0f} ops/s); target >= {TARGET}x: "
-                        f"{verdict(res.ratio)}{note(res.ratio)}")
+                        f"{interval_verdict(res.ratio, TARGET)}{note(res.ratio)}")
             report.line(f"  {'':<30} client CPU: bare {res.first_cpu_us:.1f} µs/op, poolbench "
                         f"{res.second_cpu_us:.1f} µs/op (medians); poolbench - bare "
                         f"{diff_text(res.cpu_diff_us)} (median of the rounds' differences)")
@@ -505,7 +490,8 @@ def main() -> None:
         admin.close()
     worst_name, worst = min(results.items(), key=lambda kv: kv[1].ratio.value)
     report.line(f"worst median ratio: {worst_name}, poolbench/bare {ratio_text(worst.ratio)} "
-                f"(target >= {TARGET}x: {verdict(worst.ratio)}){note(worst.ratio)}")
+                f"(target >= {TARGET}x: {interval_verdict(worst.ratio, TARGET)})"
+                f"{note(worst.ratio)}")
     report.save()
 
 

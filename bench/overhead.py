@@ -15,10 +15,10 @@ import statistics
 import sys
 import time
 
-from _common import Report
+from _common import Report, interval_verdict
 
 from poolbench import RunConfig, run
-from poolbench.analysis.intervals import RESAMPLES, Interval, median_interval
+from poolbench.analysis.intervals import RESAMPLES, median_interval
 from poolbench.check.calibrate import create_rows, find_pgbench, run_pgbench, scripts
 from poolbench.db.admin import AdminSession
 from poolbench.db.server import EmbeddedServer
@@ -114,20 +114,11 @@ def own_work(report: Report, rounds: int = OWN_ROUNDS) -> None:
         report.line(f"poolbench's own work, {kind}, {workers} workers: {iv.value:.2f} µs per "
                     f"operation, 95% interval {iv.low:.2f}..{iv.high:.2f} (lowest "
                     f"{min(found):.2f}, highest {max(found):.2f}); target <= {OWN_TARGET_US:g}: "
-                    f"{own_verdict(iv)}")
+                    f"{interval_verdict(iv, OWN_TARGET_US, at_most=True)}")
     for kind in ("threads", "asyncio"):
         iv = median_interval([a / b for a, b in zip(figures[kind, 50], figures[kind, CLIENTS])])
         report.line(f"  {kind}: 50 workers / {CLIENTS} workers, paired by round: {iv.value:.2f}x, "
                     f"95% interval {iv.low:.2f}..{iv.high:.2f}")
-
-
-def own_verdict(iv: Interval) -> str:
-    """Whether the median and the interval's upper end meet OWN_TARGET_US."""
-    median = "meets" if iv.value <= OWN_TARGET_US else "misses"
-    high = "meets" if iv.high <= OWN_TARGET_US else "misses"
-    overall = ("met" if iv.high <= OWN_TARGET_US else
-               "not met" if iv.low > OWN_TARGET_US else "not settled")
-    return f"median {median} it, the interval's upper end {high} it: {overall}"
 
 
 def main() -> None:
