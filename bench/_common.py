@@ -17,8 +17,21 @@ from poolbench.environment import package_versions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _cpu() -> str:
+    """The processor's model name (Linux), so runs on different hardware are told apart."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "processor unknown"
+
+
 def machine() -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    return (f"{platform.machine()} ({_cpu()}), {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, "
             f"{binaries.DISTRIBUTION} {package_versions().get(binaries.DISTRIBUTION, '?')}")
 
 
