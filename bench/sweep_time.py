@@ -24,7 +24,7 @@ def main() -> None:
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "poolbench", *COMMAND], cwd=tmp,
                               capture_output=True, text=True,
-                              env={**os.environ, "COLUMNS": "250"})  # a line per finding
+                              env={**os.environ, "COLUMNS": "2000"})  # a line per finding, whole
         seconds = time.perf_counter() - t0
     recommended = [line for line in proc.stdout.splitlines()
                    if line.startswith(("Recommended", "  no interval"))]
