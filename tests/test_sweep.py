@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import run_cli
+from conftest import clean_env, run_cli
 from rich.console import Console
 
 from poolbench.analysis.sweep import (
@@ -211,7 +211,8 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
     result = run_cli("sweep", "--strategies", "psycopg:none,psycopg:pool", "--pool-sizes",
                      "1,4", "--workers", "2,8", "--trials", "2", "--duration", "0.25",
                      "--dsn", target.conninfo(), "--table", "sweep_users", "--app-instances",
-                     "50", "--warmup", "0.1", "--connect-samples", "1", cwd=tmp_path)
+                     "50", "--warmup", "0.1", "--connect-samples", "1", cwd=tmp_path,
+                     env={**clean_env(), "COLUMNS": "1000"})
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "reports" / "sweep.json").read_text())
     jsonschema.validate(data, SCHEMA)
@@ -260,6 +261,9 @@ def test_a_grid_sweep_recommends_a_size_per_client_count(tmp_path: Path,
                    if p["pool_size"] < rec["pool_size"])  # the smallest such size
         assert (f"Recommended for psycopg:pool at {rec['workers']} clients: "
                 f"{rec['pool_size']}, 95% interval ") in result.stdout
+        # COLUMNS is the console's width, as for run: the whole recommendation on its line
+        assert (f"Recommended for psycopg:pool at {rec['workers']} clients: {rec['reason']}"
+                in result.stdout.splitlines())
         assert "50 app instances" in rec["capacity_note"]
     assert "psycopg:none at 8 clients has no pool: a reference line" in result.stdout
     assert "Recommended for psycopg:none" not in result.stdout

@@ -419,12 +419,17 @@ def calibrate(secrets: Secrets, **options: Any) -> None:
     _run(secrets, {**options, "baseline": "pgbench"})
 
 
+def _stdout_console() -> Console:
+    """Standard output's console: a terminal's width, or ``COLUMNS`` when set; a pipe or
+    file without it gets 140 columns (the full table, not rich's 80-column default)."""
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
+    return Console(width=width)
+
+
 def _run(secrets: Secrets, options: dict[str, Any]) -> None:
     """run and calibrate: one run of the benchmark, its progress, its reports."""
     config = _run_config(secrets, options)
-    # A pipe or file gets the full table, not rich's 80-column default.
-    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140
-    out = Console(width=width)
+    out = _stdout_console()
     err = Console(stderr=True)
     events = RunEvents()
     view = ProgressView(err, None if config.duration_s or config.warmup_s else config.rows,
@@ -636,7 +641,7 @@ def sweep(secrets: Secrets, pool_sizes: str | None, workers_list: str, p99_slo: 
                          warmup_s=warmup_seconds or None,
                          mix=() if four_phases else parse_mix(options["mix"] or DEFAULT_MIX))
     sizes = _int_list("--pool-sizes", pool_sizes) or (config.pool_max,)
-    out = Console(width=None if sys.stdout.isatty() else 140)
+    out = _stdout_console()
     stop = threading.Event()
     interrupt = _InterruptHandler(stop, [])
     # Started once the sweep has checked its input, so a refusal prints alone.
@@ -724,7 +729,7 @@ def connect_cost_command(secrets: Secrets, dsn: str | None, env_file: Path | Non
     cost = api.measure_connect_cost(target=target, samples=samples, concurrency=levels,
                                     drivers=chosen, tls=tls,
                                     on_server=lambda s: secrets.add(s.target))
-    render_connect_cost(cost, Console(width=None if sys.stdout.isatty() else 140))
+    render_connect_cost(cost, _stdout_console())
     atomic_write(out_dir / "connect_cost.json",
                  json.dumps(dataclasses.asdict(cost), indent=2).encode() + b"\n")
 
@@ -786,7 +791,7 @@ def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
 
     result = compare_sides(load_side(base), load_side(new), base_name=str(base),
                            new_name=str(new), threshold_pct=threshold)
-    render_comparison(result, Console(width=None if sys.stdout.isatty() else 140))
+    render_comparison(result, _stdout_console())
     for path, text in ((markdown_file, comparison_markdown), (html_file, comparison_html)):
         if path is not None:
             atomic_write(path, text(result).encode())
