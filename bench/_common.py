@@ -18,15 +18,19 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _cpu() -> str:
-    """The processor's model name (Linux), so runs on different hardware are told apart."""
+    """The processor's model name, family, model and stepping (Linux; a VM's name alone can
+    be generic), so runs on different hardware are told apart."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines()
+                          if ":" in line)
     except OSError:
-        pass
-    return platform.processor() or "processor unknown"
+        fields = {}
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    if "model name" not in fields:
+        return platform.processor() or "processor unknown"
+    return (f"{fields['model name']}, family {fields.get('cpu family', '?')} model "
+            f"{fields.get('model', '?')} stepping {fields.get('stepping', '?')}")
 
 
 def machine() -> str:
