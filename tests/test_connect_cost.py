@@ -255,6 +255,31 @@ def test_the_probe_connects_where_libpq_does_when_the_dsn_names_no_host(
     assert cost.drivers[0].not_measured is None and cost.drivers[0].latency.count == 3
 
 
+def test_of_a_list_of_hosts_the_probe_times_the_one_libpq_reaches(
+        tmp_path: Path, target: ConnectionTarget) -> None:
+    """``host=a,b port=p,q``: libpq tries each in turn; the probe (which connects without
+    libpq) and PgBouncer are given the one it reached, not the list, even when the DSN names
+    everything else; each driver is given the list. The first here refuses at once (port 1
+    is closed)."""
+    host, port = target.get("host") or "", target.get("port") or ""
+    listed = target.with_params(host=f"{host},{host}", port=f"1,{port}")
+    found = listed.logged_in()
+    assert (found.get("host"), found.get("port")) == (host, port)
+    cost = connect_cost(listed, samples=3, concurrency=(1,))
+    assert cost.not_measured is None and cost.total is not None and cost.total.count == 3
+    # each driver is given the list as it takes one (asyncpg: lists of hosts and ports)
+    assert [(d.driver, d.not_measured, d.latency and d.latency.count) for d in cost.drivers] \
+        == [(driver, None, 3) for driver in ("psycopg", "psycopg2", "asyncpg")]
+    # and a run on that DSN, each driver's pool through the list, counts agreeing
+    result = run_cli("run", "--dsn", listed.conninfo(), "--strategies",
+                     "psycopg:pool,psycopg2:threaded,asyncpg:pool", "-n", "20", "-w", "2",
+                     "--warmup", "0", "--trials", "1", "--table", "listed_hosts", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert [(s["name"], s["server"]["ok"]) for s in data["strategies"]] == [
+        ("psycopg:pool", True), ("psycopg2:threaded", True), ("asyncpg:pool", True)]
+
+
 def test_connect_cost_command_writes_json_and_masks_the_password(
         tmp_path: Path, target: ConnectionTarget) -> None:
     result = run_cli("connect-cost", "--dsn", target.conninfo(), "--samples", "20",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -86,10 +87,14 @@ class ConnectionTarget:
         """This target naming the user, password, database, host and port a connection to
         it logs in with: its own, or, where it names none, those libpq chooses (``PGUSER``,
         ``PGPASSWORD``, ``~/.pgpass``, ``PGDATABASE``, ``PGHOST``, ``PGPORT``, the default
-        Unix socket...), learned by connecting once. For what connects without libpq (the
-        connect probe) or is given a server to connect to (PgBouncer). Raises psycopg.Error
-        when it cannot connect."""
-        if self.password and all(self.get(key) for key in ("user", "dbname", "host", "port")):
+        Unix socket...), learned by connecting once. Of a list of hosts (``host=a,b``), the
+        one libpq reached; of ``hostaddr`` (or ``PGHOSTADDR``), the address it reached. For
+        what connects without libpq (the connect probe) or is given a server to connect to
+        (PgBouncer). Raises psycopg.Error when it cannot connect."""
+        several = any("," in (self.get(key) or "") for key in ("host", "hostaddr", "port"))
+        hostaddr = self.get("hostaddr") or os.environ.get("PGHOSTADDR")
+        if self.password and not several and hostaddr == self.get("hostaddr") \
+                and all(self.get(key) for key in ("user", "dbname", "host", "port")):
             return self
         with psycopg.connect(self.with_params(application_name=ADMIN_APPLICATION_NAME)
                              .conninfo()) as conn:
@@ -98,6 +103,8 @@ class ConnectionTarget:
                      "port": str(info.port)}
             if info.password:  # none (trust, peer): none named
                 found["password"] = info.password
+            if hostaddr:  # the address libpq reached, of those named (or PGHOSTADDR's)
+                found["hostaddr"] = info.hostaddr
             return self.with_params(**found)
 
     @property
@@ -152,12 +159,20 @@ class ConnectionTarget:
         kwargs: dict[str, object] = {"server_settings": {
             **self.server_settings(),
             "application_name": p.get("application_name", APPLICATION_NAME)}}
-        for ours, theirs in (("host", "host"), ("user", "user"), ("password", "password"),
+        for ours, theirs in (("user", "user"), ("password", "password"),
                              ("dbname", "database")):
             if ours in p:
                 kwargs[theirs] = p[ours]
-        if "port" in p:
-            kwargs["port"] = int(p["port"])
+        if "host" in p:  # a list (host=a,b) tried in turn, as libpq does
+            hosts = p["host"].split(",")
+            kwargs["host"] = hosts if len(hosts) > 1 else hosts[0]
+        if "port" in p:  # one port, or one per host
+            try:
+                ports = [int(port) for port in p["port"].split(",")]
+            except ValueError:
+                raise ConfigError(f"port {p['port']!r} is not a number (or a list of "
+                                  "numbers, one per host)") from None
+            kwargs["port"] = ports if len(ports) > 1 else ports[0]
         if p.get("sslmode") in _ASYNC_SSL_MODES:
             kwargs["ssl"] = p["sslmode"]
         if "connect_timeout" in p:
@@ -242,5 +257,7 @@ def _password_guess(dsn: str) -> tuple[str, ...]:
 
 
 def _check_port(port: str, source: str) -> None:
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ConfigError(f"{source}: port {port!r} is not a number from 1 to 65535; fix the port")
+    """One port, or libpq's list of one per host (``port=5432,5433``)."""
+    if not all(p.isdigit() and 1 <= int(p) <= 65535 for p in port.split(",")):
+        raise ConfigError(f"{source}: port {port!r} is not a number from 1 to 65535 (or a "
+                          "list of them, one per host); fix the port")
