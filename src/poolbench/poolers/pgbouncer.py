@@ -53,6 +53,11 @@ IGNORED_STARTUP_PARAMETERS = "extra_float_digits,options,statement_timeout"
 PREPARED_STATEMENTS_SINCE = (1, 21)
 # The server's sslmodes under which clients reach PgBouncer over TLS as well.
 CLIENT_TLS_MODES = ("require", "verify-ca", "verify-full")
+# A [databases] name PgBouncer reads as written; another (a space, a quote, a newline...)
+# cannot be quoted there (its parser refuses a quoted name with a space: pgbouncer#971),
+# so PgBouncer serves that database under DATABASE_ALIAS, and its clients ask for that.
+PLAIN_DATABASE_NAME = re.compile(r"[0-9A-Za-z_.-]+")
+DATABASE_ALIAS = "poolbench"
 
 
 def find_pgbouncer(given: Path | None = None) -> Path:
@@ -107,7 +112,7 @@ class PgBouncer(Service):
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.user = ""
-        self.database = server.dbname  # at start: the one libpq logs in to
+        self.database = server.dbname  # the name PgBouncer serves it under (set at start)
         self.client_password = ""  # made at start; lives as long as this PgBouncer
 
     @property
@@ -193,14 +198,15 @@ class PgBouncer(Service):
         login = self._server_login()
         user, password = login.get("user") or "", login.password or ""
         self.user = user
-        self.database = login.dbname
+        self.database = (login.dbname if PLAIN_DATABASE_NAME.fullmatch(login.dbname)
+                         else DATABASE_ALIAS)
         self.client_password = secrets.token_urlsafe(24)
         auth = self.root / "userlist.txt"
         auth.touch(mode=0o600)
         auth.write_text(f"{_ini_quote(user)} {_ini_quote(self.client_password)}\n")
         host = login.get("host") or "127.0.0.1"  # a Unix socket's directory, too
         backend = (f"host={_connstr_quote(host)} port={login.get('port') or 5432} "
-                   f"dbname={_connstr_quote(self.database)}")
+                   f"dbname={_connstr_quote(login.dbname)}")
         # No sslmode here: PgBouncer refuses it in [databases] ("unrecognized connection
         # parameter"); server_tls_sslmode below carries it.
         # The server's own login, for the one pool of this database: clients never send it.
