@@ -265,6 +265,36 @@ def test_pgbouncer_serves_a_database_whose_name_its_config_cannot_hold(
                          .format(sql.Identifier(name)))
 
 
+def test_a_password_with_a_line_break_is_refused_in_one_line_not_written_into_the_config(
+        target: ConnectionTarget) -> None:
+    """PgBouncer's config cannot hold a line break (one would end the pool's line and start
+    lines of the password's own): refused before anything is written, naming which value,
+    never the value."""
+    from psycopg import sql
+
+    from poolbench.errors import ConfigError
+    from poolbench.poolers.pgbouncer import PgBouncer, PoolerSettings
+
+    secret = "pb-line\nauth_type = trust"
+    admin = target.with_params(application_name="poolbench-test")
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE pb_broken LOGIN PASSWORD {}").format(
+            sql.Literal(secret)))
+    try:
+        broken = target.with_params(user="pb_broken", password=secret)
+        with pytest.raises(ConfigError) as refused, \
+                PgBouncer(broken, PoolerSettings(mode="transaction", pool_size=1,
+                                                 max_clients=5)):
+            pass
+        message = str(refused.value)
+        assert "password holds a line break" in message and "\n" not in message
+        assert "pb-line" not in message and "trust" not in message
+        no_pgbouncer_left()
+    finally:
+        with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+            conn.execute("DROP ROLE IF EXISTS pb_broken")
+
+
 def test_pgbouncer_never_trusts_a_client_even_when_the_target_has_no_password(
         tmp_path: Path, target: ConnectionTarget, table: str,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -197,6 +197,11 @@ class PgBouncer(Service):
         self.port = free_port()
         login = self._server_login()
         user, password = login.get("user") or "", login.password or ""
+        for what in ("host", "dbname", "user", "password"):  # never the value: a secret
+            if any(c in (login.get(what) or "") for c in "\r\n\0"):
+                raise ConfigError(f"pgbouncer: the server's {what} holds a line break or a "
+                                  "NUL, which PgBouncer's config files cannot hold; route "
+                                  "directly, or log in with another")
         self.user = user
         self.database = (login.dbname if PLAIN_DATABASE_NAME.fullmatch(login.dbname)
                          else DATABASE_ALIAS)
