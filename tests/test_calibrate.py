@@ -138,3 +138,25 @@ def test_pgbench_log_lines_without_a_latency_are_left_out_of_it() -> None:
     for us in (1500, 250000, 1):
         expected[bucket_index(us)] += 1
     assert counts == expected
+
+
+def test_pgbench_is_waited_for_without_polling_and_ended_by_stop_or_deadline() -> None:
+    """wait_quietly: a process that ends is "done"; one still running when the stop flag is
+    set, or when the deadline passes, is killed and said "stopped" or "late"."""
+    import subprocess
+    import sys
+    import threading
+
+    from poolbench.check.calibrate import wait_quietly
+
+    def started(seconds: float) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"],
+                                text=True)
+
+    assert wait_quietly(started(0), None, 600) == "done"
+    stop = threading.Event()
+    stop.set()
+    stopped = started(600)
+    assert wait_quietly(stopped, stop, 600) == "stopped" and stopped.returncode < 0
+    late = started(600)
+    assert wait_quietly(late, threading.Event(), 0) == "late" and late.returncode < 0

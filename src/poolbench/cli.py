@@ -62,6 +62,9 @@ class ProgressView:
         events.strategy_started.add_listener(self._strategy_started)
         events.phase_started.add_listener(self._phase_started)
         events.progress.add_listener(self._advance)
+        # pgbench's turn: the bars' 10-a-second refresh would wake a core beside it, which
+        # makes pgbench faster than run by hand (check/calibrate.py's wait_quietly)
+        events.calibration_started.add_listener(lambda seconds: self.progress.stop())
 
     def _strategy_started(self, strategy: str, trials: int) -> None:
         self.progress.start()  # idempotent; started late so errors before it print alone
