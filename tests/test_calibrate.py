@@ -140,23 +140,46 @@ def test_pgbench_log_lines_without_a_latency_are_left_out_of_it() -> None:
     assert counts == expected
 
 
-def test_pgbench_is_waited_for_without_polling_and_ended_by_stop_or_deadline() -> None:
+def test_pgbench_is_waited_for_without_polling_and_ended_by_stop_or_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """wait_quietly: a process that ends is "done"; one still running when the stop flag is
-    set, or when the deadline passes, is killed and said "stopped" or "late"."""
+    set, or when the deadline passes, is killed and said "stopped" or "late". Nothing polls
+    meanwhile: the process is waited for with no timeout, and the stop flag is waited on
+    once, never looked at in a loop."""
     import subprocess
     import sys
     import threading
 
     from poolbench.check.calibrate import wait_quietly
 
+    class Watched(threading.Event):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, float | None]] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            self.calls.append(("wait", timeout))
+            return super().wait(timeout)
+
+        def is_set(self) -> bool:
+            self.calls.append(("is_set", None))
+            return super().is_set()
+
+    timeouts: list[float | None] = []
+    real_wait = subprocess.Popen.wait
+    monkeypatch.setattr(subprocess.Popen, "wait", lambda self, timeout=None: (
+        timeouts.append(timeout), real_wait(self, timeout))[1])
+
     def started(seconds: float) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"],
                                 text=True)
 
     assert wait_quietly(started(0), None, 600) == "done"
-    stop = threading.Event()
+    stop = Watched()
     stop.set()
     stopped = started(600)
     assert wait_quietly(stopped, stop, 600) == "stopped" and stopped.returncode < 0
     late = started(600)
-    assert wait_quietly(late, threading.Event(), 0) == "late" and late.returncode < 0
+    assert wait_quietly(late, Watched(), 0) == "late" and late.returncode < 0
+    assert stop.calls == [("wait", 600)]  # once, by the watcher
+    assert timeouts == [None, None, None]  # blocking waits, no poll with a timeout

@@ -256,13 +256,14 @@ def test_the_probe_connects_where_libpq_does_when_the_dsn_names_no_host(
 
 
 def test_of_a_list_of_hosts_the_probe_times_the_one_libpq_reaches(
-        tmp_path: Path, target: ConnectionTarget) -> None:
+        tmp_path: Path, server: EmbeddedServer, target: ConnectionTarget) -> None:
     """``host=a,b port=p,q``: libpq tries each in turn; the probe (which connects without
     libpq) and PgBouncer are given the one it reached, not the list, even when the DSN names
     everything else; each driver is given the list. The first here refuses at once (port 1
     is closed)."""
     host, port = target.get("host") or "", target.get("port") or ""
-    listed = target.with_params(host=f"{host},{host}", port=f"1,{port}")
+    listed = target.with_params(host=f"{host},{host}", port=f"1,{port}",
+                                target_session_attrs="read-write")
     found = listed.logged_in()
     assert (found.get("host"), found.get("port")) == (host, port)
     cost = connect_cost(listed, samples=3, concurrency=(1,))
@@ -278,6 +279,18 @@ def test_of_a_list_of_hosts_the_probe_times_the_one_libpq_reaches(
     data = json.loads((tmp_path / "reports" / "results.json").read_text())
     assert [(s["name"], s["server"]["ok"]) for s in data["strategies"]] == [
         ("psycopg:pool", True), ("psycopg2:threaded", True), ("asyncpg:pool", True)]
+    # a list of Unix sockets' directories: a run, its activity sampler too (which asks
+    # where the server runs only of one host and port)
+    assert server.root is not None
+    sockets = listed.with_params(host=f"{server.root},{server.root}")
+    result = run_cli("run", "--dsn", sockets.conninfo(), "--strategies",
+                     "psycopg:pool,asyncpg:pool", "-n", "20", "-w", "2", "--warmup", "0",
+                     "--trials", "1", "--table", "listed_sockets", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "reports" / "results.json").read_text())
+    assert [(s["name"], s["server"]["ok"]) for s in data["strategies"]] == [
+        ("psycopg:pool", True), ("asyncpg:pool", True)]
+    assert "server activity sampler" not in data["not_measured"], data["not_measured"]
 
 
 def test_connect_cost_command_writes_json_and_masks_the_password(

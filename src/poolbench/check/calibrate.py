@@ -36,7 +36,6 @@ from poolbench.db.pgbench_connection import (  # noqa: F401 (PGBENCH_APPLICATION
 from poolbench.db.target import ConnectionTarget, redact
 from poolbench.db.workload import RunTable, quote_ident
 from poolbench.errors import ServerError
-from poolbench.measure.executor import StopFlag
 from poolbench.measure.metrics import BucketCounts, bucket_index
 from poolbench.results import (
     Calibration,
@@ -118,7 +117,8 @@ def workload_command(pgbench: Path, target: ConnectionTarget, workload: list[str
 
 def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str, *,
                 clients: int, seconds: float, connect_each: bool,
-                stop: StopFlag | None = None, rate: float | None = None) -> PgbenchFigure | None:
+                stop: threading.Event | None = None,
+                rate: float | None = None) -> PgbenchFigure | None:
     """One pgbench run of a CRUD script, or None if ``stop`` was set meanwhile; ``rate``:
     its ``-R``."""
 
@@ -132,10 +132,12 @@ def run_pgbench(pgbench: Path, target: ConnectionTarget, script: str, name: str,
                           connect_each=connect_each, stop=stop, rate=rate)
 
 
-def wait_quietly(proc: subprocess.Popen[str], stop: StopFlag | None,
+def wait_quietly(proc: subprocess.Popen[str], stop: threading.Event | None,
                  timeout_s: float) -> str:
     """Wait for ``proc`` (pgbench) without waking meanwhile: ``"done"``, or ``"stopped"`` /
     ``"late"`` when ``stop`` was set or ``timeout_s`` passed first (it is then killed).
+    ``stop`` is this process's own event, never a multiprocessing one: the watcher may sleep
+    in its wait after this process is gone, which would block a ``set`` from another.
 
     Nothing of poolbench's may wake while pgbench runs, so that its figure is the one a
     person gets from an idle shell: on a 2-vCPU VM a process waking every 50 ms made a
@@ -149,7 +151,7 @@ def wait_quietly(proc: subprocess.Popen[str], stop: StopFlag | None,
 
     def watch() -> None:
         stopped = (stop if stop is not None else threading.Event()).wait(timeout_s)
-        if proc.poll() is None:  # still running (poll says so while wait() holds it)
+        if proc.poll() is None:  # not reaped yet (poll can't tell while wait() blocks)
             why.append("stopped" if stopped else "late")
             proc.kill()
 
@@ -160,7 +162,7 @@ def wait_quietly(proc: subprocess.Popen[str], stop: StopFlag | None,
 
 def pgbench_figure(command: Callable[[Path], tuple[list[str], dict[str, str]]],
                    target: ConnectionTarget, name: str, *, clients: int, seconds: float,
-                   connect_each: bool, stop: StopFlag | None = None,
+                   connect_each: bool, stop: threading.Event | None = None,
                    what: str = "", rate: float | None = None,
                    script_phases: Sequence[str] = ()) -> PgbenchFigure | None:
     """One pgbench run, ``command(folder)`` its arguments and environment (its files and
@@ -260,7 +262,7 @@ def per_script(stdout: str, phases: Sequence[str], *, transactions: int,
 
 
 def calibrate(admin: AdminSession, target: ConnectionTarget, workload: RunTable, *,
-              clients: int, seconds: float, stop: StopFlag | None = None,
+              clients: int, seconds: float, stop: threading.Event | None = None,
               rate: float | None = None) -> Calibration | None:
     """pgbench's figures for every script, persistent and with -C, at ``clients``;
     None if ``stop`` was set before all of them ran; ``rate``: ``--rate``, each script

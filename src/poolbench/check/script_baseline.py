@@ -15,6 +15,7 @@ script's, the figure pgbench printed for it (``SQL script N: ...``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,6 @@ from poolbench.check.calibrate import (
 from poolbench.config import ScriptFile
 from poolbench.db.binaries import find_pgbench
 from poolbench.db.target import ConnectionTarget
-from poolbench.measure.executor import StopFlag
 from poolbench.results import Calibration, PgbenchFigure
 
 FIGURE = "scripts"  # the figures' script: the whole workload, every script by weight
@@ -69,7 +69,7 @@ def typed_workload(files: Sequence[ScriptFile], *, protocol: str, scale: int,
 
 def calibrate_scripts(target: ConnectionTarget, files: Sequence[ScriptFile], *, protocol: str,
                       scale: int, seed: int, clients: int, seconds: float,
-                      stop: StopFlag | None = None, pgbench: Path | None = None,
+                      stop: threading.Event | None = None, pgbench: Path | None = None,
                       rate: float | None = None) -> Calibration | None:
     """pgbench's figures for the scripts, persistent and with ``-C``, at ``clients``; None
     if ``stop`` was set before both ran. ``target`` is the strategies' own (its session

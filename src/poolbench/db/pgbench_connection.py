@@ -19,7 +19,8 @@ FLAGS = (("-h", "host"), ("-p", "port"), ("-U", "user"))
 # libpq's environment variable for each other connection parameter poolbench passes on
 ENVIRONMENT = {"password": "PGPASSWORD", "passfile": "PGPASSFILE", "sslmode": "PGSSLMODE",
                "options": "PGOPTIONS", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT",
-               "sslkey": "PGSSLKEY", "connect_timeout": "PGCONNECT_TIMEOUT"}
+               "sslkey": "PGSSLKEY", "connect_timeout": "PGCONNECT_TIMEOUT",
+               "hostaddr": "PGHOSTADDR", "target_session_attrs": "PGTARGETSESSIONATTRS"}
 
 
 def connection_flags(target: ConnectionTarget) -> list[str]:

@@ -166,6 +166,8 @@ class ConnectionTarget:
         if "host" in p:  # a list (host=a,b) tried in turn, as libpq does
             hosts = p["host"].split(",")
             kwargs["host"] = hosts if len(hosts) > 1 else hosts[0]
+        if "target_session_attrs" in p:  # which of the hosts: asyncpg takes libpq's words
+            kwargs["target_session_attrs"] = p["target_session_attrs"]
         if "port" in p:  # one port, or one per host
             try:
                 ports = [int(port) for port in p["port"].split(",")]
