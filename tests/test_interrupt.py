@@ -76,6 +76,24 @@ def test_cleanup_deletes_only_the_runs_rows(tmp_path: Path, target: ConnectionTa
     assert after[:50] == before and [r[1] for r in after[50:]] == ["pb0123abce_0_1"]
 
 
+@pytest.mark.parametrize(("columns", "row"), [
+    ("id int, username text, balance int", "1, 'pb0123abcd_x', 100"),
+    ("id int, name text", "1, 'pb0123abcd_x'")])
+def test_cleanup_leaves_a_table_not_of_poolbenchs_shape_untouched(
+        columns: str, row: str, tmp_path: Path, target: ConnectionTarget, admin: psycopg.Connection,
+        table: str) -> None:
+    """A table no run could have written (run refuses it): its rows stay, even one whose
+    username starts with the tag; one line, exit 4."""
+    admin.execute(f'CREATE TABLE "{table}" ({columns})')
+    admin.execute(f'INSERT INTO "{table}" VALUES ({row})')
+    before = table_contents(admin, table)
+    result = run_cli("cleanup", "--run-tag", "pb0123abcd", "--table", table,
+                     "--dsn", target.conninfo(), cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert "not of poolbench's shape" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert table_contents(admin, table) == before
+
+
 @pytest.mark.parametrize("tag", ["", "pb", "pb0123abc%", "users", "pb0123ABCD"])
 def test_cleanup_refuses_what_is_not_a_run_tag(tag: str, tmp_path: Path,
                                                target: ConnectionTarget) -> None:

@@ -34,7 +34,13 @@ from poolbench.db.admin import connect_admin
 from poolbench.db.clone import Clone
 from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import ConnectionTarget, redact
-from poolbench.errors import ConfigError, DataIntegrityError, Interrupted, PoolbenchError
+from poolbench.errors import (
+    ConfigError,
+    DataIntegrityError,
+    Interrupted,
+    PoolbenchError,
+    SchemaConflict,
+)
 from poolbench.events import RunEvents
 from poolbench.poolers.routes import parse_routes
 from poolbench.report import written_files
@@ -509,6 +515,7 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
     from poolbench.db.workload import (
         RUN_TAG,
         RunTable,
+        check_shape,
         count_own_rows,
         delete_own_rows,
         quote_ident,
@@ -538,6 +545,11 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
                 return
             raise ConfigError(f"--table {table!r} does not exist in {target.masked()}; "
                               "give the table the run used")
+        try:  # only a table of poolbench's shape can hold a run's rows
+            check_shape(conn, table)
+        except SchemaConflict:
+            raise SchemaConflict(f"table {table!r} is not of poolbench's shape, so no run "
+                                 "left rows there; nothing deleted") from None
         deleted = delete_own_rows(conn, table, prefix)
         left = count_own_rows(conn, table, prefix)
     click.echo(f"deleted {deleted} rows of run {run_tag} from {table}; {left} left")
