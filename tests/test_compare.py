@@ -327,6 +327,32 @@ def test_unreadable_input_exits_2(tmp_path: Path, base_run: dict, content: str) 
     assert result.returncode == 2 and "missing.json" in result.stderr
 
 
+def test_what_would_make_exit_1_lie_is_refused_with_exit_2(tmp_path: Path,
+                                                           base_run: dict) -> None:
+    """Exit 1 means a regression, so a gate can trust it: a threshold of nan (which no
+    change exceeds), an output file that cannot be written (checked before comparing), and
+    two runs with nothing in common each exit 2 in one line, even with a 30% drop."""
+    slower = copy.deepcopy(base_run)
+    for phase in slower["strategies"][0]["phases"]:
+        phase["throughput_ops_s"] *= 0.7
+        for trial in phase["trials"]:
+            trial["throughput_ops_s"] *= 0.7
+    base = str(write(tmp_path / "base.json", base_run))
+    new = str(write(tmp_path / "new.json", slower))
+    (tmp_path / "folder").mkdir()
+    for extra in (["--threshold", "nan"], ["--markdown", "missing/x.md"],
+                  ["--html", "folder"]):
+        result = run_cli("compare", base, new, *extra, cwd=tmp_path)
+        assert result.returncode == 2, (extra, result.stdout + result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    other = copy.deepcopy(base_run)
+    for strategy in other["strategies"]:
+        strategy["name"] = "asyncpg:none"
+    result = run_cli("compare", base, str(write(tmp_path / "other.json", other)),
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "nothing was compared" in result.stderr
+
+
 def test_runs_whose_trials_scatter_more_than_the_threshold_are_warned_about() -> None:
     """A gate cannot see a change smaller than the runs' own scatter: it says so."""
     result = compared(synthetic({"mix": BIMODAL}, mix={"read": 1}),

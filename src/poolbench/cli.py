@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -428,6 +429,21 @@ def calibrate(secrets: Secrets, **options: Any) -> None:
     _run(secrets, {**options, "baseline": "pgbench"})
 
 
+def _check_output_file(option: str, path: Path) -> None:
+    """That a file can be written at ``path`` (its folder exists and takes a file; it is
+    not itself a folder), before any work."""
+    import tempfile
+
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file's path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".poolbench-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot write there ({exc.strerror or exc})"
+                          ) from None
+
+
 def _stdout_console() -> Console:
     """Standard output's console: a terminal's width, or ``COLUMNS`` when set; a pipe or
     file without it gets 140 columns (the full table, not rich's 80-column default)."""
@@ -804,9 +820,17 @@ def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
         render_comparison,
     )
 
+    if not math.isfinite(threshold):  # nan would pass every change: the gate off
+        raise ConfigError(f"--threshold {threshold}: give a percentage, 0 or more")
+    for option, path in (("--markdown", markdown_file), ("--html", html_file)):
+        if path is not None:  # before comparing: exit 1 must mean a regression only
+            _check_output_file(option, path)
     result = compare_sides(load_side(base), load_side(new), base_name=str(base),
                            new_name=str(new), threshold_pct=threshold)
     render_comparison(result, _stdout_console())
+    if not result.changes:
+        raise ConfigError(f"{base} and {new} have no strategy and phase in common: nothing "
+                          "was compared")
     for path, text in ((markdown_file, comparison_markdown), (html_file, comparison_html)):
         if path is not None:
             atomic_write(path, text(result).encode())
