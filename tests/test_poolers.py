@@ -239,30 +239,31 @@ def a_run_through_pgbouncer_agrees_with_it(target: ConnectionTarget, table: str)
 
 def test_pgbouncer_serves_a_database_whose_name_its_config_cannot_hold(
         target: ConnectionTarget, table: str) -> None:
-    """A database named with a space, quotes and an ``=``: PgBouncer's ``[databases]`` names
-    cannot be quoted (pgbouncer#971), so it serves the database under an alias its clients
+    """A database named with a space, quotes and an ``=`` (PgBouncer's ``[databases]`` names
+    cannot be quoted, pgbouncer#971), or named pgbouncer (its console's): PgBouncer serves
+    it under an alias its clients
     ask for; its pool logs in to the database itself, and a run through it agrees with
     PgBouncer's counts (read under the alias)."""
     from psycopg import sql
 
     from poolbench.poolers.pgbouncer import DATABASE_ALIAS, PgBouncer, PoolerSettings
 
-    name = "pb odd 'db' = x"
     admin = target.with_params(application_name="poolbench-test")
-    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        odd = target.with_params(dbname=name)
-        with PgBouncer(odd, PoolerSettings(mode="transaction", pool_size=1,
-                                           max_clients=5)) as bouncer, \
-                psycopg.connect(bouncer.client_target().conninfo()) as conn:
-            found = conn.execute("SELECT current_database()").fetchone()
-        assert (bouncer.database, found) == (DATABASE_ALIAS, (name,))
-        a_run_through_pgbouncer_agrees_with_it(odd, table)
-    finally:
+    for name in ("pb odd 'db' = x", "pgbouncer"):  # the second: its console's own name
         with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            odd = target.with_params(dbname=name)
+            with PgBouncer(odd, PoolerSettings(mode="transaction", pool_size=1,
+                                               max_clients=5)) as bouncer, \
+                    psycopg.connect(bouncer.client_target().conninfo()) as conn:
+                found = conn.execute("SELECT current_database()").fetchone()
+            assert (bouncer.database, found) == (DATABASE_ALIAS, (name,))
+            a_run_through_pgbouncer_agrees_with_it(odd, table)
+        finally:
+            with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                             .format(sql.Identifier(name)))
 
 
 def test_a_password_with_a_line_break_is_refused_in_one_line_not_written_into_the_config(

@@ -55,7 +55,8 @@ PREPARED_STATEMENTS_SINCE = (1, 21)
 CLIENT_TLS_MODES = ("require", "verify-ca", "verify-full")
 # A [databases] name PgBouncer reads as written; another (a space, a quote, a newline...)
 # cannot be quoted there (its parser refuses a quoted name with a space: pgbouncer#971),
-# so PgBouncer serves that database under DATABASE_ALIAS, and its clients ask for that.
+# so PgBouncer serves that database under DATABASE_ALIAS, and its clients ask for that; so
+# too a database named pgbouncer, its console's reserved name.
 PLAIN_DATABASE_NAME = re.compile(r"[0-9A-Za-z_.-]+")
 DATABASE_ALIAS = "poolbench"
 
@@ -204,7 +205,7 @@ class PgBouncer(Service):
                                   "directly, or log in with another")
         self.user = user
         self.database = (login.dbname if PLAIN_DATABASE_NAME.fullmatch(login.dbname)
-                         else DATABASE_ALIAS)
+                         and login.dbname != "pgbouncer" else DATABASE_ALIAS)
         self.client_password = secrets.token_urlsafe(24)
         auth = self.root / "userlist.txt"
         auth.touch(mode=0o600)
