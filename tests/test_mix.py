@@ -141,9 +141,11 @@ def test_the_rarest_kind_accepted_runs_once_in_each_cycle(target: ConnectionTarg
     assert s.server is not None and s.server.ok, s.server
 
 
-@pytest.mark.parametrize("spec", ["read=80,scan=20", "read=x", "read=0", ""])
+@pytest.mark.parametrize("spec", ["read=80,scan=20", "read=x", "read=0", "",
+                                  "read=99999999999999999999,create=1"])  # once hung
 def test_bad_mix_is_a_usage_error(tmp_path, spec: str) -> None:
     from conftest import run_cli
 
-    result = run_cli("run", "--mix", spec, cwd=tmp_path)
+    result = run_cli("run", "--mix", spec, cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "--mix" in result.stderr, result.stderr
+    assert "((" not in result.stderr  # as written, not as a Python tuple

@@ -44,6 +44,8 @@ def parse_mix(spec: str) -> tuple[tuple[str, int], ...]:
 
 
 MIX_CYCLE = 100  # a mix runs as a shuffled cycle of this many operations, repeated
+# Weights are shares of a cycle of MIX_CYCLE: beyond this, floats stop telling them apart
+MIX_WEIGHT_MAX = 1_000_000
 
 
 def mix_cycle(mix: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -295,10 +297,13 @@ class RunConfig:
                                              or self.pooler_size < 1):
             raise ConfigError(f"--pooler-size must be a whole number >= 1, got "
                               f"{self.pooler_size!r}")
-        if self.mix and (any(k not in MIX_KINDS or w < 1 for k, w in self.mix)
+        if self.mix and (any(k not in MIX_KINDS or not 1 <= w <= MIX_WEIGHT_MAX
+                             for k, w in self.mix)
                          or len({k for k, _ in self.mix}) != len(self.mix)):
-            raise ConfigError(f"--mix {self.mix!r}: give kinds from {', '.join(MIX_KINDS)} "
-                              "with whole-number weights >= 1, each once")
+            spec = ",".join(f"{k}={w}" for k, w in self.mix)
+            raise ConfigError(f"--mix {spec}: give kinds from {', '.join(MIX_KINDS)} "
+                              f"with whole-number weights from 1 to {MIX_WEIGHT_MAX:,}, "
+                              "each once")
         if self.mix and (starved := _starved_mix_error(self.mix)) is not None:
             raise starved
         if not (isinstance(self.sample_interval_s, (int, float))
