@@ -121,6 +121,8 @@ def test_schema_conflict_is_refused_untouched(tmp_path: Path, target: Connection
     (["--processes", "0"], "--processes"),
     (["--processes", "8", "-w", "4"], "--processes"),
     (["--statement-timeout", "0"], "--statement-timeout"),
+    (["--statement-timeout", "0.0004"], "--statement-timeout"),  # would be 0 ms: off
+    (["--statement-timeout", "1e12"], "--statement-timeout"),  # beyond PostgreSQL's int
     (["--acquire-timeout", "-1"], "--acquire-timeout"),
     (["--env-file", "missing.env"], "--env-file"),
     (["--connect-samples", "-1"], "--connect-samples"),
@@ -129,6 +131,14 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], needle: str
     result = run_cli("run", *args, cwd=tmp_path)
     assert_one_line_error(result, 2, needle)
     assert "secretpw" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["sweep", "--p99-slo", "nan"],
+                                  ["capture", "--sample", "inf", "--out", "x"],
+                                  ["capture", "--sample", "nan", "--out", "x"]])
+def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, args: list[str]) -> None:
+    result = run_cli(*args, cwd=tmp_path)
+    assert_one_line_error(result, 2, args[1], "finite")
 
 
 @pytest.mark.parametrize(("command", "mix", "fix"), [

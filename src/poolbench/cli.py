@@ -429,6 +429,13 @@ def calibrate(secrets: Secrets, **options: Any) -> None:
     _run(secrets, {**options, "baseline": "pgbench"})
 
 
+def _finite(param: click.Parameter, value: float | None) -> float | None:
+    """A number option's value, refused when nan or infinite (click's ranges let both by)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value}: give a finite number", param=param)
+    return value
+
+
 def _check_output_file(option: str, path: Path) -> None:
     """That a file can be written at ``path`` (its folder exists and takes a file; it is
     not itself a folder), before any work."""
@@ -633,6 +640,7 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
 @click.option("-w", "--workers", "workers_list", default="50", show_default=True,
               help="Client counts to sweep, e.g. 1,2,4,8 (one number: at every point).")
 @click.option("--p99-slo", type=click.FloatRange(min=0, min_open=True), default=None,
+              callback=lambda ctx, param, value: _finite(param, value),
               help="Milliseconds: the recommended size must keep p99 within this.")
 @click.option("--phases", "four_phases", is_flag=True,
               help="Sweep the four-phase workload instead of the default mix "
@@ -774,6 +782,7 @@ def connect_cost_command(secrets: Secrets, dsn: str | None, env_file: Path | Non
 @click.option("--by", type=click.Choice(["calls", "time"]), default="calls", show_default=True,
               help="Rank statements by their calls or by their total time.")
 @click.option("--sample", "sample_s", type=click.FloatRange(min=0), default=0.0,
+              callback=lambda ctx, param, value: _finite(param, value),
               show_default=True, help="Seconds to sample pg_stat_activity for the live "
                                       "concurrency (suggested --workers); 0: do not sample.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,

@@ -46,6 +46,7 @@ def parse_mix(spec: str) -> tuple[tuple[str, int], ...]:
 MIX_CYCLE = 100  # a mix runs as a shuffled cycle of this many operations, repeated
 # Weights are shares of a cycle of MIX_CYCLE: beyond this, floats stop telling them apart
 MIX_WEIGHT_MAX = 1_000_000
+STATEMENT_TIMEOUT_MAX_S = 2_147_483.647  # PostgreSQL's largest statement_timeout (int ms)
 
 
 def mix_cycle(mix: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
@@ -280,6 +281,11 @@ class RunConfig:
             if number is not None and not (isinstance(number, (int, float)) and number > 0
                                            and number != float("inf")):
                 raise ConfigError(f"{option} must be a number of {unit} > 0, got {number!r}")
+        if self.statement_timeout_s is not None \
+                and not 0.001 <= self.statement_timeout_s <= STATEMENT_TIMEOUT_MAX_S:
+            # PostgreSQL's statement_timeout is whole milliseconds of an int; 0 turns it off
+            raise ConfigError(f"--statement-timeout {self.statement_timeout_s:g}: give "
+                              f"seconds from 0.001 to {STATEMENT_TIMEOUT_MAX_S}")
         if self.baseline not in (None, "pgbench"):
             raise ConfigError(f"--baseline {self.baseline!r}: the only baseline is 'pgbench'")
         if not self.baseline_seconds >= 1:
