@@ -226,6 +226,22 @@ def test_a_pooler_the_user_runs(tmp_path: Path, target: ConnectionTarget, admin:
     assert table_contents(admin, table) == before
 
 
+def test_a_pooler_dsn_that_takes_no_connection_is_refused_before_the_run(
+        tmp_path: Path, target: ConnectionTarget) -> None:
+    """Nothing listens at the --pooler-dsn: one line, exit 3, before any strategy (its pool
+    would have waited out --acquire-timeout, then failed as 'unexpected')."""
+    from poolbench.db.server import free_port
+
+    dead = target.with_params(host="127.0.0.1", port=str(free_port()))
+    result = run_cli("run", "--dsn", target.conninfo(), "--via", "pooler", "--pooler-dsn",
+                     dead.conninfo(), "--strategies", "psycopg:pool", "-n", "20", "-w", "2",
+                     "--warmup", "0", "--trials", "1", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("poolbench: error: --pooler-dsn:"), result.stderr
+    assert "unexpected" not in result.stderr and "psycopg:pool" not in result.stderr
+
+
 def a_run_through_pgbouncer_agrees_with_it(target: ConnectionTarget, table: str) -> None:
     """A small run of psycopg:pool through a PgBouncer poolbench starts: no error, and
     PgBouncer's counts agree with the run's; no pgbouncer left after it."""

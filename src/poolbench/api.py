@@ -40,7 +40,7 @@ from poolbench.check.script_baseline import COMPARED as SCRIPT_PHASES
 from poolbench.check.script_baseline import calibrate_scripts
 from poolbench.check.statement_calls import ScriptStatements, identify
 from poolbench.config import RunConfig
-from poolbench.db.admin import AdminSession, check_capacity, server_facts
+from poolbench.db.admin import AdminSession, check_capacity, connect_admin, server_facts
 from poolbench.db.binaries import find_pgbench
 from poolbench.db.clone import Clone, ClonedDatabase
 from poolbench.db.pgbench_tables import ROWS_PER_SCALE, TABLES, PgbenchTables, init_tables
@@ -48,7 +48,7 @@ from poolbench.db.server import EmbeddedServer
 from poolbench.db.target import APPLICATION_NAME, ConnectionTarget, reason
 from poolbench.db.workload import new_run_tag
 from poolbench.environment import manifest
-from poolbench.errors import ConfigError, Interrupted, PoolbenchError
+from poolbench.errors import ConfigError, ConnectError, Interrupted, PoolbenchError
 from poolbench.events import RunEvents
 from poolbench.measure import combine
 from poolbench.measure.cluster import ClusterNodes, connect_cluster
@@ -295,6 +295,8 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload
     target, clone = _into_clone(config, target, run_tag, stack, events, made)
     admin = AdminSession(target)
     stack.callback(admin.close)
+    if "pooler" in config.via and config.pooler_dsn is not None:
+        _check_pooler(config.pooler_dsn)  # before anything is written or measured
     facts = admin.call(server_facts)
     events.connected.fire(target=target, server=facts)
     admin.call(lambda c: check_capacity(c, _connections_needed(config, classes), config.workers,
@@ -330,6 +332,15 @@ def _open_session(config: RunConfig, classes: list[type[StrategyInfo]], workload
         session.harness = _harness(session, classes)
     session.rtt = _injected_rtt(session, classes)
     return session
+
+
+def _check_pooler(pooler: ConnectionTarget) -> None:
+    """That ``--pooler-dsn`` takes a connection: else ConnectError in one line (its pool
+    would otherwise wait out its timeout, or its first failure end the run mid-way)."""
+    try:
+        connect_admin(pooler).close()
+    except ConnectError as exc:
+        raise ConnectError(f"--pooler-dsn: {exc}") from None
 
 
 def _environment(config: RunConfig, facts: dict[str, object], clone: Clone | None,
