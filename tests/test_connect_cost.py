@@ -495,3 +495,12 @@ def test_a_run_measures_connects_through_the_route_its_no_pool_strategy_took(
     # clients: the server sees only the pooler's few server connections (and the run's
     # own sessions). Straight to the server, it would have counted 150 more.
     assert sessions() - before < 50
+
+
+def test_a_level_of_more_threads_than_connects_is_reported_as_the_threads_used(
+        target: ConnectionTarget) -> None:
+    """Each thread makes one connect at least: 8 threads asked for 2 connects run 2, and
+    the row says 2, not 8; levels that come to the same are measured once."""
+    cost = connect_cost(target, samples=2, concurrency=(8, 1, 2), drivers=("psycopg",))
+    assert [(d.driver, d.concurrency, d.latency and d.latency.count)
+            for d in cost.drivers] == [("psycopg", 1, 2), ("psycopg", 2, 2)]

@@ -446,8 +446,10 @@ def connect_cost(target: ConnectionTarget, *, route: str = "direct", samples: in
     counts, why = probed.counts, probed.why
     found = _driver_connects(target)
     measured = []
+    # a thread makes one connect at least: no more threads than samples, each level once
+    levels = sorted({min(n, samples) for n in concurrency})
     for d in drivers:
-        for n in concurrency:
+        for n in levels:
             timed, failure = _timed_connects(found[d], samples, n)
             measured.append(DriverConnect(
                 driver=d, concurrency=n,
