@@ -363,3 +363,19 @@ def test_pgbouncer_serves_the_server_and_database_libpq_connects_to(
         found = conn.execute("SELECT current_database(), inet_server_port()").fetchone()
     assert found == (target.dbname, int(target.get("port") or 0))
     a_run_through_pgbouncer_agrees_with_it(unnamed, table)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--pgbouncer-bin", "/bin/false"], "/bin/false is not PgBouncer"),
+    (["--pooler-size", "1000"], "lower --pooler-size or raise max_connections"),
+])
+def test_a_pgbouncer_route_that_cannot_be_is_refused_in_one_line_naming_the_option(
+        tmp_path: Path, target: ConnectionTarget, args: list[str], needle: str) -> None:
+    """Not PgBouncer's program, or a PgBouncer pool larger than the server takes: exit 2
+    in one line naming what to change (the pool is --pooler-size's, not the workers')."""
+    result = run_cli("run", "--dsn", target.conninfo(), "--via", "pgbouncer:transaction",
+                     "--strategies", "psycopg:pool", "-n", "20", "-w", "2", "--warmup", "0",
+                     "--trials", "1", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("poolbench: error:")]
+    assert needle in line and "\\n" not in line, line

@@ -144,7 +144,11 @@ def check_capacity(conn: psycopg.Connection, needs: dict[str, int], workers: int
     free = max_conn - reserved - in_use
     for name, needed in needs.items():
         if needed > free:
+            # a PgBouncer route holds its pool of --pooler-size, whatever the workers
+            option, fix = ((f"--pooler-size {needed}", "--pooler-size")
+                           if "@pgbouncer:" in name
+                           else (f"-w/--workers {workers}", "--workers/--pool-max"))
             raise CapacityError(
-                f"-w/--workers {workers}: {name} needs {needed} connections but the server "
+                f"{option}: {name} needs {needed} connections but the server "
                 f"allows max_connections={max_conn} ({reserved} reserved, {in_use} in use, "
-                f"{free} free); lower --workers/--pool-max or raise max_connections")
+                f"{free} free); lower {fix} or raise max_connections")

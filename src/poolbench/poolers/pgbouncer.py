@@ -83,7 +83,9 @@ def pgbouncer_version(executable: Path) -> tuple[int, ...]:
                          timeout=30, stdin=subprocess.DEVNULL).stdout
     match = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", out)
     if match is None:
-        raise ServerError(f"cannot read the version of {executable} ({out.strip()[:80]!r})")
+        first = (out.strip().splitlines() or ["no output"])[0][:80]
+        raise ConfigError(f"{executable} is not PgBouncer: its --version says {first!r}, "
+                          "not 'PgBouncer N.N'; give PgBouncer's program (--pgbouncer-bin)")
     return tuple(int(g) for g in match.groups() if g is not None)
 
 
