@@ -113,6 +113,8 @@ def test_schema_conflict_is_refused_untouched(tmp_path: Path, target: Connection
     (["--table", "users; drop table x"], "--table"),
     (["--dsn", "postgresql://u:secretpw@host:99999/db"], "port"),
     (["--dsn", "host=1 = 2"], "--dsn"),
+    (["--dsn", "host=a,b,c port=1,2 dbname=d"], "2 ports for 3 host(s)"),  # libpq's rule
+    (["--dsn", "host=a sslmode=bogus"], "sslmode 'bogus'"),
     (["--rows", "many"], "rows"),
     (["--duration", "0"], "--duration"),
     (["--duration", "-5"], "--duration"),

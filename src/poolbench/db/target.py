@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from poolbench.errors import ConfigError
 
 MASK = "***"
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 APPLICATION_NAME = "poolbench"
 # The name of poolbench's own sessions besides the strategies' (the admin session, logins):
 # fault injectors that terminate the benchmark's backends (application_name 'poolbench')
@@ -62,6 +63,14 @@ class ConnectionTarget:
         clean = {k: str(v) for k, v in params.items() if v not in (None, "")}
         if "port" in clean:
             _check_port(clean["port"], source)
+            ports = clean["port"].count(",") + 1
+            hosts = max(clean.get(k, "").count(",") + 1 for k in ("host", "hostaddr"))
+            if ports > 1 and ports != hosts:  # libpq: one port, or one per host
+                raise ConfigError(f"{source}: {ports} ports for {hosts} host(s); give one "
+                                  "port, or one per host")
+        if "sslmode" in clean and clean["sslmode"] not in SSL_MODES:
+            raise ConfigError(f"{source}: sslmode {clean['sslmode']!r} is not one of "
+                              f"{', '.join(SSL_MODES)}")
         return cls(params=tuple(sorted(clean.items())), source=source)
 
     def __repr__(self) -> str:
