@@ -315,7 +315,9 @@ def test_older_schema_versions_are_read(tmp_path: Path, base_run: dict) -> None:
 
 
 @pytest.mark.parametrize("content", ["not json at all", '{"schema_version": 99}', "[1, 2]",
-                                     '{"schema_version": 3}'])
+                                     '{"schema_version": 3}',
+                                     '{"schema_version": 5, "points": [], '
+                                     '"recommendations": []}'])  # a sweep.json
 def test_unreadable_input_exits_2(tmp_path: Path, base_run: dict, content: str) -> None:
     (tmp_path / "bad.json").write_text(content)
     base = write(tmp_path / "base.json", base_run)

@@ -135,7 +135,7 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, args: list[str], needle: str
     assert "secretpw" not in result.stderr
 
 
-@pytest.mark.parametrize("args", [["sweep", "--p99-slo", "nan"],
+@pytest.mark.parametrize("args", [["sweep", "--p99-slo", "nan"], ["sweep", "--warmup", "nan"],
                                   ["capture", "--sample", "inf", "--out", "x"],
                                   ["capture", "--sample", "nan", "--out", "x"]])
 def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, args: list[str]) -> None:

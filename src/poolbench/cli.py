@@ -654,7 +654,7 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
                                  "while they fit in it, until it is pinned to one step "
                                  "[default: the grid alone].")
 @click.option("--warmup", "warmup_seconds", type=click.FloatRange(min=0), default=1.0,
-              show_default=True,
+              show_default=True, callback=lambda ctx, param, value: _finite(param, value),
               help="Seconds each point runs on its fresh pool before it is measured (0: none).")
 @run_options(point=True)
 @click.pass_obj

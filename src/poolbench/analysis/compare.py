@@ -142,6 +142,9 @@ def load_results(path: Path) -> dict[str, Any]:
                                 f"{getattr(exc, 'strerror', None) or exc}; give a results.json "
                                 "written by poolbench run") from None
     version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(data, dict) and "recommendations" in data and "points" in data:
+        raise CompareInputError(f"{path}: a sweep's output (sweep.json), not a run's; compare "
+                                "takes results.json files, or folders of them")
     if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
         raise CompareInputError(f"{path}: schema_version {version!r} is not one poolbench "
                                 f"knows (1..{SCHEMA_VERSION}); upgrade poolbench or give a "
