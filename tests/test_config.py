@@ -106,3 +106,16 @@ def test_sweep_takes_runs_options_in_either_spelling(tmp_path: Path, target: Con
     assert [(p["pool_size"], p["workers"]) for p in data["points"]] == [(2, 2)]
     assert not (tmp_path / "reports" / "sweep.png").exists()  # --no-chart reached it too
     assert "Sweep written to reports/ (sweep.json)" in result.stdout
+
+
+def test_poolbenchs_own_session_is_not_cancelled_by_a_timeout_in_the_dsns_options(
+        target: ConnectionTarget) -> None:
+    """A DSN whose options set statement_timeout (for the workload): poolbench's own
+    session runs without it, so its setup, snapshots and data check are never cancelled
+    (a 1-ms one cancelled its first query: 'unexpected QueryCanceled')."""
+    from poolbench.db.admin import connect_admin
+
+    timed = target.with_settings(statement_timeout="1")
+    with connect_admin(timed) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        conn.execute("SELECT pg_sleep(0.01)")

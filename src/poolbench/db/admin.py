@@ -23,6 +23,10 @@ T = TypeVar("T")
 
 def connect_admin(target: ConnectionTarget) -> psycopg.Connection:
     """An autocommit psycopg connection, or ConnectError naming cause and fix."""
+    if "statement_timeout" in target.server_settings():
+        # the user's timeout is for the workload: poolbench's own queries (server facts,
+        # snapshots, the data check) are not cancelled by it
+        target = target.with_settings(statement_timeout="0")
     try:
         return psycopg.connect(target.with_params(
             connect_timeout=target.get("connect_timeout") or CONNECT_TIMEOUT_S,
