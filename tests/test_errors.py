@@ -143,6 +143,13 @@ def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, args: list[str])
     assert_one_line_error(result, 2, args[1], "finite")
 
 
+def test_a_scale_beyond_pgbenchs_is_refused_before_pgbench(tmp_path: Path) -> None:
+    result = run_cli("init", "-s", "99999999999", cwd=tmp_path)  # pgbench's limit: 2**31 - 1
+    assert_one_line_error(result, 2, "--scale")
+
+
+
+
 @pytest.mark.parametrize(("command", "mix", "fix"), [
     ("run", "read=199,delete=1", "give delete=2 or more"),  # a 0.5 share rounds to none
     ("run", "read=400,update=1,delete=1", "give update=3 and delete=3 or more"),

@@ -583,7 +583,7 @@ def cleanup(secrets: Secrets, run_tag: str, table: str, dsn: str | None,
               metavar="NAME",
               help="The built-in the tables are for: tpcb-like, simple-update, select-only "
                    "(all three use the same tables).")
-@click.option("-s", "--scale", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("-s", "--scale", type=click.IntRange(1, 2_147_483_647), default=1, show_default=True,
               help="pgbench's scale: 100,000 accounts, 10 tellers and 1 branch each.")
 @click.option("--dsn", help="PostgreSQL URI or key=value DSN [default: as for run; there "
                             "must be one].")
