@@ -125,6 +125,7 @@ def test_schema_conflict_is_refused_untouched(tmp_path: Path, target: Connection
     (["--statement-timeout", "0"], "--statement-timeout"),
     (["--statement-timeout", "0.0004"], "--statement-timeout"),  # would be 0 ms: off
     (["--statement-timeout", "1e12"], "--statement-timeout"),  # beyond PostgreSQL's int
+    (["--statement-timeout", "1", "--via", "pgbouncer:transaction"], "role or database"),
     (["--acquire-timeout", "-1"], "--acquire-timeout"),
     (["--env-file", "missing.env"], "--env-file"),
     (["--connect-samples", "-1"], "--connect-samples"),

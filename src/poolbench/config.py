@@ -286,6 +286,12 @@ class RunConfig:
             # PostgreSQL's statement_timeout is whole milliseconds of an int; 0 turns it off
             raise ConfigError(f"--statement-timeout {self.statement_timeout_s:g}: give "
                               f"seconds from 0.001 to {STATEMENT_TIMEOUT_MAX_S}")
+        if self.statement_timeout_s is not None \
+                and any(route.startswith("pgbouncer:") for route in self.via):
+            raise ConfigError("--statement-timeout cannot reach the server through the "
+                              "PgBouncer poolbench starts (it ignores clients' startup "
+                              "options); set statement_timeout on the role or database, or "
+                              "leave out --via pgbouncer:*")
         if self.baseline not in (None, "pgbench"):
             raise ConfigError(f"--baseline {self.baseline!r}: the only baseline is 'pgbench'")
         if not self.baseline_seconds >= 1:
