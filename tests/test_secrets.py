@@ -232,3 +232,14 @@ def test_a_dsn_libpq_cannot_parse_is_not_echoed(tmp_path: Path) -> None:
     result = run_cli("run", "--dsn", bad, cwd=tmp_path)
     assert result.returncode == 2 and "cannot parse the DSN" in result.stderr, result.stderr
     assert leaks(result.stdout + result.stderr) == [], result.stderr
+
+
+def test_a_password_repeated_in_another_parameter_is_masked_there_too() -> None:
+    """The DSN shown (console, results.json's config.target) masks the password's value
+    wherever it appears, not only in the password field."""
+    from poolbench.db.target import ConnectionTarget
+
+    target = ConnectionTarget.from_dsn("host=h user=u password=s3cr3t-pw dbname=d "
+                                       "application_name=s3cr3t-pw", source="--dsn")
+    assert "s3cr3t-pw" not in target.masked()
+    assert "s3cr3t-pw" in target.masked(show_password=True)

@@ -207,9 +207,10 @@ class ConnectionTarget:
         rest = {k: MASK if is_secret(k) else quote(v, safe="") for k, v in p.items()
                 if k not in shown}
         query = "&".join(f"{k}={v}" for k, v in sorted(rest.items()))
-        return f"postgresql://{netloc}/{quote(p.get('dbname', ''), safe='')}" + (
-            f"?{query}" if query else ""
-        )
+        uri = f"postgresql://{netloc}/{quote(p.get('dbname', ''), safe='')}" + (
+            f"?{query}" if query else "")
+        # a secret's value that another parameter repeats is masked there too
+        return uri if show_password else redact(uri, *self.secrets())
 
 
 def is_secret(key: str) -> bool:
