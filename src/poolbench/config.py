@@ -56,6 +56,11 @@ def mix_cycle(mix: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
     return tuple((kind, round(w * MIX_CYCLE / total)) for kind, w in mix)
 
 
+def mix_text(mix: tuple[tuple[str, int], ...]) -> str:
+    """A mix as ``--mix`` takes it: ``read=80,update=10``."""
+    return ",".join(f"{k}={w}" for k, w in mix)
+
+
 def _starved_mix_error(mix: tuple[tuple[str, int], ...]) -> ConfigError | None:
     """The error for a mix with a kind whose share rounds to no operation (it would never
     run), naming the least weights that give each such kind one; None if every kind runs."""
@@ -67,7 +72,7 @@ def _starved_mix_error(mix: tuple[tuple[str, int], ...]) -> ConfigError | None:
         for kind in missing:  # one in a cycle needs w / total > 1 / (2 * MIX_CYCLE)
             rest = sum(weights.values()) - weights[kind]
             weights[kind] = rest // (2 * MIX_CYCLE - 1) + 1
-    spec = ",".join(f"{k}={w}" for k, w in mix)
+    spec = mix_text(mix)
     fix = " and ".join(f"{k}={weights[k]}" for k in starved)
     return ConfigError(f"--mix {spec}: {', '.join(starved)} would never run (under one "
                        f"operation in each cycle of {MIX_CYCLE}); give {fix} or more, or "
@@ -312,8 +317,7 @@ class RunConfig:
         if self.mix and (any(k not in MIX_KINDS or not 1 <= w <= MIX_WEIGHT_MAX
                              for k, w in self.mix)
                          or len({k for k, _ in self.mix}) != len(self.mix)):
-            spec = ",".join(f"{k}={w}" for k, w in self.mix)
-            raise ConfigError(f"--mix {spec}: give kinds from {', '.join(MIX_KINDS)} "
+            raise ConfigError(f"--mix {mix_text(self.mix)}: give kinds from {', '.join(MIX_KINDS)} "
                               f"with whole-number weights from 1 to {MIX_WEIGHT_MAX:,}, "
                               "each once")
         if self.mix and (starved := _starved_mix_error(self.mix)) is not None:
