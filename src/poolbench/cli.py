@@ -429,8 +429,9 @@ def calibrate(secrets: Secrets, **options: Any) -> None:
     _run(secrets, {**options, "baseline": "pgbench"})
 
 
-def _finite(param: click.Parameter, value: float | None) -> float | None:
-    """A number option's value, refused when nan or infinite (click's ranges let both by)."""
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number option's callback: its value, refused when nan or infinite (click's ranges
+    let both by)."""
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value}: give a finite number", param=param)
     return value
@@ -640,7 +641,7 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
 @click.option("-w", "--workers", "workers_list", default="50", show_default=True,
               help="Client counts to sweep, e.g. 1,2,4,8 (one number: at every point).")
 @click.option("--p99-slo", type=click.FloatRange(min=0, min_open=True), default=None,
-              callback=lambda ctx, param, value: _finite(param, value),
+              callback=_finite,
               help="Milliseconds: the recommended size must keep p99 within this.")
 @click.option("--phases", "four_phases", is_flag=True,
               help="Sweep the four-phase workload instead of the default mix "
@@ -654,7 +655,7 @@ DEFAULT_MIX = "read=80,update=10,create=5,delete=5"
                                  "while they fit in it, until it is pinned to one step "
                                  "[default: the grid alone].")
 @click.option("--warmup", "warmup_seconds", type=click.FloatRange(min=0), default=1.0,
-              show_default=True, callback=lambda ctx, param, value: _finite(param, value),
+              show_default=True, callback=_finite,
               help="Seconds each point runs on its fresh pool before it is measured (0: none).")
 @run_options(point=True)
 @click.pass_obj
@@ -782,7 +783,7 @@ def connect_cost_command(secrets: Secrets, dsn: str | None, env_file: Path | Non
 @click.option("--by", type=click.Choice(["calls", "time"]), default="calls", show_default=True,
               help="Rank statements by their calls or by their total time.")
 @click.option("--sample", "sample_s", type=click.FloatRange(min=0), default=0.0,
-              callback=lambda ctx, param, value: _finite(param, value),
+              callback=_finite,
               show_default=True, help="Seconds to sample pg_stat_activity for the live "
                                       "concurrency (suggested --workers); 0: do not sample.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
@@ -810,6 +811,7 @@ def capture(secrets: Secrets, dsn: str | None, env_file: Path | None, top: int, 
 @click.argument("base", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
 @click.option("--threshold", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              callback=_finite,  # nan: no change would exceed it, the gate off
               help="Percent: exit 1 when a significant throughput drop or p99 rise beyond "
                    "the runs' noise exceeds it.")
 @click.option("--markdown", "markdown_file", type=click.Path(path_type=Path),
@@ -829,8 +831,6 @@ def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
         render_comparison,
     )
 
-    if not math.isfinite(threshold):  # nan would pass every change: the gate off
-        raise ConfigError(f"--threshold {threshold}: give a percentage, 0 or more")
     for option, path in (("--markdown", markdown_file), ("--html", html_file)):
         if path is not None:  # before comparing: exit 1 must mean a regression only
             _check_output_file(option, path)
