@@ -437,21 +437,6 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
-def _check_output_file(option: str, path: Path) -> None:
-    """That a file can be written at ``path`` (its folder exists and takes a file; it is
-    not itself a folder), before any work."""
-    import tempfile
-
-    if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a folder; give a file's path")
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".poolbench-probe-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{option} {path}: cannot write there ({exc.strerror or exc})"
-                          ) from None
-
-
 def _stdout_console() -> Console:
     """Standard output's console: a terminal's width, or ``COLUMNS`` when set; a pipe or
     file without it gets 140 columns (the full table, not rich's 80-column default)."""
@@ -824,7 +809,7 @@ def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
     below each: the run is then the unit): per strategy and phase, throughput, p50 and p99,
     the change and whether it is significant; exit 1 on a significant regression."""
     from poolbench.analysis.compare import compare_sides, load_side
-    from poolbench.report import atomic_write
+    from poolbench.report import atomic_write, check_file_writable
     from poolbench.report.compare_view import (
         comparison_html,
         comparison_markdown,
@@ -833,7 +818,7 @@ def compare(base: Path, new: Path, threshold: float, markdown_file: Path | None,
 
     for option, path in (("--markdown", markdown_file), ("--html", html_file)):
         if path is not None:  # before comparing: exit 1 must mean a regression only
-            _check_output_file(option, path)
+            check_file_writable(option, path)
     result = compare_sides(load_side(base), load_side(new), base_name=str(base),
                            new_name=str(new), threshold_pct=threshold)
     render_comparison(result, _stdout_console())

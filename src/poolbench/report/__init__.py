@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from poolbench.errors import ConfigError
 from poolbench.events import RunEvents
@@ -40,11 +40,30 @@ def check_writable(out_dir: Path) -> None:
     """Create ``out_dir`` if needed and prove a file can be written there, before any run."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".poolbench-probe-"):
+    except OSError as exc:
+        _cannot_write("--out", out_dir, exc)
+    _probe_write("--out", out_dir)
+
+
+def check_file_writable(option: str, path: Path) -> None:
+    """Prove a file can be written at ``path`` (its folder exists and takes one; it is not
+    itself a folder), before any work."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file's path")
+    _probe_write(option, path.parent)
+
+
+def _probe_write(option: str, folder: Path) -> None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".poolbench-probe-"):
             pass
     except OSError as exc:
-        raise ConfigError(f"--out: cannot write to {out_dir} ({exc.strerror or exc}); "
-                          "choose a writable folder") from None
+        _cannot_write(option, folder, exc)
+
+
+def _cannot_write(option: str, folder: Path, exc: OSError) -> NoReturn:
+    raise ConfigError(f"{option}: cannot write to {folder} ({exc.strerror or exc}); "
+                      "choose a writable folder") from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
