@@ -698,9 +698,9 @@ def _open_sampler(config: RunConfig, target: ConnectionTarget,
 def _is_local(target: ConnectionTarget) -> bool:
     """Whether the server runs on this machine (its core count is then ours). Not said of a
     list of hosts or ports (``host=a,b``): which one serves is libpq's choice."""
-    host = target.get("host") or ""
-    if "," in host or "," in (target.get("port") or ""):
+    if target.lists_hosts:
         return False
+    host = target.get("host") or ""
     return host in ("", "127.0.0.1", "localhost", "::1") or host.startswith("/")
 
 

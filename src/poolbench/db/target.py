@@ -100,9 +100,8 @@ class ConnectionTarget:
         one libpq reached; of ``hostaddr`` (or ``PGHOSTADDR``), the address it reached. For
         what connects without libpq (the connect probe) or is given a server to connect to
         (PgBouncer). Raises psycopg.Error when it cannot connect."""
-        several = any("," in (self.get(key) or "") for key in ("host", "hostaddr", "port"))
         hostaddr = self.get("hostaddr") or os.environ.get("PGHOSTADDR")
-        if self.password and not several and hostaddr == self.get("hostaddr") \
+        if self.password and not self.lists_hosts and hostaddr == self.get("hostaddr") \
                 and all(self.get(key) for key in ("user", "dbname", "host", "port")):
             return self
         with psycopg.connect(self.with_params(application_name=ADMIN_APPLICATION_NAME)
@@ -115,6 +114,12 @@ class ConnectionTarget:
             if hostaddr:  # the address libpq reached, of those named (or PGHOSTADDR's)
                 found["hostaddr"] = info.hostaddr
             return self.with_params(**found)
+
+    @property
+    def lists_hosts(self) -> bool:
+        """Whether it names libpq's list of hosts, addresses or ports (``host=a,b``): which
+        one serves is libpq's choice at connect time."""
+        return any("," in (self.get(key) or "") for key in ("host", "hostaddr", "port"))
 
     @property
     def over_unix_socket(self) -> bool:
@@ -177,12 +182,8 @@ class ConnectionTarget:
             kwargs["host"] = hosts if len(hosts) > 1 else hosts[0]
         if "target_session_attrs" in p:  # which of the hosts: asyncpg takes libpq's words
             kwargs["target_session_attrs"] = p["target_session_attrs"]
-        if "port" in p:  # one port, or one per host
-            try:
-                ports = [int(port) for port in p["port"].split(",")]
-            except ValueError:
-                raise ConfigError(f"port {p['port']!r} is not a number (or a list of "
-                                  "numbers, one per host)") from None
+        if "port" in p:  # one port, or one per host (checked when parsed)
+            ports = [int(port) for port in p["port"].split(",")]
             kwargs["port"] = ports if len(ports) > 1 else ports[0]
         if p.get("sslmode") in _ASYNC_SSL_MODES:
             kwargs["ssl"] = p["sslmode"]
